@@ -1,0 +1,62 @@
+/**
+ * `deno task demo`: the two sample backends on 127.0.0.1:9000 and :9100 and
+ * bal in the foreground on 127.0.0.1:9295 (sample/bal.yaml), so that
+ * `curl localhost:9295` answers from alternating backends. Ctrl-C stops
+ * all of it: bal drains, then the backends exit.
+ *
+ * @module
+ */
+const root = new URL("..", import.meta.url).pathname;
+
+function spawn(args: string[]): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), { args, cwd: root, stdin: "null" }).spawn();
+}
+
+const backends = [9000, 9100].map((port) =>
+  spawn(["run", "--allow-net", "--allow-env", "sample/backend.js", String(port)])
+);
+// Give the backends a moment, so bal's first health round finds them up; one that
+// exits in that time could not listen, and the demo would not show what it should.
+const early = await Promise.race([
+  ...backends.map((b) => b.status.then(() => true)),
+  new Promise<false>((r) => setTimeout(() => r(false), 500)),
+]);
+if (early) {
+  console.error(
+    "demo: a sample backend could not start (is something already using port 9000 or 9100?)",
+  );
+  for (const b of backends) {
+    try {
+      b.kill("SIGTERM");
+    } catch {
+      // already exited
+    }
+  }
+  Deno.exit(1);
+}
+const bal = spawn(["task", "-q", "bal", "start", "-c", "sample/bal.yaml"]);
+
+console.log(
+  "demo: try `curl localhost:9295` (twice: the backends alternate); Ctrl-C stops everything",
+);
+
+let stopping = false;
+const stopAll = () => {
+  if (stopping) return;
+  stopping = true;
+  // The terminal sends Ctrl-C to the whole process group; forward it anyway for other senders.
+  for (const child of [bal, ...backends]) {
+    try {
+      child.kill("SIGINT");
+    } catch {
+      // already exited
+    }
+  }
+};
+Deno.addSignalListener("SIGINT", stopAll);
+Deno.addSignalListener("SIGTERM", stopAll);
+
+const balStatus = await bal.status;
+stopAll();
+await Promise.all(backends.map((b) => b.status));
+Deno.exit(stopping ? 0 : balStatus.code);

@@ -1,0 +1,56 @@
+/**
+ * What this build of bal is: its version and the Deno flags it runs with.
+ *
+ * Both come from `deno.json`, which is embedded at compile time, so the
+ * `bal` task there stays the only place the permission flags are written.
+ *
+ * @module
+ */
+import denoJson from "../deno.json" with { type: "json" };
+
+/** The released version, from `deno.json`. */
+export const VERSION: string = denoJson.version;
+
+/** The entry module the `bal` task runs, relative to the project root. */
+export const ENTRY = "src/main.ts";
+
+/**
+ * Extracts the flags between `deno run` and the entry module of a task
+ * command line, e.g. `--allow-net --allow-read`.
+ */
+export function flagsOfTask(command: string): string[] {
+  const words = command.trim().split(/\s+/);
+  const run = words.indexOf("run");
+  const entry = words.indexOf(ENTRY);
+  if (words[0] !== "deno" || run !== 1 || entry <= run) {
+    throw new Error(`task must read "deno run <flags> ${ENTRY}", got "${command}"`);
+  }
+  return words.slice(run + 1, entry);
+}
+
+/**
+ * The permission and unstable flags of the `bal` task, which
+ * `deno compile` bakes into the binary and the daemon re-runs itself with.
+ */
+export const RUN_FLAGS: readonly string[] = Object.freeze(
+  flagsOfTask(denoJson.tasks.bal.command),
+);
+
+/** Path of `deno.json`, needed to re-run from source (it holds the import map). */
+export function denoConfigPath(): string {
+  return new URL("../deno.json", import.meta.url).pathname;
+}
+
+/**
+ * The command line that starts this same program again with other
+ * arguments: the binary itself when compiled, `deno run` with the same
+ * flags and import map when run from source.
+ */
+export function selfCommand(args: string[]): { cmd: string; args: string[] } {
+  if (Deno.build.standalone) return { cmd: Deno.execPath(), args };
+  const main = new URL("./main.ts", import.meta.url).pathname;
+  return {
+    cmd: Deno.execPath(),
+    args: ["run", ...RUN_FLAGS, "--config", denoConfigPath(), main, ...args],
+  };
+}

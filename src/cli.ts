@@ -1,0 +1,186 @@
+/**
+ * The `bal` command line: parses arguments, runs the command, and turns
+ * every failure into `bal: <one line>` on stderr and a non-zero exit code.
+ *
+ * @module
+ */
+import { Command, CommanderError, Option } from "commander";
+import { VERSION } from "./build.ts";
+import { DEFAULT_CONFIG_TEXT, readConfig } from "./config.ts";
+import { graceful, ReloadRefused, stop } from "./control.ts";
+import { reportReady, startDaemon } from "./daemon.ts";
+import { BalError, ConfigError, describeError } from "./errors.ts";
+import type { LogFormat } from "./log.ts";
+import { absolute, ensureStateDir, type StatePaths, statePaths } from "./paths.ts";
+import { serve } from "./server.ts";
+
+const out = (line: string) => console.log(line);
+// Messages that already name bal ("bal is not running") are not prefixed twice.
+const err = (line: string) => console.error(line.startsWith("bal ") ? line : `bal: ${line}`);
+
+/** Options of `bal start`. */
+interface StartOptions {
+  config?: string;
+  daemon?: boolean;
+  logFormat: LogFormat;
+  daemonChild?: string;
+}
+
+/**
+ * The config file a command uses: `-c FILE` made absolute, else the state
+ * directory's `config.yaml`.
+ */
+function configPathOf(option: string | undefined, paths: StatePaths): string {
+  return option ? absolute(option) : paths.config;
+}
+
+/** Writes the commented default config when there is none; true if it did. */
+async function ensureDefaultConfig(path: string): Promise<boolean> {
+  try {
+    await Deno.writeTextFile(path, DEFAULT_CONFIG_TEXT, { createNew: true, mode: 0o644 });
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.AlreadyExists) return false;
+    throw new BalError(`cannot write the default config ${path}: ${describeError(e)}`);
+  }
+}
+
+async function startCommand(options: StartOptions): Promise<number> {
+  const paths = statePaths();
+  await ensureStateDir(paths);
+  const configPath = configPathOf(options.config, paths);
+
+  if (options.daemonChild) {
+    const readyFile = options.daemonChild;
+    try {
+      return await serve({
+        configPath,
+        paths,
+        logFormat: "json",
+        daemon: true,
+        onReady: (listen) => reportReady(readyFile, { ok: true, pid: Deno.pid, listen }),
+      });
+    } catch (e) {
+      await reportReady(readyFile, { ok: false, error: describeError(e) });
+      throw e;
+    }
+  }
+
+  if (!options.config && await ensureDefaultConfig(configPath)) {
+    out(
+      `wrote the default config to ${configPath} (port 9295, backends 127.0.0.1:9000 and 127.0.0.1:9100)`,
+    );
+  }
+  const check = await readConfig(configPath);
+  if (!check.ok) throw check.errors[0];
+
+  if (options.daemon) {
+    const started = await startDaemon(configPath, paths);
+    out(`bal started in the background (pid ${started.pid}), listening on ${started.listen}`);
+    out(`log: ${paths.log}`);
+    return 0;
+  }
+  return await serve({ configPath, paths, logFormat: options.logFormat, daemon: false });
+}
+
+async function checkCommand(options: { config?: string }): Promise<number> {
+  const configPath = configPathOf(options.config, statePaths());
+  const result = await readConfig(configPath);
+  if (!result.ok) {
+    for (const e of result.errors) err(e.message);
+    return 1;
+  }
+  const c = result.config;
+  out(`config OK: ${configPath}`);
+  out(`  listen ${c.bind_address}:${c.port}, ${c.method}, log_level ${c.log_level}`);
+  out(
+    `  ${c.backends.length} backend${c.backends.length === 1 ? "" : "s"}: ${
+      c.backends.map((b) => b.address).join(", ")
+    }`,
+  );
+  return 0;
+}
+
+async function gracefulCommand(): Promise<number> {
+  const outcome = await graceful(statePaths());
+  if (!outcome.ok) {
+    err(`reload failed, the running config is unchanged: ${outcome.error}`);
+    return 1;
+  }
+  out(
+    `reloaded: generation ${outcome.generation}, ${outcome.backends} backends, listening on ${outcome.listen}`,
+  );
+  return 0;
+}
+
+async function stopCommand(): Promise<number> {
+  const pid = await stop(statePaths());
+  out(`bal stopped (pid ${pid})`);
+  return 0;
+}
+
+/** Builds the command tree; each action stores its exit code in `result`. */
+function program(result: { code: number }): Command {
+  const run =
+    <A extends unknown[]>(action: (...args: A) => Promise<number>) => async (...args: A) => {
+      result.code = await action(...args);
+    };
+  const bal = new Command("bal")
+    .description("A small, fast TCP (L4) load balancer. State lives in $BAL_HOME or ~/.bal.")
+    .version(VERSION, "-V, --version", "print the version")
+    .helpOption("-h, --help", "show help")
+    .exitOverride()
+    .configureOutput({
+      outputError: (message, write) => write(`bal: ${message.replace(/^error: /, "")}`),
+    });
+
+  bal.command("start")
+    .description("run bal: in the foreground, or with -d as a background daemon logging to bal.log")
+    .option(
+      "-c, --config <file>",
+      "config file (default: $BAL_HOME/config.yaml, written on first start)",
+    )
+    .option("-d, --daemon", "run in the background and return once it is listening")
+    .addOption(
+      new Option("--log-format <format>", "terminal log format").choices(["text", "json"]).default(
+        "text",
+      ),
+    )
+    .addOption(new Option("--daemon-child <ready-file>").hideHelp())
+    .action(run((opts: StartOptions) => startCommand(opts)));
+
+  bal.command("check")
+    .description("validate a config file without touching the running bal")
+    .option("-c, --config <file>", "config file (default: $BAL_HOME/config.yaml)")
+    .action(run((opts: { config?: string }) => checkCommand(opts)));
+
+  bal.command("graceful")
+    .description("reload the running bal's config with no dropped connection (SIGHUP)")
+    .action(run(() => gracefulCommand()));
+
+  bal.command("stop")
+    .description("stop the running bal, letting live connections finish (SIGTERM)")
+    .action(run(() => stopCommand()));
+
+  return bal;
+}
+
+/** Runs the CLI with `args` (without the program name) and returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const result = { code: 0 };
+  try {
+    await program(result).parseAsync(args, { from: "user" });
+    return result.code;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode;
+    if (e instanceof ReloadRefused) {
+      for (const c of e.errors) err(c.message);
+      err("not reloaded: the running config is unchanged");
+      return e.exitCode;
+    }
+    if (e instanceof ConfigError) err(e.message);
+    else if (e instanceof BalError) err(e.message);
+    else err(`unexpected error: ${describeError(e)}`);
+    return e instanceof BalError ? e.exitCode : 1;
+  }
+}

@@ -1,0 +1,500 @@
+/**
+ * The config file: its schema, defaults, validation and the commented
+ * default written on first start.
+ *
+ * Parsing and validation are pure (text in, frozen {@link Config} or
+ * {@link ConfigError}s out); {@link loadConfig} is the only function here
+ * that touches the file system. Field names are the YAML keys, so one name
+ * means one setting in the file, the code, the logs and the docs.
+ *
+ * @module
+ */
+import { isMap, isPair, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
+import { ConfigError } from "./errors.ts";
+
+/** Log levels the config accepts, least severe first. */
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+/** A log level the config accepts. */
+export type LogLevel = typeof LOG_LEVELS[number];
+
+/** Balancing methods bal implements. */
+export const METHODS = ["round_robin"] as const;
+/** A balancing method. */
+export type Method = typeof METHODS[number];
+
+/** One backend server. */
+export interface Backend {
+  /** IP literal (IPv6 without brackets) or hostname, as Deno.connect takes it. */
+  readonly host: string;
+  readonly port: number;
+  /** `host:port` (`[v6]:port`): the backend's identity in logs and health state. */
+  readonly address: string;
+}
+
+/** Timing and threshold knobs under `runtime:`. */
+export interface RuntimeSettings {
+  readonly health_check_interval_ms: number;
+  readonly health_check_timeout_ms: number;
+  readonly health_check_fail_threshold: number;
+  readonly health_check_success_threshold: number;
+  readonly backend_connect_timeout_ms: number;
+  readonly shutdown_drain_timeout_ms: number;
+}
+
+/** A validated, frozen config. */
+export interface Config {
+  readonly port: number;
+  readonly bind_address: string;
+  readonly method: Method;
+  readonly log_level: LogLevel;
+  readonly backends: readonly Backend[];
+  readonly runtime: RuntimeSettings;
+}
+
+/** The result of checking a config text: a config, or every error found. */
+export type ConfigCheck =
+  | { ok: true; config: Config }
+  | { ok: false; errors: ConfigError[] };
+
+/** Bounds and default of one integer setting. */
+interface IntRule {
+  default: number;
+  min: number;
+  max: number;
+}
+
+/** A day: timers beyond it are typos, and setTimeout overflows past 2^31 ms. */
+const DAY_MS = 86_400_000;
+
+/** Every `runtime:` key with its default and bounds. */
+export const RUNTIME_RULES: { readonly [K in keyof RuntimeSettings]: IntRule } = {
+  health_check_interval_ms: { default: 5000, min: 100, max: DAY_MS },
+  health_check_timeout_ms: { default: 1000, min: 10, max: DAY_MS },
+  health_check_fail_threshold: { default: 3, min: 1, max: 1000 },
+  health_check_success_threshold: { default: 1, min: 1, max: 1000 },
+  backend_connect_timeout_ms: { default: 1000, min: 10, max: DAY_MS },
+  shutdown_drain_timeout_ms: { default: 30000, min: 0, max: DAY_MS },
+};
+
+/** Top-level defaults. */
+export const DEFAULTS = {
+  port: 9295,
+  bind_address: "0.0.0.0",
+  method: "round_robin",
+  log_level: "info",
+} as const;
+
+const TOP_KEYS = ["port", "bind_address", "method", "log_level", "backends", "runtime"];
+/** Keys of configs written for older bal versions, read and ignored. */
+const LEGACY_KEYS = ["mode"];
+const BACKEND_KEYS = ["host", "port"];
+const PORT_RULE: IntRule = { default: DEFAULTS.port, min: 1, max: 65535 };
+
+/** Files larger than this are refused before parsing: no config needs it. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/**
+ * Checks a config text and returns the frozen config or every error found,
+ * each with the file, key path, line and column.
+ */
+export function checkConfig(text: string, file: string): ConfigCheck {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
+  const errors: ConfigError[] = [];
+  const at = (node: Node | null | undefined, keyPath: string, reason: string) => {
+    const offset = node?.range?.[0];
+    const pos = offset === undefined ? {} : lines.linePos(offset);
+    errors.push(new ConfigError({ file, ...pos }, keyPath, reason));
+  };
+
+  for (const e of doc.errors) {
+    const pos = lines.linePos(e.pos[0]);
+    errors.push(new ConfigError({ file, ...pos }, "", `invalid YAML: ${yamlReason(e.message)}`));
+  }
+  if (errors.length > 0) return { ok: false, errors };
+
+  const root = doc.contents;
+  if (root === null || (isScalar(root) && root.value === null)) {
+    at(root, "", "the file is empty; it needs at least a `backends:` list");
+    return { ok: false, errors };
+  }
+  if (!isMap(root)) {
+    at(root, "", `expected a mapping of settings, got ${describeNode(root)}`);
+    return { ok: false, errors };
+  }
+
+  const fields = mapFields(root, "", TOP_KEYS, at);
+  const port = intField(fields.get("port"), "port", PORT_RULE, at);
+  const bind = fields.get("bind_address");
+  const bindAddress = bind ? hostField(bind, "bind_address", at) : DEFAULTS.bind_address;
+  const method = enumField(fields.get("method"), "method", METHODS, DEFAULTS.method, at);
+  const logLevel = enumField(
+    fields.get("log_level"),
+    "log_level",
+    LOG_LEVELS,
+    DEFAULTS.log_level,
+    at,
+  );
+  const backends = backendsField(fields.get("backends"), root, at);
+  const runtime = runtimeField(fields.get("runtime"), at);
+
+  if (errors.length > 0) return { ok: false, errors: errors.sort(byPosition) };
+  return {
+    ok: true,
+    config: deepFreeze({
+      port,
+      bind_address: bindAddress!,
+      method,
+      log_level: logLevel,
+      backends: backends!,
+      runtime,
+    }),
+  };
+}
+
+/** Parses and validates a config text, throwing the first {@link ConfigError}. */
+export function parseConfig(text: string, file: string): Config {
+  const result = checkConfig(text, file);
+  if (!result.ok) throw result.errors[0];
+  return result.config;
+}
+
+/** Reads a config file and checks it; a file that cannot be read is one error. */
+export async function readConfig(file: string): Promise<ConfigCheck> {
+  let text: string;
+  try {
+    const info = await Deno.stat(file);
+    if (!info.isFile) return fileError(file, "is not a regular file");
+    if (info.size > MAX_CONFIG_BYTES) {
+      return fileError(file, `is ${info.size} bytes; a config may be at most ${MAX_CONFIG_BYTES}`);
+    }
+    text = await Deno.readTextFile(file);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      return fileError(
+        file,
+        "not found (give another with -c, or run `bal start` once to write the default)",
+      );
+    }
+    if (err instanceof Deno.errors.PermissionDenied || err instanceof Deno.errors.NotCapable) {
+      return fileError(file, "cannot be read: permission denied");
+    }
+    return fileError(file, `cannot be read: ${err instanceof Error ? err.message : err}`);
+  }
+  return checkConfig(text, file);
+}
+
+/** Reads and validates a config file, throwing the first {@link ConfigError}. */
+export async function loadConfig(file: string): Promise<Config> {
+  const result = await readConfig(file);
+  if (!result.ok) throw result.errors[0];
+  return result.config;
+}
+
+function byPosition(a: ConfigError, b: ConfigError): number {
+  const { line: la = 0, col: ca = 0 } = a.location;
+  const { line: lb = 0, col: cb = 0 } = b.location;
+  return la - lb || ca - cb;
+}
+
+function fileError(file: string, reason: string): ConfigCheck {
+  return { ok: false, errors: [new ConfigError({ file }, "", reason)] };
+}
+
+type Report = (node: Node | null | undefined, keyPath: string, reason: string) => void;
+
+/** A present key: its key node (for "unknown key" positions) and value node. */
+interface Field {
+  key: Node;
+  value: Node | null;
+}
+
+/** Collects a mapping's known keys; reports unknown and non-string keys. */
+function mapFields(
+  map: Node,
+  prefix: string,
+  known: readonly string[],
+  at: Report,
+): Map<string, Field> {
+  const fields = new Map<string, Field>();
+  if (!isMap(map)) return fields;
+  for (const pair of map.items) {
+    if (!isPair(pair)) continue;
+    const keyNode = pair.key as Node;
+    const name = isScalar(keyNode) ? String(keyNode.value) : undefined;
+    const path = prefix ? `${prefix}.${name}` : String(name);
+    if (name === undefined) {
+      at(keyNode, prefix, "keys must be plain words");
+    } else if (known.includes(name)) {
+      fields.set(name, { key: keyNode, value: (pair.value as Node | null) ?? null });
+    } else if (!(prefix === "" && LEGACY_KEYS.includes(name))) {
+      at(keyNode, path, `unknown key${hint(name, prefix, known)}`);
+    }
+  }
+  return fields;
+}
+
+/** A did-you-mean suffix for an unknown key. */
+function hint(name: string, prefix: string, known: readonly string[]): string {
+  if (prefix === "" && name in RUNTIME_RULES) return `; it belongs under \`runtime:\``;
+  if (prefix === "runtime" && TOP_KEYS.includes(name)) return "; it belongs at the top level";
+  const close = closest(name, known);
+  if (close) return `; did you mean "${close}"?`;
+  return `; expected one of: ${known.join(", ")}`;
+}
+
+/** The known word closest to `word`, when it is close enough to be a typo. */
+export function closest(word: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  const lower = word.toLowerCase();
+  for (const candidate of known) {
+    if (lower.startsWith(candidate) || candidate.startsWith(lower)) return candidate;
+    const d = editDistance(lower, candidate);
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  return bestDistance <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost);
+    }
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+function intField(field: Field | undefined, path: string, rule: IntRule, at: Report): number {
+  if (!field) return rule.default;
+  const value = isScalar(field.value) ? field.value.value : undefined;
+  if (
+    typeof value === "number" && Number.isInteger(value) && value >= rule.min && value <= rule.max
+  ) {
+    return value;
+  }
+  at(
+    field.value ?? field.key,
+    path,
+    `expected an integer from ${rule.min} to ${rule.max}, got ${describeNode(field.value)}`,
+  );
+  return rule.default;
+}
+
+function enumField<T extends string>(
+  field: Field | undefined,
+  path: string,
+  allowed: readonly T[],
+  fallback: T,
+  at: Report,
+): T {
+  if (!field) return fallback;
+  const value = isScalar(field.value) ? field.value.value : undefined;
+  if (typeof value === "string" && (allowed as readonly string[]).includes(value)) {
+    return value as T;
+  }
+  const close = typeof value === "string" ? closest(value, allowed) : undefined;
+  const suggestion = close ? `; did you mean "${close}"?` : "";
+  at(
+    field.value ?? field.key,
+    path,
+    `expected one of ${allowed.map((a) => `"${a}"`).join(", ")}, got ${
+      describeNode(field.value)
+    }${suggestion}`,
+  );
+  return fallback;
+}
+
+/** Validates a host (IP literal or hostname) and returns it as Deno.connect takes it. */
+function hostField(field: Field, path: string, at: Report): string | undefined {
+  const value = isScalar(field.value) ? field.value.value : undefined;
+  if (typeof value !== "string" || value.trim() === "") {
+    at(
+      field.value ?? field.key,
+      path,
+      `expected an IP address or hostname, got ${describeNode(field.value)}`,
+    );
+    return undefined;
+  }
+  const host = normalizeHost(value.trim());
+  if (host === undefined) {
+    at(field.value, path, `"${value}" is not an IP address or hostname`);
+  }
+  return host;
+}
+
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+const HOSTNAME =
+  /^(?=.{1,253}\.?$)[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?)*\.?$/;
+
+/**
+ * Returns the canonical form of an IPv4, IPv6 (brackets optional) or
+ * hostname, or undefined when it is none of them.
+ */
+export function normalizeHost(host: string): string | undefined {
+  const v4 = IPV4.exec(host);
+  if (v4) return v4.slice(1).every((o) => Number(o) <= 255) ? host : undefined;
+  if (host.includes(":")) {
+    const bare = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+    try {
+      return new URL(`http://[${bare}]/`).hostname.slice(1, -1);
+    } catch {
+      return undefined;
+    }
+  }
+  return HOSTNAME.test(host) && !/^[\d.]+$/.test(host) ? host.toLowerCase() : undefined;
+}
+
+/** `host:port`, with brackets around IPv6 literals. */
+export function formatAddress(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function backendsField(field: Field | undefined, root: Node, at: Report): Backend[] | undefined {
+  if (!field) {
+    at(
+      root,
+      "backends",
+      "missing; list at least one backend, e.g. `backends: [{host: 127.0.0.1, port: 9000}]`",
+    );
+    return undefined;
+  }
+  if (!isSeq(field.value) || field.value.items.length === 0) {
+    at(
+      field.value ?? field.key,
+      "backends",
+      `expected a non-empty list of backends, got ${describeNode(field.value)}`,
+    );
+    return undefined;
+  }
+  const backends: Backend[] = [];
+  const seen = new Map<string, number>();
+  field.value.items.forEach((item, i) => {
+    const path = `backends[${i}]`;
+    const backend = backendItem(item as Node, path, at);
+    if (!backend) return;
+    const first = seen.get(backend.address);
+    if (first !== undefined) {
+      at(item as Node, path, `duplicate backend ${backend.address} (also backends[${first}])`);
+      return;
+    }
+    seen.set(backend.address, i);
+    backends.push(backend);
+  });
+  return backends;
+}
+
+/** One backend: `{host, port}`, or the shorthand string `host:port`. */
+function backendItem(item: Node, path: string, at: Report): Backend | undefined {
+  if (isScalar(item) && typeof item.value === "string") {
+    const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(item.value.trim());
+    const host = m ? normalizeHost(m[1]) : undefined;
+    const port = m ? Number(m[2]) : 0;
+    if (!host || port < 1 || port > 65535) {
+      at(
+        item,
+        path,
+        `"${item.value}" is not a backend; write {host: HOST, port: PORT} or "HOST:PORT"`,
+      );
+      return undefined;
+    }
+    return { host, port, address: formatAddress(host, port) };
+  }
+  if (!isMap(item)) {
+    at(item, path, `expected a mapping {host, port}, got ${describeNode(item)}`);
+    return undefined;
+  }
+  const fields = mapFields(item, path, BACKEND_KEYS, at);
+  const hostF = fields.get("host");
+  const portF = fields.get("port");
+  if (!hostF) at(item, `${path}.host`, "missing; expected an IP address or hostname");
+  if (!portF) at(item, `${path}.port`, "missing; expected an integer from 1 to 65535");
+  if (!hostF || !portF) return undefined;
+  const host = hostField(hostF, `${path}.host`, at);
+  const port = intField(portF, `${path}.port`, PORT_RULE, at);
+  if (host === undefined) return undefined;
+  return { host, port, address: formatAddress(host, port) };
+}
+
+function runtimeField(field: Field | undefined, at: Report): RuntimeSettings {
+  const settings = Object.fromEntries(
+    Object.entries(RUNTIME_RULES).map(([k, rule]) => [k, rule.default]),
+  ) as Record<keyof RuntimeSettings, number>;
+  if (!field || (isScalar(field.value) && field.value.value === null) || field.value === null) {
+    return settings;
+  }
+  if (!isMap(field.value)) {
+    at(field.value, "runtime", `expected a mapping of settings, got ${describeNode(field.value)}`);
+    return settings;
+  }
+  const keys = Object.keys(RUNTIME_RULES) as (keyof RuntimeSettings)[];
+  const fields = mapFields(field.value, "runtime", keys, at);
+  for (const key of keys) {
+    settings[key] = intField(fields.get(key), `runtime.${key}`, RUNTIME_RULES[key], at);
+  }
+  return settings;
+}
+
+/** How a value reads in an error message: `"abc"`, `42`, `a list`, `nothing`. */
+function describeNode(node: Node | null | undefined): string {
+  if (node === null || node === undefined) return "nothing";
+  if (isMap(node)) return "a mapping";
+  if (isSeq(node)) return node.items.length === 0 ? "an empty list" : "a list";
+  if (isScalar(node)) {
+    const v = node.value;
+    if (v === null) return "nothing";
+    if (typeof v === "string") return `the text ${JSON.stringify(v)}`;
+    return String(v);
+  }
+  return "an unsupported value";
+}
+
+/** yaml's message without its own position suffix (we print ours). */
+function yamlReason(message: string): string {
+  return message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object") {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** The commented config `bal start` writes when there is none. */
+export const DEFAULT_CONFIG_TEXT =
+  `# bal configuration. Check it with \`bal check\`, apply it with \`bal graceful\`.
+
+# Port and address bal listens on. 0.0.0.0 accepts connections from any
+# interface; use 127.0.0.1 to accept only local clients.
+port: ${DEFAULTS.port}
+bind_address: ${DEFAULTS.bind_address}
+
+# How a backend is chosen for each new connection. round_robin takes the
+# next healthy backend in turn.
+method: ${DEFAULTS.method}
+
+# debug | info | warn | error
+log_level: ${DEFAULTS.log_level}
+
+# The servers bal forwards to. host is an IP address or a hostname.
+backends:
+  - host: 127.0.0.1
+    port: 9000
+  - host: 127.0.0.1
+    port: 9100
+
+# Optional timing knobs; the values shown are the defaults.
+# runtime:
+#   health_check_interval_ms: ${RUNTIME_RULES.health_check_interval_ms.default}
+#   health_check_timeout_ms: ${RUNTIME_RULES.health_check_timeout_ms.default}
+#   health_check_fail_threshold: ${RUNTIME_RULES.health_check_fail_threshold.default}
+#   health_check_success_threshold: ${RUNTIME_RULES.health_check_success_threshold.default}
+#   backend_connect_timeout_ms: ${RUNTIME_RULES.backend_connect_timeout_ms.default}
+#   shutdown_drain_timeout_ms: ${RUNTIME_RULES.shutdown_drain_timeout_ms.default}
+`;

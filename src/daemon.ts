@@ -1,0 +1,84 @@
+/**
+ * `bal start -d`: starts bal again as a detached child (new session, no
+ * terminal, cwd `/`) and returns only once that child is listening or has
+ * failed, with its real error.
+ *
+ * The child reports through a one-off "ready file" rather than the state
+ * file, so a failed start never overwrites the files of a bal that runs.
+ *
+ * @module
+ */
+import { selfCommand } from "./build.ts";
+import { BalError } from "./errors.ts";
+import { writeAtomic } from "./instance.ts";
+import type { StatePaths } from "./paths.ts";
+
+/** What the daemon child reports once it is listening or has failed. */
+export type ReadyReport = { ok: true; pid: number; listen: string } | { ok: false; error: string };
+
+/** How long the parent waits for the child to report. */
+const READY_TIMEOUT_MS = 30_000;
+
+/** The daemon as it started. */
+export interface Started {
+  pid: number;
+  listen: string;
+}
+
+/**
+ * Spawns the daemon for `configPath` (absolute) and waits for its report.
+ * Throws a BalError carrying the daemon's own message when it fails.
+ */
+export async function startDaemon(configPath: string, paths: StatePaths): Promise<Started> {
+  const readyFile = `${paths.dir}/bal.ready.${Deno.pid}.json`;
+  await Deno.remove(readyFile).catch(() => {});
+  const { cmd, args } = selfCommand(["start", "-c", configPath, "--daemon-child", readyFile]);
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: "/",
+    env: { BAL_HOME: paths.dir },
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+    detached: true,
+  }).spawn();
+
+  let exited: Deno.CommandStatus | null = null;
+  child.status.then((s) => (exited = s));
+  try {
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      const report = await readReport(readyFile);
+      if (report?.ok) return { pid: report.pid, listen: report.listen };
+      if (report) throw new BalError(report.error);
+      if (exited) {
+        throw new BalError(
+          `the daemon exited with code ${
+            (exited as Deno.CommandStatus).code
+          } before it was ready; see ${paths.log}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    child.kill("SIGKILL");
+    throw new BalError(
+      `the daemon did not report ready within ${READY_TIMEOUT_MS / 1000} s; see ${paths.log}`,
+    );
+  } finally {
+    child.unref();
+    await Deno.remove(readyFile).catch(() => {});
+  }
+}
+
+async function readReport(path: string): Promise<ReadyReport | null> {
+  try {
+    return JSON.parse(await Deno.readTextFile(path)) as ReadyReport;
+  } catch {
+    return null;
+  }
+}
+
+/** Called in the daemon child: tells the waiting parent how the start went. */
+export async function reportReady(readyFile: string, report: ReadyReport): Promise<void> {
+  await writeAtomic(readyFile, JSON.stringify(report));
+}

@@ -1,0 +1,151 @@
+/**
+ * The running bal as other commands see it: `bal.pid`, the state file it
+ * keeps up to date (`bal.state.json`: listening address, reload outcomes),
+ * and whether that pid is really a live bal.
+ *
+ * A pid counts as running only if the process exists, is not a zombie
+ * (an exited daemon can stay one for seconds before it is reaped) and, where
+ * the platform tells, started when the state file says it did (so a reused
+ * pid is not taken for bal).
+ *
+ * @module
+ */
+import type { StatePaths } from "./paths.ts";
+
+/** What the running bal reports about itself. */
+export interface InstanceState {
+  pid: number;
+  /** Process start time as the OS reports it, to tell a reused pid apart. */
+  proc_start: string | null;
+  status: "running" | "stopping";
+  config_path: string;
+  /** `host:port` being listened on. */
+  listen: string | null;
+  started_at: string;
+  /** Reload attempts so far (SIGHUP received and handled). */
+  reloads: number;
+  last_reload: ReloadOutcome | null;
+}
+
+/** How the last reload went. */
+export interface ReloadOutcome {
+  at: string;
+  ok: boolean;
+  error: string | null;
+  /** Snapshot generation in force after it. */
+  generation: number;
+  backends: number;
+  listen: string | null;
+}
+
+/** What the pid file says about bal. */
+export type Instance =
+  | { kind: "running"; pid: number; state: InstanceState | null }
+  | { kind: "stale"; pid: number }
+  | { kind: "none" };
+
+/** Whether a pid is a live process, an unreaped zombie, or gone. */
+export type ProcessStatus = "running" | "zombie" | "gone";
+
+/** The OS's view of a process: its state letter and its start time. */
+interface ProcessInfo {
+  state: string;
+  start: string;
+}
+
+/**
+ * Asks the OS about `pid`, or null when there is no such process. Linux:
+ * `/proc/PID/stat`, read through `cat` because Deno requires --allow-all to
+ * read `/proc/PID` files and bal runs with narrower permissions. Elsewhere:
+ * `ps`, which reports the same two facts.
+ */
+async function processInfo(pid: number): Promise<ProcessInfo | null> {
+  const linux = Deno.build.os === "linux";
+  const [cmd, args] = linux
+    ? ["cat", [`/proc/${pid}/stat`]]
+    : ["ps", ["-o", "stat=,lstart=", "-p", String(pid)]];
+  const out = await new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "null" })
+    .output()
+    .catch(() => null);
+  const text = out?.success ? new TextDecoder().decode(out.stdout).trim() : "";
+  if (!text) return null;
+  if (!linux) {
+    const [state, ...start] = text.split(/\s+/);
+    return { state, start: start.join(" ") };
+  }
+  // The command name (field 2) may hold spaces and parentheses: split after the last ")".
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return { state: fields[0], start: fields[19] };
+}
+
+/** Whether `pid` is running, a zombie, or gone. */
+export async function processStatus(pid: number): Promise<ProcessStatus> {
+  const info = await processInfo(pid);
+  if (!info) return "gone";
+  return info.state.startsWith("Z") || info.state.startsWith("X") ? "zombie" : "running";
+}
+
+/** When `pid` started, as the OS words it, or null when it is gone. */
+export async function processStart(pid: number): Promise<string | null> {
+  return (await processInfo(pid))?.start ?? null;
+}
+
+/** Reads the pid file: a positive integer, or null when absent or unreadable. */
+export async function readPid(paths: StatePaths): Promise<number | null> {
+  try {
+    const pid = Number((await Deno.readTextFile(paths.pid)).trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Reads the state file, or null when absent or unreadable. */
+export async function readState(paths: StatePaths): Promise<InstanceState | null> {
+  try {
+    return JSON.parse(await Deno.readTextFile(paths.state)) as InstanceState;
+  } catch {
+    return null;
+  }
+}
+
+/** Finds the running bal from the pid file. */
+export async function findInstance(paths: StatePaths): Promise<Instance> {
+  const pid = await readPid(paths);
+  if (pid === null) return { kind: "none" };
+  if (pid === Deno.pid || (await processStatus(pid)) !== "running") return { kind: "stale", pid };
+  const state = await readState(paths);
+  if (state && state.pid === pid && state.proc_start !== null) {
+    const start = await processStart(pid);
+    if (start !== null && start !== state.proc_start) return { kind: "stale", pid };
+  }
+  return { kind: "running", pid, state: state?.pid === pid ? state : null };
+}
+
+/** Writes a file whole or not at all (write aside, then rename). */
+export async function writeAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  await Deno.writeTextFile(tmp, text, { mode: 0o600 });
+  await Deno.rename(tmp, path);
+}
+
+/** Writes this process's pid file. */
+export async function writePid(paths: StatePaths): Promise<void> {
+  await writeAtomic(paths.pid, `${Deno.pid}\n`);
+}
+
+/** Writes this process's state file. */
+export async function writeState(paths: StatePaths, state: InstanceState): Promise<void> {
+  await writeAtomic(paths.state, JSON.stringify(state, null, 2) + "\n");
+}
+
+/**
+ * Removes the pid and state files, but only if the pid file names `pid`:
+ * a newer bal may own them already.
+ */
+export async function removeInstanceFiles(paths: StatePaths, pid: number): Promise<void> {
+  if ((await readPid(paths)) !== pid) return;
+  for (const file of [paths.pid, paths.state]) {
+    await Deno.remove(file).catch(() => {});
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Logging: one JSON object per line in `bal.log` (daemon) or readable lines
+ * on the terminal, on top of LogTape.
+ *
+ * Modules log through {@link logger} with a stable `event` name in the
+ * properties; every other property lands in `fields`.
+ *
+ * @module
+ */
+import {
+  configureSync,
+  getLogger,
+  type Logger,
+  type LogLevel as TapeLevel,
+  type LogRecord,
+} from "@logtape/logtape";
+import type { LogLevel } from "./config.ts";
+
+/** How log lines are written. */
+export type LogFormat = "text" | "json";
+
+/** Where and how to log. */
+export interface LogOptions {
+  level: LogLevel;
+  format: LogFormat;
+  /** Append to this file; without it, lines go to standard error. */
+  file?: string;
+}
+
+/** The logger of one module, e.g. `logger("proxy")`. */
+export function logger(module: string): Logger {
+  return getLogger(["bal", module]);
+}
+
+const TAPE_LEVEL: Record<LogLevel, TapeLevel> = {
+  debug: "debug",
+  info: "info",
+  warn: "warning",
+  error: "error",
+};
+
+const encoder = new TextEncoder();
+let output: Deno.FsFile | null = null;
+let current: LogOptions | null = null;
+
+/**
+ * (Re)configures logging. Called at start and again on reload when the
+ * level changes; the log file is opened in append mode and written
+ * synchronously, so no line is lost when the process exits.
+ */
+export function setupLogging(options: LogOptions): void {
+  if (options.file !== current?.file) {
+    output?.close();
+    output = options.file
+      ? Deno.openSync(options.file, { append: true, create: true, mode: 0o600 })
+      : null;
+  }
+  current = options;
+  const format = options.format === "json" ? formatJson : formatText;
+  const target = output;
+  const sink = (record: LogRecord) => {
+    const line = encoder.encode(format(record) + "\n");
+    if (target) target.writeSync(line);
+    else Deno.stderr.writeSync(line);
+  };
+  configureSync({
+    reset: true,
+    sinks: { out: sink },
+    loggers: [
+      { category: ["bal"], sinks: ["out"], lowestLevel: TAPE_LEVEL[options.level] },
+      { category: ["logtape", "meta"], sinks: ["out"], lowestLevel: "warning" },
+    ],
+  });
+}
+
+/** Changes only the level, keeping the destination and format. */
+export function setLogLevel(level: LogLevel): void {
+  if (current && current.level !== level) setupLogging({ ...current, level });
+}
+
+/** The level names of the config, not LogTape's (`warn`, not `warning`). */
+function levelName(level: TapeLevel): string {
+  return level === "warning" ? "warn" : level === "fatal" ? "error" : level;
+}
+
+function renderMessage(record: LogRecord): string {
+  return record.message.map((part, i) => i % 2 === 0 ? part : display(part)).join("");
+}
+
+function display(value: unknown): string {
+  return typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
+}
+
+function splitProperties(
+  record: LogRecord,
+): { event: string | null; fields: Record<string, unknown> } {
+  const { event, ...fields } = record.properties;
+  return { event: typeof event === "string" ? event : null, fields };
+}
+
+/** `{timestamp, level, message, module, event, fields}` on one line. */
+export function formatJson(record: LogRecord): string {
+  const { event, fields } = splitProperties(record);
+  return JSON.stringify({
+    timestamp: new Date(record.timestamp).toISOString(),
+    level: levelName(record.level),
+    message: renderMessage(record),
+    module: record.category.slice(1).join(".") || record.category.join("."),
+    event,
+    fields,
+  });
+}
+
+/** `TIME LEVEL module: message (event)`, for people. */
+export function formatText(record: LogRecord): string {
+  const { event } = splitProperties(record);
+  const module = record.category.slice(1).join(".") || record.category.join(".");
+  const level = levelName(record.level).toUpperCase().padEnd(5);
+  const time = new Date(record.timestamp).toISOString();
+  return `${time} ${level} ${module}: ${renderMessage(record)}${event ? ` [${event}]` : ""}`;
+}

@@ -1,0 +1,53 @@
+/**
+ * Where bal keeps its files: `$BAL_HOME` if set, else `~/.bal`, resolved at
+ * run time because Deno does not expand `~` and a compiled binary's
+ * permissions are fixed when it is built.
+ *
+ * @module
+ */
+import { BalError } from "./errors.ts";
+
+/** The files in the state directory. */
+export interface StatePaths {
+  /** The state directory itself. */
+  dir: string;
+  /** Default config file. */
+  config: string;
+  /** Pid of the running bal (foreground or daemon). */
+  pid: string;
+  /** Daemon log, one JSON object per line. */
+  log: string;
+  /** What the running bal reports about itself (listening, reload outcomes). */
+  state: string;
+}
+
+/** Resolves the state directory from the environment. */
+export function stateDir(): string {
+  const override = Deno.env.get("BAL_HOME");
+  if (override) return absolute(override);
+  const home = Deno.env.get("HOME");
+  if (!home) throw new BalError("cannot find the state directory: set HOME or BAL_HOME");
+  return `${home}/.bal`;
+}
+
+/** The state directory's files. */
+export function statePaths(dir: string = stateDir()): StatePaths {
+  return {
+    dir,
+    config: `${dir}/config.yaml`,
+    pid: `${dir}/bal.pid`,
+    log: `${dir}/bal.log`,
+    state: `${dir}/bal.state.json`,
+  };
+}
+
+/** Makes a path absolute against the current directory, so it survives a `chdir`. */
+export function absolute(path: string): string {
+  if (path.startsWith("/")) return path;
+  return `${Deno.cwd()}/${path}`.replace(/\/\.\//g, "/");
+}
+
+/** Creates the state directory (mode 0700) when it is missing. */
+export async function ensureStateDir(paths: StatePaths): Promise<void> {
+  await Deno.mkdir(paths.dir, { recursive: true, mode: 0o700 });
+}

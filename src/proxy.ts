@@ -1,0 +1,236 @@
+/**
+ * The data path: accept a client, pick a backend round robin, dial it
+ * (trying the next one when a connect fails), then relay bytes both ways.
+ * Also owns the listener (moved on reload) and the drain on shutdown.
+ *
+ * @module
+ */
+import { type Backend, type Config, formatAddress } from "./config.ts";
+import { dial, DialError } from "./dial.ts";
+import { ListenError } from "./errors.ts";
+import { recordResult } from "./checker.ts";
+import { logger } from "./log.ts";
+import { closeQuietly, relay } from "./relay.ts";
+import { tryOrder } from "./balancer.ts";
+import type { Runtime } from "./snapshot.ts";
+
+const log = logger("proxy");
+
+/** One client and, once dialed, its backend connection. */
+interface Session {
+  client: Deno.TcpConn;
+  upstream: Deno.TcpConn | null;
+}
+
+/** The running data path. */
+export interface Proxy {
+  /**
+   * Listens on the config's address. When already listening elsewhere, the
+   * new listener is opened before the old one is closed; on failure the
+   * old one is kept and a {@link ListenError} thrown.
+   */
+  listen(config: Config): void;
+  /** `host:port` being listened on, or null. */
+  address(): string | null;
+  /** Closes the listener: new clients are refused from now on. */
+  stopAccepting(): void;
+  /**
+   * Waits until no connection is left, or `timeoutMs` has passed, then
+   * closes whatever is left. Resolves to the number closed that way.
+   */
+  drain(timeoutMs: number): Promise<number>;
+  /** Live client connections (being dialed or relaying). */
+  active(): number;
+}
+
+/** Creates the data path for a runtime; it reads `runtime.snapshot` per connection. */
+export function createProxy(runtime: Runtime): Proxy {
+  const sessions = new Set<Session>();
+  const idleWaiters = new Set<() => void>();
+  let listener: Deno.TcpListener | null = null;
+  let bound: { hostname: string; port: number } | null = null;
+  const closing = new WeakSet<Deno.TcpListener>();
+  const noBackend = rateLimited(1000);
+
+  const isHealthy = (b: Backend) => runtime.health.get(b.address)?.healthy ?? true;
+
+  async function connectBackend(): Promise<Deno.TcpConn | null> {
+    const { config } = runtime.snapshot;
+    const timeout = config.runtime.backend_connect_timeout_ms;
+    for (const backend of tryOrder(runtime.rr, config.backends, isHealthy)) {
+      try {
+        const upstream = await dial(backend.host, backend.port, timeout);
+        const state = runtime.health.get(backend.address);
+        // A clean healthy backend has nothing to learn from a success: skip the write.
+        if (state && (!state.healthy || state.consecutive_failures > 0)) {
+          recordResult(runtime, backend, { ok: true, at: Date.now() });
+        }
+        return upstream;
+      } catch (err) {
+        const error = err instanceof DialError ? err.message : String(err);
+        recordResult(runtime, backend, { ok: false, at: Date.now(), error });
+        log.debug("connect to {backend} failed: {error}", {
+          event: "connect_failed",
+          backend: backend.address,
+          error,
+        });
+      }
+    }
+    const suppressed = noBackend();
+    if (suppressed !== null) {
+      log.warn("no backend accepted the connection; client closed", {
+        event: "no_backend",
+        backends: config.backends.length,
+        suppressed,
+      });
+    }
+    return null;
+  }
+
+  async function serve(session: Session): Promise<void> {
+    session.client.setNoDelay(true);
+    session.client.setKeepAlive(true);
+    session.upstream = await connectBackend();
+    if (session.upstream) await relay(session.client, session.upstream);
+  }
+
+  function handle(client: Deno.TcpConn): void {
+    const session: Session = { client, upstream: null };
+    sessions.add(session);
+    serve(session)
+      .catch((err) =>
+        log.debug("connection ended with {error}", {
+          event: "connection_error",
+          error: String(err),
+        })
+      )
+      .finally(() => {
+        closeQuietly(client);
+        if (session.upstream) closeQuietly(session.upstream);
+        sessions.delete(session);
+        if (sessions.size === 0) { for (const wake of idleWaiters) wake(); }
+      });
+  }
+
+  async function acceptLoop(l: Deno.TcpListener): Promise<void> {
+    const acceptFailed = rateLimited(1000);
+    for (;;) {
+      let client: Deno.TcpConn;
+      try {
+        client = await l.accept();
+      } catch (err) {
+        if (closing.has(l)) return;
+        // EMFILE and friends: back off instead of spinning, and keep serving.
+        const suppressed = acceptFailed();
+        if (suppressed !== null) {
+          log.error("accept failed: {error}", {
+            event: "accept_failed",
+            error: String(err),
+            suppressed,
+          });
+        }
+        await new Promise((r) => setTimeout(r, 50));
+        continue;
+      }
+      handle(client);
+    }
+  }
+
+  function open(hostname: string, port: number): Deno.TcpListener {
+    try {
+      return Deno.listen({ hostname, port, transport: "tcp" });
+    } catch (err) {
+      throw new ListenError(
+        `cannot listen on ${formatAddress(hostname, port)}: ${listenReason(err)}`,
+      );
+    }
+  }
+
+  function close(l: Deno.TcpListener): void {
+    closing.add(l);
+    try {
+      l.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
+  return {
+    listen(config) {
+      const want = { hostname: config.bind_address, port: config.port };
+      if (bound && bound.hostname === want.hostname && bound.port === want.port) return;
+      const old = listener;
+      let next: Deno.TcpListener;
+      try {
+        next = open(want.hostname, want.port);
+      } catch (err) {
+        // Same port on an overlapping address (e.g. 0.0.0.0 -> 127.0.0.1): the
+        // old socket holds it, so it must go first; put it back if the new one fails.
+        if (!old || !bound || bound.port !== want.port) throw err;
+        close(old);
+        try {
+          next = open(want.hostname, want.port);
+        } catch (err2) {
+          listener = open(bound.hostname, bound.port);
+          acceptLoop(listener);
+          throw err2;
+        }
+      }
+      listener = next;
+      bound = want;
+      acceptLoop(next);
+      if (old) close(old);
+    },
+    address: () => bound ? formatAddress(bound.hostname, bound.port) : null,
+    stopAccepting() {
+      if (listener) close(listener);
+      listener = null;
+    },
+    async drain(timeoutMs) {
+      if (sessions.size > 0) {
+        let wake = () => {};
+        const timer = setTimeout(() => wake(), timeoutMs);
+        await new Promise<void>((resolve) => idleWaiters.add(wake = resolve));
+        idleWaiters.delete(wake);
+        clearTimeout(timer);
+      }
+      const forced = sessions.size;
+      for (const s of sessions) {
+        closeQuietly(s.client);
+        if (s.upstream) closeQuietly(s.upstream);
+      }
+      return forced;
+    },
+    active: () => sessions.size,
+  };
+}
+
+function listenReason(err: unknown): string {
+  if (err instanceof Deno.errors.AddrInUse) return "address already in use";
+  if (err instanceof Deno.errors.PermissionDenied) {
+    return "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)";
+  }
+  if (err instanceof Deno.errors.AddrNotAvailable) return "address not available on this machine";
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Returns a gate that opens at most once per `intervalMs`: it returns how
+ * many calls it swallowed since it last opened, or null while closed. Keeps
+ * a flood of identical failures to one log line a second.
+ */
+export function rateLimited(intervalMs: number): () => number | null {
+  let last = -Infinity;
+  let swallowed = 0;
+  return () => {
+    const now = Date.now();
+    if (now - last < intervalMs) {
+      swallowed++;
+      return null;
+    }
+    last = now;
+    const n = swallowed;
+    swallowed = 0;
+    return n;
+  };
+}

@@ -1,0 +1,207 @@
+/**
+ * A running bal, from start to exit: load the config, listen, write the
+ * pid and state files, run health checks, reload on SIGHUP, and on
+ * SIGTERM/SIGINT stop accepting and drain live connections. The same in the
+ * foreground and as a daemon; only where logs go differs.
+ *
+ * @module
+ */
+import { type Config, readConfig } from "./config.ts";
+import { describeError, ListenError, StateError } from "./errors.ts";
+import { startHealthChecks } from "./checker.ts";
+import {
+  findInstance,
+  type InstanceState,
+  processStart,
+  removeInstanceFiles,
+  writePid,
+  writeState,
+} from "./instance.ts";
+import { type LogFormat, logger, setLogLevel, setupLogging } from "./log.ts";
+import type { StatePaths } from "./paths.ts";
+import { createProxy } from "./proxy.ts";
+import { createRuntime, swapSnapshot } from "./snapshot.ts";
+import { VERSION } from "./build.ts";
+
+const log = logger("server");
+
+/** How to run. */
+export interface ServeOptions {
+  /** Absolute path of the config file. */
+  configPath: string;
+  paths: StatePaths;
+  logFormat: LogFormat;
+  /** Log to `bal.log` instead of the terminal. */
+  daemon: boolean;
+  /** Called once bal is listening, with the address; the daemon reports readiness here. */
+  onReady?: (listen: string) => Promise<void> | void;
+}
+
+/**
+ * Runs bal until it is told to stop and has drained. Resolves to the exit
+ * code; rejects with a BalError when it cannot start.
+ */
+export async function serve(options: ServeOptions): Promise<number> {
+  const { paths, configPath } = options;
+  const found = await findInstance(paths);
+  if (found.kind === "running") throw new StateError(`bal is already running (pid ${found.pid})`);
+
+  const loaded = await readConfig(configPath);
+  if (!loaded.ok) throw loaded.errors[0];
+  const config = loaded.config;
+  setupLogging({
+    level: config.log_level,
+    format: options.daemon ? "json" : options.logFormat,
+    file: options.daemon ? paths.log : undefined,
+  });
+  if (found.kind === "stale") {
+    log.warn("replaced the stale pid file of pid {pid}, which is not running", {
+      event: "stale_pid",
+      pid: found.pid,
+    });
+  }
+
+  const runtime = createRuntime(config, configPath);
+  const proxy = createProxy(runtime);
+  proxy.listen(config);
+
+  const state: InstanceState = {
+    pid: Deno.pid,
+    proc_start: await processStart(Deno.pid),
+    status: "running",
+    config_path: configPath,
+    listen: proxy.address(),
+    started_at: new Date().toISOString(),
+    reloads: 0,
+    last_reload: null,
+  };
+  await writePid(paths);
+  await writeState(paths, state);
+
+  const onUnhandled = (e: PromiseRejectionEvent) => {
+    e.preventDefault();
+    log.error("unexpected error, still serving: {error}", {
+      event: "internal_error",
+      error: describeError(e.reason),
+    });
+  };
+  globalThis.addEventListener("unhandledrejection", onUnhandled);
+
+  const checks = startHealthChecks(runtime);
+  log.info("bal {version} listening on {listen}, {backends} backends, {method}", {
+    event: "started",
+    version: VERSION,
+    listen: proxy.address(),
+    backends: config.backends.length,
+    method: config.method,
+    pid: Deno.pid,
+    config_path: configPath,
+  });
+  await options.onReady?.(proxy.address()!);
+
+  // Reloads run one at a time, in the order the signals came.
+  let reloading = Promise.resolve();
+  const onHup = () => {
+    reloading = reloading.then(() => reload()).catch((err) =>
+      log.error("reload crashed: {error}", { event: "reload_failed", error: describeError(err) })
+    );
+  };
+
+  async function reload(): Promise<void> {
+    state.reloads++;
+    const before = runtime.snapshot.config;
+    const result = await readConfig(configPath);
+    let error: string | null = null;
+    if (!result.ok) {
+      error = result.errors.map((e) => e.message).join("; ");
+    } else {
+      try {
+        proxy.listen(result.config);
+      } catch (err) {
+        if (!(err instanceof ListenError)) throw err;
+        error = err.message;
+      }
+    }
+    if (error !== null || !result.ok) {
+      log.error("reload failed, keeping the running config: {error}", {
+        event: "reload_failed",
+        error,
+      });
+    } else {
+      const next = swapSnapshot(runtime, result.config);
+      setLogLevel(next.config.log_level);
+      checks.checkNow();
+      log.info("reloaded: generation {generation}, {backends} backends, listening on {listen}", {
+        event: "reload_ok",
+        generation: next.generation,
+        backends: next.config.backends.length,
+        listen: proxy.address(),
+        ...backendChanges(before, next.config),
+      });
+    }
+    state.listen = proxy.address();
+    state.last_reload = {
+      at: new Date().toISOString(),
+      ok: error === null,
+      error,
+      generation: runtime.snapshot.generation,
+      backends: runtime.snapshot.config.backends.length,
+      listen: proxy.address(),
+    };
+    await writeState(paths, state);
+  }
+
+  let stopRequested: (signal: string) => void = () => {};
+  const stopping = new Promise<string>((resolve) => (stopRequested = resolve));
+  let signals = 0;
+  const onStop = (signal: Deno.Signal) => () => {
+    signals++;
+    if (signals === 1) stopRequested(signal);
+    // A second Ctrl-C or TERM means "now": close what is left without waiting.
+    else proxy.drain(0);
+  };
+  const onTerm = onStop("SIGTERM");
+  const onInt = onStop("SIGINT");
+  Deno.addSignalListener("SIGHUP", onHup);
+  Deno.addSignalListener("SIGTERM", onTerm);
+  Deno.addSignalListener("SIGINT", onInt);
+
+  const signal = await stopping;
+  proxy.stopAccepting();
+  checks.stop();
+  const drainMs = runtime.snapshot.config.runtime.shutdown_drain_timeout_ms;
+  log.info("{signal}: stopped accepting, draining {active} connections (up to {drain_ms} ms)", {
+    event: "stopping",
+    signal,
+    active: proxy.active(),
+    drain_ms: drainMs,
+  });
+  state.status = "stopping";
+  await writeState(paths, state);
+  await reloading;
+  const forced = await proxy.drain(drainMs);
+  if (forced > 0) {
+    log.warn("drain timeout: closed {forced} connections still open after {drain_ms} ms", {
+      event: "drain_timeout",
+      forced,
+      drain_ms: drainMs,
+    });
+  }
+  log.info("stopped", { event: "stopped", pid: Deno.pid });
+  Deno.removeSignalListener("SIGHUP", onHup);
+  Deno.removeSignalListener("SIGTERM", onTerm);
+  Deno.removeSignalListener("SIGINT", onInt);
+  globalThis.removeEventListener("unhandledrejection", onUnhandled);
+  await removeInstanceFiles(paths, Deno.pid);
+  return 0;
+}
+
+/** Which backends a reload added and removed, for the log. */
+function backendChanges(before: Config, after: Config): { added: string[]; removed: string[] } {
+  const old = new Set(before.backends.map((b) => b.address));
+  const now = new Set(after.backends.map((b) => b.address));
+  return {
+    added: [...now].filter((a) => !old.has(a)),
+    removed: [...old].filter((a) => !now.has(a)),
+  };
+}

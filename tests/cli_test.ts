@@ -1,0 +1,336 @@
+/**
+ * The CLI end to end: `deno task bal ...` with a temporary BAL_HOME, real
+ * processes, signals and files.
+ */
+import assert from "node:assert/strict";
+import {
+  alive,
+  askName,
+  bal,
+  freePort,
+  nameBackend,
+  readLog,
+  readPid,
+  ROOT,
+  startDaemon,
+  tempHome,
+  waitFor,
+  writeConfig,
+} from "./helpers.ts";
+import { DEFAULT_CONFIG_TEXT } from "../src/config.ts";
+
+const noStackTrace = (s: string) =>
+  assert.doesNotMatch(s, /^\s+at .*:\d+:\d+\)?$/m, `stack trace in:\n${s}`);
+
+Deno.test("cli: --version, --help and per-command help", async () => {
+  const home = tempHome();
+  const v = await bal(home, "--version");
+  assert.equal(v.code, 0);
+  const version = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).version;
+  assert.equal(v.stdout.trim(), version);
+  const help = await bal(home, "--help");
+  assert.equal(help.code, 0);
+  for (const cmd of ["start", "check", "graceful", "stop"]) {
+    assert.match(help.stdout, new RegExp(`\\b${cmd}\\b`));
+  }
+  const startHelp = await bal(home, "start", "--help");
+  assert.equal(startHelp.code, 0);
+  assert.match(startHelp.stdout, /-c, --config <file>/);
+  assert.match(startHelp.stdout, /-d, --daemon/);
+  assert.doesNotMatch(startHelp.stdout, /daemon-child/);
+  const bad = await bal(home, "frobnicate");
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^bal: unknown command 'frobnicate'/m);
+});
+
+Deno.test("cli: check reports a valid config", async () => {
+  const home = tempHome();
+  const config = writeConfig(home, { port: 9999, backends: [9000, "'[::1]:9100'"] });
+  const r = await bal(home, "check", "-c", config);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, new RegExp(`config OK: ${config}`));
+  assert.match(r.stdout, /listen 127\.0\.0\.1:9999, round_robin/);
+  assert.match(r.stdout, /2 backends: 127\.0\.0\.1:9000, \[::1\]:9100/);
+});
+
+Deno.test("cli: check rejects a bad config with file, line:column and key, no stack trace", async () => {
+  const home = tempHome();
+  const path = `${home}/bad.yaml`;
+  Deno.writeTextFileSync(
+    path,
+    "port: 70000\nbackends:\n  - {host: 127.0.0.1, port: 9000}\nruntim: {}\n",
+  );
+  const r = await bal(home, "check", "-c", path);
+  assert.equal(r.code, 1);
+  assert.equal(r.stdout, "");
+  assert.deepEqual(r.stderr.trim().split("\n"), [
+    `bal: ${path}:1:7: port: expected an integer from 1 to 65535, got 70000`,
+    `bal: ${path}:4:1: runtim: unknown key; did you mean "runtime"?`,
+  ]);
+  noStackTrace(r.stderr);
+});
+
+Deno.test("cli: check of a missing file, and of the default path", async () => {
+  const home = tempHome();
+  const r = await bal(home, "check");
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, new RegExp(`^bal: ${home}/config.yaml: not found`));
+  const relative = await bal(home, "check", "-c", "no/such.yaml");
+  assert.equal(relative.code, 1);
+  assert.match(relative.stderr, new RegExp(`${ROOT}no/such.yaml: not found`));
+});
+
+Deno.test("cli: first start writes the commented default config and runs on it", async () => {
+  const home = tempHome();
+  const r = await bal(home, "start", "-d");
+  try {
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`wrote the default config to ${home}/config.yaml`));
+    assert.match(
+      r.stdout,
+      /bal started in the background \(pid \d+\), listening on 0\.0\.0\.0:9295/,
+    );
+    assert.equal(Deno.readTextFileSync(`${home}/config.yaml`), DEFAULT_CONFIG_TEXT);
+    assert.match(DEFAULT_CONFIG_TEXT, /^# /m);
+    const check = await bal(home, "check");
+    assert.equal(check.code, 0);
+  } finally {
+    assert.equal((await bal(home, "stop")).code, 0);
+  }
+  // The second start keeps the file the operator may have edited.
+  Deno.writeTextFileSync(
+    `${home}/config.yaml`,
+    DEFAULT_CONFIG_TEXT.replace("port: 9295", `port: ${freePort()}`),
+  );
+  const again = await bal(home, "start", "-d");
+  try {
+    assert.doesNotMatch(again.stdout, /wrote the default config/);
+  } finally {
+    await bal(home, "stop");
+  }
+});
+
+Deno.test("cli: start -d returns once listening, writes pid and logs JSON; stop drains and cleans up", async () => {
+  const home = tempHome();
+  const backend = nameBackend("A");
+  const port = freePort();
+  const config = writeConfig(home, { port, backends: [backend.port] });
+  const r = await bal(home, "start", "-d", "-c", config);
+  try {
+    assert.equal(r.code, 0, r.stderr);
+    const pid = readPid(home)!;
+    assert.match(r.stdout, new RegExp(`\\(pid ${pid}\\), listening on 127\\.0\\.0\\.1:${port}`));
+    assert.match(r.stdout, new RegExp(`log: ${home}/bal.log`));
+    // Listening already when start returned.
+    assert.equal(await askName(port), "A");
+    const state = JSON.parse(Deno.readTextFileSync(`${home}/bal.state.json`));
+    assert.equal(state.pid, pid);
+    assert.equal(state.config_path, config);
+    const started = readLog(home).find((l) => l.event === "started")!;
+    assert.deepEqual(Object.keys(started).sort(), [
+      "event",
+      "fields",
+      "level",
+      "message",
+      "module",
+      "timestamp",
+    ]);
+    assert.equal(started.level, "info");
+    assert.equal(started.module, "server");
+    assert.match(started.timestamp as string, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+
+    const stop = await bal(home, "stop");
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.equal(stop.stdout.trim(), `bal stopped (pid ${pid})`);
+    assert.equal(alive(pid), false);
+    assert.equal(readPid(home), null);
+    assert.throws(() => Deno.statSync(`${home}/bal.state.json`));
+    assert.deepEqual(readLog(home).map((l) => l.event).filter((e) => e !== "backend_up"), [
+      "started",
+      "stopping",
+      "stopped",
+    ]);
+  } finally {
+    const pid = readPid(home);
+    if (pid && alive(pid)) Deno.kill(pid, "SIGKILL");
+    await backend.close();
+  }
+});
+
+Deno.test("cli: a second start fails while bal runs, in both modes", async () => {
+  const home = tempHome();
+  const port = freePort();
+  const config = writeConfig(home, { port, backends: [9] });
+  const d = await startDaemon(home, config, port);
+  try {
+    for (const args of [["start", "-d", "-c", config], ["start", "-c", config]]) {
+      const r = await bal(home, ...args);
+      assert.equal(r.code, 1);
+      assert.equal(r.stderr.trim(), `bal is already running (pid ${d.pid})`);
+    }
+    assert.equal(readPid(home), d.pid);
+  } finally {
+    await d.stop();
+  }
+});
+
+Deno.test("cli: stop and graceful when bal is not running", async () => {
+  const home = tempHome();
+  for (const cmd of ["stop", "graceful"]) {
+    const r = await bal(home, cmd);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr.trim(), "bal is not running");
+  }
+});
+
+Deno.test("cli: a stale pid file is detected, removed by stop and replaced by start", async () => {
+  const home = tempHome();
+  // A pid that surely belonged to a process that has exited.
+  const gone = new Deno.Command("true").spawn();
+  await gone.status;
+  Deno.writeTextFileSync(`${home}/bal.pid`, `${gone.pid}\n`);
+  const stop = await bal(home, "stop");
+  assert.equal(stop.code, 1);
+  assert.equal(
+    stop.stderr.trim(),
+    `bal is not running (removed the stale pid file of pid ${gone.pid})`,
+  );
+  assert.equal(readPid(home), null);
+
+  Deno.writeTextFileSync(`${home}/bal.pid`, `${gone.pid}\n`);
+  const port = freePort();
+  const d = await startDaemon(home, writeConfig(home, { port, backends: [9] }), port);
+  try {
+    assert.notEqual(d.pid, gone.pid);
+    assert.equal(readPid(home), d.pid);
+    assert.ok(d.log().some((l) => l.event === "stale_pid"));
+  } finally {
+    await d.stop();
+  }
+});
+
+Deno.test("cli: a live process that is not bal (reused pid) is not taken for bal", async () => {
+  const home = tempHome();
+  const port = freePort();
+  const d = await startDaemon(home, writeConfig(home, { port, backends: [9] }), port);
+  const other = new Deno.Command("sleep", { args: ["30"] }).spawn();
+  try {
+    // The pid file now names another live process than the state file's bal.
+    const state = JSON.parse(Deno.readTextFileSync(`${home}/bal.state.json`));
+    state.pid = other.pid;
+    Deno.writeTextFileSync(`${home}/bal.state.json`, JSON.stringify(state));
+    Deno.writeTextFileSync(`${home}/bal.pid`, `${other.pid}\n`);
+    const r = await bal(home, "stop");
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /bal is not running \(removed the stale pid file/);
+    assert.ok(alive(other.pid), "stop must not signal a process that is not bal");
+  } finally {
+    other.kill("SIGKILL");
+    await other.status;
+    Deno.kill(d.pid, "SIGKILL");
+    await waitFor("bal to die", () => !alive(d.pid));
+  }
+});
+
+Deno.test("cli: a port already in use is a startup error in both modes", async () => {
+  const home = tempHome();
+  const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (busy.addr as Deno.NetAddr).port;
+  try {
+    const config = writeConfig(home, { port, backends: [9] });
+    for (const args of [["start", "-d", "-c", config], ["start", "-c", config]]) {
+      const r = await bal(home, ...args);
+      assert.equal(r.code, 1, `${args}: ${r.stdout}`);
+      assert.match(
+        r.stderr,
+        new RegExp(`^bal: cannot listen on 127\\.0\\.0\\.1:${port}: address already in use$`, "m"),
+      );
+      noStackTrace(r.stderr);
+      assert.equal(readPid(home), null);
+    }
+  } finally {
+    busy.close();
+  }
+});
+
+Deno.test("cli: start with an invalid config fails before forking, with the error", async () => {
+  const home = tempHome();
+  const path = `${home}/bad.yaml`;
+  Deno.writeTextFileSync(path, "backends: []\n");
+  const r = await bal(home, "start", "-d", "-c", path);
+  assert.equal(r.code, 1);
+  assert.equal(
+    r.stderr.trim(),
+    `bal: ${path}:1:11: backends: expected a non-empty list of backends, got an empty list`,
+  );
+  assert.equal(readPid(home), null);
+});
+
+Deno.test("cli: SIGTERM sent directly stops the daemon cleanly", async () => {
+  const home = tempHome();
+  const port = freePort();
+  const d = await startDaemon(home, writeConfig(home, { port, backends: [9] }), port);
+  try {
+    Deno.kill(d.pid, "SIGTERM");
+    await waitFor("the daemon to exit", () => !alive(d.pid));
+    assert.equal(readPid(home), null);
+    assert.ok(d.log().some((l) => l.event === "stopped"));
+  } finally {
+    if (alive(d.pid)) Deno.kill(d.pid, "SIGKILL");
+  }
+});
+
+Deno.test("cli: foreground start logs readable lines, writes the pid file, and stops on SIGINT", async () => {
+  const home = tempHome();
+  const backend = nameBackend("F");
+  const port = freePort();
+  const config = writeConfig(home, { port, backends: [backend.port] });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "bal", "start", "-c", config],
+    cwd: ROOT,
+    env: { BAL_HOME: home, NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  try {
+    const pid = await waitFor("the pid file", () => readPid(home) ?? undefined);
+    await waitFor("the listener", () => askName(port).then((n) => n === "F").catch(() => false));
+    Deno.kill(pid, "SIGINT");
+    const out = await child.output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, stderr);
+    assert.match(
+      stderr,
+      /INFO {2}server: bal \S+ listening on 127\.0\.0\.1:\d+, 1 backends, round_robin \[started\]/,
+    );
+    assert.match(stderr, /SIGINT: stopped accepting/);
+    assert.equal(readPid(home), null);
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already exited
+    }
+    await backend.close();
+  }
+});
+
+Deno.test("cli: --log-format json in the foreground", async () => {
+  const home = tempHome();
+  const port = freePort();
+  const config = writeConfig(home, { port, backends: [9] });
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "bal", "start", "-c", config, "--log-format", "json"],
+    cwd: ROOT,
+    env: { BAL_HOME: home },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const pid = await waitFor("the pid file", () => readPid(home) ?? undefined);
+  Deno.kill(pid, "SIGTERM");
+  const out = await child.output();
+  const lines = new TextDecoder().decode(out.stderr).trim().split("\n").map((l) => JSON.parse(l));
+  assert.ok(lines.some((l) => l.event === "started" && l.module === "server"));
+});

@@ -1,0 +1,43 @@
+import assert from "node:assert/strict";
+import { RUN_FLAGS } from "../src/build.ts";
+import { ROOT } from "./helpers.ts";
+
+async function compileTask(...args: string[]) {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "compile", ...args],
+    cwd: ROOT,
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("compile: every release target gets exactly the bal task's flags", async () => {
+  const r = await compileTask("--dry-run");
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.trim().split("\n");
+  const targets = lines.map((l) => l.split(" ")[3]).sort();
+  assert.deepEqual(targets, [
+    "aarch64-apple-darwin",
+    "aarch64-unknown-linux-gnu",
+    "x86_64-apple-darwin",
+    "x86_64-unknown-linux-gnu",
+  ]);
+  for (const line of lines) {
+    const words = line.split(" ");
+    assert.deepEqual(words.slice(0, 3), ["deno", "compile", "--target"]);
+    assert.deepEqual(words.slice(4, 4 + RUN_FLAGS.length), [...RUN_FLAGS]);
+    assert.match(line, /--output \S+\/dist\/bal-(linux|macos)-(amd64|arm64) \S+\/src\/main\.ts$/);
+  }
+});
+
+Deno.test("compile: an unknown target is refused", async () => {
+  const r = await compileTask("--dry-run", "--target", "windows-x86");
+  assert.equal(r.code, 2);
+  assert.match(
+    r.stderr,
+    /unknown target windows-x86; choose from linux-amd64, linux-arm64, macos-amd64, macos-arm64/,
+  );
+});

@@ -1,0 +1,288 @@
+/**
+ * Test helpers: run the real CLI through `deno task bal` with a temporary
+ * BAL_HOME, and real backends and clients on 127.0.0.1.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+
+export const ROOT = new URL("..", import.meta.url).pathname;
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+/** A fresh state directory. */
+export function tempHome(): string {
+  return Deno.makeTempDirSync({ prefix: "bal-test-" });
+}
+
+/** A port nothing listens on right now. */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** The output of a finished CLI run. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `deno task bal ARGS` with BAL_HOME=home and waits for it. */
+export async function bal(home: string, ...args: string[]): Promise<CliResult> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "bal", ...args],
+    cwd: ROOT,
+    env: { BAL_HOME: home, NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** Backends and settings for a test config. */
+export interface ConfigSpec {
+  port: number;
+  backends: (number | string)[];
+  runtime?: Record<string, number>;
+  extra?: string;
+}
+
+/** Writes a config file into `home` and returns its path. */
+export function writeConfig(home: string, spec: ConfigSpec, name = "test.yaml"): string {
+  const lines = [
+    `port: ${spec.port}`,
+    "bind_address: 127.0.0.1",
+    "log_level: debug",
+    "backends:",
+    ...spec.backends.map((b) =>
+      typeof b === "number" ? `  - {host: 127.0.0.1, port: ${b}}` : `  - ${b}`
+    ),
+    "runtime:",
+    ...Object.entries({
+      health_check_interval_ms: 200,
+      health_check_timeout_ms: 200,
+      backend_connect_timeout_ms: 300,
+      shutdown_drain_timeout_ms: 5000,
+      ...spec.runtime,
+    }).map(([k, v]) => `  ${k}: ${v}`),
+    spec.extra ?? "",
+  ];
+  const path = `${home}/${name}`;
+  Deno.writeTextFileSync(path, lines.join("\n") + "\n");
+  return path;
+}
+
+/** Polls `check` every 25 ms until it returns a value other than undefined/false. */
+type Maybe<T> = T | undefined | null | false;
+
+export async function waitFor<T>(
+  what: string,
+  check: () => Maybe<T> | Promise<Maybe<T>>,
+  timeoutMs = 10_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined && v !== false && v !== null) return v as T;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Reads the pid file, or null. */
+export function readPid(home: string): number | null {
+  try {
+    return Number(Deno.readTextFileSync(`${home}/bal.pid`).trim());
+  } catch {
+    return null;
+  }
+}
+
+/** Whether a process is alive and not a zombie. */
+export function alive(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    return !/^Z|^X/.test(stat.slice(stat.lastIndexOf(")") + 2));
+  } catch {
+    return false;
+  }
+}
+
+/** bal running as a daemon for a test; `stop()` ends it whatever happened. */
+export interface Daemon {
+  home: string;
+  pid: number;
+  port: number;
+  /** `bal stop`, falling back to SIGKILL so no process outlives the test. */
+  stop(): Promise<CliResult>;
+  /** Parsed lines of bal.log. */
+  log(): Record<string, unknown>[];
+}
+
+/** Daemons this test process started: killed at exit, should a test die before its cleanup. */
+const started = new Set<number>();
+function killStarted(): void {
+  for (const pid of started) if (alive(pid)) Deno.kill(pid, "SIGKILL");
+}
+globalThis.addEventListener("unload", killStarted);
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  Deno.addSignalListener(signal, () => {
+    killStarted();
+    Deno.exit(130);
+  });
+}
+
+/** Starts `bal start -d -c config` and returns once it listens. */
+export async function startDaemon(home: string, config: string, port: number): Promise<Daemon> {
+  const r = await bal(home, "start", "-d", "-c", config);
+  if (r.code !== 0) throw new Error(`bal start -d failed (${r.code}): ${r.stderr}${r.stdout}`);
+  const pid = readPid(home)!;
+  started.add(pid);
+  return {
+    home,
+    pid,
+    port,
+    async stop() {
+      const result = await bal(home, "stop");
+      if (alive(pid)) Deno.kill(pid, "SIGKILL");
+      return result;
+    },
+    log: () => readLog(home),
+  };
+}
+
+/** Parsed JSON lines of `bal.log`. */
+export function readLog(home: string): Record<string, unknown>[] {
+  try {
+    return Deno.readTextFileSync(`${home}/bal.log`).split("\n").filter((l) => l).map((l) =>
+      JSON.parse(l)
+    );
+  } catch {
+    return [];
+  }
+}
+
+/** A backend for tests, listening on 127.0.0.1. */
+export interface Backend {
+  port: number;
+  /** Connections accepted so far. */
+  accepted: number;
+  close(): Promise<void>;
+}
+
+/** Starts a TCP server that runs `handler` for each connection. */
+export function serveTcp(handler: (conn: Deno.TcpConn) => Promise<void>, port = 0): Backend {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+  const conns = new Set<Deno.TcpConn>();
+  const tasks = new Set<Promise<void>>();
+  const backend: Backend = {
+    port: (listener.addr as Deno.NetAddr).port,
+    accepted: 0,
+    async close() {
+      listener.close();
+      for (const c of conns) closeQuietly(c);
+      await loop;
+      await Promise.allSettled(tasks);
+    },
+  };
+  const loop = (async () => {
+    for await (const conn of listener) {
+      backend.accepted++;
+      conns.add(conn);
+      const task = handler(conn).catch(() => {}).finally(() => {
+        closeQuietly(conn);
+        conns.delete(conn);
+        tasks.delete(task);
+      });
+      tasks.add(task);
+    }
+  })().catch(() => {});
+  return backend;
+}
+
+/** Echoes everything back, and half-closes when the client does. */
+export function echoBackend(port = 0): Backend {
+  return serveTcp(async (conn) => {
+    const buf = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      await writeAll(conn, buf.subarray(0, n));
+    }
+    await conn.closeWrite();
+  }, port);
+}
+
+/** Answers every connection with `name` and closes it, after reading nothing. */
+export function nameBackend(name: string, port = 0): Backend {
+  return serveTcp(async (conn) => {
+    await writeAll(conn, encoder.encode(name));
+  }, port);
+}
+
+/** Writes all of `data`. */
+export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await conn.write(data.subarray(off));
+}
+
+/** Reads until EOF. */
+export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  const buf = new Uint8Array(64 * 1024);
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    chunks.push(buf.slice(0, n));
+  }
+  const all = new Uint8Array(chunks.reduce((s, c) => s + c.length, 0));
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  return all;
+}
+
+/** Reads exactly `n` bytes (or fewer at EOF). */
+export async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let off = 0;
+  while (off < n) {
+    const got = await conn.read(out.subarray(off));
+    if (got === null) break;
+    off += got;
+  }
+  return out.subarray(0, off);
+}
+
+/** Connects through bal, reads what a name backend says, and closes. */
+export async function askName(port: number): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    return decoder.decode(await readAll(conn));
+  } finally {
+    closeQuietly(conn);
+  }
+}
+
+export function closeQuietly(conn: Deno.Conn | Deno.Listener): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
+}
+
+export function sha256(data: Uint8Array): string {
+  return createHash("sha256").update(data).digest("hex");
+}
+
+export const text = (s: string) => encoder.encode(s);
+export const str = (b: Uint8Array) => decoder.decode(b);

@@ -1,0 +1,254 @@
+/**
+ * `bal graceful` and SIGHUP end to end: the config swaps atomically, live
+ * connections are untouched, a bad config changes nothing.
+ */
+import assert from "node:assert/strict";
+import {
+  askName,
+  bal,
+  echoBackend,
+  freePort,
+  nameBackend,
+  readAll,
+  readN,
+  startDaemon,
+  str,
+  tempHome,
+  text,
+  waitFor,
+  writeAll,
+  writeConfig,
+} from "./helpers.ts";
+
+const fieldsOf = (line: Record<string, unknown>) => line.fields as Record<string, unknown>;
+
+Deno.test("reload: adding and removing backends keeps a connection opened before it working", async () => {
+  const echo = echoBackend();
+  const b = nameBackend("B");
+  const c = nameBackend("C");
+  const home = tempHome();
+  const port = freePort();
+  const config = writeConfig(home, { port, backends: [echo.port] });
+  const d = await startDaemon(home, config, port);
+  try {
+    const old = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(old, text("before"));
+    assert.equal(str(await readN(old, 6)), "before");
+
+    // The old connection's backend leaves the config; the connection must not notice.
+    writeConfig(home, { port, backends: [b.port, c.port] });
+    const r = await bal(home, "graceful");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(
+      r.stdout.trim(),
+      `reloaded: generation 2, 2 backends, listening on 127.0.0.1:${port}`,
+    );
+
+    // The old connection still works, both ways.
+    await writeAll(old, text("after"));
+    assert.equal(str(await readN(old, 5)), "after");
+    await old.closeWrite();
+    assert.equal((await readAll(old)).length, 0);
+    old.close();
+
+    // New connections follow the new config.
+    const names = new Set<string>();
+    for (let i = 0; i < 4; i++) names.add(await askName(port));
+    assert.deepEqual([...names].sort(), ["B", "C"]);
+    const line = d.log().find((l) => l.event === "reload_ok")!;
+    assert.deepEqual(fieldsOf(line).added, [`127.0.0.1:${b.port}`, `127.0.0.1:${c.port}`]);
+    assert.deepEqual(fieldsOf(line).removed, [`127.0.0.1:${echo.port}`]);
+  } finally {
+    await d.stop();
+    await Promise.all([echo.close(), b.close(), c.close()]);
+  }
+});
+
+Deno.test("reload: graceful with an invalid config says why, sends nothing, keeps the old config", async () => {
+  const a = nameBackend("A");
+  const home = tempHome();
+  const port = freePort();
+  const config = writeConfig(home, { port, backends: [a.port] });
+  const d = await startDaemon(home, config, port);
+  try {
+    Deno.writeTextFileSync(config, `port: ${port}\nbackends:\n  - {host: 127.0.0.1, port: nope}\n`);
+    const r = await bal(home, "graceful");
+    assert.equal(r.code, 1);
+    assert.deepEqual(r.stderr.trim().split("\n"), [
+      `bal: ${config}:3:29: backends[0].port: expected an integer from 1 to 65535, got the text "nope"`,
+      "bal: not reloaded: the running config is unchanged",
+    ]);
+    const state = JSON.parse(Deno.readTextFileSync(`${home}/bal.state.json`));
+    assert.equal(state.reloads, 0, "graceful must not signal bal when the config is invalid");
+    assert.equal(await askName(port), "A");
+  } finally {
+    await d.stop();
+    await a.close();
+  }
+});
+
+Deno.test("reload: SIGHUP with an invalid config logs why and keeps serving the old config", async () => {
+  const a = nameBackend("A");
+  const b = nameBackend("B");
+  const home = tempHome();
+  const port = freePort();
+  const config = writeConfig(home, { port, backends: [a.port] });
+  const d = await startDaemon(home, config, port);
+  try {
+    Deno.writeTextFileSync(config, `port: ${port}\nbackends: []\n`);
+    Deno.kill(d.pid, "SIGHUP");
+    const failed = await waitFor(
+      "reload_failed",
+      () => d.log().find((l) => l.event === "reload_failed"),
+    );
+    assert.equal(failed.level, "error");
+    assert.match(
+      String(fieldsOf(failed).error),
+      new RegExp(`${config}:2:11: backends: expected a non-empty list`),
+    );
+    assert.equal(await askName(port), "A");
+    const state = JSON.parse(Deno.readTextFileSync(`${home}/bal.state.json`));
+    assert.equal(state.last_reload.ok, false);
+    assert.equal(state.last_reload.generation, 1);
+
+    // Fixed, it applies.
+    writeConfig(home, { port, backends: [b.port] });
+    const r = await bal(home, "graceful");
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await askName(port), "B");
+  } finally {
+    await d.stop();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+Deno.test("reload: a changed port opens the new listener first and keeps old connections", async () => {
+  const echo = echoBackend();
+  const home = tempHome();
+  const port = freePort();
+  const next = freePort();
+  const config = writeConfig(home, { port, backends: [echo.port] });
+  const d = await startDaemon(home, config, port);
+  try {
+    const old = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(old, text("x"));
+    assert.equal(str(await readN(old, 1)), "x");
+    writeConfig(home, { port: next, backends: [echo.port] });
+    const r = await bal(home, "graceful");
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, new RegExp(`listening on 127\\.0\\.0\\.1:${next}`));
+    await assert.rejects(
+      Deno.connect({ hostname: "127.0.0.1", port }),
+      Deno.errors.ConnectionRefused,
+    );
+    const fresh = await Deno.connect({ hostname: "127.0.0.1", port: next });
+    await writeAll(fresh, text("y"));
+    assert.equal(str(await readN(fresh, 1)), "y");
+    fresh.close();
+    await writeAll(old, text("z"));
+    assert.equal(str(await readN(old, 1)), "z");
+    old.close();
+  } finally {
+    await d.stop();
+    await echo.close();
+  }
+});
+
+Deno.test("reload: a port that cannot be bound fails the reload and keeps the old listener", async () => {
+  const a = nameBackend("A");
+  const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const busyPort = (busy.addr as Deno.NetAddr).port;
+  const home = tempHome();
+  const port = freePort();
+  const config = writeConfig(home, { port, backends: [a.port] });
+  const d = await startDaemon(home, config, port);
+  try {
+    writeConfig(home, { port: busyPort, backends: [a.port] });
+    const r = await bal(home, "graceful");
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stderr.trim(),
+      `bal: reload failed, the running config is unchanged: cannot listen on 127.0.0.1:${busyPort}: address already in use`,
+    );
+    assert.equal(await askName(port), "A");
+  } finally {
+    busy.close();
+    await d.stop();
+    await a.close();
+  }
+});
+
+Deno.test("reload: backends that stay keep their health state", async () => {
+  const a = nameBackend("A");
+  const b = nameBackend("B");
+  const dead = freePort();
+  const home = tempHome();
+  const port = freePort();
+  const runtime = { health_check_interval_ms: 100, health_check_fail_threshold: 1 };
+  const config = writeConfig(home, { port, backends: [a.port, dead], runtime });
+  const d = await startDaemon(home, config, port);
+  try {
+    await waitFor("backend_down", () => d.log().some((l) => l.event === "backend_down"));
+    writeConfig(home, { port, backends: [a.port, dead, b.port], runtime });
+    assert.equal((await bal(home, "graceful")).code, 0);
+    await new Promise((r) => setTimeout(r, 400));
+    // Had the reload reset it to healthy, a second backend_down would follow.
+    const downs = d.log().filter((l) => l.event === "backend_down");
+    assert.equal(downs.length, 1);
+  } finally {
+    await d.stop();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
+Deno.test("reload: runtime keys and log_level apply without a restart", async () => {
+  const echo = echoBackend();
+  const dead = freePort();
+  const home = tempHome();
+  const port = freePort();
+  // The dead backend never turns unhealthy, so round robin tries it first every other client.
+  const runtime = { health_check_fail_threshold: 1000, shutdown_drain_timeout_ms: 20_000 };
+  const config = writeConfig(home, { port, backends: [echo.port, dead], runtime });
+  const d = await startDaemon(home, config, port);
+  const hold = async () => {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(conn, text("hold"));
+    assert.equal(str(await readN(conn, 4)), "hold");
+    return conn;
+  };
+  try {
+    // log_level debug: failed connects to the dead backend are logged.
+    (await hold()).close();
+    (await hold()).close();
+    await waitFor("a debug line", () => d.log().some((l) => l.event === "connect_failed"));
+
+    writeConfig(home, {
+      port,
+      backends: [echo.port, dead],
+      runtime: { ...runtime, shutdown_drain_timeout_ms: 200 },
+    });
+    Deno.writeTextFileSync(
+      config,
+      Deno.readTextFileSync(config).replace("log_level: debug", "log_level: info"),
+    );
+    assert.equal((await bal(home, "graceful")).code, 0);
+    const debugBefore = d.log().filter((l) => l.level === "debug").length;
+    (await hold()).close();
+    const open = await hold();
+    assert.equal(d.log().filter((l) => l.level === "debug").length, debugBefore);
+
+    // The new drain timeout is the one stop waits for.
+    const started = Date.now();
+    assert.equal((await d.stop()).code, 0);
+    assert.ok(Date.now() - started < 5000, "stop waited for the old 20 s drain timeout");
+    assert.equal(
+      (d.log().find((l) => l.event === "drain_timeout")!.fields as Record<string, unknown>)
+        .drain_ms,
+      200,
+    );
+    open.close();
+  } finally {
+    await d.stop();
+    await echo.close();
+  }
+});
