@@ -2,7 +2,8 @@
  * `deno task compile [--target NAME]... [--dry-run]`: builds the release
  * binaries into `dist/` with `deno compile --target`, using exactly the
  * flags of the `bal` task, then packages each as `bal-<os>-<arch>.tar.gz`
- * (the binary, named `bal`, at the archive root) and writes `SHA256SUMS`.
+ * (the binary, named `bal`, at the archive root) and writes `SHA256SUMS` and
+ * `VERSION` (which install.sh reads).
  *
  * `deno compile` downloads Deno's runtime (denort) for each target. Offline,
  * set DENORT_BIN to a denort binary for the target (Deno reads it; only
@@ -106,7 +107,9 @@ if (import.meta.main) {
       archives.map(async (a) => `${await sha256(`${dist}/${a}`)}  ${a}`),
     );
     await Deno.writeTextFile(`${dist}/SHA256SUMS`, sums.join("\n") + "\n");
-    console.log(`wrote ${archives.join(", ")} and SHA256SUMS`);
+    // install.sh reads VERSION to tell whether the installed bal is current.
+    await Deno.writeTextFile(`${dist}/VERSION`, `${VERSION}\n`);
+    console.log(`wrote ${archives.join(", ")}, SHA256SUMS and VERSION`);
   } catch (err) {
     console.error(`compile: ${err instanceof Error ? err.message : err}`);
     Deno.exit(1);

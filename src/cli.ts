@@ -83,6 +83,15 @@ async function startCommand(options: StartOptions): Promise<number> {
   return await serve({ configPath, paths, logFormat: options.logFormat, daemon: false });
 }
 
+async function initCommand(options: { config?: string }): Promise<number> {
+  const paths = statePaths();
+  await ensureStateDir(paths);
+  const configPath = configPathOf(options.config, paths);
+  if (await ensureDefaultConfig(configPath)) out(`wrote the default config to ${configPath}`);
+  else out(`${configPath} exists; left as it is`);
+  return 0;
+}
+
 async function checkCommand(options: { config?: string }): Promise<number> {
   const configPath = configPathOf(options.config, statePaths());
   const result = await readConfig(configPath);
@@ -148,6 +157,11 @@ function program(result: { code: number }): Command {
     )
     .addOption(new Option("--daemon-child <ready-file>").hideHelp())
     .action(run((opts: StartOptions) => startCommand(opts)));
+
+  bal.command("init")
+    .description("write the commented default config, unless the file exists")
+    .option("-c, --config <file>", "where (default: $BAL_HOME/config.yaml)")
+    .action(run((opts: { config?: string }) => initCommand(opts)));
 
   bal.command("check")
     .description("validate a config file without touching the running bal")

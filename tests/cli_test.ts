@@ -30,7 +30,7 @@ Deno.test("cli: --version, --help and per-command help", async () => {
   assert.equal(v.stdout.trim(), version);
   const help = await bal(home, "--help");
   assert.equal(help.code, 0);
-  for (const cmd of ["start", "check", "graceful", "stop"]) {
+  for (const cmd of ["start", "init", "check", "graceful", "stop"]) {
     assert.match(help.stdout, new RegExp(`\\b${cmd}\\b`));
   }
   const startHelp = await bal(home, "start", "--help");
@@ -78,6 +78,22 @@ Deno.test("cli: check of a missing file, and of the default path", async () => {
   const relative = await bal(home, "check", "-c", "no/such.yaml");
   assert.equal(relative.code, 1);
   assert.match(relative.stderr, new RegExp(`${ROOT}no/such.yaml: not found`));
+});
+
+Deno.test("cli: init writes the default config once and never overwrites it", async () => {
+  const home = tempHome();
+  const first = await bal(home, "init");
+  assert.equal(first.code, 0, first.stderr);
+  assert.equal(first.stdout.trim(), `wrote the default config to ${home}/config.yaml`);
+  assert.equal(Deno.readTextFileSync(`${home}/config.yaml`), DEFAULT_CONFIG_TEXT);
+  Deno.writeTextFileSync(`${home}/config.yaml`, "edited");
+  const again = await bal(home, "init");
+  assert.equal(again.code, 0);
+  assert.equal(again.stdout.trim(), `${home}/config.yaml exists; left as it is`);
+  assert.equal(Deno.readTextFileSync(`${home}/config.yaml`), "edited");
+  const nested = await bal(home, "init", "-c", `${home}/other.yaml`);
+  assert.equal(nested.code, 0);
+  assert.equal((await bal(home, "check", "-c", `${home}/other.yaml`)).code, 0);
 });
 
 Deno.test("cli: first start writes the commented default config and runs on it", async () => {

@@ -41,3 +41,28 @@ Deno.test("compile: an unknown target is refused", async () => {
     /unknown target windows-x86; choose from linux-amd64, linux-arm64, macos-amd64, macos-arm64/,
   );
 });
+
+Deno.test("install:global installs a working bal command with the same flags", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "bal-global-" });
+  try {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "-q", "install:global", "--root", dir],
+      cwd: ROOT,
+      stdout: "null",
+    }).output();
+    assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+    const shim = Deno.readTextFileSync(`${dir}/bin/bal`);
+    for (const flag of RUN_FLAGS) assert.ok(shim.includes(flag), `${flag} missing from the shim`);
+    const v = await new Deno.Command(`${dir}/bin/bal`, {
+      args: ["--version"],
+      env: { BAL_HOME: dir },
+    }).output();
+    assert.equal(v.code, 0);
+    assert.equal(
+      new TextDecoder().decode(v.stdout).trim(),
+      JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).version,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -286,3 +286,17 @@ export function sha256(data: Uint8Array): string {
 
 export const text = (s: string) => encoder.encode(s);
 export const str = (b: Uint8Array) => decoder.decode(b);
+
+/**
+ * True when a test needs `tool` and may not run without it: outside CI a
+ * missing tool makes the test show as ignored; in CI (`CI` set) it is required.
+ */
+export function missingTool(tool: string): boolean {
+  if (Deno.env.get("CI")) return false;
+  const which = new Deno.Command("sh", {
+    args: ["-c", `command -v ${tool}`],
+    stdout: "null",
+    stderr: "null",
+  });
+  return !which.outputSync().success;
+}
