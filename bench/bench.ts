@@ -1,0 +1,550 @@
+/**
+ * `deno task bench [--quick] [--only bal,haproxy,...] [--rounds N]`: bal's
+ * speed and memory against a direct connection (the ceiling) and, when
+ * installed, HAProxy (`mode tcp`, one thread) and nginx (`stream`, one
+ * worker), measured in the same run on loopback.
+ *
+ * With `taskset`, the load generator and the backends run on cpu0 and the
+ * proxy on cpu1, so what is compared is the proxy's own cost. HTTP workloads
+ * use wrk when installed (a Deno client saturates its core first and
+ * compresses the differences), the Deno generator in bench/load.ts otherwise.
+ * Prints tables of absolute figures and ratios, and writes them as JSON to
+ * bench/results.json. See docs/performance.md.
+ *
+ * @module
+ */
+import { RUN_FLAGS } from "../src/build.ts";
+
+const args = Deno.args;
+const quick = args.includes("--quick");
+const flag = (name: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i < 0 ? undefined : args[i + 1];
+};
+const rounds = Number(flag("rounds") ?? (quick ? 1 : 3));
+const secs = quick ? 2 : 5;
+/** The fd hard limit: a proxy needs two fds per held connection, so it caps the big hold. */
+const FD_LIMIT = Number(
+  new TextDecoder().decode(
+    new Deno.Command("sh", { args: ["-c", "ulimit -Hn"], stdout: "piped" }).outputSync().stdout,
+  )
+    .trim(),
+) || 20000;
+const bigHold = Math.min(10000, Math.floor((FD_LIMIT - 200) / 2));
+const holdCounts = quick ? [1000] : [1000, bigHold];
+const only = flag("only")?.split(",");
+const root = new URL("..", import.meta.url).pathname;
+const tmp = Deno.makeTempDirSync({ prefix: "bal-bench-" });
+
+function has(tool: string): boolean {
+  return new Deno.Command("sh", {
+    args: ["-c", `command -v ${tool}`],
+    stdout: "null",
+    stderr: "null",
+  }).outputSync()
+    .success;
+}
+const pinned = has("taskset");
+const useWrk = has("wrk") && !args.includes("--deno-client");
+const useIperf = has("iperf3") && !args.includes("--deno-client");
+
+/** argv run on a core (when taskset exists) with a raised fd limit. */
+function onCpu(cpu: number | null, argv: string[]): string[] {
+  const quoted = argv.map((a) => `'${a.replaceAll("'", `'\\''`)}'`).join(" ");
+  const pin = pinned && cpu !== null ? `taskset -c ${cpu} ` : "";
+  return ["sh", "-c", `ulimit -n ${FD_LIMIT}; exec ${pin}${quoted}`];
+}
+
+function spawn(argv: string[], opts: { stdin?: "piped" | "null"; quiet?: boolean } = {}) {
+  return new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    cwd: root,
+    stdin: opts.stdin ?? "null",
+    stdout: "piped",
+    stderr: opts.quiet === false ? "inherit" : "null",
+  }).spawn();
+}
+
+async function run(argv: string[]): Promise<string> {
+  const out = await new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    cwd: root,
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  if (!out.success) {
+    throw new Error(`${argv.join(" ")}: ${new TextDecoder().decode(out.stderr).slice(0, 300)}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const p = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return p;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitPort(port: number, timeoutMs = 15000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch {
+      await sleep(10);
+    }
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+function rssKiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+}
+
+/** A proxy (or none) started in front of the given backends. */
+interface Running {
+  port: number;
+  /** The proxy's pid, or null for the direct connection. */
+  pid: number | null;
+  stop(): Promise<void>;
+}
+
+interface Target {
+  name: string;
+  start(backends: number[], opts?: { workers?: number; cpu?: number | null }): Promise<Running>;
+}
+
+async function stopProcess(child: Deno.ChildProcess, pid: number): Promise<void> {
+  try {
+    Deno.kill(pid, "SIGTERM");
+  } catch { /* gone */ }
+  const t = setTimeout(() => {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch { /* gone */ }
+  }, 5000);
+  await child.status;
+  clearTimeout(t);
+}
+
+const direct: Target = {
+  name: "direct",
+  start: (backends) =>
+    Promise.resolve({ port: backends[0], pid: null, stop: () => Promise.resolve() }),
+};
+
+const bal: Target = {
+  name: "bal",
+  async start(backends, opts = {}) {
+    const port = freePort();
+    const home = Deno.makeTempDirSync({ dir: tmp, prefix: "bal-" });
+    const lines = [
+      `port: ${port}`,
+      "bind_address: 127.0.0.1",
+      "log_level: info",
+      "backends:",
+      ...backends.map((b) => `  - "127.0.0.1:${b}"`),
+    ];
+    if (opts.workers) lines.push(`workers: ${opts.workers}`);
+    Deno.writeTextFileSync(`${home}/config.yaml`, lines.join("\n") + "\n");
+    // The real CLI with the release flags, as `deno task bal start` runs it.
+    const argv = [
+      Deno.execPath(),
+      "run",
+      ...RUN_FLAGS,
+      `${root}src/main.ts`,
+      "start",
+      "-c",
+      `${home}/config.yaml`,
+    ];
+    const child = new Deno.Command("env", {
+      args: [`BAL_HOME=${home}`, ...onCpu(opts.cpu === undefined ? 1 : opts.cpu, argv)],
+      cwd: root,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    await waitPort(port);
+    // bal accepts as soon as it listens, a moment before it writes its pid file.
+    let pid = 0;
+    for (let i = 0; i < 500 && !pid; i++) {
+      pid = Number(await Deno.readTextFile(`${home}/bal.pid`).catch(() => "0"));
+      if (!pid) await sleep(10);
+    }
+    return { port, pid, stop: () => stopProcess(child, pid) };
+  },
+};
+
+const haproxy: Target = {
+  name: "haproxy",
+  async start(backends) {
+    const port = freePort();
+    const cfg = `${tmp}/haproxy-${port}.cfg`;
+    Deno.writeTextFileSync(
+      cfg,
+      `global
+  maxconn ${bigHold + 20}
+  nbthread 1
+defaults
+  mode tcp
+  maxconn ${bigHold + 20}
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+listen p
+  bind 127.0.0.1:${port}
+  balance roundrobin
+${backends.map((b, i) => `  server s${i} 127.0.0.1:${b}`).join("\n")}
+`,
+    );
+    const child = spawn(onCpu(1, ["haproxy", "-db", "-f", cfg]));
+    await waitPort(port);
+    return { port, pid: child.pid, stop: () => stopProcess(child, child.pid) };
+  },
+};
+
+const nginx: Target = {
+  name: "nginx",
+  async start(backends) {
+    const port = freePort();
+    const dir = Deno.makeTempDirSync({ dir: tmp, prefix: "nginx-" });
+    Deno.writeTextFileSync(
+      `${dir}/stream.conf`,
+      `load_module ${NGINX_STREAM};
+worker_processes 1;
+daemon off;
+master_process off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+worker_rlimit_nofile ${FD_LIMIT};
+events { worker_connections ${2 * bigHold + 100}; }
+stream {
+  upstream be { ${backends.map((b) => `server 127.0.0.1:${b};`).join(" ")} }
+  server { listen 127.0.0.1:${port} backlog=4096; proxy_pass be; }
+}
+`,
+    );
+    const child = spawn(onCpu(1, ["nginx", "-p", dir, "-c", `${dir}/stream.conf`]));
+    await waitPort(port);
+    return { port, pid: child.pid, stop: () => stopProcess(child, child.pid) };
+  },
+};
+
+const NGINX_STREAM = "/usr/lib/nginx/modules/ngx_stream_module.so";
+const hasNginxStream = has("nginx") && (() => {
+  try {
+    return Deno.statSync(NGINX_STREAM).isFile;
+  } catch {
+    return false;
+  }
+})();
+const targets = [
+  direct,
+  bal,
+  ...(has("haproxy") ? [haproxy] : []),
+  ...(hasNginxStream ? [nginx] : []),
+]
+  .filter((t) => !only || only.includes(t.name) || t.name === "direct");
+
+function loadArgv(workload: string, port: number, extra: string[]): string[] {
+  return onCpu(0, [
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    `${root}bench/load.ts`,
+    workload,
+    "--port",
+    String(port),
+    ...extra,
+  ]);
+}
+
+async function load(
+  workload: string,
+  port: number,
+  extra: string[],
+): Promise<Record<string, number>> {
+  const out = await run(loadArgv(workload, port, extra));
+  return JSON.parse(out.trim().split("\n").pop()!);
+}
+
+/** Parses "530.00us" / "1.19ms" / "2.00s" into milliseconds. */
+function wrkMs(text: string): number {
+  const m = /([\d.]+)(us|ms|s)/.exec(text)!;
+  return Number(m[1]) * (m[2] === "us" ? 0.001 : m[2] === "ms" ? 1 : 1000);
+}
+
+async function wrk(port: number, close: boolean): Promise<Record<string, number>> {
+  const out = await run(onCpu(0, [
+    "wrk",
+    "-t1",
+    "-c50",
+    `-d${secs}s`,
+    "--latency",
+    ...(close ? ["-H", "Connection: close"] : []),
+    `http://127.0.0.1:${port}/`,
+  ]));
+  const errors =
+    /Non-2xx or 3xx responses: (\d+)|Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/
+      .exec(out);
+  if (!/Requests\/sec/.test(out) || !/99%/.test(out)) {
+    throw new Error(`unexpected wrk output:\n${out}`);
+  }
+  return {
+    rate: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)![1]),
+    p50_ms: wrkMs(/50%\s+(\S+)/.exec(out)![1]),
+    p99_ms: wrkMs(/99%\s+(\S+)/.exec(out)![1]),
+    errors: errors ? errors.slice(1).reduce((s, v) => s + Number(v ?? 0), 0) : 0,
+  };
+}
+
+const short = (port: number) =>
+  useWrk ? wrk(port, true) : load("short", port, ["--conns", "50", "--secs", String(secs)]);
+const keepalive = (port: number) =>
+  useWrk ? wrk(port, false) : load("keepalive", port, ["--conns", "50", "--secs", String(secs)]);
+
+/** Gbit/s of `streams` parallel streams through the port into the sink. */
+async function bulk(port: number, streams: number): Promise<number> {
+  if (!useIperf) {
+    return (await load("bulk", port, ["--streams", String(streams), "--secs", String(secs)]))
+      .gbit_s;
+  }
+  const out = await run(
+    onCpu(0, [
+      "iperf3",
+      "-c",
+      "127.0.0.1",
+      "-p",
+      String(port),
+      "-t",
+      String(secs),
+      "-P",
+      String(streams),
+      "-J",
+    ]),
+  );
+  return JSON.parse(out).end.sum_received.bits_per_second / 1e9;
+}
+
+/** RSS idle, then with `count` idle proxied connections held: KiB per connection. */
+async function memory(
+  r: Running,
+  count: number,
+): Promise<{ idle_mb: number; per_conn_kib: number }> {
+  await sleep(300);
+  const idle = rssKiB(r.pid!);
+  const holder = spawn(loadArgv("hold", r.port, ["--count", String(count)]), { stdin: "piped" });
+  const reader = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const { value } = await reader.read();
+  const held = JSON.parse(value!.trim().split("\n")[0]);
+  await sleep(500);
+  const loaded = rssKiB(r.pid!);
+  await holder.stdin.close();
+  await reader.cancel();
+  await holder.status;
+  if (held.held < count) throw new Error(`held only ${held.held} of ${count} connections`);
+  return { idle_mb: idle / 1024, per_conn_kib: (loaded - idle) / count };
+}
+
+/** ms from spawning the proxy until a request through it is first answered. */
+async function startup(t: Target, backends: number[]): Promise<number> {
+  const t0 = performance.now();
+  const r = await t.start(backends);
+  const buf = new Uint8Array(256);
+  for (;;) {
+    try {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: r.port });
+      await c.write(
+        new TextEncoder().encode("GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"),
+      );
+      const n = await c.read(buf);
+      c.close();
+      if (n) break;
+    } catch {
+      await sleep(1);
+    }
+  }
+  const ms = performance.now() - t0;
+  await r.stop();
+  return ms;
+}
+
+type Row = Record<string, number>;
+const samples = new Map<string, Row[]>();
+const add = (target: string, row: Row) =>
+  samples.set(target, [...(samples.get(target) ?? []), row]);
+
+const [httpA, httpB, sinkPort] = [freePort(), freePort(), freePort()];
+const backend = spawn(onCpu(0, [
+  Deno.execPath(),
+  "run",
+  "--allow-net",
+  `${root}bench/backend.ts`,
+  "--http",
+  `${httpA},${httpB}`,
+  ...(useIperf ? [] : ["--sink", String(sinkPort)]),
+]));
+const iperfServer = useIperf
+  ? spawn(onCpu(0, ["iperf3", "-s", "-B", "127.0.0.1", "-p", String(sinkPort)]))
+  : null;
+await waitPort(httpA);
+await waitPort(sinkPort);
+
+console.log(
+  `bench: ${rounds} round(s) of ${secs} s per workload; ${
+    pinned ? "generator+backends on cpu0, proxy on cpu1" : "unpinned (no taskset)"
+  }; ` +
+    `HTTP client: ${useWrk ? "wrk" : "Deno (bench/load.ts)"}; bulk: ${
+      useIperf ? "iperf3" : "Deno"
+    }; targets: ${targets.map((t) => t.name).join(", ")}`,
+);
+
+try {
+  for (let round = 1; round <= rounds; round++) {
+    for (const t of targets) {
+      const row: Row = {};
+      const http = await t.start([httpA, httpB]);
+      try {
+        const s = await short(http.port);
+        row.short_per_s = s.rate;
+        const k = await keepalive(http.port);
+        row.keepalive_per_s = k.rate;
+        row.keepalive_p50_ms = k.p50_ms;
+        row.keepalive_p99_ms = k.p99_ms;
+      } finally {
+        await http.stop();
+      }
+      if (t !== direct) {
+        // A fresh proxy per count: a heap warmed by the load above would hide the growth.
+        for (const count of holdCounts) {
+          const fresh = await t.start([httpA, httpB]);
+          try {
+            const m = await memory(fresh, count);
+            row.idle_rss_mb ??= m.idle_mb;
+            row[`kib_per_conn_${count}`] = m.per_conn_kib;
+          } finally {
+            await fresh.stop();
+          }
+        }
+      }
+      const sink = await t.start([sinkPort]);
+      try {
+        row.bulk1_gbit_s = await bulk(sink.port, 1);
+        row.bulk8_gbit_s = await bulk(sink.port, 8);
+      } finally {
+        await sink.stop();
+      }
+      if (t !== direct) row.startup_ms = await startup(t, [httpA, httpB]);
+      add(t.name, row);
+      console.log(
+        `round ${round} ${t.name}: ${
+          JSON.stringify(row, (_, v) => typeof v === "number" ? Math.round(v * 100) / 100 : v)
+        }`,
+      );
+    }
+  }
+
+  // All cores: short connections through bal with 1 and 2 workers, unpinned.
+  const scaling: Row = {};
+  if (!only || only.includes("bal")) {
+    for (const workers of [1, 2]) {
+      const r = await bal.start([httpA, httpB], { workers, cpu: null });
+      try {
+        scaling[`workers_${workers}_short_per_s`] = (await short(r.port)).rate;
+      } catch (err) {
+        console.log(`workers ${workers}: ${err}`);
+      } finally {
+        await r.stop();
+      }
+    }
+  }
+
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+  };
+  const result: Record<string, Row> = {};
+  for (const [name, rows] of samples) {
+    result[name] = {};
+    for (const key of Object.keys(rows[0])) result[name][key] = median(rows.map((r) => r[key]));
+  }
+
+  const columns: [string, string][] = [
+    ["short_per_s", "short conn/s"],
+    ["keepalive_per_s", "keep-alive req/s"],
+    ["keepalive_p50_ms", "p50 ms"],
+    ["keepalive_p99_ms", "p99 ms"],
+    ["bulk1_gbit_s", "bulk 1 Gbit/s"],
+    ["bulk8_gbit_s", "bulk 8 Gbit/s"],
+    ["idle_rss_mb", "idle RSS MB"],
+    ...holdCounts.map((c) => [`kib_per_conn_${c}`, `KiB/conn @${c}`] as [string, string]),
+    ["startup_ms", "startup ms"],
+  ];
+  const fmt = (v: number | undefined) =>
+    v === undefined || Number.isNaN(v) ? "-" : v >= 100 ? String(Math.round(v)) : v.toFixed(2);
+  const table = (title: string, value: (name: string, key: string) => number | undefined) => {
+    const lines = [
+      `\n${title}`,
+      `| target | ${columns.map((c) => c[1]).join(" | ")} |`,
+      `| --- | ${columns.map(() => "---").join(" | ")} |`,
+    ];
+    for (const name of Object.keys(result)) {
+      lines.push(`| ${name} | ${columns.map(([k]) => fmt(value(name, k))).join(" | ")} |`);
+    }
+    console.log(lines.join("\n"));
+  };
+  const ratio = (base: string) => (name: string, key: string) => {
+    const b = result[base]?.[key];
+    const v = result[name]?.[key];
+    return b === undefined || v === undefined || b === 0 ? undefined : v / b;
+  };
+  table("Absolute (medians)", (name, key) => result[name][key]);
+  table(
+    "Ratio to direct (higher is better for rates; lower for latency, memory, startup)",
+    ratio("direct"),
+  );
+  if (result.haproxy) table("Ratio to HAProxy 1-thread", ratio("haproxy"));
+  if (Object.keys(scaling).length) {
+    console.log(
+      `\nAll cores, unpinned, short conn/s through bal: ${
+        Object.entries(scaling).map(([k, v]) => `${k.replace("_short_per_s", "")}=${Math.round(v)}`)
+          .join(", ")
+      }`,
+    );
+  }
+
+  const json = {
+    date: new Date().toISOString(),
+    machine: {
+      cpus: navigator.hardwareConcurrency,
+      os: Deno.build.os,
+      arch: Deno.build.arch,
+      deno: Deno.version.deno,
+    },
+    method: {
+      rounds,
+      secs,
+      pinned,
+      http_client: useWrk ? "wrk" : "deno",
+      bulk: useIperf ? "iperf3" : "deno",
+      fd_limit: FD_LIMIT,
+    },
+    results: result,
+    scaling,
+  };
+  await Deno.writeTextFile(`${root}bench/results.json`, JSON.stringify(json, null, 2) + "\n");
+  console.log(`\nwrote bench/results.json`);
+} finally {
+  backend.kill("SIGTERM");
+  await backend.status;
+  if (iperfServer) {
+    iperfServer.kill("SIGTERM");
+    await iperfServer.status;
+  }
+  await Deno.remove(tmp, { recursive: true }).catch(() => {});
+}
