@@ -63,12 +63,18 @@ export interface HealthChecks {
   stop(): void;
 }
 
+/** Where a result goes: {@link recordResult}, plus whatever else must hear of it. */
+export type Recorder = (backend: Backend, obs: Observation) => void;
+
 /**
  * Checks every backend of the current snapshot now and then every
  * `health_check_interval_ms`, reading the interval afresh each round so a
- * reload applies it.
+ * reload applies it. Results go to `record`.
  */
-export function startHealthChecks(runtime: Runtime): HealthChecks {
+export function startHealthChecks(
+  runtime: Runtime,
+  record: Recorder = (backend, obs) => recordResult(runtime, backend, obs),
+): HealthChecks {
   let stopped = false;
   let wake: (() => void) | null = null;
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -78,7 +84,7 @@ export function startHealthChecks(runtime: Runtime): HealthChecks {
     const timeout = config.runtime.health_check_timeout_ms;
     await Promise.all(config.backends.map(async (backend) => {
       const obs = await probe(backend, timeout);
-      if (!stopped) recordResult(runtime, backend, obs);
+      if (!stopped) record(backend, obs);
     }));
   };
 

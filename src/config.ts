@@ -41,12 +41,16 @@ export interface RuntimeSettings {
   readonly shutdown_drain_timeout_ms: number;
 }
 
+/** Data-plane threads: a count, or `auto` for one per CPU. */
+export type Workers = number | "auto";
+
 /** A validated, frozen config. */
 export interface Config {
   readonly port: number;
   readonly bind_address: string;
   readonly method: Method;
   readonly log_level: LogLevel;
+  readonly workers: Workers;
   readonly backends: readonly Backend[];
   readonly runtime: RuntimeSettings;
 }
@@ -82,9 +86,13 @@ export const DEFAULTS = {
   bind_address: "0.0.0.0",
   method: "round_robin",
   log_level: "info",
+  workers: 1,
 } as const;
 
-const TOP_KEYS = ["port", "bind_address", "method", "log_level", "backends", "runtime"];
+/** Most data-plane threads a config may ask for. */
+export const MAX_WORKERS = 64;
+
+const TOP_KEYS = ["port", "bind_address", "method", "log_level", "workers", "backends", "runtime"];
 /** Keys of configs written for older bal versions, read and ignored. */
 const LEGACY_KEYS = ["mode"];
 const BACKEND_KEYS = ["host", "port"];
@@ -135,6 +143,7 @@ export function checkConfig(text: string, file: string): ConfigCheck {
     DEFAULTS.log_level,
     at,
   );
+  const workers = workersField(fields.get("workers"), at);
   const backends = backendsField(fields.get("backends"), root, at);
   const runtime = runtimeField(fields.get("runtime"), at);
 
@@ -146,6 +155,7 @@ export function checkConfig(text: string, file: string): ConfigCheck {
       bind_address: bindAddress!,
       method,
       log_level: logLevel,
+      workers,
       backends: backends!,
       runtime,
     }),
@@ -307,6 +317,28 @@ function enumField<T extends string>(
     }${suggestion}`,
   );
   return fallback;
+}
+
+function workersField(field: Field | undefined, at: Report): Workers {
+  if (!field) return DEFAULTS.workers;
+  const value = isScalar(field.value) ? field.value.value : undefined;
+  if (value === "auto") return "auto";
+  if (typeof value === "number" && Number.isInteger(value) && value >= 1 && value <= MAX_WORKERS) {
+    return value;
+  }
+  at(
+    field.value ?? field.key,
+    "workers",
+    `expected "auto" or an integer from 1 to ${MAX_WORKERS}, got ${describeNode(field.value)}`,
+  );
+  return DEFAULTS.workers;
+}
+
+/** The number of data-plane threads `workers` asks for on this machine. */
+export function workerCount(workers: Workers): number {
+  return workers === "auto"
+    ? Math.min(MAX_WORKERS, Math.max(1, navigator.hardwareConcurrency))
+    : workers;
 }
 
 /** Validates a host (IP literal or hostname) and returns it as Deno.connect takes it. */
@@ -481,6 +513,10 @@ method: ${DEFAULTS.method}
 
 # debug | info | warn | error
 log_level: ${DEFAULTS.log_level}
+
+# Data-plane threads accepting on the port: a number, or auto for one per
+# CPU. Takes effect at start (a reload keeps the running count).
+workers: ${DEFAULTS.workers}
 
 # The servers bal forwards to. host is an IP address or a hostname.
 backends:

@@ -25,6 +25,8 @@ export interface InstanceState {
   /** Reload attempts so far (SIGHUP received and handled). */
   reloads: number;
   last_reload: ReloadOutcome | null;
+  /** Counters of each data plane (0 is the main thread), refreshed every second. */
+  data_planes: { id: number; accepted: number; active: number }[];
 }
 
 /** How the last reload went. */

@@ -25,6 +25,8 @@ export interface LogOptions {
   format: LogFormat;
   /** Append to this file; without it, lines go to standard error. */
   file?: string;
+  /** Hand every record to this function instead (a worker thread posting to the control plane). */
+  forward?: (record: LogRecord) => void;
 }
 
 /** The logger of one module, e.g. `logger("proxy")`. */
@@ -58,11 +60,11 @@ export function setupLogging(options: LogOptions): void {
   current = options;
   const format = options.format === "json" ? formatJson : formatText;
   const target = output;
-  const sink = (record: LogRecord) => {
+  const sink = options.forward ?? ((record: LogRecord) => {
     const line = encoder.encode(format(record) + "\n");
     if (target) target.writeSync(line);
     else Deno.stderr.writeSync(line);
-  };
+  });
   configureSync({
     reset: true,
     sinks: { out: sink },
@@ -71,6 +73,12 @@ export function setupLogging(options: LogOptions): void {
       { category: ["logtape", "meta"], sinks: ["out"], lowestLevel: "warning" },
     ],
   });
+}
+
+/** Writes a record a worker thread forwarded, as if logged here. */
+export function emitForwarded(record: LogRecord): void {
+  const { category, ...rest } = record;
+  getLogger([...category]).emit(rest);
 }
 
 /** Changes only the level, keeping the destination and format. */

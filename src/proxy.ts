@@ -8,7 +8,7 @@
 import { type Backend, type Config, formatAddress } from "./config.ts";
 import { dial, DialError } from "./dial.ts";
 import { ListenError } from "./errors.ts";
-import { recordResult } from "./checker.ts";
+import type { Observation } from "./health.ts";
 import { logger } from "./log.ts";
 import { closeQuietly, relay } from "./relay.ts";
 import { tryOrder } from "./balancer.ts";
@@ -41,16 +41,30 @@ export interface Proxy {
   drain(timeoutMs: number): Promise<number>;
   /** Live client connections (being dialed or relaying). */
   active(): number;
+  /** Client connections accepted since start. */
+  accepted(): number;
+}
+
+/** How a data plane fits into the process. */
+export interface ProxyOptions {
+  /**
+   * Receives every data-path connect result that health should learn from:
+   * the health table itself in the control plane, a message to it in a worker.
+   */
+  onResult(backend: Backend, obs: Observation): void;
+  /** Listen with SO_REUSEPORT, so several data planes share the port. */
+  reusePort: boolean;
 }
 
 /** Creates the data path for a runtime; it reads `runtime.snapshot` per connection. */
-export function createProxy(runtime: Runtime): Proxy {
+export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
   const sessions = new Set<Session>();
   const idleWaiters = new Set<() => void>();
   let listener: Deno.TcpListener | null = null;
   let bound: { hostname: string; port: number } | null = null;
   const closing = new WeakSet<Deno.TcpListener>();
   const noBackend = rateLimited(1000);
+  let accepted = 0;
 
   const isHealthy = (b: Backend) => runtime.health.get(b.address)?.healthy ?? true;
 
@@ -63,12 +77,12 @@ export function createProxy(runtime: Runtime): Proxy {
         const state = runtime.health.get(backend.address);
         // A clean healthy backend has nothing to learn from a success: skip the write.
         if (state && (!state.healthy || state.consecutive_failures > 0)) {
-          recordResult(runtime, backend, { ok: true, at: Date.now() });
+          options.onResult(backend, { ok: true, at: Date.now() });
         }
         return upstream;
       } catch (err) {
         const error = err instanceof DialError ? err.message : String(err);
-        recordResult(runtime, backend, { ok: false, at: Date.now(), error });
+        options.onResult(backend, { ok: false, at: Date.now(), error });
         log.debug("connect to {backend} failed: {error}", {
           event: "connect_failed",
           backend: backend.address,
@@ -132,13 +146,14 @@ export function createProxy(runtime: Runtime): Proxy {
         await new Promise((r) => setTimeout(r, 50));
         continue;
       }
+      accepted++;
       handle(client);
     }
   }
 
   function open(hostname: string, port: number): Deno.TcpListener {
     try {
-      return Deno.listen({ hostname, port, transport: "tcp" });
+      return Deno.listen({ hostname, port, transport: "tcp", reusePort: options.reusePort });
     } catch (err) {
       throw new ListenError(
         `cannot listen on ${formatAddress(hostname, port)}: ${listenReason(err)}`,
@@ -202,6 +217,7 @@ export function createProxy(runtime: Runtime): Proxy {
       return forced;
     },
     active: () => sessions.size,
+    accepted: () => accepted,
   };
 }
 

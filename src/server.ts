@@ -6,9 +6,10 @@
  *
  * @module
  */
-import { type Config, readConfig } from "./config.ts";
+import { type Backend, type Config, readConfig, workerCount } from "./config.ts";
 import { describeError, ListenError, StateError } from "./errors.ts";
-import { startHealthChecks } from "./checker.ts";
+import { recordResult, startHealthChecks } from "./checker.ts";
+import type { Observation } from "./health.ts";
 import {
   findInstance,
   type InstanceState,
@@ -22,6 +23,27 @@ import type { StatePaths } from "./paths.ts";
 import { createProxy } from "./proxy.ts";
 import { createRuntime, swapSnapshot } from "./snapshot.ts";
 import { VERSION } from "./build.ts";
+import { startWorkers, type WorkerPool } from "./workers.ts";
+
+/** How often the state file's counters are refreshed. */
+const STATS_INTERVAL_MS = 1000;
+
+/**
+ * Data planes to run. SO_REUSEPORT spreads connections over sockets only on
+ * Linux; elsewhere one socket would get them all, so one plane runs.
+ */
+function planeCount(config: Config): number {
+  const wanted = workerCount(config.workers);
+  if (wanted > 1 && Deno.build.os !== "linux") {
+    log.warn("workers: {wanted} needs Linux (SO_REUSEPORT balancing); running 1 data plane", {
+      event: "workers_unsupported",
+      wanted,
+      os: Deno.build.os,
+    });
+    return 1;
+  }
+  return wanted;
+}
 
 const log = logger("server");
 
@@ -62,8 +84,32 @@ export async function serve(options: ServeOptions): Promise<number> {
   }
 
   const runtime = createRuntime(config, configPath);
-  const proxy = createProxy(runtime);
+  const planes = planeCount(config);
+  let pool: WorkerPool | null = null;
+  // Every result, from the checks or any data plane, goes through here, so the
+  // table stays the one truth and each worker hears of each change.
+  const record = (backend: Backend, obs: Observation) => {
+    recordResult(runtime, backend, obs);
+    const state = runtime.health.get(backend.address);
+    if (pool && state) pool.health(backend.address, state);
+  };
+  const proxy = createProxy(runtime, { reusePort: planes > 1, onResult: record });
   proxy.listen(config);
+  if (planes > 1) {
+    try {
+      pool = await startWorkers(planes - 1, config, configPath, runtime.health, {
+        onResult: record,
+        backend: (address) => runtime.snapshot.config.backends.find((b) => b.address === address),
+      });
+    } catch (err) {
+      proxy.stopAccepting();
+      throw err;
+    }
+  }
+  const planeStats = () => [
+    { id: 0, accepted: proxy.accepted(), active: proxy.active() },
+    ...(pool?.stats() ?? []),
+  ];
 
   const state: InstanceState = {
     pid: Deno.pid,
@@ -74,9 +120,21 @@ export async function serve(options: ServeOptions): Promise<number> {
     started_at: new Date().toISOString(),
     reloads: 0,
     last_reload: null,
+    data_planes: planeStats(),
   };
   await writePid(paths);
   await writeState(paths, state);
+  const statsTimer = setInterval(() => {
+    const now = planeStats();
+    if (JSON.stringify(now) === JSON.stringify(state.data_planes)) return;
+    state.data_planes = now;
+    writeState(paths, state).catch((err) =>
+      log.warn("cannot write the state file: {error}", {
+        event: "state_write_failed",
+        error: describeError(err),
+      })
+    );
+  }, STATS_INTERVAL_MS);
 
   const onUnhandled = (e: PromiseRejectionEvent) => {
     e.preventDefault();
@@ -87,16 +145,20 @@ export async function serve(options: ServeOptions): Promise<number> {
   };
   globalThis.addEventListener("unhandledrejection", onUnhandled);
 
-  const checks = startHealthChecks(runtime);
-  log.info("bal {version} listening on {listen}, {backends} backends, {method}", {
-    event: "started",
-    version: VERSION,
-    listen: proxy.address(),
-    backends: config.backends.length,
-    method: config.method,
-    pid: Deno.pid,
-    config_path: configPath,
-  });
+  const checks = startHealthChecks(runtime, record);
+  log.info(
+    "bal {version} listening on {listen}, {backends} backends, {method}, {workers} data planes",
+    {
+      event: "started",
+      version: VERSION,
+      listen: proxy.address(),
+      backends: config.backends.length,
+      method: config.method,
+      workers: planes,
+      pid: Deno.pid,
+      config_path: configPath,
+    },
+  );
   await options.onReady?.(proxy.address()!);
 
   // Reloads run one at a time, in the order the signals came.
@@ -130,6 +192,19 @@ export async function serve(options: ServeOptions): Promise<number> {
     } else {
       const next = swapSnapshot(runtime, result.config);
       setLogLevel(next.config.log_level);
+      if (pool) {
+        pool.config(next.config);
+        for (const [address, health] of runtime.health) pool.health(address, health);
+      }
+      if (workerCount(next.config.workers) !== planes) {
+        log.warn(
+          "workers: a new count takes effect at restart; {planes} data planes keep running",
+          {
+            event: "workers_unchanged",
+            planes,
+          },
+        );
+      }
       checks.checkNow();
       log.info("reloaded: generation {generation}, {backends} backends, listening on {listen}", {
         event: "reload_ok",
@@ -156,9 +231,10 @@ export async function serve(options: ServeOptions): Promise<number> {
   let signals = 0;
   const onStop = (signal: Deno.Signal) => () => {
     signals++;
-    if (signals === 1) stopRequested(signal);
+    if (signals === 1) return stopRequested(signal);
     // A second Ctrl-C or TERM means "now": close what is left without waiting.
-    else proxy.drain(0);
+    proxy.drain(0);
+    pool?.force();
   };
   const onTerm = onStop("SIGTERM");
   const onInt = onStop("SIGINT");
@@ -169,17 +245,23 @@ export async function serve(options: ServeOptions): Promise<number> {
   const signal = await stopping;
   proxy.stopAccepting();
   checks.stop();
+  clearInterval(statsTimer);
   const drainMs = runtime.snapshot.config.runtime.shutdown_drain_timeout_ms;
   log.info("{signal}: stopped accepting, draining {active} connections (up to {drain_ms} ms)", {
     event: "stopping",
     signal,
-    active: proxy.active(),
+    active: planeStats().reduce((sum, p) => sum + p.active, 0),
     drain_ms: drainMs,
   });
   state.status = "stopping";
   await writeState(paths, state);
   await reloading;
-  const forced = await proxy.drain(drainMs);
+  const [forcedHere, forcedWorkers] = await Promise.all([
+    proxy.drain(drainMs),
+    pool?.drain(drainMs) ?? 0,
+  ]);
+  pool?.terminate();
+  const forced = forcedHere + forcedWorkers;
   if (forced > 0) {
     log.warn("drain timeout: closed {forced} connections still open after {drain_ms} ms", {
       event: "drain_timeout",

@@ -9,6 +9,7 @@ import {
   parseConfig,
   readConfig,
   RUNTIME_RULES,
+  workerCount,
 } from "../src/config.ts";
 import { ConfigError } from "../src/errors.ts";
 
@@ -34,6 +35,7 @@ Deno.test("config: the default file parses to the documented defaults", () => {
   assert.equal(c.bind_address, "0.0.0.0");
   assert.equal(c.method, "round_robin");
   assert.equal(c.log_level, "info");
+  assert.equal(c.workers, 1);
   assert.deepEqual(c.backends.map((b) => b.address), ["127.0.0.1:9000", "127.0.0.1:9100"]);
   assert.deepEqual(c.runtime, {
     health_check_interval_ms: 5000,
@@ -123,6 +125,19 @@ Deno.test("config: method and log_level take their listed values, with a hint", 
   for (const level of ["debug", "info", "warn", "error"]) {
     assert.equal(parseConfig(`log_level: ${level}\n${ONE}`, F).log_level, level);
   }
+});
+
+Deno.test("config: workers is auto or 1 to 64, default 1", () => {
+  assert.equal(parseConfig(ONE, F).workers, 1);
+  assert.equal(parseConfig(`workers: auto\n${ONE}`, F).workers, "auto");
+  assert.equal(parseConfig(`workers: 4\n${ONE}`, F).workers, 4);
+  assert.equal(
+    only(`workers: 0\n${ONE}`),
+    `${F}:1:10: workers: expected "auto" or an integer from 1 to 64, got 0`,
+  );
+  assert.match(only(`workers: many\n${ONE}`), /workers: expected "auto" .* got the text "many"/);
+  assert.equal(workerCount("auto"), navigator.hardwareConcurrency);
+  assert.equal(workerCount(3), 3);
 });
 
 Deno.test("config: backends is a required, non-empty list", () => {
@@ -227,7 +242,7 @@ Deno.test("config: unknown keys are errors with a did-you-mean hint", () => {
   );
   assert.match(
     only(`zzz: 1\n${ONE}`),
-    /zzz: unknown key; expected one of: port, bind_address, method, log_level, backends, runtime/,
+    /zzz: unknown key; expected one of: port, bind_address, method, log_level, workers, backends, runtime/,
   );
 });
 

@@ -1,0 +1,146 @@
+/**
+ * The control plane's side of extra data planes: `workers: N` starts N-1
+ * worker threads (the main thread is data plane 0), each accepting on the
+ * same port through SO_REUSEPORT. They get every config snapshot and health
+ * change from here, and send back data-path connect results, log records,
+ * counters and, at shutdown, how their drain went.
+ *
+ * @module
+ */
+import type { Backend, Config } from "./config.ts";
+import { ListenError } from "./errors.ts";
+import type { HealthState, Observation } from "./health.ts";
+import { emitForwarded } from "./log.ts";
+import type { LogRecord } from "@logtape/logtape";
+
+/** Messages to a worker thread. */
+export type ToWorker =
+  | {
+    type: "start";
+    id: number;
+    config: Config;
+    configPath: string;
+    health: [string, HealthState][];
+  }
+  | { type: "config"; config: Config }
+  | { type: "health"; address: string; state: HealthState }
+  | { type: "stop"; drainMs: number }
+  | { type: "force" };
+
+/** Messages from a worker thread. */
+export type FromWorker =
+  | { type: "ready"; id: number }
+  | { type: "failed"; id: number; error: string }
+  | { type: "result"; address: string; obs: Observation }
+  | { type: "log"; record: LogRecord }
+  | { type: "stats"; id: number; accepted: number; active: number }
+  | { type: "drained"; id: number; forced: number };
+
+/** Counters of one data plane. */
+export interface PlaneStats {
+  id: number;
+  accepted: number;
+  active: number;
+}
+
+/** The running worker threads. */
+export interface WorkerPool {
+  /** Sends a new config to every worker (after the control plane swapped its own). */
+  config(config: Config): void;
+  /** Sends one backend's health to every worker. */
+  health(address: string, state: HealthState): void;
+  /** Latest counters of each worker. */
+  stats(): PlaneStats[];
+  /** Stops accepting everywhere and drains; resolves to the connections closed at the timeout. */
+  drain(drainMs: number): Promise<number>;
+  /** Closes what is left at once (a second stop signal). */
+  force(): void;
+  /** Ends the threads. */
+  terminate(): void;
+}
+
+/** What the pool needs from the control plane. */
+export interface PoolHooks {
+  /** A data-path connect result from a worker, for the health table. */
+  onResult(backend: Backend, obs: Observation): void;
+  /** The backend with this address in the current config, if any. */
+  backend(address: string): Backend | undefined;
+}
+
+/**
+ * Starts `count` worker threads on the config and waits until each listens.
+ * Throws a ListenError when one cannot (the others are ended).
+ */
+export async function startWorkers(
+  count: number,
+  config: Config,
+  configPath: string,
+  health: Map<string, HealthState>,
+  hooks: PoolHooks,
+): Promise<WorkerPool> {
+  const stats = new Map<number, PlaneStats>();
+  const drained = new Map<number, (forced: number) => void>();
+  const workers: Worker[] = [];
+  const ready: Promise<void>[] = [];
+
+  for (let i = 0; i < count; i++) {
+    const id = i + 1;
+    const worker = new Worker(new URL("./dataplane.ts", import.meta.url), { type: "module" });
+    workers.push(worker);
+    ready.push(
+      new Promise<void>((resolve, reject) => {
+        worker.onmessage = (e: MessageEvent<FromWorker>) => {
+          const m = e.data;
+          switch (m.type) {
+            case "ready":
+              return resolve();
+            case "failed":
+              return reject(new ListenError(m.error));
+            case "result": {
+              const backend = hooks.backend(m.address);
+              if (backend) hooks.onResult(backend, m.obs);
+              return;
+            }
+            case "log":
+              return emitForwarded(m.record);
+            case "stats":
+              stats.set(m.id, { id: m.id, accepted: m.accepted, active: m.active });
+              return;
+            case "drained":
+              return drained.get(m.id)?.(m.forced);
+          }
+        };
+        worker.onerror = (e) => {
+          e.preventDefault();
+          reject(new Error(`worker ${id} failed: ${e.message}`));
+        };
+      }),
+    );
+    worker.postMessage(
+      { type: "start", id, config, configPath, health: [...health] } satisfies ToWorker,
+    );
+  }
+
+  const send = (m: ToWorker) => workers.forEach((w) => w.postMessage(m));
+  try {
+    await Promise.all(ready);
+  } catch (err) {
+    workers.forEach((w) => w.terminate());
+    throw err;
+  }
+
+  return {
+    config: (config) => send({ type: "config", config }),
+    health: (address, state) => send({ type: "health", address, state }),
+    stats: () => [...stats.values()].sort((a, b) => a.id - b.id),
+    drain(drainMs) {
+      const done = workers.map((_, i) =>
+        new Promise<number>((resolve) => drained.set(i + 1, resolve))
+      );
+      send({ type: "stop", drainMs });
+      return Promise.all(done).then((forced) => forced.reduce((a, b) => a + b, 0));
+    },
+    force: () => send({ type: "force" }),
+    terminate: () => workers.forEach((w) => w.terminate()),
+  };
+}

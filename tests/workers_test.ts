@@ -1,0 +1,138 @@
+/**
+ * `workers: 2`: two data planes share the port (SO_REUSEPORT); reload and
+ * stop lose nothing on either.
+ */
+import assert from "node:assert/strict";
+import {
+  askName,
+  bal,
+  echoBackend,
+  freePort,
+  nameBackend,
+  readAll,
+  readN,
+  serveTcp,
+  sha256,
+  startDaemon,
+  str,
+  tempHome,
+  text,
+  waitFor,
+  writeAll,
+  writeConfig,
+} from "./helpers.ts";
+
+interface Plane {
+  id: number;
+  accepted: number;
+  active: number;
+}
+
+const planes = (home: string): Plane[] =>
+  JSON.parse(Deno.readTextFileSync(`${home}/bal.state.json`)).data_planes;
+
+Deno.test("workers: connections spread over both data planes, and the counts add up", async () => {
+  const a = nameBackend("A");
+  const home = tempHome();
+  const port = freePort();
+  const d = await startDaemon(
+    home,
+    writeConfig(home, { port, backends: [a.port], extra: "workers: 2" }),
+    port,
+  );
+  try {
+    assert.ok(
+      d.log().some((l) =>
+        l.event === "started" && (l.fields as Record<string, unknown>).workers === 2
+      ),
+    );
+    const n = 200;
+    for (let i = 0; i < n; i++) assert.equal(await askName(port), "A");
+    const counted = await waitFor("counters for every connection", () => {
+      const p = planes(home);
+      return p.length === 2 && p.reduce((s, x) => s + x.accepted, 0) === n ? p : undefined;
+    }, 5000);
+    for (const plane of counted) {
+      assert.ok(plane.accepted > n / 10, `plane ${plane.id} took ${plane.accepted} of ${n}`);
+    }
+  } finally {
+    await d.stop();
+    await a.close();
+  }
+});
+
+Deno.test("workers: a reload under streaming traffic loses no byte on either plane", async () => {
+  const echo = echoBackend();
+  const b = nameBackend("B");
+  const home = tempHome();
+  const port = freePort();
+  const config = writeConfig(home, { port, backends: [echo.port], extra: "workers: 2" });
+  const d = await startDaemon(home, config, port);
+  try {
+    // 40 clients stream 256 KiB each in 8 KiB pieces while the config is reloaded twice.
+    const clients = Array.from({ length: 40 }, async (_, i) => {
+      const data = new Uint8Array(256 * 1024).map((_, j) => (i * 31 + j) & 0xff);
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const reading = readAll(conn);
+      for (let off = 0; off < data.length; off += 8192) {
+        await writeAll(conn, data.subarray(off, off + 8192));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await conn.closeWrite();
+      const back = await reading;
+      conn.close();
+      return sha256(back) === sha256(data);
+    });
+    await new Promise((r) => setTimeout(r, 100));
+    writeConfig(home, { port, backends: [echo.port, b.port], extra: "workers: 2" });
+    assert.equal((await bal(home, "graceful")).code, 0);
+    writeConfig(home, { port, backends: [b.port], extra: "workers: 2" });
+    assert.equal((await bal(home, "graceful")).code, 0);
+    assert.deepEqual(await Promise.all(clients), Array(40).fill(true));
+    // Both planes follow the new config: only B answers now.
+    for (let i = 0; i < 10; i++) assert.equal(await askName(port), "B");
+  } finally {
+    await d.stop();
+    await Promise.all([echo.close(), b.close()]);
+  }
+});
+
+Deno.test("workers: stop lets in-flight responses on both planes finish", async () => {
+  const slow = serveTcp(async (conn) => {
+    await readN(conn, 3);
+    await writeAll(conn, text("part1-"));
+    await new Promise((r) => setTimeout(r, 1000));
+    await writeAll(conn, text("part2"));
+  });
+  const home = tempHome();
+  const port = freePort();
+  const d = await startDaemon(
+    home,
+    writeConfig(home, { port, backends: [slow.port], extra: "workers: 2" }),
+    port,
+  );
+  try {
+    const conns = await Promise.all(Array.from({ length: 20 }, async () => {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeAll(c, text("go!"));
+      assert.equal(str(await readN(c, 6)), "part1-");
+      return c;
+    }));
+    await waitFor(
+      "both planes to hold connections",
+      () => planes(home).every((p) => p.active > 0),
+      3000,
+    );
+    const stopping = d.stop();
+    const rest = await Promise.all(conns.map(async (c) => {
+      const r = str(await readAll(c));
+      c.close();
+      return r;
+    }));
+    assert.deepEqual(rest, Array(20).fill("part2"));
+    assert.equal((await stopping).code, 0);
+    assert.ok(!d.log().some((l) => l.event === "drain_timeout"));
+  } finally {
+    await slow.close();
+  }
+});
