@@ -22,7 +22,7 @@ const flag = (name: string) => {
   return i < 0 ? undefined : args[i + 1];
 };
 const rounds = Number(flag("rounds") ?? (quick ? 1 : 3));
-const secs = quick ? 2 : 5;
+const secs = quick ? 1 : 5;
 /** The fd hard limit: a proxy needs two fds per held connection, so it caps the big hold. */
 const FD_LIMIT = Number(
   new TextDecoder().decode(
@@ -65,14 +65,15 @@ function spawn(argv: string[], opts: { stdin?: "piped" | "null"; quiet?: boolean
   }).spawn();
 }
 
+/** Runs a generator command; killed should it outlive its own duration by a minute. */
 async function run(argv: string[]): Promise<string> {
-  const out = await new Deno.Command(argv[0], {
-    args: argv.slice(1),
+  const bounded = ["timeout", "-s", "KILL", String(secs + 60), ...argv];
+  const out = await new Deno.Command(bounded[0], {
+    args: bounded.slice(1),
     cwd: root,
     stdout: "piped",
     stderr: "piped",
-  })
-    .output();
+  }).output();
   if (!out.success) {
     throw new Error(`${argv.join(" ")}: ${new TextDecoder().decode(out.stderr).slice(0, 300)}`);
   }
@@ -251,8 +252,13 @@ const targets = [
 ]
   .filter((t) => !only || only.includes(t.name) || t.name === "direct");
 
-function loadArgv(workload: string, port: number, extra: string[]): string[] {
-  return onCpu(0, [
+function loadArgv(
+  workload: string,
+  port: number,
+  extra: string[],
+  cpu: number | null = 0,
+): string[] {
+  return onCpu(cpu, [
     Deno.execPath(),
     "run",
     "--allow-net",
@@ -268,8 +274,9 @@ async function load(
   workload: string,
   port: number,
   extra: string[],
+  cpu: number | null = 0,
 ): Promise<Record<string, number>> {
-  const out = await run(loadArgv(workload, port, extra));
+  const out = await run(loadArgv(workload, port, extra, cpu));
   return JSON.parse(out.trim().split("\n").pop()!);
 }
 
@@ -279,8 +286,12 @@ function wrkMs(text: string): number {
   return Number(m[1]) * (m[2] === "us" ? 0.001 : m[2] === "ms" ? 1 : 1000);
 }
 
-async function wrk(port: number, close: boolean): Promise<Record<string, number>> {
-  const out = await run(onCpu(0, [
+async function wrk(
+  port: number,
+  close: boolean,
+  cpu: number | null = 0,
+): Promise<Record<string, number>> {
+  const out = await run(onCpu(cpu, [
     "wrk",
     "-t1",
     "-c50",
@@ -303,32 +314,47 @@ async function wrk(port: number, close: boolean): Promise<Record<string, number>
   };
 }
 
-const short = (port: number) =>
-  useWrk ? wrk(port, true) : load("short", port, ["--conns", "50", "--secs", String(secs)]);
+const short = (port: number, cpu: number | null = 0) =>
+  useWrk
+    ? wrk(port, true, cpu)
+    : load("short", port, ["--conns", "50", "--secs", String(secs)], cpu);
 const keepalive = (port: number) =>
   useWrk ? wrk(port, false) : load("keepalive", port, ["--conns", "50", "--secs", String(secs)]);
 
-/** Gbit/s of `streams` parallel streams through the port into the sink. */
+/**
+ * Gbit/s of `streams` parallel streams through the port into the sink. With
+ * iperf3, a fresh server per measurement: a test it did not see end
+ * cleanly leaves a long-lived server waiting forever.
+ */
 async function bulk(port: number, streams: number): Promise<number> {
   if (!useIperf) {
     return (await load("bulk", port, ["--streams", String(streams), "--secs", String(secs)]))
       .gbit_s;
   }
-  const out = await run(
-    onCpu(0, [
-      "iperf3",
-      "-c",
-      "127.0.0.1",
-      "-p",
-      String(port),
-      "-t",
-      String(secs),
-      "-P",
-      String(streams),
-      "-J",
-    ]),
-  );
-  return JSON.parse(out).end.sum_received.bits_per_second / 1e9;
+  const server = spawn(onCpu(0, ["iperf3", "-s", "-B", "127.0.0.1", "-p", String(sinkPort)]));
+  try {
+    await waitPort(sinkPort);
+    const out = await run(
+      onCpu(0, [
+        "iperf3",
+        "-c",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-t",
+        String(secs),
+        "-P",
+        String(streams),
+        "-J",
+      ]),
+    );
+    return JSON.parse(out).end.sum_received.bits_per_second / 1e9;
+  } finally {
+    try {
+      server.kill("SIGKILL");
+    } catch { /* already exited */ }
+    await server.status;
+  }
 }
 
 /** RSS idle, then with `count` idle proxied connections held: KiB per connection. */
@@ -340,7 +366,7 @@ async function memory(
   const idle = rssKiB(r.pid!);
   const holder = spawn(loadArgv("hold", r.port, ["--count", String(count)]), { stdin: "piped" });
   const reader = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  const { value } = await reader.read();
+  const { value } = await within(reader.read(), 60_000, `holding ${count} connections`);
   const held = JSON.parse(value!.trim().split("\n")[0]);
   await sleep(500);
   const loaded = rssKiB(r.pid!);
@@ -351,27 +377,45 @@ async function memory(
   return { idle_mb: idle / 1024, per_conn_kib: (loaded - idle) / count };
 }
 
-/** ms from spawning the proxy until a request through it is first answered. */
+/** Resolves to `p`, or rejects after `ms` (the caller closes what it was waiting on). */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    p,
+    new Promise<never>((
+      _,
+      reject,
+    ) => (timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms))),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/** ms from spawning the proxy until a request through it is first answered (at most 20 s). */
 async function startup(t: Target, backends: number[]): Promise<number> {
   const t0 = performance.now();
   const r = await t.start(backends);
   const buf = new Uint8Array(256);
-  for (;;) {
-    try {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port: r.port });
-      await c.write(
-        new TextEncoder().encode("GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"),
-      );
-      const n = await c.read(buf);
-      c.close();
-      if (n) break;
-    } catch {
-      await sleep(1);
+  try {
+    while (performance.now() - t0 < 20_000) {
+      let c: Deno.TcpConn | null = null;
+      try {
+        c = await Deno.connect({ hostname: "127.0.0.1", port: r.port });
+        await c.write(
+          new TextEncoder().encode("GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"),
+        );
+        const n = await within(c.read(buf), 1000, "startup probe");
+        if (n) return performance.now() - t0;
+      } catch {
+        await sleep(1);
+      } finally {
+        try {
+          c?.close();
+        } catch { /* closed */ }
+      }
     }
+    return NaN;
+  } finally {
+    await r.stop();
   }
-  const ms = performance.now() - t0;
-  await r.stop();
-  return ms;
 }
 
 type Row = Record<string, number>;
@@ -389,11 +433,8 @@ const backend = spawn(onCpu(0, [
   `${httpA},${httpB}`,
   ...(useIperf ? [] : ["--sink", String(sinkPort)]),
 ]));
-const iperfServer = useIperf
-  ? spawn(onCpu(0, ["iperf3", "-s", "-B", "127.0.0.1", "-p", String(sinkPort)]))
-  : null;
 await waitPort(httpA);
-await waitPort(sinkPort);
+if (!useIperf) await waitPort(sinkPort);
 
 console.log(
   `bench: ${rounds} round(s) of ${secs} s per workload; ${
@@ -455,7 +496,7 @@ try {
     for (const workers of [1, 2]) {
       const r = await bal.start([httpA, httpB], { workers, cpu: null });
       try {
-        scaling[`workers_${workers}_short_per_s`] = (await short(r.port)).rate;
+        scaling[`workers_${workers}_short_per_s`] = (await short(r.port, null)).rate;
       } catch (err) {
         console.log(`workers ${workers}: ${err}`);
       } finally {
@@ -540,11 +581,11 @@ try {
   await Deno.writeTextFile(`${root}bench/results.json`, JSON.stringify(json, null, 2) + "\n");
   console.log(`\nwrote bench/results.json`);
 } finally {
-  backend.kill("SIGTERM");
-  await backend.status;
-  if (iperfServer) {
-    iperfServer.kill("SIGTERM");
-    await iperfServer.status;
+  for (const child of [backend]) {
+    try {
+      child?.kill("SIGTERM");
+    } catch { /* already exited */ }
+    await child?.status;
   }
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
 }

@@ -122,8 +122,6 @@ export async function serve(options: ServeOptions): Promise<number> {
     last_reload: null,
     data_planes: planeStats(),
   };
-  await writePid(paths);
-  await writeState(paths, state);
   const statsTimer = setInterval(() => {
     const now = planeStats();
     if (JSON.stringify(now) === JSON.stringify(state.data_planes)) return;
@@ -159,8 +157,6 @@ export async function serve(options: ServeOptions): Promise<number> {
       config_path: configPath,
     },
   );
-  await options.onReady?.(proxy.address()!);
-
   // Reloads run one at a time, in the order the signals came.
   let reloading = Promise.resolve();
   const onHup = () => {
@@ -241,6 +237,11 @@ export async function serve(options: ServeOptions): Promise<number> {
   Deno.addSignalListener("SIGHUP", onHup);
   Deno.addSignalListener("SIGTERM", onTerm);
   Deno.addSignalListener("SIGINT", onInt);
+  // Found (pid file) and ready only now: a signal sent as soon as bal can be
+  // found must meet these handlers, not the default action.
+  await writePid(paths);
+  await writeState(paths, state);
+  await options.onReady?.(proxy.address()!);
 
   const signal = await stopping;
   proxy.stopAccepting();
