@@ -1,18 +1,9 @@
 import assert from "node:assert/strict";
 import { RUN_FLAGS } from "../src/build.ts";
-import { ROOT } from "./helpers.ts";
+import { ROOT, runCommand } from "./helpers.ts";
 
-async function compileTask(...args: string[]) {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "-q", "compile", ...args],
-    cwd: ROOT,
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-}
+const compileTask = (...args: string[]) =>
+  runCommand(Deno.execPath(), ["task", "-q", "compile", ...args], { cwd: ROOT });
 
 Deno.test("compile: every release target gets exactly the bal task's flags", async () => {
   const r = await compileTask("--dry-run");

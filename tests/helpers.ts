@@ -30,17 +30,29 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `deno task bal ARGS` with BAL_HOME=home and waits for it. */
-export async function bal(home: string, ...args: string[]): Promise<CliResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "-q", "bal", ...args],
-    cwd: ROOT,
-    env: { BAL_HOME: home, NO_COLOR: "1" },
+/** Runs a command to its end and returns its exit code and decoded output. */
+export async function runCommand(
+  cmd: string,
+  args: string[],
+  options: { cwd?: string; env?: Record<string, string>; clearEnv?: boolean } = {},
+): Promise<CliResult> {
+  const out = await new Deno.Command(cmd, {
+    args,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-  }).output();
+    ...options,
+  })
+    .output();
   return { code: out.code, stdout: decoder.decode(out.stdout), stderr: decoder.decode(out.stderr) };
+}
+
+/** Runs `deno task bal ARGS` with BAL_HOME=home and waits for it. */
+export function bal(home: string, ...args: string[]): Promise<CliResult> {
+  return runCommand(Deno.execPath(), ["task", "-q", "bal", ...args], {
+    cwd: ROOT,
+    env: { BAL_HOME: home, NO_COLOR: "1" },
+  });
 }
 
 /** Backends and settings for a test config. */

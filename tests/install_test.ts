@@ -4,7 +4,7 @@
  * and INSTALL_DIR.
  */
 import assert from "node:assert/strict";
-import { alive, missingTool, ROOT, sha256, waitFor } from "./helpers.ts";
+import { alive, missingTool, ROOT, runCommand, sha256, waitFor } from "./helpers.ts";
 
 const script = `${ROOT}install.sh`;
 
@@ -93,18 +93,8 @@ async function setup(server: Server, extra: Record<string, string> = {}): Promis
   };
 }
 
-async function install(env: Env, ...args: string[]) {
-  const out = await new Deno.Command("bash", {
-    args: [script, ...args],
-    env: env.vars,
-    clearEnv: true,
-  }).output();
-  return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stderr: new TextDecoder().decode(out.stderr),
-  };
-}
+const install = (env: Env, ...args: string[]) =>
+  runCommand("bash", [script, ...args], { env: env.vars, clearEnv: true });
 
 async function installedVersion(env: Env): Promise<string> {
   const out = await new Deno.Command(`${env.installDir}/bal`, { args: ["--version"] }).output();
