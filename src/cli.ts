@@ -6,7 +6,7 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { VERSION } from "./build.ts";
-import { DEFAULT_CONFIG_TEXT, readConfig } from "./config.ts";
+import { configWarnings, DEFAULT_CONFIG_TEXT, readConfig } from "./config.ts";
 import { graceful, ReloadRefused, stop } from "./control.ts";
 import { reportReady, startDaemon } from "./daemon.ts";
 import { BalError, ConfigError, describeError } from "./errors.ts";
@@ -92,21 +92,63 @@ async function initCommand(options: { config?: string }): Promise<number> {
   return 0;
 }
 
-async function checkCommand(options: { config?: string }): Promise<number> {
+/** Options of `bal check`. */
+interface CheckOptions {
+  config?: string;
+  json?: boolean;
+  verbose?: boolean;
+  strict?: boolean;
+}
+
+async function checkCommand(options: CheckOptions): Promise<number> {
   const configPath = configPathOf(options.config, statePaths());
   const result = await readConfig(configPath);
+  const errors = result.ok ? [] : result.errors.map((e) => e.message);
+  const warnings = result.ok ? configWarnings(result.config) : [];
+  const failed = errors.length > 0 || (options.strict === true && warnings.length > 0);
+  if (options.json) {
+    out(JSON.stringify({
+      config_path: configPath,
+      errors,
+      warnings,
+      backend_count: result.ok ? result.config.backends.length : null,
+    }));
+    return failed ? 1 : 0;
+  }
   if (!result.ok) {
-    for (const e of result.errors) err(e.message);
+    for (const e of errors) err(e);
+    out(
+      `what_happened: ${configPath} is not a valid config (${errors.length} error${
+        errors.length === 1 ? "" : "s"
+      })`,
+    );
+    out(`why_likely: ${result.errors[0].reason}`);
+    out(`do_this_now: fix ${errors[0].split(": ")[0]}, then run \`bal check\` again`);
     return 1;
   }
   const c = result.config;
   out(`config OK: ${configPath}`);
-  out(`  listen ${c.bind_address}:${c.port}, ${c.method}, log_level ${c.log_level}`);
+  out(
+    `  listen ${c.bind_address}:${c.port}, ${c.method}, log_level ${c.log_level}, workers ${c.workers}`,
+  );
   out(
     `  ${c.backends.length} backend${c.backends.length === 1 ? "" : "s"}: ${
       c.backends.map((b) => b.address).join(", ")
     }`,
   );
+  if (options.verbose) {
+    for (const [key, value] of Object.entries(c.runtime)) out(`  runtime.${key}: ${value}`);
+  }
+  for (const w of warnings) out(`warning: ${w}`);
+  if (failed) {
+    out(
+      `what_happened: --strict and ${warnings.length} warning${warnings.length === 1 ? "" : "s"}`,
+    );
+    out("why_likely: the config is valid but does something you may not mean");
+    out("do_this_now: change the settings named above, or run without --strict to accept them");
+    return 1;
+  }
+  out(`next: bal start -d -c ${configPath} (or \`bal graceful\` to apply it to the running bal)`);
   return 0;
 }
 
@@ -166,7 +208,10 @@ function program(result: { code: number }): Command {
   bal.command("check")
     .description("validate a config file without touching the running bal")
     .option("-c, --config <file>", "config file (default: $BAL_HOME/config.yaml)")
-    .action(run((opts: { config?: string }) => checkCommand(opts)));
+    .option("--json", "print only a JSON report: config_path, errors, warnings, backend_count")
+    .option("--verbose", "also print every runtime setting in force")
+    .option("--strict", "fail (exit 1) on warnings too")
+    .action(run((opts: CheckOptions) => checkCommand(opts)));
 
   bal.command("graceful")
     .description("reload the running bal's config with no dropped connection (SIGHUP)")

@@ -498,6 +498,42 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost\.?)$/;
+const ANY = /^(0\.0\.0\.0|::)$/;
+
+/**
+ * Things a valid config allows but an operator likely did not mean: each
+ * one line, naming the key. `bal check --strict` fails on them.
+ */
+export function configWarnings(config: Config): string[] {
+  const warnings: string[] = [];
+  if (ANY.test(config.bind_address)) {
+    warnings.push(
+      `bind_address: ${config.bind_address} accepts connections on every interface; use 127.0.0.1 if only local clients should connect`,
+    );
+  }
+  const r = config.runtime;
+  if (r.health_check_timeout_ms >= r.health_check_interval_ms) {
+    warnings.push(
+      `runtime.health_check_timeout_ms: ${r.health_check_timeout_ms} is not below health_check_interval_ms (${r.health_check_interval_ms}); a slow check would overlap the next`,
+    );
+  }
+  const bind = config.bind_address;
+  const isLocalhost = (h: string) => h.startsWith("localhost");
+  config.backends.forEach((b, i) => {
+    // The backend reaches bal's listener: the same address, or loopback when bal listens on it.
+    const reachesBal = b.host === bind ||
+      (LOOPBACK.test(b.host) &&
+        (ANY.test(bind) || isLocalhost(bind) || (isLocalhost(b.host) && LOOPBACK.test(bind))));
+    if (reachesBal && b.port === config.port) {
+      warnings.push(
+        `backends[${i}]: ${b.address} is bal's own listen address; connections to it would loop back into bal`,
+      );
+    }
+  });
+  return warnings;
+}
+
 /** The commented config `bal start` writes when there is none. */
 export const DEFAULT_CONFIG_TEXT =
   `# bal configuration. Check it with \`bal check\`, apply it with \`bal graceful\`.

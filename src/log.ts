@@ -75,6 +75,19 @@ export function setupLogging(options: LogOptions): void {
   });
 }
 
+/**
+ * Reopens the log file, for SIGUSR1 after logrotate moved it away: new lines
+ * go to a fresh file at the same path. Without a file, nothing to do.
+ */
+export function reopenLog(): void {
+  if (!current?.file) return;
+  const options = current;
+  output?.close();
+  output = null;
+  current = { ...options, file: undefined };
+  setupLogging(options);
+}
+
 /** Writes a record a worker thread forwarded, as if logged here. */
 export function emitForwarded(record: LogRecord): void {
   const { category, ...rest } = record;

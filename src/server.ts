@@ -18,7 +18,7 @@ import {
   writePid,
   writeState,
 } from "./instance.ts";
-import { type LogFormat, logger, setLogLevel, setupLogging } from "./log.ts";
+import { type LogFormat, logger, reopenLog, setLogLevel, setupLogging } from "./log.ts";
 import type { StatePaths } from "./paths.ts";
 import { createProxy } from "./proxy.ts";
 import { createRuntime, swapSnapshot } from "./snapshot.ts";
@@ -232,9 +232,15 @@ export async function serve(options: ServeOptions): Promise<number> {
     proxy.drain(0);
     pool?.force();
   };
+  // logrotate: `postrotate kill -USR1 $(cat ~/.bal/bal.pid)`.
+  const onUsr1 = () => {
+    reopenLog();
+    log.info("log file reopened", { event: "log_reopened" });
+  };
   const onTerm = onStop("SIGTERM");
   const onInt = onStop("SIGINT");
   Deno.addSignalListener("SIGHUP", onHup);
+  Deno.addSignalListener("SIGUSR1", onUsr1);
   Deno.addSignalListener("SIGTERM", onTerm);
   Deno.addSignalListener("SIGINT", onInt);
   // Found (pid file) and ready only now: a signal sent as soon as bal can be
@@ -272,6 +278,7 @@ export async function serve(options: ServeOptions): Promise<number> {
   }
   log.info("stopped", { event: "stopped", pid: Deno.pid });
   Deno.removeSignalListener("SIGHUP", onHup);
+  Deno.removeSignalListener("SIGUSR1", onUsr1);
   Deno.removeSignalListener("SIGTERM", onTerm);
   Deno.removeSignalListener("SIGINT", onInt);
   globalThis.removeEventListener("unhandledrejection", onUnhandled);

@@ -62,12 +62,81 @@ Deno.test("cli: check rejects a bad config with file, line:column and key, no st
   );
   const r = await bal(home, "check", "-c", path);
   assert.equal(r.code, 1);
-  assert.equal(r.stdout, "");
+  assert.deepEqual(r.stdout.trim().split("\n"), [
+    `what_happened: ${path} is not a valid config (2 errors)`,
+    "why_likely: expected an integer from 1 to 65535, got 70000",
+    `do_this_now: fix ${path}:1:7, then run \`bal check\` again`,
+  ]);
   assert.deepEqual(r.stderr.trim().split("\n"), [
     `bal: ${path}:1:7: port: expected an integer from 1 to 65535, got 70000`,
     `bal: ${path}:4:1: runtim: unknown key; did you mean "runtime"?`,
   ]);
   noStackTrace(r.stderr);
+});
+
+Deno.test("cli: check --json reports errors, warnings and the backend count, and nothing else", async () => {
+  const home = tempHome();
+  const good = writeConfig(home, { port: 9999, backends: [9000, 9001] });
+  const ok = await bal(home, "check", "-c", good, "--json");
+  assert.equal(ok.code, 0);
+  assert.deepEqual(JSON.parse(ok.stdout), {
+    config_path: good,
+    errors: [],
+    warnings: [],
+    backend_count: 2,
+  });
+  assert.equal(ok.stderr, "");
+
+  const bad = `${home}/bad.yaml`;
+  Deno.writeTextFileSync(bad, "port: 0\nbackends: [{host: a, port: 1}]\n");
+  const r = await bal(home, "check", "-c", bad, "--json");
+  assert.equal(r.code, 1);
+  assert.equal(r.stderr, "");
+  assert.deepEqual(JSON.parse(r.stdout), {
+    config_path: bad,
+    errors: [`${bad}:1:7: port: expected an integer from 1 to 65535, got 0`],
+    warnings: [],
+    backend_count: null,
+  });
+});
+
+Deno.test("cli: check warns of exposure, overlapping checks and a backend that is bal itself; --strict fails", async () => {
+  const home = tempHome();
+  const path = `${home}/w.yaml`;
+  Deno.writeTextFileSync(
+    path,
+    "port: 9295\nbind_address: 0.0.0.0\nbackends: ['127.0.0.1:9295', 'localhost:9000']\nruntime: {health_check_timeout_ms: 6000}\n",
+  );
+  const r = await bal(home, "check", "-c", path, "--json");
+  assert.equal(r.code, 0);
+  assert.deepEqual(JSON.parse(r.stdout).warnings, [
+    "bind_address: 0.0.0.0 accepts connections on every interface; use 127.0.0.1 if only local clients should connect",
+    "runtime.health_check_timeout_ms: 6000 is not below health_check_interval_ms (5000); a slow check would overlap the next",
+    "backends[0]: 127.0.0.1:9295 is bal's own listen address; connections to it would loop back into bal",
+  ]);
+  const text = await bal(home, "check", "-c", path);
+  assert.equal(text.code, 0);
+  assert.match(text.stdout, /^warning: bind_address: 0\.0\.0\.0/m);
+  assert.match(text.stdout, /^next: bal start -d -c /m);
+  const strict = await bal(home, "check", "-c", path, "--strict");
+  assert.equal(strict.code, 1);
+  assert.match(strict.stdout, /^what_happened: --strict and 3 warnings$/m);
+  assert.equal((await bal(home, "check", "-c", path, "--strict", "--json")).code, 1);
+  const clean = writeConfig(home, { port: 9999, backends: [9000] });
+  assert.equal((await bal(home, "check", "-c", clean, "--strict")).code, 0);
+});
+
+Deno.test("cli: check --verbose lists every runtime setting in force", async () => {
+  const home = tempHome();
+  const path = writeConfig(home, {
+    port: 9999,
+    backends: [9000],
+    runtime: { backend_connect_timeout_ms: 777 },
+  });
+  const r = await bal(home, "check", "-c", path, "--verbose");
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /^ {2}runtime\.backend_connect_timeout_ms: 777$/m);
+  assert.match(r.stdout, /^ {2}runtime\.shutdown_drain_timeout_ms: 5000$/m);
 });
 
 Deno.test("cli: check of a missing file, and of the default path", async () => {
@@ -280,6 +349,27 @@ Deno.test("cli: start with an invalid config fails before forking, with the erro
     `bal: ${path}:1:11: backends: expected a non-empty list of backends, got an empty list`,
   );
   assert.equal(readPid(home), null);
+});
+
+Deno.test("cli: SIGUSR1 reopens bal.log, so logrotate can move it away", async () => {
+  const home = tempHome();
+  const port = freePort();
+  const d = await startDaemon(home, writeConfig(home, { port, backends: [9] }), port);
+  try {
+    Deno.renameSync(`${home}/bal.log`, `${home}/bal.log.1`);
+    Deno.kill(d.pid, "SIGUSR1");
+    await waitFor("a new bal.log", () => d.log().some((l) => l.event === "log_reopened"));
+    const rotated = Deno.readTextFileSync(`${home}/bal.log.1`);
+    assert.match(rotated, /"event":"started"/);
+    assert.doesNotMatch(rotated, /log_reopened/);
+    assert.equal((await bal(home, "stop")).code, 0);
+    assert.ok(
+      d.log().some((l) => l.event === "stopped"),
+      "lines after the reopen go to the new file",
+    );
+  } finally {
+    await d.stop();
+  }
 });
 
 Deno.test("cli: SIGTERM sent directly stops the daemon cleanly", async () => {

@@ -76,7 +76,7 @@ export function writeConfig(home: string, spec: ConfigSpec, name = "test.yaml"):
     "runtime:",
     ...Object.entries({
       health_check_interval_ms: 200,
-      health_check_timeout_ms: 200,
+      health_check_timeout_ms: 150,
       backend_connect_timeout_ms: 300,
       shutdown_drain_timeout_ms: 5000,
       ...spec.runtime,
