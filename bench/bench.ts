@@ -308,8 +308,8 @@ async function wrk(
   }
   return {
     rate: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)![1]),
-    p50_ms: wrkMs(/50%\s+(\S+)/.exec(out)![1]),
-    p99_ms: wrkMs(/99%\s+(\S+)/.exec(out)![1]),
+    p50_ms: wrkMs(/^\s+50%\s+(\S+)$/m.exec(out)![1]),
+    p99_ms: wrkMs(/^\s+99%\s+(\S+)$/m.exec(out)![1]),
     errors: errors ? errors.slice(1).reduce((s, v) => s + Number(v ?? 0), 0) : 0,
   };
 }

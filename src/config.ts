@@ -31,14 +31,27 @@ export interface Backend {
   readonly address: string;
 }
 
-/** Timing and threshold knobs under `runtime:`. */
-export interface RuntimeSettings {
+/** The integer knobs under `runtime:`. */
+export interface IntSettings {
   readonly health_check_interval_ms: number;
   readonly health_check_timeout_ms: number;
   readonly health_check_fail_threshold: number;
   readonly health_check_success_threshold: number;
   readonly backend_connect_timeout_ms: number;
   readonly shutdown_drain_timeout_ms: number;
+  readonly max_concurrent_connections: number;
+  readonly connection_idle_timeout_ms: number;
+  readonly tcp_backlog: number;
+}
+
+/** What happens to a client beyond `max_concurrent_connections`. */
+export const OVERLOAD_POLICIES = ["reject"] as const;
+/** An overload policy. */
+export type OverloadPolicy = typeof OVERLOAD_POLICIES[number];
+
+/** Timing, threshold and limit knobs under `runtime:`. */
+export interface RuntimeSettings extends IntSettings {
+  readonly overload_policy: OverloadPolicy;
 }
 
 /** Data-plane threads: a count, or `auto` for one per CPU. */
@@ -65,20 +78,32 @@ interface IntRule {
   default: number;
   min: number;
   max: number;
+  /** Defaults by backend count (<= 2, 3-5, >= 6), where the default depends on it. */
+  tuned?: readonly [number, number, number];
 }
 
 /** A day: timers beyond it are typos, and setTimeout overflows past 2^31 ms. */
 const DAY_MS = 86_400_000;
 
 /** Every `runtime:` key with its default and bounds. */
-export const RUNTIME_RULES: { readonly [K in keyof RuntimeSettings]: IntRule } = {
+export const RUNTIME_RULES: { readonly [K in keyof IntSettings]: IntRule } = {
   health_check_interval_ms: { default: 5000, min: 100, max: DAY_MS },
   health_check_timeout_ms: { default: 1000, min: 10, max: DAY_MS },
   health_check_fail_threshold: { default: 3, min: 1, max: 1000 },
   health_check_success_threshold: { default: 1, min: 1, max: 1000 },
   backend_connect_timeout_ms: { default: 1000, min: 10, max: DAY_MS },
   shutdown_drain_timeout_ms: { default: 30000, min: 0, max: DAY_MS },
+  max_concurrent_connections: { default: 4000, min: 1, max: 1_000_000, tuned: [4000, 8000, 12000] },
+  // 0 turns the idle timeout off.
+  connection_idle_timeout_ms: { default: 120000, min: 0, max: DAY_MS },
+  tcp_backlog: { default: 511, min: 1, max: 65535 },
 };
+
+/** The default of an integer setting for a config with `backendCount` backends. */
+export function defaultFor(rule: IntRule, backendCount: number): number {
+  if (!rule.tuned) return rule.default;
+  return rule.tuned[backendCount <= 2 ? 0 : backendCount <= 5 ? 1 : 2];
+}
 
 /** Top-level defaults. */
 export const DEFAULTS = {
@@ -145,7 +170,7 @@ export function checkConfig(text: string, file: string): ConfigCheck {
   );
   const workers = workersField(fields.get("workers"), at);
   const backends = backendsField(fields.get("backends"), root, at);
-  const runtime = runtimeField(fields.get("runtime"), at);
+  const runtime = runtimeField(fields.get("runtime"), backends?.length ?? 0, at);
 
   if (errors.length > 0) return { ok: false, errors: errors.sort(byPosition) };
   return {
@@ -246,7 +271,9 @@ function mapFields(
 
 /** A did-you-mean suffix for an unknown key. */
 function hint(name: string, prefix: string, known: readonly string[]): string {
-  if (prefix === "" && name in RUNTIME_RULES) return `; it belongs under \`runtime:\``;
+  if (prefix === "" && (name in RUNTIME_RULES || name === "overload_policy")) {
+    return `; it belongs under \`runtime:\``;
+  }
   if (prefix === "runtime" && TOP_KEYS.includes(name)) return "; it belongs at the top level";
   const close = closest(name, known);
   if (close) return `; did you mean "${close}"?`;
@@ -452,23 +479,32 @@ function backendItem(item: Node, path: string, at: Report): Backend | undefined 
   return { host, port, address: formatAddress(host, port) };
 }
 
-function runtimeField(field: Field | undefined, at: Report): RuntimeSettings {
-  const settings = Object.fromEntries(
-    Object.entries(RUNTIME_RULES).map(([k, rule]) => [k, rule.default]),
-  ) as Record<keyof RuntimeSettings, number>;
+function runtimeField(field: Field | undefined, backendCount: number, at: Report): RuntimeSettings {
+  const keys = Object.keys(RUNTIME_RULES) as (keyof IntSettings)[];
+  const ints = Object.fromEntries(
+    keys.map((k) => [k, defaultFor(RUNTIME_RULES[k], backendCount)]),
+  ) as Record<keyof IntSettings, number>;
+  const defaults: RuntimeSettings = { ...ints, overload_policy: "reject" };
   if (!field || (isScalar(field.value) && field.value.value === null) || field.value === null) {
-    return settings;
+    return defaults;
   }
   if (!isMap(field.value)) {
     at(field.value, "runtime", `expected a mapping of settings, got ${describeNode(field.value)}`);
-    return settings;
+    return defaults;
   }
-  const keys = Object.keys(RUNTIME_RULES) as (keyof RuntimeSettings)[];
-  const fields = mapFields(field.value, "runtime", keys, at);
+  const fields = mapFields(field.value, "runtime", [...keys, "overload_policy"], at);
   for (const key of keys) {
-    settings[key] = intField(fields.get(key), `runtime.${key}`, RUNTIME_RULES[key], at);
+    const rule = { ...RUNTIME_RULES[key], default: ints[key] };
+    ints[key] = intField(fields.get(key), `runtime.${key}`, rule, at);
   }
-  return settings;
+  const policy = enumField(
+    fields.get("overload_policy"),
+    "runtime.overload_policy",
+    OVERLOAD_POLICIES,
+    "reject",
+    at,
+  );
+  return { ...ints, overload_policy: policy };
 }
 
 /** How a value reads in an error message: `"abc"`, `42`, `a list`, `nothing`. */
@@ -498,6 +534,9 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/** The listen backlog Deno 2.9 always uses (measured: `listen(fd, 511)`); it has no option for it. */
+const DENO_BACKLOG = 511;
+
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost\.?)$/;
 const ANY = /^(0\.0\.0\.0|::)$/;
 
@@ -516,6 +555,11 @@ export function configWarnings(config: Config): string[] {
   if (r.health_check_timeout_ms >= r.health_check_interval_ms) {
     warnings.push(
       `runtime.health_check_timeout_ms: ${r.health_check_timeout_ms} is not below health_check_interval_ms (${r.health_check_interval_ms}); a slow check would overlap the next`,
+    );
+  }
+  if (r.tcp_backlog !== DENO_BACKLOG) {
+    warnings.push(
+      `runtime.tcp_backlog: ${r.tcp_backlog} has no effect; Deno listens with a fixed backlog of ${DENO_BACKLOG}`,
     );
   }
   const bind = config.bind_address;
@@ -569,4 +613,8 @@ backends:
 #   health_check_success_threshold: ${RUNTIME_RULES.health_check_success_threshold.default}
 #   backend_connect_timeout_ms: ${RUNTIME_RULES.backend_connect_timeout_ms.default}
 #   shutdown_drain_timeout_ms: ${RUNTIME_RULES.shutdown_drain_timeout_ms.default}
+#   max_concurrent_connections: ${RUNTIME_RULES.max_concurrent_connections.default}   # 8000 with 3-5 backends, 12000 with 6+
+#   connection_idle_timeout_ms: ${RUNTIME_RULES.connection_idle_timeout_ms.default}   # no byte either way for this long: closed; 0 = never
+#   tcp_backlog: ${RUNTIME_RULES.tcp_backlog.default}
+#   overload_policy: reject   # beyond max_concurrent_connections a new client is closed at once
 `;

@@ -54,6 +54,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       for (const [address, state] of m.health) runtime.health.set(address, state);
       proxy = createProxy(runtime, {
         reusePort: true,
+        planes: m.planes,
         onResult: (backend, obs) => post({ type: "result", address: backend.address, obs }),
       });
       try {

@@ -10,7 +10,7 @@ import { dial, DialError } from "./dial.ts";
 import { ListenError } from "./errors.ts";
 import type { Observation } from "./health.ts";
 import { logger } from "./log.ts";
-import { closeQuietly, relay } from "./relay.ts";
+import { type Activity, closeQuietly, relay } from "./relay.ts";
 import { tryOrder } from "./balancer.ts";
 import type { Runtime } from "./snapshot.ts";
 
@@ -20,6 +20,8 @@ const log = logger("proxy");
 interface Session {
   client: Deno.TcpConn;
   upstream: Deno.TcpConn | null;
+  /** Last time bytes moved either way (or the accept). */
+  activity: Activity;
 }
 
 /** The running data path. */
@@ -43,6 +45,10 @@ export interface Proxy {
   active(): number;
   /** Client connections accepted since start. */
   accepted(): number;
+  /** Clients closed at once because this plane was at its connection limit. */
+  rejected(): number;
+  /** Connections closed because no byte moved for `connection_idle_timeout_ms`. */
+  idleClosed(): number;
 }
 
 /** How a data plane fits into the process. */
@@ -54,6 +60,11 @@ export interface ProxyOptions {
   onResult(backend: Backend, obs: Observation): void;
   /** Listen with SO_REUSEPORT, so several data planes share the port. */
   reusePort: boolean;
+  /**
+   * Data planes sharing `max_concurrent_connections`: each takes its share,
+   * since the kernel spreads clients over them evenly.
+   */
+  planes: number;
 }
 
 /** Creates the data path for a runtime; it reads `runtime.snapshot` per connection. */
@@ -64,7 +75,31 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
   let bound: { hostname: string; port: number } | null = null;
   const closing = new WeakSet<Deno.TcpListener>();
   const noBackend = rateLimited(1000);
+  const overloaded = rateLimited(1000);
   let accepted = 0;
+  let rejected = 0;
+  let idleClosed = 0;
+  let sweeper: ReturnType<typeof setTimeout> | undefined;
+
+  // Closes connections idle longer than connection_idle_timeout_ms, checking
+  // four times per timeout (at most once a second), timing read afresh from
+  // the snapshot so a reload applies.
+  function sweep(): void {
+    const idleMs = runtime.snapshot.config.runtime.connection_idle_timeout_ms;
+    if (idleMs > 0) {
+      const deadline = Date.now() - idleMs;
+      for (const s of sessions) {
+        if (s.activity.at < deadline) {
+          idleClosed++;
+          closeQuietly(s.client);
+          if (s.upstream) closeQuietly(s.upstream);
+        }
+      }
+    }
+    sweeper = setTimeout(sweep, Math.min(1000, Math.max(25, idleMs / 4 || 1000)));
+    Deno.unrefTimer(sweeper);
+  }
+  sweep();
 
   const isHealthy = (b: Backend) => runtime.health.get(b.address)?.healthy ?? true;
 
@@ -105,11 +140,11 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
     session.client.setNoDelay(true);
     session.client.setKeepAlive(true);
     session.upstream = await connectBackend();
-    if (session.upstream) await relay(session.client, session.upstream);
+    if (session.upstream) await relay(session.client, session.upstream, session.activity);
   }
 
   function handle(client: Deno.TcpConn): void {
-    const session: Session = { client, upstream: null };
+    const session: Session = { client, upstream: null, activity: { at: Date.now() } };
     sessions.add(session);
     serve(session)
       .catch((err) =>
@@ -147,12 +182,30 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
         continue;
       }
       accepted++;
+      const { max_concurrent_connections: max } = runtime.snapshot.config.runtime;
+      if (sessions.size >= Math.ceil(max / options.planes)) {
+        // overload_policy reject: closed at once, counted, and said at most once a second.
+        rejected++;
+        closeQuietly(client);
+        const suppressed = overloaded();
+        if (suppressed !== null) {
+          log.warn("at max_concurrent_connections ({max}): new clients are closed", {
+            event: "overload",
+            max,
+            active: sessions.size,
+            rejected,
+            suppressed,
+          });
+        }
+        continue;
+      }
       handle(client);
     }
   }
 
   function open(hostname: string, port: number): Deno.TcpListener {
     try {
+      // No backlog option: Deno 2.9 listens with a fixed 511 (`bal check` warns on tcp_backlog).
       return Deno.listen({ hostname, port, transport: "tcp", reusePort: options.reusePort });
     } catch (err) {
       throw new ListenError(
@@ -218,6 +271,8 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
     },
     active: () => sessions.size,
     accepted: () => accepted,
+    rejected: () => rejected,
+    idleClosed: () => idleClosed,
   };
 }
 

@@ -43,12 +43,17 @@ export interface RelayResult {
   failed: boolean;
 }
 
+/** When bytes last moved, in either direction (epoch ms); the relay keeps it current. */
+export interface Activity {
+  at: number;
+}
+
 /**
  * Relays between `a` and `b`. An end of stream on one side is passed on as
  * a half-close (`closeWrite`) to the other; an error on either side closes
  * both at once. The caller closes both sockets afterwards.
  */
-export async function relay(a: Deno.Conn, b: Deno.Conn): Promise<RelayResult> {
+export async function relay(a: Deno.Conn, b: Deno.Conn, activity?: Activity): Promise<RelayResult> {
   let failed = false;
   const fail = () => {
     if (failed) return;
@@ -56,11 +61,16 @@ export async function relay(a: Deno.Conn, b: Deno.Conn): Promise<RelayResult> {
     closeQuietly(a);
     closeQuietly(b);
   };
-  const [aToB, bToA] = await Promise.all([pump(a, b, fail), pump(b, a, fail)]);
+  const [aToB, bToA] = await Promise.all([pump(a, b, fail, activity), pump(b, a, fail, activity)]);
   return { aToB, bToA, failed };
 }
 
-async function pump(src: Deno.Conn, dst: Deno.Conn, fail: () => void): Promise<number> {
+async function pump(
+  src: Deno.Conn,
+  dst: Deno.Conn,
+  fail: () => void,
+  activity?: Activity,
+): Promise<number> {
   const small = new Uint8Array(SMALL_BUFFER);
   let buf = small;
   let total = 0;
@@ -68,6 +78,7 @@ async function pump(src: Deno.Conn, dst: Deno.Conn, fail: () => void): Promise<n
     for (;;) {
       const n = await src.read(buf);
       if (n === null) break;
+      if (activity) activity.at = Date.now();
       let written = 0;
       while (written < n) written += await dst.write(buf.subarray(written, n));
       total += n;

@@ -93,7 +93,7 @@ export async function serve(options: ServeOptions): Promise<number> {
     const state = runtime.health.get(backend.address);
     if (pool && state) pool.health(backend.address, state);
   };
-  const proxy = createProxy(runtime, { reusePort: planes > 1, onResult: record });
+  const proxy = createProxy(runtime, { reusePort: planes > 1, planes, onResult: record });
   proxy.listen(config);
   if (planes > 1) {
     try {

@@ -18,6 +18,8 @@ export type ToWorker =
   | {
     type: "start";
     id: number;
+    /** All data planes, the main thread's included. */
+    planes: number;
     config: Config;
     configPath: string;
     health: [string, HealthState][];
@@ -117,7 +119,14 @@ export async function startWorkers(
       }),
     );
     worker.postMessage(
-      { type: "start", id, config, configPath, health: [...health] } satisfies ToWorker,
+      {
+        type: "start",
+        id,
+        planes: count + 1,
+        config,
+        configPath,
+        health: [...health],
+      } satisfies ToWorker,
     );
   }
 

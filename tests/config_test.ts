@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   checkConfig,
   closest,
+  configWarnings,
   DEFAULT_CONFIG_TEXT,
   DEFAULTS,
   MAX_CONFIG_BYTES,
@@ -44,7 +45,50 @@ Deno.test("config: the default file parses to the documented defaults", () => {
     health_check_success_threshold: 1,
     backend_connect_timeout_ms: 1000,
     shutdown_drain_timeout_ms: 30000,
+    max_concurrent_connections: 4000,
+    connection_idle_timeout_ms: 120000,
+    tcp_backlog: 511,
+    overload_policy: "reject",
   });
+});
+
+Deno.test("config: max_concurrent_connections defaults by backend count, a partial map keeps the rest", () => {
+  const backends = (n: number) =>
+    `backends:\n${Array.from({ length: n }, (_, i) => `  - "10.0.0.${i + 1}:80"`).join("\n")}\n`;
+  assert.equal(parseConfig(backends(2), F).runtime.max_concurrent_connections, 4000);
+  assert.equal(parseConfig(backends(3), F).runtime.max_concurrent_connections, 8000);
+  assert.equal(parseConfig(backends(5), F).runtime.max_concurrent_connections, 8000);
+  assert.equal(parseConfig(backends(6), F).runtime.max_concurrent_connections, 12000);
+  const c = parseConfig(`${backends(6)}runtime:\n  connection_idle_timeout_ms: 0\n`, F);
+  assert.equal(c.runtime.connection_idle_timeout_ms, 0);
+  assert.equal(c.runtime.max_concurrent_connections, 12000);
+});
+
+Deno.test("config: overload_policy is reject", () => {
+  assert.equal(
+    parseConfig(`${ONE}runtime:\n  overload_policy: reject\n`, F).runtime.overload_policy,
+    "reject",
+  );
+  assert.equal(
+    only(`${ONE}runtime:\n  overload_policy: queue\n`),
+    `${F}:4:20: runtime.overload_policy: expected one of "reject", got the text "queue"`,
+  );
+  assert.match(
+    only(`overload_policy: reject\n${ONE}`),
+    /overload_policy: unknown key; it belongs under `runtime:`/,
+  );
+});
+
+Deno.test("config: warnings name tcp_backlog, which Deno cannot set", () => {
+  assert.deepEqual(configWarnings(parseConfig(`bind_address: 127.0.0.1\n${ONE}`, F)), []);
+  assert.deepEqual(
+    configWarnings(
+      parseConfig(`bind_address: 127.0.0.1\n${ONE}runtime:\n  tcp_backlog: 4096\n`, F),
+    ),
+    [
+      "runtime.tcp_backlog: 4096 has no effect; Deno listens with a fixed backlog of 511",
+    ],
+  );
 });
 
 Deno.test("config: only backends is required; everything else defaults", () => {
