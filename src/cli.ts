@@ -13,6 +13,9 @@ import { BalError, ConfigError, describeError } from "./errors.ts";
 import type { LogFormat } from "./log.ts";
 import { absolute, ensureStateDir, type StatePaths, statePaths } from "./paths.ts";
 import { serve } from "./server.ts";
+import { findInstance, removeInstanceFiles } from "./instance.ts";
+import { request } from "./socket.ts";
+import { notRunning, type Status } from "./status.ts";
 
 const out = (line: string) => console.log(line);
 // Messages that already name bal ("bal is not running") are not prefixed twice.
@@ -152,6 +155,104 @@ async function checkCommand(options: CheckOptions): Promise<number> {
   return 0;
 }
 
+/** Options of `bal status`. */
+interface StatusOptions {
+  json?: boolean;
+  brief?: boolean;
+  verbose?: boolean;
+}
+
+/** The running bal's live status from its control socket, or "not running". */
+async function liveStatus(paths: StatePaths): Promise<Status> {
+  const found = await findInstance(paths);
+  if (found.kind === "stale") await removeInstanceFiles(paths, found.pid);
+  if (found.kind !== "running") return notRunning();
+  try {
+    const reply = await request(paths.sock, { cmd: "status" }) as Status & { error?: string };
+    if (reply.error) throw new Error(reply.error);
+    return reply;
+  } catch (e) {
+    throw new BalError(
+      `bal (pid ${found.pid}) runs but its control socket ${paths.sock} does not answer: ${
+        describeError(e)
+      }`,
+    );
+  }
+}
+
+const kib = (n: number) =>
+  n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
+
+async function statusCommand(options: StatusOptions): Promise<number> {
+  const s = await liveStatus(statePaths());
+  if (options.json) {
+    out(JSON.stringify(s));
+    return 0;
+  }
+  if (!s.running) {
+    out("bal is not running");
+    out("next: bal start -d");
+    return 0;
+  }
+  const backends = s.backends!;
+  const down = backends.filter((b) => !b.reachable);
+  const summary =
+    `bal is running (pid ${s.pid}), ${s.bind_address}:${s.port}, ${s.backend_reachable}/${s.backend_total} backends reachable, ${s.active_connections} active connections`;
+  if (options.brief) {
+    out(summary);
+    return 0;
+  }
+  out(summary);
+  out(
+    `  up ${s.uptime_s} s, ${s.method}, ${s.workers} data plane${
+      s.workers === 1 ? "" : "s"
+    }, config ${s.config_path}`,
+  );
+  out(
+    `  connections: ${s.connections_served} served, ${s.rejected_connections} rejected at the limit, ${s.idle_closed_connections} closed idle`,
+  );
+  for (const b of backends) {
+    const failures =
+      `failed connects: ${b.counters.timeout} timeout, ${b.counters.refused} refused, ${b.counters.other} other`;
+    out(
+      `  ${
+        b.reachable ? "up  " : "DOWN"
+      } ${b.address}: ${b.active_connections} active, ${b.connections_served} served, in ${
+        kib(b.bytes_in)
+      }, out ${kib(b.bytes_out)}; ${failures}`,
+    );
+    if (options.verbose || !b.reachable) {
+      out(
+        `       last check ${b.last_check_time ?? "never"} ${b.last_check_result ?? ""}${
+          b.last_error ? ` (${b.last_error})` : ""
+        }; ${b.consecutive_failures} failures, ${b.consecutive_successes} successes in a row`,
+      );
+    }
+  }
+  if (options.verbose && s.reloads) {
+    const last = s.reloads.last;
+    out(
+      `  reloads: ${s.reloads.count}${
+        last ? `, last ${last.ok ? "ok" : `failed (${last.error})`} at ${last.at}` : ""
+      }`,
+    );
+  }
+  if (down.length > 0) {
+    out(
+      `what_happened: ${down.length} of ${backends.length} backends unreachable: ${
+        down.map((b) => `${b.address} (${b.last_error ?? "failed"})`).join(", ")
+      }`,
+    );
+    out(
+      "why_likely: the backend process is not running, or not listening on that address and port",
+    );
+    out(`do_this_now: start it, or remove it from ${s.config_path} and run \`bal graceful\``);
+  } else {
+    out("next: bal graceful after editing the config; bal stop to drain and stop");
+  }
+  return 0;
+}
+
 async function gracefulCommand(): Promise<number> {
   const outcome = await graceful(statePaths());
   if (!outcome.ok) {
@@ -212,6 +313,13 @@ function program(result: { code: number }): Command {
     .option("--verbose", "also print every runtime setting in force")
     .option("--strict", "fail (exit 1) on warnings too")
     .action(run((opts: CheckOptions) => checkCommand(opts)));
+
+  bal.command("status")
+    .description("show the running bal's live state: backends, connections, counters")
+    .option("--json", "print only JSON")
+    .option("--brief", "one line")
+    .option("--verbose", "also health details and reloads")
+    .action(run((opts: StatusOptions) => statusCommand(opts)));
 
   bal.command("graceful")
     .description("reload the running bal's config with no dropped connection (SIGHUP)")

@@ -9,7 +9,7 @@
 /// <reference lib="deno.worker" />
 import { describeError } from "./errors.ts";
 import { setLogLevel, setupLogging } from "./log.ts";
-import { createProxy, type Proxy } from "./proxy.ts";
+import { createProxy, planeStats, type Proxy } from "./proxy.ts";
 import { createRuntime, type Runtime, swapSnapshot } from "./snapshot.ts";
 import type { FromWorker, ToWorker } from "./workers.ts";
 
@@ -22,8 +22,7 @@ let runtime: Runtime;
 let proxy: Proxy;
 let statsTimer: ReturnType<typeof setInterval> | undefined;
 
-const sendStats = () =>
-  post({ type: "stats", id, accepted: proxy.accepted(), active: proxy.active() });
+const sendStats = () => post({ type: "stats", ...planeStats(id, proxy) });
 
 self.addEventListener("unhandledrejection", (e) => {
   e.preventDefault();

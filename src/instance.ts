@@ -11,6 +11,7 @@
  * @module
  */
 import type { StatePaths } from "./paths.ts";
+import type { PlaneStats } from "./workers.ts";
 
 /** What the running bal reports about itself. */
 export interface InstanceState {
@@ -26,7 +27,7 @@ export interface InstanceState {
   reloads: number;
   last_reload: ReloadOutcome | null;
   /** Counters of each data plane (0 is the main thread), refreshed every second. */
-  data_planes: { id: number; accepted: number; active: number }[];
+  data_planes: PlaneStats[];
 }
 
 /** How the last reload went. */

@@ -19,6 +19,8 @@ export interface StatePaths {
   log: string;
   /** What the running bal reports about itself (listening, reload outcomes). */
   state: string;
+  /** Control socket answering `bal status`. */
+  sock: string;
 }
 
 /** Resolves the state directory from the environment. */
@@ -38,6 +40,7 @@ export function statePaths(dir: string = stateDir()): StatePaths {
     pid: `${dir}/bal.pid`,
     log: `${dir}/bal.log`,
     state: `${dir}/bal.state.json`,
+    sock: `${dir}/bal.sock`,
   };
 }
 

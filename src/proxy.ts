@@ -16,6 +16,27 @@ import type { Runtime } from "./snapshot.ts";
 
 const log = logger("proxy");
 
+/** What one data plane counted for one backend. */
+export interface BackendCounters {
+  /** Connections relaying to it now. */
+  active: number;
+  /** Connections it was given. */
+  served: number;
+  /** Bytes from clients to it. */
+  bytes_in: number;
+  /** Bytes from it to clients. */
+  bytes_out: number;
+  /** Failed connects, by kind. */
+  timeout: number;
+  refused: number;
+  other: number;
+}
+
+/** Fresh counters. */
+export function zeroCounters(): BackendCounters {
+  return { active: 0, served: 0, bytes_in: 0, bytes_out: 0, timeout: 0, refused: 0, other: 0 };
+}
+
 /** One client and, once dialed, its backend connection. */
 interface Session {
   client: Deno.TcpConn;
@@ -49,6 +70,20 @@ export interface Proxy {
   rejected(): number;
   /** Connections closed because no byte moved for `connection_idle_timeout_ms`. */
   idleClosed(): number;
+  /** Counters per backend address (kept across reloads). */
+  backendCounters(): Record<string, BackendCounters>;
+}
+
+/** Everything a data plane counted, as the control plane collects it. */
+export function planeStats(id: number, proxy: Proxy) {
+  return {
+    id,
+    accepted: proxy.accepted(),
+    active: proxy.active(),
+    rejected: proxy.rejected(),
+    idle_closed: proxy.idleClosed(),
+    backends: proxy.backendCounters(),
+  };
 }
 
 /** How a data plane fits into the process. */
@@ -80,6 +115,12 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
   let rejected = 0;
   let idleClosed = 0;
   let sweeper: ReturnType<typeof setTimeout> | undefined;
+  const perBackend = new Map<string, BackendCounters>();
+  const countersOf = (address: string) => {
+    let c = perBackend.get(address);
+    if (!c) perBackend.set(address, c = zeroCounters());
+    return c;
+  };
 
   // Closes connections idle longer than connection_idle_timeout_ms, checking
   // four times per timeout (at most once a second), timing read afresh from
@@ -103,7 +144,9 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
 
   const isHealthy = (b: Backend) => runtime.health.get(b.address)?.healthy ?? true;
 
-  async function connectBackend(): Promise<Deno.TcpConn | null> {
+  async function connectBackend(): Promise<
+    { upstream: Deno.TcpConn; counters: BackendCounters } | null
+  > {
     const { config } = runtime.snapshot;
     const timeout = config.runtime.backend_connect_timeout_ms;
     for (const backend of tryOrder(runtime.rr, config.backends, isHealthy)) {
@@ -114,9 +157,12 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
         if (state && (!state.healthy || state.consecutive_failures > 0)) {
           options.onResult(backend, { ok: true, at: Date.now() });
         }
-        return upstream;
+        const counters = countersOf(backend.address);
+        counters.served++;
+        return { upstream, counters };
       } catch (err) {
         const error = err instanceof DialError ? err.message : String(err);
+        countersOf(backend.address)[err instanceof DialError ? err.kind : "other"]++;
         options.onResult(backend, { ok: false, at: Date.now(), error });
         log.debug("connect to {backend} failed: {error}", {
           event: "connect_failed",
@@ -139,8 +185,18 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
   async function serve(session: Session): Promise<void> {
     session.client.setNoDelay(true);
     session.client.setKeepAlive(true);
-    session.upstream = await connectBackend();
-    if (session.upstream) await relay(session.client, session.upstream, session.activity);
+    const connected = await connectBackend();
+    if (!connected) return;
+    session.upstream = connected.upstream;
+    const { counters } = connected;
+    counters.active++;
+    try {
+      const moved = await relay(session.client, connected.upstream, session.activity);
+      counters.bytes_in += moved.aToB;
+      counters.bytes_out += moved.bToA;
+    } finally {
+      counters.active--;
+    }
   }
 
   function handle(client: Deno.TcpConn): void {
@@ -273,6 +329,7 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
     accepted: () => accepted,
     rejected: () => rejected,
     idleClosed: () => idleClosed,
+    backendCounters: () => Object.fromEntries(perBackend),
   };
 }
 

@@ -20,10 +20,12 @@ import {
 } from "./instance.ts";
 import { type LogFormat, logger, reopenLog, setLogLevel, setupLogging } from "./log.ts";
 import type { StatePaths } from "./paths.ts";
-import { createProxy } from "./proxy.ts";
+import { createProxy, planeStats as statsOf } from "./proxy.ts";
 import { createRuntime, swapSnapshot } from "./snapshot.ts";
 import { VERSION } from "./build.ts";
 import { startWorkers, type WorkerPool } from "./workers.ts";
+import { serveControl } from "./socket.ts";
+import { buildStatus } from "./status.ts";
 
 /** How often the state file's counters are refreshed. */
 const STATS_INTERVAL_MS = 1000;
@@ -106,10 +108,7 @@ export async function serve(options: ServeOptions): Promise<number> {
       throw err;
     }
   }
-  const planeStats = () => [
-    { id: 0, accepted: proxy.accepted(), active: proxy.active() },
-    ...(pool?.stats() ?? []),
-  ];
+  const planeStats = () => [statsOf(0, proxy), ...(pool?.stats() ?? [])];
 
   const state: InstanceState = {
     pid: Deno.pid,
@@ -245,6 +244,22 @@ export async function serve(options: ServeOptions): Promise<number> {
   Deno.addSignalListener("SIGINT", onInt);
   // Found (pid file) and ready only now: a signal sent as soon as bal can be
   // found must meet these handlers, not the default action.
+  const startedAt = Date.now();
+  const control = serveControl(paths.sock, (req) => {
+    if (req.cmd !== "status") {
+      return { error: `unknown cmd ${JSON.stringify(req.cmd)}; known: "status"` };
+    }
+    return buildStatus({
+      pid: Deno.pid,
+      startedAt,
+      now: Date.now(),
+      snapshot: runtime.snapshot,
+      health: runtime.health,
+      planes: planeStats(),
+      reloads: state.reloads,
+      lastReload: state.last_reload,
+    });
+  });
   await writePid(paths);
   await writeState(paths, state);
   await options.onReady?.(proxy.address()!);
@@ -276,6 +291,7 @@ export async function serve(options: ServeOptions): Promise<number> {
       drain_ms: drainMs,
     });
   }
+  control.close();
   log.info("stopped", { event: "stopped", pid: Deno.pid });
   Deno.removeSignalListener("SIGHUP", onHup);
   Deno.removeSignalListener("SIGUSR1", onUsr1);

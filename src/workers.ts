@@ -11,6 +11,7 @@ import type { Backend, Config } from "./config.ts";
 import { ListenError } from "./errors.ts";
 import type { HealthState, Observation } from "./health.ts";
 import { emitForwarded } from "./log.ts";
+import type { BackendCounters } from "./proxy.ts";
 import type { LogRecord } from "@logtape/logtape";
 
 /** Messages to a worker thread. */
@@ -35,7 +36,7 @@ export type FromWorker =
   | { type: "failed"; id: number; error: string }
   | { type: "result"; address: string; obs: Observation }
   | { type: "log"; record: LogRecord }
-  | { type: "stats"; id: number; accepted: number; active: number }
+  | ({ type: "stats" } & PlaneStats)
   | { type: "drained"; id: number; forced: number };
 
 /** Counters of one data plane. */
@@ -43,6 +44,9 @@ export interface PlaneStats {
   id: number;
   accepted: number;
   active: number;
+  rejected: number;
+  idle_closed: number;
+  backends: Record<string, BackendCounters>;
 }
 
 /** The running worker threads. */
@@ -105,9 +109,11 @@ export async function startWorkers(
             }
             case "log":
               return emitForwarded(m.record);
-            case "stats":
-              stats.set(m.id, { id: m.id, accepted: m.accepted, active: m.active });
+            case "stats": {
+              const { type: _, ...plane } = m;
+              stats.set(m.id, plane);
               return;
+            }
             case "drained":
               return drained.get(m.id)?.(m.forced);
           }

@@ -1,0 +1,132 @@
+/**
+ * The control socket `bal.sock` (mode 0600, in the state directory): one
+ * JSON request per connection, one JSON answer, then close. Served by the
+ * control plane; a request is bounded in size and time, so a stuck or
+ * hostile peer cannot hold it.
+ *
+ * @module
+ */
+import { describeError } from "./errors.ts";
+
+/** Largest request read, in bytes. */
+const MAX_REQUEST = 64 * 1024;
+/** A request must arrive within this long. */
+const REQUEST_TIMEOUT_MS = 2000;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Answers one parsed request: a JSON-serialisable value. */
+export type Handler = (request: Record<string, unknown>) => unknown;
+
+/** A serving control socket. */
+export interface ControlSocket {
+  close(): void;
+}
+
+async function readRequest(conn: Deno.Conn): Promise<string> {
+  const buf = new Uint8Array(MAX_REQUEST);
+  let have = 0;
+  const deadline = setTimeout(() => conn.close(), REQUEST_TIMEOUT_MS);
+  try {
+    while (have < buf.length) {
+      const n = await conn.read(buf.subarray(have));
+      if (n === null) break;
+      have += n;
+      if (buf.subarray(0, have).includes(10)) break;
+    }
+  } finally {
+    clearTimeout(deadline);
+  }
+  return decoder.decode(buf.subarray(0, have));
+}
+
+async function answer(conn: Deno.Conn, handler: Handler): Promise<void> {
+  let reply: unknown;
+  try {
+    const request = JSON.parse((await readRequest(conn)).split("\n")[0]);
+    if (typeof request !== "object" || request === null || Array.isArray(request)) {
+      throw new Error("not an object");
+    }
+    reply = handler(request as Record<string, unknown>);
+  } catch (err) {
+    reply = {
+      error: `bad request: ${describeError(err)}; send one JSON object such as {"cmd":"status"}`,
+    };
+  }
+  const bytes = encoder.encode(JSON.stringify(reply) + "\n");
+  let off = 0;
+  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+}
+
+/** Listens on `path` (replacing a stale socket file) and answers with `handler`. */
+export function serveControl(path: string, handler: Handler): ControlSocket {
+  try {
+    Deno.removeSync(path);
+  } catch {
+    // No stale socket.
+  }
+  const listener = Deno.listen({ transport: "unix", path });
+  Deno.chmodSync(path, 0o600);
+  let closed = false;
+  (async () => {
+    while (!closed) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch {
+        if (closed) return;
+        await new Promise((r) => setTimeout(r, 50));
+        continue;
+      }
+      answer(conn, handler).catch(() => {}).finally(() => {
+        try {
+          conn.close();
+        } catch {
+          // closed by the timeout
+        }
+      });
+    }
+  })();
+  return {
+    close() {
+      closed = true;
+      try {
+        listener.close();
+      } catch {
+        // already closed
+      }
+    },
+  };
+}
+
+/** Sends one request to the socket at `path` and returns the parsed answer. */
+export async function request(
+  path: string,
+  body: Record<string, unknown>,
+  timeoutMs = 3000,
+): Promise<unknown> {
+  const conn = await Deno.connect({ transport: "unix", path });
+  const timer = setTimeout(() => conn.close(), timeoutMs);
+  try {
+    const bytes = encoder.encode(JSON.stringify(body) + "\n");
+    let off = 0;
+    while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+    const chunks: Uint8Array[] = [];
+    const buf = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      chunks.push(buf.slice(0, n));
+    }
+    const text = decoder.decode(new Uint8Array(chunks.flatMap((c) => [...c])));
+    return JSON.parse(text);
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // closed
+    }
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * `bal status` and the control socket end to end: real counts while
+ * connections are open, failure counters by kind, the JSON contract.
+ */
+import assert from "node:assert/strict";
+import {
+  bal,
+  closeQuietly,
+  echoBackend,
+  freePort,
+  readN,
+  startDaemon,
+  str,
+  tempHome,
+  text,
+  waitFor,
+  writeAll,
+  writeConfig,
+} from "./helpers.ts";
+
+// deno-lint-ignore no-explicit-any -- the status JSON is checked field by field below
+type Json = any;
+
+async function status(home: string, ...flags: string[]): Promise<Json> {
+  const r = await bal(home, "status", "--json", ...flags);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, "");
+  return JSON.parse(r.stdout);
+}
+
+const STATUS_KEYS = [
+  "running",
+  "pid",
+  "config_path",
+  "bind_address",
+  "port",
+  "method",
+  "backend_total",
+  "backend_reachable",
+  "backends",
+  "active_connections",
+  "last_check_time",
+  "protection_mode",
+];
+const BACKEND_KEYS = ["address", "reachable", "active_connections", "last_check_time", "counters"];
+
+Deno.test("status: not running is a report too, exit 0", async () => {
+  const home = tempHome();
+  assert.deepEqual(await status(home), {
+    running: false,
+    pid: null,
+    protection_mode: { enabled: false, reason: null },
+  });
+  const r = await bal(home, "status");
+  assert.equal(r.code, 0);
+  assert.match(r.stdout, /^bal is not running$/m);
+});
+
+Deno.test("status: live counts while connections are open, and the JSON contract", async () => {
+  const echo = echoBackend();
+  const dead = freePort();
+  const home = tempHome();
+  const port = freePort();
+  // The dead backend stays "healthy" so the data path keeps trying it: refused counts grow.
+  const config = writeConfig(home, {
+    port,
+    backends: [echo.port, dead],
+    runtime: { health_check_interval_ms: 60_000, health_check_fail_threshold: 1000 },
+  });
+  const d = await startDaemon(home, config, port);
+  const held: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeAll(c, text("12345"));
+      assert.equal(str(await readN(c, 5)), "12345");
+      held.push(c);
+    }
+    const s = await status(home);
+    for (const key of STATUS_KEYS) assert.ok(key in s, `status lacks ${key}`);
+    assert.equal(s.running, true);
+    assert.equal(s.pid, d.pid);
+    assert.equal(s.config_path, config);
+    assert.equal(s.port, port);
+    assert.equal(s.active_connections, 3);
+    assert.equal(s.backend_total, 2);
+    assert.deepEqual(s.protection_mode, { enabled: false, reason: null });
+    const [live, down] = s.backends;
+    for (const key of BACKEND_KEYS) assert.ok(key in live, `backend lacks ${key}`);
+    assert.equal(live.address, `127.0.0.1:${echo.port}`);
+    assert.equal(live.active_connections, 3);
+    assert.equal(live.connections_served, 3);
+    assert.ok(down.counters.refused >= 1, JSON.stringify(down.counters));
+    assert.equal(down.connections_served, 0);
+
+    held.forEach((c) => c.closeWrite());
+    await Promise.all(held.map((c) => c.read(new Uint8Array(8))));
+    held.forEach(closeQuietly);
+    const after = await waitFor("the connections to end", async () => {
+      const x = await status(home);
+      return x.active_connections === 0 ? x : undefined;
+    });
+    assert.equal(after.backends[0].bytes_in, 15);
+    assert.equal(after.backends[0].bytes_out, 15);
+
+    const verbose = await bal(home, "status", "--verbose");
+    assert.match(
+      verbose.stdout,
+      /^bal is running \(pid \d+\), 127\.0\.0\.1:\d+, 2\/2 backends reachable, 0 active connections$/m,
+    );
+    assert.match(verbose.stdout, /failed connects: 0 timeout, \d+ refused, 0 other/);
+    assert.match(verbose.stdout, /^next: /m);
+    assert.equal((await bal(home, "status", "--brief")).stdout.trim().split("\n").length, 1);
+  } finally {
+    held.forEach(closeQuietly);
+    await d.stop();
+    await echo.close();
+  }
+});
+
+Deno.test("status: the control socket is private, survives garbage, and is gone after stop", async () => {
+  const home = tempHome();
+  const port = freePort();
+  const d = await startDaemon(home, writeConfig(home, { port, backends: [9] }), port);
+  try {
+    assert.equal(Deno.statSync(`${home}/bal.sock`).mode! & 0o777, 0o600);
+    for (
+      const garbage of [new Uint8Array([0, 255, 10]), text("[1,2]\n"), text('{"cmd":"nope"}\n')]
+    ) {
+      const c = await Deno.connect({ transport: "unix", path: `${home}/bal.sock` });
+      await writeAll(c, garbage);
+      const reply = JSON.parse(str(await readN(c, 4096)));
+      assert.ok(typeof reply.error === "string", JSON.stringify(reply));
+      closeQuietly(c);
+    }
+    // A peer that sends nothing is cut off, and status still answers.
+    const silent = await Deno.connect({ transport: "unix", path: `${home}/bal.sock` });
+    assert.equal((await status(home)).running, true);
+    closeQuietly(silent);
+  } finally {
+    await d.stop();
+  }
+  assert.throws(() => Deno.statSync(`${home}/bal.sock`));
+});
+
+Deno.test("status: with two workers the counts of both planes add up", async () => {
+  const echo = echoBackend();
+  const home = tempHome();
+  const port = freePort();
+  const d = await startDaemon(
+    home,
+    writeConfig(home, { port, backends: [echo.port], extra: "workers: 2" }),
+    port,
+  );
+  const held: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 20; i++) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      await writeAll(c, text("x"));
+      assert.equal(str(await readN(c, 1)), "x");
+      held.push(c);
+    }
+    // Worker counters arrive every second.
+    const s = await waitFor("20 active in the sum", async () => {
+      const x = await status(home);
+      return x.active_connections === 20 ? x : undefined;
+    }, 5000);
+    assert.equal(s.workers, 2);
+    assert.equal(s.backends[0].active_connections, 20);
+    assert.equal(s.backends[0].connections_served, 20);
+  } finally {
+    held.forEach(closeQuietly);
+    await d.stop();
+    await echo.close();
+  }
+});
