@@ -274,6 +274,15 @@ export async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
   return out.subarray(0, off);
 }
 
+/** Opens a connection through bal to an echo backend and proves it works both ways. */
+export async function echoing(port: number, tag = "ok"): Promise<Deno.TcpConn> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(c, text(tag));
+  const back = str(await readN(c, tag.length));
+  if (back !== tag) throw new Error(`echo through port ${port} returned "${back}", not "${tag}"`);
+  return c;
+}
+
 /** Connects through bal, reads what a name backend says, and closes. */
 export async function askName(port: number): Promise<string> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });

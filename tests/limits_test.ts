@@ -9,6 +9,7 @@ import {
   bal,
   closeQuietly,
   echoBackend,
+  echoing,
   freePort,
   readN,
   readPid,
@@ -21,14 +22,6 @@ import {
   writeAll,
   writeConfig,
 } from "./helpers.ts";
-
-/** Opens a proxied connection and proves it works end to end. */
-async function echoing(port: number, tag = "ok"): Promise<Deno.TcpConn> {
-  const c = await Deno.connect({ hostname: "127.0.0.1", port });
-  await writeAll(c, text(tag));
-  assert.equal(str(await readN(c, tag.length)), tag);
-  return c;
-}
 
 /** True when the peer ends the connection (EOF or reset) within `ms`. */
 async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {

@@ -7,6 +7,7 @@ import {
   bal,
   closeQuietly,
   echoBackend,
+  echoing,
   freePort,
   readN,
   startDaemon,
@@ -70,12 +71,7 @@ Deno.test("status: live counts while connections are open, and the JSON contract
   const d = await startDaemon(home, config, port);
   const held: Deno.TcpConn[] = [];
   try {
-    for (let i = 0; i < 3; i++) {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port });
-      await writeAll(c, text("12345"));
-      assert.equal(str(await readN(c, 5)), "12345");
-      held.push(c);
-    }
+    for (let i = 0; i < 3; i++) held.push(await echoing(port, "12345"));
     const s = await status(home);
     for (const key of STATUS_KEYS) assert.ok(key in s, `status lacks ${key}`);
     assert.equal(s.running, true);
@@ -154,12 +150,7 @@ Deno.test("status: with two workers the counts of both planes add up", async () 
   );
   const held: Deno.TcpConn[] = [];
   try {
-    for (let i = 0; i < 20; i++) {
-      const c = await Deno.connect({ hostname: "127.0.0.1", port });
-      await writeAll(c, text("x"));
-      assert.equal(str(await readN(c, 1)), "x");
-      held.push(c);
-    }
+    for (let i = 0; i < 20; i++) held.push(await echoing(port, "x"));
     // Worker counters arrive every second.
     const s = await waitFor("20 active in the sum", async () => {
       const x = await status(home);
