@@ -16,6 +16,7 @@ import { serve } from "./server.ts";
 import { findInstance, removeInstanceFiles } from "./instance.ts";
 import { request } from "./socket.ts";
 import { notRunning, type Status } from "./status.ts";
+import { diagnose } from "./doctor.ts";
 
 const out = (line: string) => console.log(line);
 // Messages that already name bal ("bal is not running") are not prefixed twice.
@@ -253,6 +254,44 @@ async function statusCommand(options: StatusOptions): Promise<number> {
   return 0;
 }
 
+async function doctorCommand(options: StatusOptions & { config?: string }): Promise<number> {
+  const paths = statePaths();
+  const diagnosis = await diagnose(paths, configPathOf(options.config, paths));
+  const critical = diagnosis.checks.some((c) => c.level === "critical");
+  if (options.json) {
+    out(JSON.stringify(diagnosis));
+    return critical ? 1 : 0;
+  }
+  const bad = diagnosis.checks.filter((c) => c.level !== "ok");
+  if (options.brief) {
+    out(
+      bad.length
+        ? bad.map((c) => `${c.level} ${c.name}: ${c.summary}`).join("; ")
+        : "all checks ok",
+    );
+    return critical ? 1 : 0;
+  }
+  for (const c of diagnosis.checks) {
+    out(`[${c.level}] ${c.name}: ${c.summary}`);
+    if (options.verbose || c.level !== "ok") out(`       hint: ${c.hint}`);
+  }
+  const worst = bad.find((c) => c.level === "critical") ?? bad[0];
+  if (worst) {
+    out(`what_happened: ${worst.name}: ${worst.summary}`);
+    out(
+      `why_likely: ${
+        worst.level === "critical"
+          ? "bal cannot work like this"
+          : "bal works, but not as you may expect"
+      }`,
+    );
+    out(`do_this_now: ${worst.hint}`);
+  } else {
+    out("next: bal start -d, or bal status if it runs");
+  }
+  return critical ? 1 : 0;
+}
+
 async function gracefulCommand(): Promise<number> {
   const outcome = await graceful(statePaths());
   if (!outcome.ok) {
@@ -320,6 +359,16 @@ function program(result: { code: number }): Command {
     .option("--brief", "one line")
     .option("--verbose", "also health details and reloads")
     .action(run((opts: StatusOptions) => statusCommand(opts)));
+
+  bal.command("doctor")
+    .description(
+      "diagnose: pid file, config, listen address, backends; exit 1 on a critical finding",
+    )
+    .option("-c, --config <file>", "config file (default: $BAL_HOME/config.yaml)")
+    .option("--json", "print only JSON")
+    .option("--brief", "one line")
+    .option("--verbose", "hints for every check")
+    .action(run((opts: StatusOptions & { config?: string }) => doctorCommand(opts)));
 
   bal.command("graceful")
     .description("reload the running bal's config with no dropped connection (SIGHUP)")

@@ -1,0 +1,166 @@
+/**
+ * `bal doctor`: diagnoses a bal installation in one command, checking in
+ * order the pid file, the config, the listen address and the backends.
+ * Each check has a level (`ok`, `warn`, `critical`) and a hint.
+ *
+ * @module
+ */
+import { type Config, readConfig } from "./config.ts";
+import { dial } from "./dial.ts";
+import { findInstance, readPid, readState } from "./instance.ts";
+import type { StatePaths } from "./paths.ts";
+
+/** How bad a finding is. */
+export type Level = "ok" | "warn" | "critical";
+
+/** One finding. */
+export interface Check {
+  name: "pid" | "config" | "bind" | "backend";
+  level: Level;
+  summary: string;
+  hint: string;
+}
+
+/** What `bal doctor --json` prints. */
+export interface Diagnosis {
+  checks: Check[];
+  /** Not implemented yet: never enabled. */
+  protection_mode: { enabled: boolean; reason: string | null };
+}
+
+async function pidCheck(paths: StatePaths): Promise<{ check: Check; running: number | null }> {
+  const exists = await Deno.stat(paths.pid).then(() => true, () => false);
+  if (!exists) {
+    return {
+      running: null,
+      check: {
+        name: "pid",
+        level: "ok",
+        summary: "no pid file: bal is not running",
+        hint: "bal start -d starts it",
+      },
+    };
+  }
+  if ((await readPid(paths)) === null) {
+    return {
+      running: null,
+      check: {
+        name: "pid",
+        level: "warn",
+        summary: `${paths.pid} is unreadable or holds no pid`,
+        hint: `remove ${paths.pid} if no bal runs (bal start replaces it)`,
+      },
+    };
+  }
+  const found = await findInstance(paths);
+  if (found.kind === "running") {
+    return {
+      running: found.pid,
+      check: {
+        name: "pid",
+        level: "ok",
+        summary: `bal is running as pid ${found.pid}`,
+        hint: "bal status shows it live",
+      },
+    };
+  }
+  const pid = found.kind === "stale" ? found.pid : 0;
+  return {
+    running: null,
+    check: {
+      name: "pid",
+      level: "warn",
+      summary: `stale pid file: pid ${pid} is not a running bal`,
+      hint: "bal start replaces it; bal stop removes it",
+    },
+  };
+}
+
+function bindCheck(config: Config, running: number | null, runningListen: string | null): Check {
+  const address = `${
+    config.bind_address.includes(":") ? `[${config.bind_address}]` : config.bind_address
+  }:${config.port}`;
+  try {
+    Deno.listen({ hostname: config.bind_address, port: config.port }).close();
+    return {
+      name: "bind",
+      level: "ok",
+      summary: `${address} is free to listen on`,
+      hint: "bal start -d listens there",
+    };
+  } catch (err) {
+    if (!(err instanceof Deno.errors.AddrInUse)) {
+      return {
+        name: "bind",
+        level: "critical",
+        summary: `cannot listen on ${address}: ${err instanceof Error ? err.message : err}`,
+        hint: "check bind_address and port; ports below 1024 need root or CAP_NET_BIND_SERVICE",
+      };
+    }
+    if (running !== null && runningListen === address) {
+      return {
+        name: "bind",
+        level: "warn",
+        summary: `${address} is in use by the running bal (pid ${running})`,
+        hint: "expected while bal runs; bal stop frees it",
+      };
+    }
+    return {
+      name: "bind",
+      level: "critical",
+      summary: `${address} is in use by another process`,
+      hint: `find it with: ss -ltnp 'sport = :${config.port}'; or choose another port`,
+    };
+  }
+}
+
+async function backendCheck(config: Config): Promise<Check> {
+  const timeout = config.runtime.health_check_timeout_ms;
+  const results = await Promise.all(config.backends.map(async (b) => {
+    try {
+      (await dial(b.host, b.port, timeout)).close();
+      return null;
+    } catch (err) {
+      return `${b.address} (${err instanceof Error ? err.message : err})`;
+    }
+  }));
+  const failed = results.filter((r): r is string => r !== null);
+  const reachable = config.backends.length - failed.length;
+  const summary = `${reachable}/${config.backends.length} backends reachable${
+    failed.length ? `; unreachable: ${failed.join(", ")}` : ""
+  }`;
+  if (failed.length === 0) return { name: "backend", level: "ok", summary, hint: "nothing to do" };
+  return {
+    name: "backend",
+    level: reachable === 0 ? "critical" : "warn",
+    summary,
+    hint: "start the unreachable backends, or remove them from the config and run bal graceful",
+  };
+}
+
+/** Runs every check on the config at `configPath` and the state in `paths`. */
+export async function diagnose(paths: StatePaths, configPath: string): Promise<Diagnosis> {
+  const checks: Check[] = [];
+  const pid = await pidCheck(paths);
+  checks.push(pid.check);
+  const result = await readConfig(configPath);
+  if (!result.ok) {
+    checks.push({
+      name: "config",
+      level: "critical",
+      summary: `${configPath} is not valid: ${result.errors[0].message}`,
+      hint: `bal check -c ${configPath} lists every error`,
+    });
+  } else {
+    checks.push({
+      name: "config",
+      level: "ok",
+      summary: `${configPath} is valid (${result.config.backends.length} backends)`,
+      hint: "bal check --verbose shows every setting",
+    });
+    const state = pid.running !== null ? await readState(paths) : null;
+    checks.push(bindCheck(result.config, pid.running, state?.listen ?? null));
+    checks.push(await backendCheck(result.config));
+  }
+  return { checks, protection_mode: { enabled: false, reason: null } };
+}
