@@ -31,6 +31,21 @@ export function flagsOfTask(command: string): string[] {
 /**
  * The permission and unstable flags of the `bal` task, which
  * `deno compile` bakes into the binary and the daemon re-runs itself with.
+ * deno.json cannot hold comments, so each flag is justified here:
+ *
+ * - `--allow-net`: listen on the configured address, connect to any backend.
+ * - `--allow-read`: the config may be anywhere (`-c`), and the state
+ *   directory (`$BAL_HOME` or `~/.bal`) is only known at run time; Deno does
+ *   not expand `~` and a binary's paths are fixed when it is built.
+ * - `--allow-write`: the state directory, for the same reason.
+ * - `--allow-run`: `start -d` re-runs bal detached; `stop`/`graceful` send
+ *   signals; process state comes from `cat /proc/PID/stat` or `ps`, since
+ *   Deno wants `--allow-all` to read `/proc/PID` itself.
+ * - `--allow-env=HOME,BAL_HOME,...`: the state directory, and exactly the
+ *   variables the commander and yaml packages read (NO_COLOR, FORCE_COLOR,
+ *   CLICOLOR_FORCE, LOG_STREAM, LOG_TOKENS); nothing else.
+ * - `--unstable-net`: `reusePort` on the listener, so `workers` data planes
+ *   share the port.
  */
 export const RUN_FLAGS: readonly string[] = Object.freeze(
   flagsOfTask(denoJson.tasks.bal.command),
