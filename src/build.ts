@@ -12,7 +12,7 @@ import denoJson from "../deno.json" with { type: "json" };
 export const VERSION: string = denoJson.version;
 
 /** The entry module the `bal` task runs, relative to the project root. */
-export const ENTRY = "src/main.ts";
+const ENTRY = "src/main.ts";
 
 /**
  * Extracts the flags between `deno run` and the entry module of a task
@@ -52,7 +52,7 @@ export const RUN_FLAGS: readonly string[] = Object.freeze(
 );
 
 /** Path of `deno.json`, needed to re-run from source (it holds the import map). */
-export function denoConfigPath(): string {
+function denoConfigPath(): string {
   return new URL("../deno.json", import.meta.url).pathname;
 }
 

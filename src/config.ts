@@ -100,7 +100,7 @@ export const RUNTIME_RULES: { readonly [K in keyof IntSettings]: IntRule } = {
 };
 
 /** The default of an integer setting for a config with `backendCount` backends. */
-export function defaultFor(rule: IntRule, backendCount: number): number {
+function defaultFor(rule: IntRule, backendCount: number): number {
   if (!rule.tuned) return rule.default;
   return rule.tuned[backendCount <= 2 ? 0 : backendCount <= 5 ? 1 : 2];
 }

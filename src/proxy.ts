@@ -132,6 +132,8 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
       for (const s of sessions) {
         if (s.activity.at < deadline) {
           idleClosed++;
+          // Counted once: it stays in the set until its relay has unwound.
+          s.activity.at = Infinity;
           closeQuietly(s.client);
           if (s.upstream) closeQuietly(s.upstream);
         }
@@ -347,7 +349,7 @@ function listenReason(err: unknown): string {
  * many calls it swallowed since it last opened, or null while closed. Keeps
  * a flood of identical failures to one log line a second.
  */
-export function rateLimited(intervalMs: number): () => number | null {
+function rateLimited(intervalMs: number): () => number | null {
   let last = -Infinity;
   let swallowed = 0;
   return () => {

@@ -100,6 +100,8 @@ Deno.test("limits: the idle timeout closes a silent connection, not a slow but a
     assert.ok(closedAfter >= 550, `closed after ${closedAfter} ms, before the timeout`);
     await keepTalking;
     assert.equal(Date.now() - started >= 2000, true);
+    const s = JSON.parse((await bal(home, "status", "--json")).stdout);
+    assert.equal(s.idle_closed_connections, 1, "the silent connection, counted once");
     await writeAll(active, text("!"));
     assert.equal(str(await readN(active, 1)), "!");
     closeQuietly(silent);
