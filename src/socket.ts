@@ -54,7 +54,10 @@ async function answer(conn: Deno.Conn, handler: Handler): Promise<void> {
       error: `bad request: ${describeError(err)}; send one JSON object such as {"cmd":"status"}`,
     };
   }
-  const bytes = encoder.encode(JSON.stringify(reply) + "\n");
+  await writeAll(conn, encoder.encode(JSON.stringify(reply) + "\n"));
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
   let off = 0;
   while (off < bytes.length) off += await conn.write(bytes.subarray(off));
 }
@@ -109,18 +112,15 @@ export async function request(
   const conn = await Deno.connect({ transport: "unix", path });
   const timer = setTimeout(() => conn.close(), timeoutMs);
   try {
-    const bytes = encoder.encode(JSON.stringify(body) + "\n");
-    let off = 0;
-    while (off < bytes.length) off += await conn.write(bytes.subarray(off));
-    const chunks: Uint8Array[] = [];
+    await writeAll(conn, encoder.encode(JSON.stringify(body) + "\n"));
+    // Decoded as it arrives (a streaming decoder keeps split characters whole).
+    const stream = new TextDecoder();
     const buf = new Uint8Array(64 * 1024);
-    for (;;) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      chunks.push(buf.slice(0, n));
+    let text = "";
+    for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+      text += stream.decode(buf.subarray(0, n), { stream: true });
     }
-    const text = decoder.decode(new Uint8Array(chunks.flatMap((c) => [...c])));
-    return JSON.parse(text);
+    return JSON.parse(text + stream.decode());
   } finally {
     clearTimeout(timer);
     try {
