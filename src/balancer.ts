@@ -16,21 +16,21 @@ export function roundRobin(): RoundRobin {
 }
 
 /**
- * The order in which one client tries backends: the healthy ones in
- * round-robin order starting at this turn, then the unhealthy ones as a last
- * resort, so a client is refused only when every backend failed it. Each
+ * The order in which one client tries backends: those of the best tier
+ * first (tier 0: healthy; then 1, 2, ... as the caller ranks them, e.g.
+ * unhealthy, cooling down), each tier in round-robin order starting at this
+ * turn, so a client is refused only when every backend failed it. Each
  * backend appears once. Advances the turn.
  */
 export function tryOrder<T>(
   rr: RoundRobin,
   backends: readonly T[],
-  isHealthy: (b: T) => boolean,
+  tier: (b: T) => number,
 ): T[] {
-  const healthy: T[] = [];
-  const unhealthy: T[] = [];
-  for (const b of backends) (isHealthy(b) ? healthy : unhealthy).push(b);
+  const tiers: T[][] = [];
+  for (const b of backends) (tiers[tier(b)] ??= []).push(b);
   const turn = rr.turn++;
-  return [...rotate(healthy, turn), ...rotate(unhealthy, turn)];
+  return tiers.flatMap((t) => rotate(t, turn));
 }
 
 function rotate<T>(items: T[], by: number): T[] {

@@ -8,24 +8,48 @@
  */
 import type { Backend, RuntimeSettings } from "./config.ts";
 import { dial, DialError } from "./dial.ts";
-import { type Observation, observe, type Thresholds } from "./health.ts";
+import { type HealthPolicy, type Observation, observe } from "./health.ts";
 import { logger } from "./log.ts";
+import {
+  protectionFailure,
+  protectionNoBackend,
+  type ProtectionPolicy,
+  type ProtectionState,
+  protectionSuccess,
+} from "./protection.ts";
 import type { Runtime } from "./snapshot.ts";
 
 const log = logger("health");
 
-function thresholds(r: RuntimeSettings): Thresholds {
-  return { fail: r.health_check_fail_threshold, success: r.health_check_success_threshold };
+function healthPolicy(r: RuntimeSettings, protection: boolean): HealthPolicy {
+  return {
+    fail: r.health_check_fail_threshold,
+    success: r.health_check_success_threshold,
+    backoffInitialMs: r.failover_backoff_initial_ms,
+    backoffMaxMs: r.failover_backoff_max_ms,
+    cooldownMs: r.backend_cooldown_ms,
+    factor: protection ? 2 : 1,
+  };
+}
+
+function protectionPolicy(r: RuntimeSettings): ProtectionPolicy {
+  return {
+    trigger: r.protection_trigger_threshold,
+    windowMs: r.protection_window_ms,
+    stable: r.protection_stable_success_threshold,
+  };
 }
 
 /**
- * Applies one result for `backend` and logs when it turns healthy or
- * unhealthy. Results for a backend a reload removed are dropped.
+ * Applies one result for `backend` to its health and to protection mode,
+ * and logs when either changes. Results for a backend a reload removed are
+ * dropped.
  */
 export function recordResult(runtime: Runtime, backend: Backend, obs: Observation): void {
   const before = runtime.health.get(backend.address);
   if (!before) return;
-  const after = observe(before, obs, thresholds(runtime.snapshot.config.runtime));
+  const settings = runtime.snapshot.config.runtime;
+  const after = observe(before, obs, healthPolicy(settings, runtime.protection.enabled));
   runtime.health.set(backend.address, after);
   if (before.healthy && !after.healthy) {
     log.warn("backend {backend} is down: {error}", {
@@ -41,17 +65,58 @@ export function recordResult(runtime: Runtime, backend: Backend, obs: Observatio
       consecutive_successes: after.consecutive_successes,
     });
   }
+  if (after.cooldown_until !== before.cooldown_until && after.cooldown_until !== null) {
+    log.debug("backend {backend} cools down for {cooldown_ms} ms", {
+      event: "backend_cooldown",
+      backend: backend.address,
+      cooldown_ms: after.cooldown_until - obs.at,
+      streak: after.connect_failure_streak,
+    });
+  }
+  const policy = protectionPolicy(settings);
+  if (obs.ok) {
+    setProtection(runtime, protectionSuccess(runtime.protection, policy));
+  } else if (obs.source === "connect" && (obs.kind === "timeout" || obs.kind === "refused")) {
+    setProtection(runtime, protectionFailure(runtime.protection, obs.at, policy));
+  }
 }
 
-/** Connects to the backend and closes at once: reachable or not. */
-export async function probe(backend: Backend, timeoutMs: number): Promise<Observation> {
+/** Records a client that every backend failed: protection mode turns on. */
+export function recordNoBackend(runtime: Runtime, at: number): void {
+  setProtection(runtime, protectionNoBackend(runtime.protection, at));
+}
+
+function setProtection(runtime: Runtime, next: ProtectionState): void {
+  const before = runtime.protection;
+  runtime.protection = next;
+  if (!before.enabled && next.enabled) {
+    log.warn("protection mode on: {reason}; failover backoff and cooldown doubled", {
+      event: "protection_on",
+      reason: next.reason,
+    });
+  } else if (before.enabled && !next.enabled) {
+    log.info("protection mode off after {stable} consecutive successes", {
+      event: "protection_off",
+      stable: runtime.snapshot.config.runtime.protection_stable_success_threshold,
+      since: new Date(before.since!).toISOString(),
+    });
+  }
+}
+
+/**
+ * Connects to the backend and closes at once: reachable or not. Null when
+ * the connect failed for a reason of this machine (out of file
+ * descriptors), which says nothing about the backend.
+ */
+export async function probe(backend: Backend, timeoutMs: number): Promise<Observation | null> {
   try {
     const conn = await dial(backend.host, backend.port, timeoutMs);
     conn.close();
-    return { ok: true, at: Date.now() };
+    return { ok: true, at: Date.now(), source: "check" };
   } catch (err) {
-    const error = err instanceof DialError ? err.message : String(err);
-    return { ok: false, at: Date.now(), error };
+    if (!(err instanceof DialError)) throw err;
+    if (err.kind === "local") return null;
+    return { ok: false, at: Date.now(), source: "check", kind: err.kind, error: err.message };
   }
 }
 
@@ -84,7 +149,7 @@ export function startHealthChecks(
     const timeout = config.runtime.health_check_timeout_ms;
     await Promise.all(config.backends.map(async (backend) => {
       const obs = await probe(backend, timeout);
-      if (!stopped) record(backend, obs);
+      if (obs && !stopped) record(backend, obs);
     }));
   };
 

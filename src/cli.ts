@@ -7,15 +7,12 @@
 import { Command, CommanderError, Option } from "commander";
 import { VERSION } from "./build.ts";
 import { configWarnings, DEFAULT_CONFIG_TEXT, readConfig } from "./config.ts";
-import { graceful, ReloadRefused, stop } from "./control.ts";
+import { graceful, liveStatus, ReloadRefused, stop } from "./control.ts";
 import { reportReady, startDaemon } from "./daemon.ts";
 import { BalError, ConfigError, describeError } from "./errors.ts";
 import type { LogFormat } from "./log.ts";
 import { absolute, ensureStateDir, type StatePaths, statePaths } from "./paths.ts";
 import { serve } from "./server.ts";
-import { findInstance, removeInstanceFiles } from "./instance.ts";
-import { request } from "./socket.ts";
-import { notRunning, type Status } from "./status.ts";
 import { diagnose } from "./doctor.ts";
 
 const out = (line: string) => console.log(line);
@@ -163,24 +160,6 @@ interface StatusOptions {
   verbose?: boolean;
 }
 
-/** The running bal's live status from its control socket, or "not running". */
-async function liveStatus(paths: StatePaths): Promise<Status> {
-  const found = await findInstance(paths);
-  if (found.kind === "stale") await removeInstanceFiles(paths, found.pid);
-  if (found.kind !== "running") return notRunning();
-  try {
-    const reply = await request(paths.sock, { cmd: "status" }) as Status & { error?: string };
-    if (reply.error) throw new Error(reply.error);
-    return reply;
-  } catch (e) {
-    throw new BalError(
-      `bal (pid ${found.pid}) runs but its control socket ${paths.sock} does not answer: ${
-        describeError(e)
-      }`,
-    );
-  }
-}
-
 const kib = (n: number) =>
   n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
 
@@ -215,12 +194,15 @@ async function statusCommand(options: StatusOptions): Promise<number> {
   for (const b of backends) {
     const failures =
       `failed connects: ${b.counters.timeout} timeout, ${b.counters.refused} refused, ${b.counters.other} other`;
+    const cooling = b.cooldown_remaining_ms === null
+      ? ""
+      : `; cooling down ${b.cooldown_remaining_ms} ms more (${b.connect_failure_streak} failed connects in a row)`;
     out(
       `  ${
         b.reachable ? "up  " : "DOWN"
       } ${b.address}: ${b.active_connections} active, ${b.connections_served} served, in ${
         kib(b.bytes_in)
-      }, out ${kib(b.bytes_out)}; ${failures}`,
+      }, out ${kib(b.bytes_out)}; ${failures}${cooling}`,
     );
     if (options.verbose || !b.reachable) {
       out(
@@ -238,7 +220,16 @@ async function statusCommand(options: StatusOptions): Promise<number> {
       }`,
     );
   }
-  if (down.length > 0) {
+  const protection = s.protection_mode;
+  if (protection.enabled) {
+    out(`what_happened: protection mode is on since ${protection.since}: ${protection.reason}`);
+    out(
+      "why_likely: backends refuse or time out connects (down, overloaded, or the wrong address), so bal doubled its failover backoff",
+    );
+    out(
+      "do_this_now: bal status --verbose shows which backends fail; fix or remove them (then bal graceful); protection turns off after enough successes",
+    );
+  } else if (down.length > 0) {
     out(
       `what_happened: ${down.length} of ${backends.length} backends unreachable: ${
         down.map((b) => `${b.address} (${b.last_error ?? "failed"})`).join(", ")

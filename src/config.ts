@@ -38,6 +38,12 @@ export interface IntSettings {
   readonly health_check_fail_threshold: number;
   readonly health_check_success_threshold: number;
   readonly backend_connect_timeout_ms: number;
+  readonly failover_backoff_initial_ms: number;
+  readonly failover_backoff_max_ms: number;
+  readonly backend_cooldown_ms: number;
+  readonly protection_trigger_threshold: number;
+  readonly protection_window_ms: number;
+  readonly protection_stable_success_threshold: number;
   readonly shutdown_drain_timeout_ms: number;
   readonly max_concurrent_connections: number;
   readonly connection_idle_timeout_ms: number;
@@ -73,36 +79,47 @@ export type ConfigCheck =
   | { ok: true; config: Config }
   | { ok: false; errors: ConfigError[] };
 
-/** Bounds and default of one integer setting. */
+/** Bounds and defaults of one integer setting. */
 interface IntRule {
-  default: number;
   min: number;
   max: number;
-  /** Defaults by backend count (<= 2, 3-5, >= 6), where the default depends on it. */
-  tuned?: readonly [number, number, number];
+  /**
+   * Defaults by backend count: <= 2, 3-5, >= 6 backends (bal v2's tuning:
+   * more backends, more patience before declaring one dead).
+   */
+  tuned: readonly [number, number, number];
 }
 
 /** A day: timers beyond it are typos, and setTimeout overflows past 2^31 ms. */
 const DAY_MS = 86_400_000;
 
-/** Every `runtime:` key with its default and bounds. */
+const same = (n: number) => [n, n, n] as const;
+
+/** Every integer `runtime:` key with its bounds and defaults. */
 export const RUNTIME_RULES: { readonly [K in keyof IntSettings]: IntRule } = {
-  health_check_interval_ms: { default: 5000, min: 100, max: DAY_MS },
-  health_check_timeout_ms: { default: 1000, min: 10, max: DAY_MS },
-  health_check_fail_threshold: { default: 3, min: 1, max: 1000 },
-  health_check_success_threshold: { default: 1, min: 1, max: 1000 },
-  backend_connect_timeout_ms: { default: 1000, min: 10, max: DAY_MS },
-  shutdown_drain_timeout_ms: { default: 30000, min: 0, max: DAY_MS },
-  max_concurrent_connections: { default: 4000, min: 1, max: 1_000_000, tuned: [4000, 8000, 12000] },
+  health_check_interval_ms: { min: 100, max: DAY_MS, tuned: [500, 700, 1000] },
+  health_check_timeout_ms: { min: 10, max: DAY_MS, tuned: [800, 1000, 1200] },
+  health_check_fail_threshold: { min: 1, max: 1000, tuned: [2, 2, 3] },
+  health_check_success_threshold: { min: 1, max: 1000, tuned: [1, 1, 2] },
+  backend_connect_timeout_ms: { min: 10, max: DAY_MS, tuned: [800, 1000, 1200] },
+  failover_backoff_initial_ms: { min: 1, max: DAY_MS, tuned: [200, 300, 500] },
+  failover_backoff_max_ms: { min: 1, max: DAY_MS, tuned: [5000, 7000, 10000] },
+  backend_cooldown_ms: { min: 0, max: DAY_MS, tuned: [500, 700, 1000] },
+  protection_trigger_threshold: { min: 1, max: 1_000_000, tuned: [10, 12, 14] },
+  protection_window_ms: { min: 100, max: DAY_MS, tuned: same(30000) },
+  protection_stable_success_threshold: { min: 1, max: 1_000_000, tuned: [12, 14, 16] },
+  shutdown_drain_timeout_ms: { min: 0, max: DAY_MS, tuned: same(30000) },
+  max_concurrent_connections: { min: 1, max: 1_000_000, tuned: [4000, 8000, 12000] },
   // 0 turns the idle timeout off.
-  connection_idle_timeout_ms: { default: 120000, min: 0, max: DAY_MS },
-  tcp_backlog: { default: 511, min: 1, max: 65535 },
+  connection_idle_timeout_ms: { min: 0, max: DAY_MS, tuned: same(120000) },
+  tcp_backlog: { min: 1, max: 65535, tuned: same(511) },
 };
 
-/** The default of an integer setting for a config with `backendCount` backends. */
-function defaultFor(rule: IntRule, backendCount: number): number {
-  if (!rule.tuned) return rule.default;
-  return rule.tuned[backendCount <= 2 ? 0 : backendCount <= 5 ? 1 : 2];
+/** The default of every integer setting for a config with `backendCount` backends. */
+export function runtimeDefaults(backendCount: number): IntSettings {
+  const tier = backendCount <= 2 ? 0 : backendCount <= 5 ? 1 : 2;
+  const entries = Object.entries(RUNTIME_RULES).map(([k, rule]) => [k, rule.tuned[tier]]);
+  return Object.fromEntries(entries) as unknown as IntSettings;
 }
 
 /** Top-level defaults. */
@@ -121,7 +138,7 @@ const TOP_KEYS = ["port", "bind_address", "method", "log_level", "workers", "bac
 /** Keys of configs written for older bal versions, read and ignored. */
 const LEGACY_KEYS = ["mode"];
 const BACKEND_KEYS = ["host", "port"];
-const PORT_RULE: IntRule = { default: DEFAULTS.port, min: 1, max: 65535 };
+const PORT_RULE = { default: DEFAULTS.port, min: 1, max: 65535 };
 
 /** Files larger than this are refused before parsing: no config needs it. */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
@@ -306,7 +323,14 @@ function editDistance(a: string, b: string): number {
   return prev[b.length];
 }
 
-function intField(field: Field | undefined, path: string, rule: IntRule, at: Report): number {
+/** Bounds of an integer field, and its value when the key is absent. */
+interface IntBounds {
+  default: number;
+  min: number;
+  max: number;
+}
+
+function intField(field: Field | undefined, path: string, rule: IntBounds, at: Report): number {
   if (!field) return rule.default;
   const value = isScalar(field.value) ? field.value.value : undefined;
   if (
@@ -480,10 +504,7 @@ function backendItem(item: Node, path: string, at: Report): Backend | undefined 
 }
 
 function runtimeField(field: Field | undefined, backendCount: number, at: Report): RuntimeSettings {
-  const keys = Object.keys(RUNTIME_RULES) as (keyof IntSettings)[];
-  const ints = Object.fromEntries(
-    keys.map((k) => [k, defaultFor(RUNTIME_RULES[k], backendCount)]),
-  ) as Record<keyof IntSettings, number>;
+  const ints: Record<keyof IntSettings, number> = { ...runtimeDefaults(backendCount) };
   const defaults: RuntimeSettings = { ...ints, overload_policy: "reject" };
   if (!field || (isScalar(field.value) && field.value.value === null) || field.value === null) {
     return defaults;
@@ -492,10 +513,20 @@ function runtimeField(field: Field | undefined, backendCount: number, at: Report
     at(field.value, "runtime", `expected a mapping of settings, got ${describeNode(field.value)}`);
     return defaults;
   }
+  const keys = Object.keys(RUNTIME_RULES) as (keyof IntSettings)[];
   const fields = mapFields(field.value, "runtime", [...keys, "overload_policy"], at);
   for (const key of keys) {
     const rule = { ...RUNTIME_RULES[key], default: ints[key] };
     ints[key] = intField(fields.get(key), `runtime.${key}`, rule, at);
+  }
+  if (ints.failover_backoff_max_ms < ints.failover_backoff_initial_ms) {
+    // Blame the key that was written: max when given, else the initial that outgrew its default.
+    const { failover_backoff_initial_ms: initial, failover_backoff_max_ms: max } = ints;
+    const [key, reason] = fields.has("failover_backoff_max_ms")
+      ? ["failover_backoff_max_ms", `${max} is below failover_backoff_initial_ms (${initial})`]
+      : ["failover_backoff_initial_ms", `${initial} is above failover_backoff_max_ms (${max})`];
+    const node = fields.get(key);
+    at(node?.value, `runtime.${key}`, `${reason}; the backoff grows from initial up to max`);
   }
   const policy = enumField(
     fields.get("overload_policy"),
@@ -552,9 +583,15 @@ export function configWarnings(config: Config): string[] {
     );
   }
   const r = config.runtime;
-  if (r.health_check_timeout_ms >= r.health_check_interval_ms) {
+  const d = runtimeDefaults(config.backends.length);
+  // The tuned defaults pair a short interval with a longer timeout on purpose
+  // (a round waits for its slowest check, so checks never overlap); only a
+  // pair the operator chose is worth a second look.
+  const tunedPair = r.health_check_timeout_ms === d.health_check_timeout_ms &&
+    r.health_check_interval_ms === d.health_check_interval_ms;
+  if (r.health_check_timeout_ms >= r.health_check_interval_ms && !tunedPair) {
     warnings.push(
-      `runtime.health_check_timeout_ms: ${r.health_check_timeout_ms} is not below health_check_interval_ms (${r.health_check_interval_ms}); a slow check would overlap the next`,
+      `runtime.health_check_timeout_ms: ${r.health_check_timeout_ms} is not below health_check_interval_ms (${r.health_check_interval_ms}); a check that times out delays the next round, so a dead backend is found later than the interval suggests`,
     );
   }
   if (r.tcp_backlog !== DENO_BACKLOG) {
@@ -576,6 +613,39 @@ export function configWarnings(config: Config): string[] {
     }
   });
   return warnings;
+}
+
+/** What each runtime key does, in a few words, for the default config's comments. */
+const RUNTIME_NOTES: { readonly [K in keyof RuntimeSettings]: string } = {
+  health_check_interval_ms: "time between TCP health checks",
+  health_check_timeout_ms: "a check not connected by then failed",
+  health_check_fail_threshold: "consecutive failures that mark a backend down",
+  health_check_success_threshold: "consecutive successes that mark it up",
+  backend_connect_timeout_ms: "per connect on the data path; then the next backend",
+  failover_backoff_initial_ms: "first cooldown after a failed connect, doubling per failure",
+  failover_backoff_max_ms: "the cooldown stops doubling here",
+  backend_cooldown_ms: "shortest cooldown; a passing health check ends it",
+  protection_trigger_threshold:
+    "failed connects (timeout/refused) in the window that turn protection on",
+  protection_window_ms: "the window those failures are counted in",
+  protection_stable_success_threshold: "consecutive successes that turn protection off",
+  shutdown_drain_timeout_ms: "how long stop waits for live connections",
+  max_concurrent_connections: "beyond it a new client is closed at once",
+  connection_idle_timeout_ms: "no byte either way for this long: closed; 0 = never",
+  tcp_backlog: "accepted for older configs; Deno always listens with 511",
+  overload_policy: "reject: closed at once, counted, logged once a second",
+};
+
+/** The commented `runtime:` lines of the default config. */
+function runtimeDefaultsText(): string {
+  const lines = Object.entries(RUNTIME_RULES).map(([key, rule]) => {
+    const [small, mid, large] = rule.tuned;
+    const tuned = small === mid && mid === large ? "" : ` (3-5 backends: ${mid}, 6+: ${large})`;
+    return [`#   ${key}: ${small}`, `${RUNTIME_NOTES[key as keyof IntSettings]}${tuned}`];
+  });
+  lines.push(["#   overload_policy: reject", RUNTIME_NOTES.overload_policy]);
+  const width = Math.max(...lines.map(([code]) => code.length)) + 2;
+  return lines.map(([code, note]) => `${code.padEnd(width)}# ${note}`).join("\n");
 }
 
 /** The commented config `bal start` writes when there is none. */
@@ -605,16 +675,9 @@ backends:
   - host: 127.0.0.1
     port: 9100
 
-# Optional timing knobs; the values shown are the defaults.
+# Optional failure-handling and limit knobs. The values shown are the
+# defaults with 1-2 backends; some grow with more backends (in brackets).
+# A key you set overrides only itself; all apply on reload.
 # runtime:
-#   health_check_interval_ms: ${RUNTIME_RULES.health_check_interval_ms.default}
-#   health_check_timeout_ms: ${RUNTIME_RULES.health_check_timeout_ms.default}
-#   health_check_fail_threshold: ${RUNTIME_RULES.health_check_fail_threshold.default}
-#   health_check_success_threshold: ${RUNTIME_RULES.health_check_success_threshold.default}
-#   backend_connect_timeout_ms: ${RUNTIME_RULES.backend_connect_timeout_ms.default}
-#   shutdown_drain_timeout_ms: ${RUNTIME_RULES.shutdown_drain_timeout_ms.default}
-#   max_concurrent_connections: ${RUNTIME_RULES.max_concurrent_connections.default}   # 8000 with 3-5 backends, 12000 with 6+
-#   connection_idle_timeout_ms: ${RUNTIME_RULES.connection_idle_timeout_ms.default}   # no byte either way for this long: closed; 0 = never
-#   tcp_backlog: ${RUNTIME_RULES.tcp_backlog.default}
-#   overload_policy: reject   # beyond max_concurrent_connections a new client is closed at once
+${runtimeDefaultsText()}
 `;

@@ -1,12 +1,12 @@
 /**
- * Commands that act on the running bal through its pid: `stop` (SIGTERM,
- * then wait for the drain) and `graceful` (validate, SIGHUP, then wait for
- * the daemon's reload report).
+ * Commands that act on the running bal: `stop` (SIGTERM, then wait for the
+ * drain), `graceful` (validate, SIGHUP, then wait for the daemon's reload
+ * report), and the live status from its control socket.
  *
  * @module
  */
-import { loadConfig, readConfig, RUNTIME_RULES } from "./config.ts";
-import { BalError, type ConfigError, StateError } from "./errors.ts";
+import { readConfig, RUNTIME_RULES } from "./config.ts";
+import { BalError, type ConfigError, describeError, StateError } from "./errors.ts";
 import {
   findInstance,
   processStatus,
@@ -15,6 +15,8 @@ import {
   removeInstanceFiles,
 } from "./instance.ts";
 import type { StatePaths } from "./paths.ts";
+import { request } from "./socket.ts";
+import { notRunning, type Status } from "./status.ts";
 
 /** Extra time `stop` allows beyond the drain timeout for the process to exit. */
 const STOP_MARGIN_MS = 5_000;
@@ -37,13 +39,10 @@ async function runningPid(paths: StatePaths): Promise<number> {
  */
 export async function stop(paths: StatePaths): Promise<number> {
   const pid = await runningPid(paths);
-  const state = await readState(paths);
-  let drainMs = RUNTIME_RULES.shutdown_drain_timeout_ms.default;
-  if (state?.config_path) {
-    drainMs = await loadConfig(state.config_path)
-      .then((c) => c.runtime.shutdown_drain_timeout_ms)
-      .catch(() => drainMs);
-  }
+  // The drain timeout in force, not the one in a file edited since.
+  const drainMs = await liveStatus(paths)
+    .then((s) => s.runtime?.shutdown_drain_timeout_ms)
+    .catch(() => undefined) ?? RUNTIME_RULES.shutdown_drain_timeout_ms.tuned[0];
   Deno.kill(pid, "SIGTERM");
   const deadline = Date.now() + drainMs + STOP_MARGIN_MS;
   while ((await processStatus(pid)) === "running") {
@@ -94,5 +93,23 @@ export class ReloadRefused extends BalError {
     super(`${errors[0].message}\nnot reloaded: the running config is unchanged`);
     this.name = "ReloadRefused";
     this.errors = errors;
+  }
+}
+
+/** The running bal's live status from its control socket, or "not running". */
+export async function liveStatus(paths: StatePaths): Promise<Status> {
+  const found = await findInstance(paths);
+  if (found.kind === "stale") await removeInstanceFiles(paths, found.pid);
+  if (found.kind !== "running") return notRunning();
+  try {
+    const reply = await request(paths.sock, { cmd: "status" }) as Status & { error?: string };
+    if (reply.error) throw new Error(reply.error);
+    return reply;
+  } catch (e) {
+    throw new BalError(
+      `bal (pid ${found.pid}) runs but its control socket ${paths.sock} does not answer: ${
+        describeError(e)
+      }`,
+    );
   }
 }

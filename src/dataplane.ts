@@ -51,10 +51,12 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       });
       runtime = createRuntime(m.config, m.configPath);
       for (const [address, state] of m.health) runtime.health.set(address, state);
+      runtime.protection = m.protection;
       proxy = createProxy(runtime, {
         reusePort: true,
         planes: m.planes,
         onResult: (backend, obs) => post({ type: "result", address: backend.address, obs }),
+        onNoBackend: (at) => post({ type: "no_backend", at }),
       });
       try {
         proxy.listen(m.config);
@@ -71,6 +73,9 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       return proxy.listen(m.config);
     case "health":
       runtime.health.set(m.address, m.state);
+      return;
+    case "protection":
+      runtime.protection = m.state;
       return;
     case "stop": {
       proxy.stopAccepting();

@@ -5,8 +5,17 @@
  * @module
  */
 
-/** Why a connect failed. */
-export type DialFailure = "timeout" | "refused" | "other";
+import type { FailureKind } from "./health.ts";
+
+/**
+ * Why a connect failed: the backend's side ({@link FailureKind}), or
+ * `local` when this machine ran out of something (file descriptors,
+ * buffers, ephemeral ports), which says nothing about the backend.
+ */
+export type DialFailure = FailureKind | "local";
+
+/** Linux errno of failures on bal's side: EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL. */
+const LOCAL_ERRNO = /\(os error (24|23|105|12|99)\)/;
 
 /** A connect that failed, with its kind. */
 export class DialError extends Error {
@@ -38,7 +47,8 @@ export async function dial(host: string, port: number, timeoutMs: number): Promi
     if (err instanceof Deno.errors.ConnectionRefused) {
       throw new DialError("refused", "connection refused");
     }
-    throw new DialError("other", err instanceof Error ? err.message : String(err));
+    const message = err instanceof Error ? err.message : String(err);
+    throw new DialError(LOCAL_ERRNO.test(message) ? "local" : "other", message);
   } finally {
     clearTimeout(timer);
   }

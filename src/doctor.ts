@@ -5,10 +5,12 @@
  *
  * @module
  */
-import { type Config, readConfig } from "./config.ts";
+import { type Config, formatAddress, readConfig } from "./config.ts";
 import { dial } from "./dial.ts";
-import { findInstance, readPid, readState } from "./instance.ts";
+import { liveStatus } from "./control.ts";
+import { findInstance, readPid } from "./instance.ts";
 import type { StatePaths } from "./paths.ts";
+import { PROTECTION_OFF, type ProtectionMode, type Status } from "./status.ts";
 
 /** How bad a finding is. */
 export type Level = "ok" | "warn" | "critical";
@@ -24,8 +26,8 @@ export interface Check {
 /** What `bal doctor --json` prints. */
 export interface Diagnosis {
   checks: Check[];
-  /** Not implemented yet: never enabled. */
-  protection_mode: { enabled: boolean; reason: string | null };
+  /** The running bal's protection mode; off when none runs. */
+  protection_mode: ProtectionMode;
 }
 
 async function pidCheck(paths: StatePaths): Promise<{ check: Check; running: number | null }> {
@@ -77,9 +79,7 @@ async function pidCheck(paths: StatePaths): Promise<{ check: Check; running: num
 }
 
 function bindCheck(config: Config, running: number | null, runningListen: string | null): Check {
-  const address = `${
-    config.bind_address.includes(":") ? `[${config.bind_address}]` : config.bind_address
-  }:${config.port}`;
+  const address = formatAddress(config.bind_address, config.port);
   try {
     Deno.listen({ hostname: config.bind_address, port: config.port }).close();
     return {
@@ -114,7 +114,7 @@ function bindCheck(config: Config, running: number | null, runningListen: string
   }
 }
 
-async function backendCheck(config: Config): Promise<Check> {
+async function backendCheck(config: Config, live: Status | null): Promise<Check> {
   const timeout = config.runtime.health_check_timeout_ms;
   const results = await Promise.all(config.backends.map(async (b) => {
     try {
@@ -129,6 +129,16 @@ async function backendCheck(config: Config): Promise<Check> {
   const summary = `${reachable}/${config.backends.length} backends reachable${
     failed.length ? `; unreachable: ${failed.join(", ")}` : ""
   }`;
+  const protection = live?.protection_mode;
+  if (protection?.enabled) {
+    return {
+      name: "backend",
+      level: reachable === 0 ? "critical" : "warn",
+      summary: `${summary}; protection mode on since ${protection.since}: ${protection.reason}`,
+      hint:
+        "bal status --verbose shows which backends fail connects; fix or remove them (bal graceful). Protection turns off by itself after enough successes",
+    };
+  }
   if (failed.length === 0) return { name: "backend", level: "ok", summary, hint: "nothing to do" };
   return {
     name: "backend",
@@ -143,6 +153,8 @@ export async function diagnose(paths: StatePaths, configPath: string): Promise<D
   const checks: Check[] = [];
   const pid = await pidCheck(paths);
   checks.push(pid.check);
+  // A running bal that does not answer is diagnosed from the files alone.
+  const live = pid.running !== null ? await liveStatus(paths).catch(() => null) : null;
   const result = await readConfig(configPath);
   if (!result.ok) {
     checks.push({
@@ -158,9 +170,9 @@ export async function diagnose(paths: StatePaths, configPath: string): Promise<D
       summary: `${configPath} is valid (${result.config.backends.length} backends)`,
       hint: "bal check --verbose shows every setting",
     });
-    const state = pid.running !== null ? await readState(paths) : null;
-    checks.push(bindCheck(result.config, pid.running, state?.listen ?? null));
-    checks.push(await backendCheck(result.config));
+    const listen = live?.running ? formatAddress(live.bind_address!, live.port!) : null;
+    checks.push(bindCheck(result.config, pid.running, listen));
+    checks.push(await backendCheck(result.config, live));
   }
-  return { checks, protection_mode: { enabled: false, reason: null } };
+  return { checks, protection_mode: live?.protection_mode ?? PROTECTION_OFF };
 }

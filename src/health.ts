@@ -1,14 +1,20 @@
 /**
- * The health state machine of a backend, and the table that holds every
- * backend's state across reloads. Pure: the checks themselves are in
- * `checker.ts`.
+ * The health state machine of a backend, its failover cooldown, and the
+ * table that holds every backend's state across reloads. Pure: the checks
+ * themselves are in `checker.ts`.
  *
- * A backend starts healthy (as in HAProxy), turns unhealthy after
- * `fail` consecutive failed checks or connects, and healthy again after
- * `success` consecutive successful ones.
+ * A backend starts healthy (as in HAProxy), turns unhealthy after `fail`
+ * consecutive failed checks or connects, and healthy again after `success`
+ * consecutive successful ones. Separately, each failed connect on the data
+ * path puts the backend in a cooldown that doubles with the failure streak,
+ * so clients stop paying for a backend that just refused them; any success
+ * (a passing health check included) ends it.
  *
  * @module
  */
+
+/** Why a connect failed. */
+export type FailureKind = "timeout" | "refused" | "other";
 
 /** One backend's health. */
 export interface HealthState {
@@ -19,19 +25,30 @@ export interface HealthState {
   readonly last_check_at: number | null;
   /** Why the last check failed, or null when it passed. */
   readonly last_error: string | null;
+  /** Consecutive failed connects on the data path; sizes the cooldown. */
+  readonly connect_failure_streak: number;
+  /** Epoch ms until which new clients skip this backend, or null. */
+  readonly cooldown_until: number | null;
 }
 
-/** How many consecutive results flip the state. */
-export interface Thresholds {
+/** The `runtime:` knobs the state machine follows. */
+export interface HealthPolicy {
   readonly fail: number;
   readonly success: number;
+  readonly backoffInitialMs: number;
+  readonly backoffMaxMs: number;
+  readonly cooldownMs: number;
+  /** 2 while protection mode is on (backoff and cooldown double), else 1. */
+  readonly factor: number;
 }
 
-/** The result of one check or connect. */
+/** The result of one health check (`check`) or data-path connect (`connect`). */
 export interface Observation {
   readonly ok: boolean;
   readonly at: number;
+  readonly source: "check" | "connect";
   readonly error?: string;
+  readonly kind?: FailureKind;
 }
 
 /** The state of a backend bal has not checked yet. */
@@ -42,29 +59,58 @@ export function initialHealth(): HealthState {
     consecutive_successes: 0,
     last_check_at: null,
     last_error: null,
+    connect_failure_streak: 0,
+    cooldown_until: null,
   };
 }
 
+/**
+ * How long a backend cools down after its `streak`-th consecutive failed
+ * connect: `min(initial * 2^(streak-1), max)`, at least the cooldown, all
+ * times `factor`.
+ */
+export function cooldownFor(streak: number, p: HealthPolicy): number {
+  const backoff = Math.min(p.backoffInitialMs * 2 ** Math.min(streak - 1, 40), p.backoffMaxMs);
+  return Math.max(backoff, p.cooldownMs) * p.factor;
+}
+
+/** Whether new clients skip this backend at `now`. */
+export function isCooling(state: HealthState, now: number): boolean {
+  return state.cooldown_until !== null && state.cooldown_until > now;
+}
+
 /** Applies one result to a state and returns the next state. */
-export function observe(state: HealthState, obs: Observation, t: Thresholds): HealthState {
+export function observe(state: HealthState, obs: Observation, p: HealthPolicy): HealthState {
   if (obs.ok) {
     const successes = state.consecutive_successes + 1;
     return {
-      healthy: state.healthy || successes >= t.success,
+      healthy: state.healthy || successes >= p.success,
       consecutive_failures: 0,
       consecutive_successes: successes,
       last_check_at: obs.at,
       last_error: null,
+      connect_failure_streak: 0,
+      cooldown_until: null,
     };
   }
   const failures = state.consecutive_failures + 1;
+  const streak = state.connect_failure_streak + (obs.source === "connect" ? 1 : 0);
   return {
-    healthy: state.healthy && failures < t.fail,
+    healthy: state.healthy && failures < p.fail,
     consecutive_failures: failures,
     consecutive_successes: 0,
     last_check_at: obs.at,
     last_error: obs.error ?? "failed",
+    connect_failure_streak: streak,
+    cooldown_until: obs.source === "connect"
+      ? obs.at + cooldownFor(streak, p)
+      : state.cooldown_until,
   };
+}
+
+/** Whether a data-path success would change nothing: healthy, no failure, no cooldown. */
+export function isClean(state: HealthState): boolean {
+  return state.healthy && state.consecutive_failures === 0 && state.cooldown_until === null;
 }
 
 /** Health of every configured backend, keyed by `host:port`. */

@@ -8,7 +8,7 @@
 import { type Backend, type Config, formatAddress } from "./config.ts";
 import { dial, DialError } from "./dial.ts";
 import { ListenError } from "./errors.ts";
-import type { Observation } from "./health.ts";
+import { isClean, isCooling, type Observation } from "./health.ts";
 import { logger } from "./log.ts";
 import { type Activity, closeQuietly, relay } from "./relay.ts";
 import { tryOrder } from "./balancer.ts";
@@ -93,6 +93,8 @@ export interface ProxyOptions {
    * the health table itself in the control plane, a message to it in a worker.
    */
   onResult(backend: Backend, obs: Observation): void;
+  /** Hears of a client that every backend failed (protection mode turns on). */
+  onNoBackend(at: number): void;
   /** Listen with SO_REUSEPORT, so several data planes share the port. */
   reusePort: boolean;
   /**
@@ -144,35 +146,65 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
   }
   sweep();
 
-  const isHealthy = (b: Backend) => runtime.health.get(b.address)?.healthy ?? true;
+  const outOfResources = rateLimited(1000);
 
   async function connectBackend(): Promise<
     { upstream: Deno.TcpConn; counters: BackendCounters } | null
   > {
     const { config } = runtime.snapshot;
     const timeout = config.runtime.backend_connect_timeout_ms;
-    for (const backend of tryOrder(runtime.rr, config.backends, isHealthy)) {
+    const now = Date.now();
+    // Healthy first, then unhealthy, then those cooling down after a failed
+    // connect: a cooling backend is tried only when all others failed this client.
+    const tier = (b: Backend) => {
+      const state = runtime.health.get(b.address);
+      if (!state) return 0;
+      return isCooling(state, now) ? 2 : state.healthy ? 0 : 1;
+    };
+    for (const backend of tryOrder(runtime.rr, config.backends, tier)) {
       try {
         const upstream = await dial(backend.host, backend.port, timeout);
         const state = runtime.health.get(backend.address);
-        // A clean healthy backend has nothing to learn from a success: skip the write.
-        if (state && (!state.healthy || state.consecutive_failures > 0)) {
-          options.onResult(backend, { ok: true, at: Date.now() });
+        // A clean backend has nothing to learn from a success: skip the message,
+        // unless protection mode is counting successes.
+        if (state && (!isClean(state) || runtime.protection.enabled)) {
+          options.onResult(backend, { ok: true, at: Date.now(), source: "connect" });
         }
         const counters = countersOf(backend.address);
         counters.served++;
         return { upstream, counters };
       } catch (err) {
-        const error = err instanceof DialError ? err.message : String(err);
-        countersOf(backend.address)[err instanceof DialError ? err.kind : "other"]++;
-        options.onResult(backend, { ok: false, at: Date.now(), error });
+        if (!(err instanceof DialError)) throw err;
+        if (err.kind === "local") {
+          // Not the backend's fault, and every other backend would fail the same way.
+          const suppressed = outOfResources();
+          if (suppressed !== null) {
+            log.error("cannot open a backend connection: {error}; client closed", {
+              event: "out_of_resources",
+              backend: backend.address,
+              error: err.message,
+              suppressed,
+            });
+          }
+          return null;
+        }
+        countersOf(backend.address)[err.kind]++;
+        options.onResult(backend, {
+          ok: false,
+          at: Date.now(),
+          source: "connect",
+          kind: err.kind,
+          error: err.message,
+        });
         log.debug("connect to {backend} failed: {error}", {
           event: "connect_failed",
           backend: backend.address,
-          error,
+          kind: err.kind,
+          error: err.message,
         });
       }
     }
+    options.onNoBackend(Date.now());
     const suppressed = noBackend();
     if (suppressed !== null) {
       log.warn("no backend accepted the connection; client closed", {

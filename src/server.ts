@@ -8,7 +8,7 @@
  */
 import { type Backend, type Config, readConfig, workerCount } from "./config.ts";
 import { describeError, ListenError, StateError } from "./errors.ts";
-import { recordResult, startHealthChecks } from "./checker.ts";
+import { recordNoBackend, recordResult, startHealthChecks } from "./checker.ts";
 import type { Observation } from "./health.ts";
 import {
   findInstance,
@@ -90,17 +90,34 @@ export async function serve(options: ServeOptions): Promise<number> {
   let pool: WorkerPool | null = null;
   // Every result, from the checks or any data plane, goes through here, so the
   // table stays the one truth and each worker hears of each change.
-  const record = (backend: Backend, obs: Observation) => {
-    recordResult(runtime, backend, obs);
-    const state = runtime.health.get(backend.address);
-    if (pool && state) pool.health(backend.address, state);
+  const tellWorkers = (protectionBefore: boolean, address?: string) => {
+    if (!pool) return;
+    const state = address === undefined ? undefined : runtime.health.get(address);
+    if (address !== undefined && state) pool.health(address, state);
+    if (runtime.protection.enabled !== protectionBefore) pool.protection(runtime.protection);
   };
-  const proxy = createProxy(runtime, { reusePort: planes > 1, planes, onResult: record });
+  const record = (backend: Backend, obs: Observation) => {
+    const protectionBefore = runtime.protection.enabled;
+    recordResult(runtime, backend, obs);
+    tellWorkers(protectionBefore, backend.address);
+  };
+  const noBackend = (at: number) => {
+    const protectionBefore = runtime.protection.enabled;
+    recordNoBackend(runtime, at);
+    tellWorkers(protectionBefore);
+  };
+  const proxy = createProxy(runtime, {
+    reusePort: planes > 1,
+    planes,
+    onResult: record,
+    onNoBackend: noBackend,
+  });
   proxy.listen(config);
   if (planes > 1) {
     try {
-      pool = await startWorkers(planes - 1, config, configPath, runtime.health, {
+      pool = await startWorkers(planes - 1, runtime, {
         onResult: record,
+        onNoBackend: noBackend,
         backend: (address) => runtime.snapshot.config.backends.find((b) => b.address === address),
       });
     } catch (err) {
@@ -255,6 +272,7 @@ export async function serve(options: ServeOptions): Promise<number> {
       now: Date.now(),
       snapshot: runtime.snapshot,
       health: runtime.health,
+      protection: runtime.protection,
       planes: planeStats(),
       reloads: state.reloads,
       lastReload: state.last_reload,

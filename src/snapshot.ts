@@ -8,6 +8,7 @@
 import type { Config } from "./config.ts";
 import { type HealthTable, syncHealth } from "./health.ts";
 import { type RoundRobin, roundRobin } from "./balancer.ts";
+import { initialProtection, type ProtectionState } from "./protection.ts";
 
 /** One loaded config, frozen. */
 export interface Snapshot {
@@ -28,6 +29,8 @@ export interface Runtime {
   readonly health: HealthTable;
   /** Round-robin position; survives reloads. */
   readonly rr: RoundRobin;
+  /** Protection mode; replaced whole on each change, survives reloads. */
+  protection: ProtectionState;
 }
 
 /** Creates the runtime for the config bal starts with. */
@@ -36,6 +39,7 @@ export function createRuntime(config: Config, configPath: string): Runtime {
     snapshot: { config, configPath, generation: 1, loadedAt: Date.now() },
     health: new Map(),
     rr: roundRobin(),
+    protection: initialProtection(),
   };
   syncHealth(runtime.health, config.backends.map((b) => b.address));
   return runtime;

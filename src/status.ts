@@ -5,7 +5,9 @@
  *
  * @module
  */
-import type { HealthState } from "./health.ts";
+import type { RuntimeSettings } from "./config.ts";
+import { type HealthState, isCooling } from "./health.ts";
+import type { ProtectionState } from "./protection.ts";
 import type { ReloadOutcome } from "./instance.ts";
 import { type BackendCounters, zeroCounters } from "./proxy.ts";
 import type { Snapshot } from "./snapshot.ts";
@@ -22,6 +24,10 @@ export interface BackendStatus {
   last_error: string | null;
   consecutive_failures: number;
   consecutive_successes: number;
+  /** Consecutive failed connects on the data path. */
+  connect_failure_streak: number;
+  /** Left of the cooldown that makes new clients skip it, or null. */
+  cooldown_remaining_ms: number | null;
   /** Failed connects on the data path, by kind. */
   counters: { timeout: number; refused: number; other: number };
   connections_served: number;
@@ -49,8 +55,18 @@ export interface Status {
   idle_closed_connections?: number;
   last_check_time?: string | null;
   reloads?: { count: number; last: ReloadOutcome | null };
-  /** Not implemented yet: never enabled. */
-  protection_mode: { enabled: boolean; reason: string | null };
+  /** The settings in force, defaults included. */
+  runtime?: RuntimeSettings;
+  protection_mode: ProtectionMode;
+}
+
+/** Protection mode as status and doctor show it. */
+export interface ProtectionMode {
+  enabled: boolean;
+  /** Why it is on, or null. */
+  reason: string | null;
+  /** When it turned on (RFC 3339), or null. */
+  since: string | null;
 }
 
 /** What the control plane knows, for {@link buildStatus}. */
@@ -60,6 +76,7 @@ export interface StatusInput {
   now: number;
   snapshot: Snapshot;
   health: ReadonlyMap<string, HealthState>;
+  protection: ProtectionState;
   planes: readonly PlaneStats[];
   reloads: number;
   lastReload: ReloadOutcome | null;
@@ -67,9 +84,21 @@ export interface StatusInput {
 
 const iso = (ms: number | null) => ms === null ? null : new Date(ms).toISOString();
 
+/** Protection mode of a bal that is not running: off, whatever it was when it stopped. */
+export const PROTECTION_OFF: ProtectionMode = Object.freeze({
+  enabled: false,
+  reason: null,
+  since: null,
+});
+
 /** The status of a bal that is not running. */
 export function notRunning(): Status {
-  return { running: false, pid: null, protection_mode: { enabled: false, reason: null } };
+  return { running: false, pid: null, protection_mode: PROTECTION_OFF };
+}
+
+/** Protection mode's state as status and doctor show it. */
+export function protectionMode(p: ProtectionState): ProtectionMode {
+  return { enabled: p.enabled, reason: p.reason, since: iso(p.since) };
 }
 
 /** Sums the planes' counters for one backend address. */
@@ -98,6 +127,8 @@ export function buildStatus(input: StatusInput): Status {
       last_error: h?.last_error ?? null,
       consecutive_failures: h?.consecutive_failures ?? 0,
       consecutive_successes: h?.consecutive_successes ?? 0,
+      connect_failure_streak: h?.connect_failure_streak ?? 0,
+      cooldown_remaining_ms: h && isCooling(h, input.now) ? h.cooldown_until! - input.now : null,
       counters: { timeout: c.timeout, refused: c.refused, other: c.other },
       connections_served: c.served,
       bytes_in: c.bytes_in,
@@ -127,6 +158,7 @@ export function buildStatus(input: StatusInput): Status {
     idle_closed_connections: sum("idle_closed"),
     last_check_time: iso(checks.length ? Math.max(...checks) : null),
     reloads: { count: input.reloads, last: input.lastReload },
-    protection_mode: { enabled: false, reason: null },
+    runtime: config.runtime,
+    protection_mode: protectionMode(input.protection),
   };
 }

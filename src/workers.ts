@@ -10,9 +10,11 @@
 import type { Backend, Config } from "./config.ts";
 import { ListenError } from "./errors.ts";
 import type { HealthState, Observation } from "./health.ts";
+import type { ProtectionState } from "./protection.ts";
 import { emitForwarded } from "./log.ts";
 import type { BackendCounters } from "./proxy.ts";
 import type { LogRecord } from "@logtape/logtape";
+import type { Runtime } from "./snapshot.ts";
 
 /** Messages to a worker thread. */
 export type ToWorker =
@@ -24,9 +26,11 @@ export type ToWorker =
     config: Config;
     configPath: string;
     health: [string, HealthState][];
+    protection: ProtectionState;
   }
   | { type: "config"; config: Config }
   | { type: "health"; address: string; state: HealthState }
+  | { type: "protection"; state: ProtectionState }
   | { type: "stop"; drainMs: number }
   | { type: "force" };
 
@@ -35,6 +39,7 @@ export type FromWorker =
   | { type: "ready"; id: number }
   | { type: "failed"; id: number; error: string }
   | { type: "result"; address: string; obs: Observation }
+  | { type: "no_backend"; at: number }
   | { type: "log"; record: LogRecord }
   | ({ type: "stats" } & PlaneStats)
   | { type: "drained"; id: number; forced: number };
@@ -55,6 +60,8 @@ export interface WorkerPool {
   config(config: Config): void;
   /** Sends one backend's health to every worker. */
   health(address: string, state: HealthState): void;
+  /** Sends protection mode's state to every worker (they report successes while it is on). */
+  protection(state: ProtectionState): void;
   /** Latest counters of each worker. */
   stats(): PlaneStats[];
   /** Stops accepting everywhere and drains; resolves to the connections closed at the timeout. */
@@ -69,6 +76,8 @@ export interface WorkerPool {
 export interface PoolHooks {
   /** A data-path connect result from a worker, for the health table. */
   onResult(backend: Backend, obs: Observation): void;
+  /** A client a worker could not connect to any backend. */
+  onNoBackend(at: number): void;
   /** The backend with this address in the current config, if any. */
   backend(address: string): Backend | undefined;
 }
@@ -79,9 +88,7 @@ export interface PoolHooks {
  */
 export async function startWorkers(
   count: number,
-  config: Config,
-  configPath: string,
-  health: Map<string, HealthState>,
+  runtime: Runtime,
   hooks: PoolHooks,
 ): Promise<WorkerPool> {
   const stats = new Map<number, PlaneStats>();
@@ -107,6 +114,8 @@ export async function startWorkers(
               if (backend) hooks.onResult(backend, m.obs);
               return;
             }
+            case "no_backend":
+              return hooks.onNoBackend(m.at);
             case "log":
               return emitForwarded(m.record);
             case "stats": {
@@ -129,9 +138,10 @@ export async function startWorkers(
         type: "start",
         id,
         planes: count + 1,
-        config,
-        configPath,
-        health: [...health],
+        config: runtime.snapshot.config,
+        configPath: runtime.snapshot.configPath,
+        health: [...runtime.health],
+        protection: runtime.protection,
       } satisfies ToWorker,
     );
   }
@@ -147,6 +157,7 @@ export async function startWorkers(
   return {
     config: (config) => send({ type: "config", config }),
     health: (address, state) => send({ type: "health", address, state }),
+    protection: (state) => send({ type: "protection", state }),
     stats: () => [...stats.values()].sort((a, b) => a.id - b.id),
     drain(drainMs) {
       const done = workers.map((_, i) =>

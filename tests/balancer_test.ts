@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { roundRobin, tryOrder } from "../src/balancer.ts";
 
-const all = () => true;
+const all = () => 0;
+const upUnless = (down: string) => (b: string) => b === down ? 1 : 0;
 
 Deno.test("balancer: round robin starts one further each turn", () => {
   const rr = roundRobin();
@@ -17,7 +18,7 @@ Deno.test("balancer: every backend is tried once, in rotation", () => {
 
 Deno.test("balancer: unhealthy backends come last, and only as a last resort", () => {
   const rr = roundRobin();
-  const up = (b: string) => b !== "b";
+  const up = upUnless("b");
   assert.deepEqual(tryOrder(rr, ["a", "b", "c"], up), ["a", "c", "b"]);
   assert.deepEqual(tryOrder(rr, ["a", "b", "c"], up), ["c", "a", "b"]);
 });
@@ -26,7 +27,7 @@ Deno.test("balancer: traffic spreads evenly over the healthy backends", () => {
   const rr = roundRobin();
   const counts: Record<string, number> = {};
   for (let i = 0; i < 300; i++) {
-    const first = tryOrder(rr, ["a", "b", "c", "d"], (b) => b !== "c")[0];
+    const first = tryOrder(rr, ["a", "b", "c", "d"], upUnless("c"))[0];
     counts[first] = (counts[first] ?? 0) + 1;
   }
   assert.deepEqual(counts, { a: 100, b: 100, d: 100 });
@@ -34,8 +35,16 @@ Deno.test("balancer: traffic spreads evenly over the healthy backends", () => {
 
 Deno.test("balancer: with no healthy backend, all are still tried", () => {
   const rr = roundRobin();
-  assert.deepEqual(tryOrder(rr, ["a", "b"], () => false), ["a", "b"]);
-  assert.deepEqual(tryOrder(rr, ["a", "b"], () => false), ["b", "a"]);
+  assert.deepEqual(tryOrder(rr, ["a", "b"], () => 1), ["a", "b"]);
+  assert.deepEqual(tryOrder(rr, ["a", "b"], () => 1), ["b", "a"]);
+});
+
+Deno.test("balancer: tiers in order, each in rotation (healthy, unhealthy, cooling down)", () => {
+  const rr = roundRobin();
+  const tiers: Record<string, number> = { a: 2, b: 0, c: 1, d: 0, e: 2 };
+  const tier = (b: string) => tiers[b];
+  assert.deepEqual(tryOrder(rr, ["a", "b", "c", "d", "e"], tier), ["b", "d", "c", "a", "e"]);
+  assert.deepEqual(tryOrder(rr, ["a", "b", "c", "d", "e"], tier), ["d", "b", "c", "e", "a"]);
 });
 
 Deno.test("balancer: one backend, no backends", () => {

@@ -111,7 +111,7 @@ Deno.test("cli: check warns of exposure, overlapping checks and a backend that i
   assert.equal(r.code, 0);
   assert.deepEqual(JSON.parse(r.stdout).warnings, [
     "bind_address: 0.0.0.0 accepts connections on every interface; use 127.0.0.1 if only local clients should connect",
-    "runtime.health_check_timeout_ms: 6000 is not below health_check_interval_ms (5000); a slow check would overlap the next",
+    "runtime.health_check_timeout_ms: 6000 is not below health_check_interval_ms (500); a check that times out delays the next round, so a dead backend is found later than the interval suggests",
     "backends[0]: 127.0.0.1:9295 is bal's own listen address; connections to it would loop back into bal",
   ]);
   const text = await bal(home, "check", "-c", path);

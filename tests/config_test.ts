@@ -39,11 +39,17 @@ Deno.test("config: the default file parses to the documented defaults", () => {
   assert.equal(c.workers, 1);
   assert.deepEqual(c.backends.map((b) => b.address), ["127.0.0.1:9000", "127.0.0.1:9100"]);
   assert.deepEqual(c.runtime, {
-    health_check_interval_ms: 5000,
-    health_check_timeout_ms: 1000,
-    health_check_fail_threshold: 3,
+    health_check_interval_ms: 500,
+    health_check_timeout_ms: 800,
+    health_check_fail_threshold: 2,
     health_check_success_threshold: 1,
-    backend_connect_timeout_ms: 1000,
+    backend_connect_timeout_ms: 800,
+    failover_backoff_initial_ms: 200,
+    failover_backoff_max_ms: 5000,
+    backend_cooldown_ms: 500,
+    protection_trigger_threshold: 10,
+    protection_window_ms: 30000,
+    protection_stable_success_threshold: 12,
     shutdown_drain_timeout_ms: 30000,
     max_concurrent_connections: 4000,
     connection_idle_timeout_ms: 120000,
@@ -52,16 +58,60 @@ Deno.test("config: the default file parses to the documented defaults", () => {
   });
 });
 
-Deno.test("config: max_concurrent_connections defaults by backend count, a partial map keeps the rest", () => {
-  const backends = (n: number) =>
-    `backends:\n${Array.from({ length: n }, (_, i) => `  - "10.0.0.${i + 1}:80"`).join("\n")}\n`;
-  assert.equal(parseConfig(backends(2), F).runtime.max_concurrent_connections, 4000);
-  assert.equal(parseConfig(backends(3), F).runtime.max_concurrent_connections, 8000);
-  assert.equal(parseConfig(backends(5), F).runtime.max_concurrent_connections, 8000);
-  assert.equal(parseConfig(backends(6), F).runtime.max_concurrent_connections, 12000);
+Deno.test("config: the default file's commented runtime block is every key at its default", () => {
+  const block = DEFAULT_CONFIG_TEXT.split("\n")
+    .filter((l) => l.startsWith("# runtime:") || l.startsWith("#   "))
+    .map((l) => l.slice(2))
+    .join("\n");
+  const c = parseConfig(`${ONE}${block}\n`, F);
+  assert.deepEqual(c.runtime, parseConfig(ONE, F).runtime);
+  assert.equal(Object.keys(c.runtime).length, Object.keys(RUNTIME_RULES).length + 1);
+});
+
+const backends = (n: number) =>
+  `backends:\n${Array.from({ length: n }, (_, i) => `  - "10.0.0.${i + 1}:80"`).join("\n")}\n`;
+
+Deno.test("config: runtime defaults are tuned by backend count (<= 2, 3-5, >= 6)", () => {
+  const tuned = (n: number) => {
+    const r = parseConfig(backends(n), F).runtime;
+    return [
+      r.health_check_interval_ms,
+      r.health_check_timeout_ms,
+      r.health_check_fail_threshold,
+      r.health_check_success_threshold,
+      r.backend_connect_timeout_ms,
+      r.failover_backoff_initial_ms,
+      r.failover_backoff_max_ms,
+      r.backend_cooldown_ms,
+      r.protection_trigger_threshold,
+      r.protection_window_ms,
+      r.protection_stable_success_threshold,
+      r.max_concurrent_connections,
+      r.connection_idle_timeout_ms,
+    ];
+  };
+  const small = [500, 800, 2, 1, 800, 200, 5000, 500, 10, 30000, 12, 4000, 120000];
+  const mid = [700, 1000, 2, 1, 1000, 300, 7000, 700, 12, 30000, 14, 8000, 120000];
+  const large = [1000, 1200, 3, 2, 1200, 500, 10000, 1000, 14, 30000, 16, 12000, 120000];
+  assert.deepEqual([1, 2, 3, 5, 6, 20].map(tuned), [small, small, mid, mid, large, large]);
+});
+
+Deno.test("config: a partial runtime map overrides only its keys; the rest keep the tuned defaults", () => {
   const c = parseConfig(`${backends(6)}runtime:\n  connection_idle_timeout_ms: 0\n`, F);
   assert.equal(c.runtime.connection_idle_timeout_ms, 0);
   assert.equal(c.runtime.max_concurrent_connections, 12000);
+  assert.equal(c.runtime.health_check_fail_threshold, 3);
+});
+
+Deno.test("config: failover_backoff_max_ms must not be below the initial backoff", () => {
+  assert.equal(
+    only(`${ONE}runtime:\n  failover_backoff_max_ms: 100\n`),
+    `${F}:4:28: runtime.failover_backoff_max_ms: 100 is below failover_backoff_initial_ms (200); the backoff grows from initial up to max`,
+  );
+  assert.match(
+    only(`${ONE}runtime:\n  failover_backoff_initial_ms: 9000\n`),
+    /4:32: runtime\.failover_backoff_initial_ms: 9000 is above failover_backoff_max_ms \(5000\)/,
+  );
 });
 
 Deno.test("config: overload_policy is reject", () => {
@@ -80,6 +130,7 @@ Deno.test("config: overload_policy is reject", () => {
 });
 
 Deno.test("config: warnings name tcp_backlog, which Deno cannot set", () => {
+  // The tuned defaults pair a 500 ms interval with an 800 ms timeout on purpose: no warning.
   assert.deepEqual(configWarnings(parseConfig(`bind_address: 127.0.0.1\n${ONE}`, F)), []);
   assert.deepEqual(
     configWarnings(
@@ -97,18 +148,18 @@ Deno.test("config: only backends is required; everything else defaults", () => {
   assert.equal(c.bind_address, DEFAULTS.bind_address);
   assert.equal(
     c.runtime.shutdown_drain_timeout_ms,
-    RUNTIME_RULES.shutdown_drain_timeout_ms.default,
+    RUNTIME_RULES.shutdown_drain_timeout_ms.tuned[0],
   );
 });
 
 Deno.test("config: a partial runtime map overrides only its keys", () => {
   const c = parseConfig(`${ONE}runtime:\n  health_check_interval_ms: 250\n`, F);
   assert.equal(c.runtime.health_check_interval_ms, 250);
-  assert.equal(c.runtime.health_check_timeout_ms, 1000);
+  assert.equal(c.runtime.health_check_timeout_ms, 800);
 });
 
 Deno.test("config: an empty runtime key means no overrides", () => {
-  assert.equal(parseConfig(`${ONE}runtime:\n`, F).runtime.backend_connect_timeout_ms, 1000);
+  assert.equal(parseConfig(`${ONE}runtime:\n`, F).runtime.backend_connect_timeout_ms, 800);
 });
 
 Deno.test("config: the result is frozen", () => {

@@ -25,7 +25,7 @@ Deno.test("doctor: all ok when bal could start, with the JSON contract", async (
       assert.deepEqual(Object.keys(c).sort(), ["hint", "level", "name", "summary"]);
     }
     assert.deepEqual(levels(json), { pid: "ok", config: "ok", bind: "ok", backend: "ok" });
-    assert.deepEqual(json.protection_mode, { enabled: false, reason: null });
+    assert.deepEqual(json.protection_mode, { enabled: false, reason: null, since: null });
     const text = await bal(home, "doctor", "-c", config);
     assert.equal(text.code, 0);
     assert.match(text.stdout, /^\[ok\] backend: 1\/1 backends reachable$/m);

@@ -53,12 +53,9 @@ Deno.test("proxy: a dead backend never costs a client its connection", async () 
   const d = await startDaemon(home, config, port);
   try {
     for (let i = 0; i < 10; i++) assert.equal(await askName(port), "L");
-    // Round robin sent about half of them to the dead backend first.
+    // Round robin sent one of them to the dead backend first; then it cooled down.
     const failed = d.log().filter((l) => l.event === "connect_failed");
-    assert.ok(
-      failed.length >= 4,
-      `expected failed connects to the dead backend, got ${failed.length}`,
-    );
+    assert.ok(failed.length >= 1, "the dead backend was tried");
     assert.equal((failed[0].fields as Record<string, unknown>).backend, `127.0.0.1:${dead}`);
   } finally {
     await d.stop();

@@ -252,3 +252,73 @@ Deno.test("reload: runtime keys and log_level apply without a restart", async ()
     await echo.close();
   }
 });
+
+Deno.test("reload: every runtime key is reloaded without a restart, and the new values act", async () => {
+  const echo = echoBackend();
+  const dead = freePort();
+  const home = tempHome();
+  const port = freePort();
+  const before = {
+    health_check_interval_ms: 200,
+    health_check_timeout_ms: 150,
+    health_check_fail_threshold: 1000,
+    health_check_success_threshold: 3,
+    backend_connect_timeout_ms: 300,
+    failover_backoff_initial_ms: 100,
+    failover_backoff_max_ms: 100,
+    backend_cooldown_ms: 0,
+    protection_trigger_threshold: 1000,
+    protection_window_ms: 10_000,
+    protection_stable_success_threshold: 50,
+    shutdown_drain_timeout_ms: 5000,
+    max_concurrent_connections: 100,
+    connection_idle_timeout_ms: 60_000,
+    tcp_backlog: 511,
+  };
+  const after = {
+    health_check_interval_ms: 300,
+    health_check_timeout_ms: 250,
+    health_check_fail_threshold: 999,
+    health_check_success_threshold: 2,
+    backend_connect_timeout_ms: 400,
+    failover_backoff_initial_ms: 1700,
+    failover_backoff_max_ms: 1700,
+    backend_cooldown_ms: 5,
+    protection_trigger_threshold: 999,
+    protection_window_ms: 20_000,
+    protection_stable_success_threshold: 60,
+    shutdown_drain_timeout_ms: 4000,
+    max_concurrent_connections: 1,
+    connection_idle_timeout_ms: 50_000,
+    tcp_backlog: 511,
+  };
+  const config = writeConfig(home, { port, backends: [dead, echo.port], runtime: before });
+  const d = await startDaemon(home, config, port);
+  const status = async () => JSON.parse((await bal(home, "status", "--json")).stdout);
+  try {
+    assert.deepEqual((await status()).runtime, { ...before, overload_policy: "reject" });
+    writeConfig(home, { port, backends: [dead, echo.port], runtime: after });
+    assert.equal((await bal(home, "graceful")).code, 0);
+    assert.deepEqual((await status()).runtime, { ...after, overload_policy: "reject" });
+    // max_concurrent_connections 1: a second client is closed at once.
+    const first = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(first, text("a"));
+    assert.equal(str(await readN(first, 1)), "a");
+    const second = await Deno.connect({ hostname: "127.0.0.1", port });
+    assert.equal((await readAll(second)).length, 0, "the second client was closed");
+    second.close();
+    first.close();
+    // The new backoff sizes the dead backend's cooldown.
+    await waitFor("a cooldown under the new backoff", async () => {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port });
+      await new Promise((r) => setTimeout(r, 50));
+      c.close();
+      return d.log().some((l) =>
+        l.event === "backend_cooldown" && fieldsOf(l).cooldown_ms === 1700
+      );
+    });
+  } finally {
+    await d.stop();
+    await echo.close();
+  }
+});

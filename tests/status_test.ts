@@ -50,7 +50,7 @@ Deno.test("status: not running is a report too, exit 0", async () => {
   assert.deepEqual(await status(home), {
     running: false,
     pid: null,
-    protection_mode: { enabled: false, reason: null },
+    protection_mode: { enabled: false, reason: null, since: null },
   });
   const r = await bal(home, "status");
   assert.equal(r.code, 0);
@@ -80,7 +80,7 @@ Deno.test("status: live counts while connections are open, and the JSON contract
     assert.equal(s.port, port);
     assert.equal(s.active_connections, 3);
     assert.equal(s.backend_total, 2);
-    assert.deepEqual(s.protection_mode, { enabled: false, reason: null });
+    assert.deepEqual(s.protection_mode, { enabled: false, reason: null, since: null });
     const [live, down] = s.backends;
     for (const key of BACKEND_KEYS) assert.ok(key in live, `backend lacks ${key}`);
     assert.equal(live.address, `127.0.0.1:${echo.port}`);
@@ -88,6 +88,10 @@ Deno.test("status: live counts while connections are open, and the JSON contract
     assert.equal(live.connections_served, 3);
     assert.ok(down.counters.refused >= 1, JSON.stringify(down.counters));
     assert.equal(down.connections_served, 0);
+    assert.equal(down.connect_failure_streak, down.counters.refused);
+    assert.equal(live.cooldown_remaining_ms, null);
+    assert.equal(s.runtime.health_check_interval_ms, 60_000);
+    assert.equal(s.runtime.max_concurrent_connections, 4000);
 
     held.forEach((c) => c.closeWrite());
     await Promise.all(held.map((c) => c.read(new Uint8Array(8))));

@@ -136,3 +136,45 @@ Deno.test("workers: stop lets in-flight responses on both planes finish", async 
     await slow.close();
   }
 });
+
+Deno.test("workers: every data plane skips a cooling backend and reports clients with no backend", async () => {
+  const live = nameBackend("L");
+  const dead = freePort();
+  const home = tempHome();
+  const port = freePort();
+  const config = writeConfig(home, {
+    port,
+    backends: [dead, live.port],
+    runtime: {
+      health_check_interval_ms: 60_000,
+      health_check_fail_threshold: 1000,
+      failover_backoff_initial_ms: 5000,
+      failover_backoff_max_ms: 5000,
+      protection_trigger_threshold: 1000,
+    },
+    extra: "workers: 2",
+  });
+  const d = await startDaemon(home, config, port);
+  try {
+    const n = 100;
+    for (let i = 0; i < n; i++) assert.equal(await askName(port), "L");
+    const p = await waitFor("both planes' counters", () => {
+      const x = planes(home);
+      return x.reduce((s, y) => s + y.accepted, 0) === n ? x : undefined;
+    }, 5000);
+    assert.ok(p.every((plane) => plane.accepted > 0), JSON.stringify(p));
+    // Each plane hears of the cooldown from the control plane: a couple of tries, not 50.
+    const tries = d.log().filter((l) => l.event === "connect_failed").length;
+    assert.ok(tries >= 1 && tries <= 4, `the dead backend was tried ${tries} times`);
+    // Only the dead backend left: every client, on either plane, turns protection on.
+    writeConfig(home, { port, backends: [dead], extra: "workers: 2" });
+    assert.equal((await bal(home, "graceful")).code, 0);
+    for (let i = 0; i < 10; i++) assert.equal(await askName(port).catch(() => ""), "");
+    const s = JSON.parse((await bal(home, "status", "--json")).stdout);
+    assert.equal(s.protection_mode.enabled, true);
+    assert.match(s.protection_mode.reason, /no backend/);
+  } finally {
+    await d.stop();
+    await live.close();
+  }
+});
