@@ -46,6 +46,10 @@ export function flagsOfTask(command: string): string[] {
  *   CLICOLOR_FORCE, LOG_STREAM, LOG_TOKENS); nothing else.
  * - `--unstable-net`: `reusePort` on the listener, so `workers` data planes
  *   share the port.
+ * - `--v8-flags=--max-semi-space-size=1`: a 1 MB young generation per
+ *   isolate. Measured: the same throughput, and about half the RSS under
+ *   sustained load (108 MB instead of 205 MB with 2 workers after 33,000
+ *   streamed connections; 20 instead of 27 KiB per idle connection).
  */
 export const RUN_FLAGS: readonly string[] = Object.freeze(
   flagsOfTask(denoJson.tasks.bal.command),

@@ -11,6 +11,7 @@ import { graceful, liveStatus, ReloadRefused, stop } from "./control.ts";
 import { reportReady, startDaemon } from "./daemon.ts";
 import { BalError, ConfigError, describeError } from "./errors.ts";
 import type { LogFormat } from "./log.ts";
+import { findInstance } from "./instance.ts";
 import { absolute, ensureStateDir, type StatePaths, statePaths } from "./paths.ts";
 import { serve } from "./server.ts";
 import { diagnose } from "./doctor.ts";
@@ -247,7 +248,10 @@ async function statusCommand(options: StatusOptions): Promise<number> {
 
 async function doctorCommand(options: StatusOptions & { config?: string }): Promise<number> {
   const paths = statePaths();
-  const diagnosis = await diagnose(paths, configPathOf(options.config, paths));
+  // Without -c, the config of the running bal, which is the one that matters.
+  const found = options.config ? null : await findInstance(paths);
+  const running = found?.kind === "running" ? found.state?.config_path : undefined;
+  const diagnosis = await diagnose(paths, running ?? configPathOf(options.config, paths));
   const critical = diagnosis.checks.some((c) => c.level === "critical");
   if (options.json) {
     out(JSON.stringify(diagnosis));

@@ -554,6 +554,8 @@ function describeNode(node: Node | null | undefined): string {
 
 /** yaml's message without its own position suffix (we print ours). */
 function yamlReason(message: string): string {
+  // The parser recurses per nesting level and reports its own stack overflow.
+  if (message.includes("call stack")) return "nested too deeply";
   return message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
 }
 

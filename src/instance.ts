@@ -4,9 +4,10 @@
  * and whether that pid is really a live bal.
  *
  * A pid counts as running only if the process exists, is not a zombie
- * (an exited daemon can stay one for seconds before it is reaped) and, where
- * the platform tells, started when the state file says it did (so a reused
- * pid is not taken for bal).
+ * (an exited daemon can stay one for seconds before it is reaped), holds
+ * the state directory's lock (`bal.lock`, which the kernel releases however
+ * bal dies) and, where the platform tells, started when the state file says
+ * it did: a reused pid is never taken for bal.
  *
  * @module
  */
@@ -112,17 +113,54 @@ export async function readState(paths: StatePaths): Promise<InstanceState | null
   }
 }
 
-/** Finds the running bal from the pid file. */
+/**
+ * Whether no process holds the state directory's lock (so no bal runs
+ * there, whatever the pid file says). Takes and drops the lock to find out.
+ */
+async function lockFree(paths: StatePaths): Promise<boolean> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(paths.lock, { read: true });
+  } catch {
+    return true;
+  }
+  try {
+    return await file.tryLock(true);
+  } finally {
+    file.close();
+  }
+}
+
+/**
+ * Finds the running bal from the pid file. A pid counts only while its
+ * process is alive, not a zombie, started when the state file says, and
+ * the directory's lock is held.
+ */
 export async function findInstance(paths: StatePaths): Promise<Instance> {
   const pid = await readPid(paths);
   if (pid === null) return { kind: "none" };
   if (pid === Deno.pid || (await processStatus(pid)) !== "running") return { kind: "stale", pid };
+  // A live process that is not bal (the pid was reused, the state file is gone).
+  if (await lockFree(paths)) return { kind: "stale", pid };
   const state = await readState(paths);
   if (state && state.pid === pid && state.proc_start !== null) {
     const start = await processStart(pid);
     if (start !== null && start !== state.proc_start) return { kind: "stale", pid };
   }
   return { kind: "running", pid, state: state?.pid === pid ? state : null };
+}
+
+/**
+ * Takes the state directory's lock for this process's life, or returns null
+ * when another process holds it. The kernel drops the lock when its holder
+ * exits, however it dies (`kill -9` included), so a lock is never stale;
+ * of two bals starting at the same moment, exactly one gets it.
+ */
+export async function lockInstance(paths: StatePaths): Promise<Deno.FsFile | null> {
+  const file = await Deno.open(paths.lock, { create: true, write: true, mode: 0o600 });
+  if (await file.tryLock(true)) return file;
+  file.close();
+  return null;
 }
 
 /** Writes a file whole or not at all (write aside, then rename). */

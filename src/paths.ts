@@ -21,6 +21,8 @@ export interface StatePaths {
   state: string;
   /** Control socket answering `bal status`. */
   sock: string;
+  /** Held locked (flock) by the running bal for its whole life: one bal per directory. */
+  lock: string;
 }
 
 /** Resolves the state directory from the environment. */
@@ -41,6 +43,7 @@ export function statePaths(dir: string = stateDir()): StatePaths {
     log: `${dir}/bal.log`,
     state: `${dir}/bal.state.json`,
     sock: `${dir}/bal.sock`,
+    lock: `${dir}/bal.lock`,
   };
 }
 

@@ -146,7 +146,9 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
   }
   sweep();
 
-  const outOfResources = rateLimited(1000);
+  // Running out of descriptors is one episode: logged when it starts and when it ends.
+  const outOfResources = episode();
+  const acceptFailing = episode();
 
   async function connectBackend(): Promise<
     { upstream: Deno.TcpConn; counters: BackendCounters } | null
@@ -164,6 +166,13 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
     for (const backend of tryOrder(runtime.rr, config.backends, tier)) {
       try {
         const upstream = await dial(backend.host, backend.port, timeout);
+        const failures = outOfResources.recover();
+        if (failures !== null) {
+          log.info("backend connections open again after {failures} failed for lack of resources", {
+            event: "out_of_resources_ended",
+            failures,
+          });
+        }
         const state = runtime.health.get(backend.address);
         // A clean backend has nothing to learn from a success: skip the message,
         // unless protection mode is counting successes.
@@ -177,14 +186,15 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
         if (!(err instanceof DialError)) throw err;
         if (err.kind === "local") {
           // Not the backend's fault, and every other backend would fail the same way.
-          const suppressed = outOfResources();
-          if (suppressed !== null) {
-            log.error("cannot open a backend connection: {error}; client closed", {
-              event: "out_of_resources",
-              backend: backend.address,
-              error: err.message,
-              suppressed,
-            });
+          if (outOfResources.fail()) {
+            log.error(
+              "cannot open backend connections: {error}; clients are closed until it passes",
+              {
+                event: "out_of_resources",
+                backend: backend.address,
+                error: err.message,
+              },
+            );
           }
           return null;
         }
@@ -252,7 +262,6 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
   }
 
   async function acceptLoop(l: Deno.TcpListener): Promise<void> {
-    const acceptFailed = rateLimited(1000);
     for (;;) {
       let client: Deno.TcpConn;
       try {
@@ -260,16 +269,21 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
       } catch (err) {
         if (closing.has(l)) return;
         // EMFILE and friends: back off instead of spinning, and keep serving.
-        const suppressed = acceptFailed();
-        if (suppressed !== null) {
-          log.error("accept failed: {error}", {
+        if (acceptFailing.fail()) {
+          log.error("accept failed: {error}; retrying every 50 ms", {
             event: "accept_failed",
             error: String(err),
-            suppressed,
           });
         }
         await new Promise((r) => setTimeout(r, 50));
         continue;
+      }
+      const failures = acceptFailing.recover();
+      if (failures !== null) {
+        log.info("accepting again after {failures} failed accepts", {
+          event: "accept_recovered",
+          failures,
+        });
       }
       accepted++;
       const { max_concurrent_connections: max } = runtime.snapshot.config.runtime;
@@ -394,5 +408,29 @@ function rateLimited(intervalMs: number): () => number | null {
     const n = swallowed;
     swallowed = 0;
     return n;
+  };
+}
+
+/**
+ * Tracks a failure that lasts (out of file descriptors): `fail()` is true
+ * only for the first failure of an episode; `recover()`, called on each
+ * success, returns how many failures the episode had once it is over (no
+ * failure for a second: a shortage flaps as descriptors free and fill),
+ * else null. One line when it starts and one when it ends.
+ */
+function episode(): { fail(): boolean; recover(): number | null } {
+  let failures = 0;
+  let last = 0;
+  return {
+    fail() {
+      last = Date.now();
+      return ++failures === 1;
+    },
+    recover() {
+      if (failures === 0 || Date.now() - last < 1000) return null;
+      const n = failures;
+      failures = 0;
+      return n;
+    },
   };
 }

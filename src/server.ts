@@ -11,9 +11,10 @@ import { describeError, ListenError, StateError } from "./errors.ts";
 import { recordNoBackend, recordResult, startHealthChecks } from "./checker.ts";
 import type { Observation } from "./health.ts";
 import {
-  findInstance,
   type InstanceState,
+  lockInstance,
   processStart,
+  readPid,
   removeInstanceFiles,
   writePid,
   writeState,
@@ -66,9 +67,24 @@ export interface ServeOptions {
  * code; rejects with a BalError when it cannot start.
  */
 export async function serve(options: ServeOptions): Promise<number> {
+  const { paths } = options;
+  const lock = await lockInstance(paths);
+  if (!lock) {
+    const pid = await readPid(paths);
+    // Without a pid file yet, the other one is still starting.
+    throw new StateError(`bal is already running (${pid ? `pid ${pid}` : "starting"})`);
+  }
+  try {
+    return await serveLocked(options);
+  } finally {
+    lock.close();
+  }
+}
+
+async function serveLocked(options: ServeOptions): Promise<number> {
   const { paths, configPath } = options;
-  const found = await findInstance(paths);
-  if (found.kind === "running") throw new StateError(`bal is already running (pid ${found.pid})`);
+  // With the lock ours, a pid file left behind can only be stale.
+  const stalePid = await readPid(paths);
 
   const loaded = await readConfig(configPath);
   if (!loaded.ok) throw loaded.errors[0];
@@ -78,10 +94,10 @@ export async function serve(options: ServeOptions): Promise<number> {
     format: options.daemon ? "json" : options.logFormat,
     file: options.daemon ? paths.log : undefined,
   });
-  if (found.kind === "stale") {
-    log.warn("replaced the stale pid file of pid {pid}, which is not running", {
+  if (stalePid !== null) {
+    log.warn("replaced the stale pid file of pid {pid}, which is not a running bal", {
       event: "stale_pid",
-      pid: found.pid,
+      pid: stalePid,
     });
   }
 
@@ -138,16 +154,21 @@ export async function serve(options: ServeOptions): Promise<number> {
     last_reload: null,
     data_planes: planeStats(),
   };
-  const statsTimer = setInterval(() => {
-    const now = planeStats();
-    if (JSON.stringify(now) === JSON.stringify(state.data_planes)) return;
-    state.data_planes = now;
-    writeState(paths, state).catch((err) =>
+  // One write at a time, each of the state as it is then: two writes racing
+  // on the same temporary file could lose the newer one.
+  let saving = Promise.resolve();
+  const saveState = () =>
+    saving = saving.then(() => writeState(paths, state)).catch((err) =>
       log.warn("cannot write the state file: {error}", {
         event: "state_write_failed",
         error: describeError(err),
       })
     );
+  const statsTimer = setInterval(() => {
+    const now = planeStats();
+    if (JSON.stringify(now) === JSON.stringify(state.data_planes)) return;
+    state.data_planes = now;
+    saveState();
   }, STATS_INTERVAL_MS);
 
   const onUnhandled = (e: PromiseRejectionEvent) => {
@@ -235,7 +256,7 @@ export async function serve(options: ServeOptions): Promise<number> {
       backends: runtime.snapshot.config.backends.length,
       listen: proxy.address(),
     };
-    await writeState(paths, state);
+    await saveState();
   }
 
   let stopRequested: (signal: string) => void = () => {};
@@ -279,7 +300,7 @@ export async function serve(options: ServeOptions): Promise<number> {
     });
   });
   await writePid(paths);
-  await writeState(paths, state);
+  await saveState();
   await options.onReady?.(proxy.address()!);
 
   const signal = await stopping;
@@ -294,7 +315,7 @@ export async function serve(options: ServeOptions): Promise<number> {
     drain_ms: drainMs,
   });
   state.status = "stopping";
-  await writeState(paths, state);
+  await saveState();
   await reloading;
   const [forcedHere, forcedWorkers] = await Promise.all([
     proxy.drain(drainMs),

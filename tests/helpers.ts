@@ -150,9 +150,22 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 
-/** Starts `bal start -d -c config` and returns once it listens. */
-export async function startDaemon(home: string, config: string, port: number): Promise<Daemon> {
-  const r = await bal(home, "start", "-d", "-c", config);
+/**
+ * Starts `bal start -d -c config` and returns once it listens; with
+ * `fdLimit`, under `ulimit -n fdLimit` (the daemon inherits it).
+ */
+export async function startDaemon(
+  home: string,
+  config: string,
+  port: number,
+  options: { fdLimit?: number } = {},
+): Promise<Daemon> {
+  const r = options.fdLimit === undefined
+    ? await bal(home, "start", "-d", "-c", config)
+    : await runCommand("sh", [
+      "-c",
+      `ulimit -n ${options.fdLimit}; exec "${Deno.execPath()}" task -q bal start -d -c "${config}"`,
+    ], { cwd: ROOT, env: { BAL_HOME: home } });
   if (r.code !== 0) throw new Error(`bal start -d failed (${r.code}): ${r.stderr}${r.stdout}`);
   const pid = readPid(home)!;
   started.add(pid);

@@ -12,8 +12,6 @@ import {
   echoing,
   freePort,
   readN,
-  readPid,
-  ROOT,
   startDaemon,
   str,
   tempHome,
@@ -118,15 +116,7 @@ Deno.test("limits: out of file descriptors, bal logs it, does not spin or die, a
   const port = freePort();
   const config = writeConfig(home, { port, backends: [echo.port] });
   // About 26 fds at rest: 64 leave room for a dozen proxied connections, not 40.
-  const start = await new Deno.Command("sh", {
-    args: ["-c", `ulimit -n 64; exec "${Deno.execPath()}" task -q bal start -d -c "${config}"`],
-    cwd: ROOT,
-    env: { BAL_HOME: home },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(start.code, 0, new TextDecoder().decode(start.stderr));
-  const pid = readPid(home)!;
+  const { pid } = await startDaemon(home, config, port, { fdLimit: 64 });
   const conns: Deno.TcpConn[] = [];
   try {
     const results = await Promise.allSettled(Array.from({ length: 40 }, async () => {

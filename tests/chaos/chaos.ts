@@ -1,0 +1,131 @@
+/**
+ * Shared pieces of the chaos suite (`deno task test:chaos`): the profile
+ * (CHAOS_PROFILE=short for CI, full otherwise), a client that streams
+ * random bytes through bal and checks every byte that comes back, process
+ * memory, and the figures each scenario records for docs/reliability.md.
+ *
+ * @module
+ */
+import { closeQuietly, ROOT } from "../helpers.ts";
+
+/** `short` (CI, about two minutes) or `full` (the figures in docs/reliability.md). */
+export const PROFILE = Deno.env.get("CHAOS_PROFILE") === "short" ? "short" : "full";
+
+/** The short or the full profile's value. */
+export function pick<T>(short: T, full: T): T {
+  return PROFILE === "short" ? short : full;
+}
+
+const RESULTS = PROFILE === "full"
+  ? `${ROOT}docs/reliability-results.json`
+  : `${Deno.makeTempDirSync({ prefix: "bal-chaos-" })}/results.json`;
+
+/** Records one scenario's figures (merged into the results file by name). */
+export function record(scenario: string, figures: Record<string, unknown>): void {
+  let all: Record<string, unknown> = {};
+  try {
+    all = JSON.parse(Deno.readTextFileSync(RESULTS));
+  } catch {
+    // first scenario of the run
+  }
+  all[scenario] = { ...figures, profile: PROFILE, at: new Date().toISOString() };
+  Deno.writeTextFileSync(RESULTS, JSON.stringify(all, null, 2) + "\n");
+}
+
+/** Resident memory of `pid` in KiB. */
+export function rssKiB(pid: number): number {
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+}
+
+/** `n` random bytes (getRandomValues fills at most 64 KiB per call). */
+export function randomBytes(n: number): Uint8Array {
+  const out = new Uint8Array(n);
+  for (let off = 0; off < n; off += 65536) {
+    crypto.getRandomValues(out.subarray(off, Math.min(n, off + 65536)));
+  }
+  return out;
+}
+
+/** A random integer in [min, max]. */
+export function between(min: number, max: number): number {
+  return min + Math.floor(Math.random() * (max - min + 1));
+}
+
+/** How one streamed connection went. */
+export interface StreamResult {
+  sent: number;
+  received: number;
+  /** Every byte came back, in order, and nothing more. */
+  intact: boolean;
+  /** The error that ended it early (a reset, a refused connect), or null. */
+  error: string | null;
+}
+
+/** How to stream. */
+export interface StreamOptions {
+  /** After the last byte, half-close and read until the echo's EOF; else read back exactly. */
+  halfClose?: boolean;
+  /** Bytes per write. */
+  chunk?: number;
+  /** Pause between writes, to keep the connection open longer. */
+  pauseMs?: number;
+}
+
+/**
+ * Connects to bal at `port` (in front of echo backends), sends `data` and
+ * checks that exactly the same bytes come back.
+ */
+export async function streamEcho(
+  port: number,
+  data: Uint8Array,
+  options: StreamOptions = {},
+): Promise<StreamResult> {
+  const { halfClose = false, chunk = 16 * 1024, pauseMs = 0 } = options;
+  let conn: Deno.TcpConn;
+  try {
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  } catch (err) {
+    return { sent: 0, received: 0, intact: false, error: String(err) };
+  }
+  let sent = 0;
+  let received = 0;
+  let intact = true;
+  let error: string | null = null;
+  const writer = (async () => {
+    while (sent < data.length) {
+      const end = Math.min(data.length, sent + chunk);
+      let off = sent;
+      while (off < end) off += await conn.write(data.subarray(off, end));
+      sent = end;
+      if (pauseMs) await new Promise((r) => setTimeout(r, pauseMs));
+    }
+    if (halfClose) await conn.closeWrite();
+  })();
+  const reader = (async () => {
+    const buf = new Uint8Array(64 * 1024);
+    while (halfClose || received < data.length) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      for (let i = 0; i < n; i++) {
+        if (buf[i] !== data[received + i]) {
+          intact = false;
+          break;
+        }
+      }
+      received += n;
+      if (!intact || received > data.length) break;
+    }
+  })();
+  try {
+    await Promise.all([writer, reader]);
+  } catch (err) {
+    error = String(err);
+  } finally {
+    closeQuietly(conn);
+  }
+  return { sent, received, intact: intact && received === data.length && error === null, error };
+}
+
+/** A promise that resolves after `ms`. */
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
