@@ -12,6 +12,7 @@ import {
   readLog,
   readPid,
   ROOT,
+  startBal,
   startDaemon,
   tempHome,
   waitFor,
@@ -295,9 +296,8 @@ Deno.test("cli: a stale pid file is detected, removed by stop and replaced by st
 });
 
 Deno.test("cli: a live process that is not bal (reused pid) is not taken for bal", async () => {
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [9] }), port);
+  const d = await startBal({ backends: [9] });
+  const { home } = d;
   const other = new Deno.Command("sleep", { args: ["30"] }).spawn();
   try {
     // The pid file now names another live process than the state file's bal.
@@ -352,9 +352,8 @@ Deno.test("cli: start with an invalid config fails before forking, with the erro
 });
 
 Deno.test("cli: SIGUSR1 reopens bal.log, so logrotate can move it away", async () => {
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [9] }), port);
+  const d = await startBal({ backends: [9] });
+  const { home } = d;
   try {
     Deno.renameSync(`${home}/bal.log`, `${home}/bal.log.1`);
     Deno.kill(d.pid, "SIGUSR1");
@@ -373,9 +372,8 @@ Deno.test("cli: SIGUSR1 reopens bal.log, so logrotate can move it away", async (
 });
 
 Deno.test("cli: SIGTERM sent directly stops the daemon cleanly", async () => {
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [9] }), port);
+  const d = await startBal({ backends: [9] });
+  const { home } = d;
   try {
     Deno.kill(d.pid, "SIGTERM");
     await waitFor("the daemon to exit", () => !alive(d.pid));

@@ -5,17 +5,7 @@
  * stable successes, doubling the backoff, never stale after a stop).
  */
 import assert from "node:assert/strict";
-import {
-  askName,
-  bal,
-  type Daemon,
-  freePort,
-  nameBackend,
-  startDaemon,
-  tempHome,
-  waitFor,
-  writeConfig,
-} from "./helpers.ts";
+import { askName, bal, type Daemon, freePort, nameBackend, startBal, waitFor } from "./helpers.ts";
 
 // deno-lint-ignore no-explicit-any -- status JSON, checked field by field
 type Json = any;
@@ -48,25 +38,19 @@ function eventTimes(d: Daemon, event: string, backend?: string): number[] {
 Deno.test("failover: a refusing backend is skipped while it cools down, the cooldown doubling up to the max", async () => {
   const live = nameBackend("L");
   const dead = freePort();
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(
-    home,
-    writeConfig(home, {
-      port,
-      backends: [dead, live.port],
-      runtime: {
-        // Only the data path finds the dead backend, and never marks it down.
-        health_check_interval_ms: 60_000,
-        health_check_fail_threshold: 1000,
-        failover_backoff_initial_ms: 200,
-        failover_backoff_max_ms: 800,
-        backend_cooldown_ms: 100,
-        protection_trigger_threshold: 1000,
-      },
-    }),
-    port,
-  );
+  const d = await startBal({
+    backends: [dead, live.port],
+    runtime: {
+      // Only the data path finds the dead backend, and never marks it down.
+      health_check_interval_ms: 60_000,
+      health_check_fail_threshold: 1000,
+      failover_backoff_initial_ms: 200,
+      failover_backoff_max_ms: 800,
+      backend_cooldown_ms: 100,
+      protection_trigger_threshold: 1000,
+    },
+  });
+  const { home, port } = d;
   try {
     const answers = await traffic(port, 2600);
     assert.ok(answers.length > 50, `only ${answers.length} clients in 2.6 s`);
@@ -99,23 +83,17 @@ Deno.test("failover: a refusing backend is skipped while it cools down, the cool
 Deno.test("failover: a passing health check ends the cooldown, so a backend that is up gets traffic", async () => {
   const a = nameBackend("A");
   const bPort = freePort();
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(
-    home,
-    writeConfig(home, {
-      port,
-      backends: [bPort, a.port],
-      runtime: {
-        health_check_interval_ms: 200,
-        health_check_fail_threshold: 1000,
-        failover_backoff_initial_ms: 60_000,
-        failover_backoff_max_ms: 60_000,
-        protection_trigger_threshold: 1000,
-      },
-    }),
-    port,
-  );
+  const d = await startBal({
+    backends: [bPort, a.port],
+    runtime: {
+      health_check_interval_ms: 200,
+      health_check_fail_threshold: 1000,
+      failover_backoff_initial_ms: 60_000,
+      failover_backoff_max_ms: 60_000,
+      protection_trigger_threshold: 1000,
+    },
+  });
+  const { home, port } = d;
   let b = null;
   try {
     await traffic(port, 100);
@@ -140,28 +118,22 @@ Deno.test("failover: a passing health check ends the cooldown, so a backend that
 Deno.test("failover: protection mode turns on at the trigger, doubles the cooldown, turns off after stable successes", async () => {
   const live = nameBackend("L");
   const deadPort = freePort();
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(
-    home,
-    writeConfig(home, {
-      port,
-      backends: [deadPort, live.port],
-      runtime: {
-        health_check_interval_ms: 60_000,
-        health_check_fail_threshold: 1000,
-        failover_backoff_initial_ms: 300,
-        failover_backoff_max_ms: 300,
-        backend_cooldown_ms: 0,
-        protection_trigger_threshold: 2,
-        protection_window_ms: 30_000,
-        // Enough that the live backend's successes alone (a client every ~10 ms)
-        // keep it on for the test's first second.
-        protection_stable_success_threshold: 150,
-      },
-    }),
-    port,
-  );
+  const d = await startBal({
+    backends: [deadPort, live.port],
+    runtime: {
+      health_check_interval_ms: 60_000,
+      health_check_fail_threshold: 1000,
+      failover_backoff_initial_ms: 300,
+      failover_backoff_max_ms: 300,
+      backend_cooldown_ms: 0,
+      protection_trigger_threshold: 2,
+      protection_window_ms: 30_000,
+      // Enough that the live backend's successes alone (a client every ~10 ms)
+      // keep it on for the test's first second.
+      protection_stable_success_threshold: 150,
+    },
+  });
+  const { home, port } = d;
   let revived = null;
   try {
     const off = await status(home);
@@ -211,13 +183,8 @@ Deno.test("failover: protection mode turns on at the trigger, doubles the cooldo
 });
 
 Deno.test("failover: a client with no backend turns protection on; a stop never leaves it stale", async () => {
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(
-    home,
-    writeConfig(home, { port, backends: [freePort()] }),
-    port,
-  );
+  const d = await startBal({ backends: [freePort()] });
+  const { home, port } = d;
   try {
     assert.equal(await askName(port).catch(() => ""), "");
     await waitFor("protection on", async () => (await status(home)).protection_mode.enabled);

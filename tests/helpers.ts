@@ -182,6 +182,25 @@ export async function startDaemon(
   };
 }
 
+/** A daemon started by {@link startBal}, with its config file. */
+export interface Started extends Daemon {
+  config: string;
+}
+
+/**
+ * A fresh state directory, a free port, a config for `spec` written there,
+ * and bal started on it as a daemon.
+ */
+export async function startBal(
+  spec: Omit<ConfigSpec, "port">,
+  options: { fdLimit?: number } = {},
+): Promise<Started> {
+  const home = tempHome();
+  const port = freePort();
+  const config = writeConfig(home, { ...spec, port });
+  return { ...(await startDaemon(home, config, port, options)), config };
+}
+
 /** Parsed JSON lines of `bal.log`. */
 export function readLog(home: string): Record<string, unknown>[] {
   try {

@@ -12,6 +12,7 @@ import {
   echoing,
   freePort,
   readN,
+  startBal,
   startDaemon,
   str,
   tempHome,
@@ -33,13 +34,8 @@ async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
 
 Deno.test("limits: at max_concurrent_connections new clients are closed at once, counted once a second, and bal keeps serving", async () => {
   const echo = echoBackend();
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(
-    home,
-    writeConfig(home, { port, backends: [echo.port], runtime: { max_concurrent_connections: 3 } }),
-    port,
-  );
+  const d = await startBal({ backends: [echo.port], runtime: { max_concurrent_connections: 3 } });
+  const { port } = d;
   const held: Deno.TcpConn[] = [];
   try {
     for (let i = 0; i < 3; i++) held.push(await echoing(port));
@@ -70,17 +66,11 @@ Deno.test("limits: at max_concurrent_connections new clients are closed at once,
 
 Deno.test("limits: the idle timeout closes a silent connection, not a slow but active one", async () => {
   const echo = echoBackend();
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(
-    home,
-    writeConfig(home, {
-      port,
-      backends: [echo.port],
-      runtime: { connection_idle_timeout_ms: 600 },
-    }),
-    port,
-  );
+  const d = await startBal({
+    backends: [echo.port],
+    runtime: { connection_idle_timeout_ms: 600 },
+  });
+  const { home, port } = d;
   try {
     const silent = await echoing(port, "s");
     const active = await echoing(port, "a");

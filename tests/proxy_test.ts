@@ -13,6 +13,7 @@ import {
   readN,
   serveTcp,
   sha256,
+  startBal,
   startDaemon,
   str,
   tempHome,
@@ -25,9 +26,8 @@ import {
 Deno.test("proxy: round robin alternates across two backends", async () => {
   const a = nameBackend("A");
   const b = nameBackend("B");
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [a.port, b.port] }), port);
+  const d = await startBal({ backends: [a.port, b.port] });
+  const { port } = d;
   try {
     const seen = [];
     for (let i = 0; i < 6; i++) seen.push(await askName(port));
@@ -134,9 +134,8 @@ Deno.test("proxy: with every backend down a client is closed, and bal keeps serv
 
 Deno.test("proxy: 50 MB through an echo backend arrive complete and in order", async () => {
   const echo = echoBackend();
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [echo.port] }), port);
+  const d = await startBal({ backends: [echo.port] });
+  const { port } = d;
   try {
     const size = 50 * 1024 * 1024;
     const data = new Uint8Array(size);
@@ -168,9 +167,8 @@ Deno.test("proxy: half-close is passed on: a request then EOF still gets its ans
     const req = await readAll(conn);
     await writeAll(conn, text(`got ${req.length} bytes`));
   });
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [backend.port] }), port);
+  const d = await startBal({ backends: [backend.port] });
+  const { port } = d;
   try {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     await writeAll(conn, new Uint8Array(100_000));
@@ -210,9 +208,8 @@ Deno.test("proxy: TLS passes through untouched to an HTTPS backend", async () =>
       }
     }
   })();
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [backendPort] }), port);
+  const d = await startBal({ backends: [backendPort] });
+  const { port } = d;
   try {
     // The client verifies the backend's own certificate through bal: bal never touches TLS.
     const conn = await Deno.connectTls({ hostname: "localhost", port, caCerts: [ca] });
@@ -230,9 +227,8 @@ Deno.test("proxy: TLS passes through untouched to an HTTPS backend", async () =>
 
 Deno.test("proxy: 500 concurrent connections all get their own bytes back", async () => {
   const echo = echoBackend();
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [echo.port] }), port);
+  const d = await startBal({ backends: [echo.port] });
+  const { port } = d;
   try {
     const conns = await Promise.all(
       Array.from({ length: 500 }, () => Deno.connect({ hostname: "127.0.0.1", port })),
@@ -261,9 +257,8 @@ Deno.test("proxy: stop lets an in-flight response finish and refuses new clients
     await new Promise((r) => setTimeout(r, 1500));
     await writeAll(conn, text("part2"));
   });
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [slow.port] }), port);
+  const d = await startBal({ backends: [slow.port] });
+  const { port } = d;
   try {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     await writeAll(conn, text("go!"));

@@ -10,6 +10,7 @@ import {
   echoing,
   freePort,
   readN,
+  startBal,
   startDaemon,
   str,
   tempHome,
@@ -119,9 +120,8 @@ Deno.test("status: live counts while connections are open, and the JSON contract
 });
 
 Deno.test("status: the control socket is private, survives garbage, and is gone after stop", async () => {
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [9] }), port);
+  const d = await startBal({ backends: [9] });
+  const { home } = d;
   try {
     assert.equal(Deno.statSync(`${home}/bal.sock`).mode! & 0o777, 0o600);
     for (
@@ -145,13 +145,8 @@ Deno.test("status: the control socket is private, survives garbage, and is gone 
 
 Deno.test("status: with two workers the counts of both planes add up", async () => {
   const echo = echoBackend();
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(
-    home,
-    writeConfig(home, { port, backends: [echo.port], extra: "workers: 2" }),
-    port,
-  );
+  const d = await startBal({ backends: [echo.port], extra: "workers: 2" });
+  const { home, port } = d;
   const held: Deno.TcpConn[] = [];
   try {
     for (let i = 0; i < 20; i++) held.push(await echoing(port, "x"));

@@ -13,6 +13,7 @@ import {
   readN,
   serveTcp,
   sha256,
+  startBal,
   startDaemon,
   str,
   tempHome,
@@ -33,13 +34,8 @@ const planes = (home: string): Plane[] =>
 
 Deno.test("workers: connections spread over both data planes, and the counts add up", async () => {
   const a = nameBackend("A");
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(
-    home,
-    writeConfig(home, { port, backends: [a.port], extra: "workers: 2" }),
-    port,
-  );
+  const d = await startBal({ backends: [a.port], extra: "workers: 2" });
+  const { home, port } = d;
   try {
     assert.ok(
       d.log().some((l) =>
@@ -104,13 +100,8 @@ Deno.test("workers: stop lets in-flight responses on both planes finish", async 
     await new Promise((r) => setTimeout(r, 1000));
     await writeAll(conn, text("part2"));
   });
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(
-    home,
-    writeConfig(home, { port, backends: [slow.port], extra: "workers: 2" }),
-    port,
-  );
+  const d = await startBal({ backends: [slow.port], extra: "workers: 2" });
+  const { home, port } = d;
   try {
     const conns = await Promise.all(Array.from({ length: 20 }, async () => {
       const c = await Deno.connect({ hostname: "127.0.0.1", port });

@@ -14,11 +14,9 @@ import {
   nameBackend,
   readAll,
   serveTcp,
-  startDaemon,
-  tempHome,
+  startBal,
   text,
   writeAll,
-  writeConfig,
 } from "../helpers.ts";
 import { pick, randomBytes, record, rssKiB, sleep } from "./chaos.ts";
 
@@ -29,21 +27,15 @@ async function withFault(
   body: (d: Daemon, port: number) => Promise<void>,
 ): Promise<void> {
   const good = nameBackend("G");
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(
-    home,
-    writeConfig(home, {
-      port,
-      backends: [faultPort, good.port],
-      runtime: {
-        health_check_fail_threshold: 1000,
-        protection_trigger_threshold: 1000,
-        ...runtime,
-      },
-    }),
-    port,
-  );
+  const d = await startBal({
+    backends: [faultPort, good.port],
+    runtime: {
+      health_check_fail_threshold: 1000,
+      protection_trigger_threshold: 1000,
+      ...runtime,
+    },
+  });
+  const { port } = d;
   try {
     await body(d, port);
     assert.ok(await askNameUntil(port, "G"), "the healthy backend kept serving");
@@ -124,9 +116,8 @@ Deno.test("chaos: a backend that closes its write side early: the client gets EO
     await writeAll(conn, text("")).catch(() => {});
   });
   const good = nameBackend("G");
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [early.port] }), port);
+  const d = await startBal({ backends: [early.port] });
+  const { port } = d;
   try {
     const c = await Deno.connect({ hostname: "127.0.0.1", port });
     const got = await readAll(c);
@@ -164,9 +155,8 @@ Deno.test("chaos: a backend reading 1 MB/s: the client is held back and bal's me
       read += n;
     }
   });
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(home, writeConfig(home, { port, backends: [slow.port] }), port);
+  const d = await startBal({ backends: [slow.port] });
+  const { port } = d;
   try {
     const before = rssKiB(d.pid);
     const c = await Deno.connect({ hostname: "127.0.0.1", port });

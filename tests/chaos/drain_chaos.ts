@@ -11,6 +11,7 @@ import {
   echoBackend,
   echoing,
   freePort,
+  startBal,
   startDaemon,
   tempHome,
   writeConfig,
@@ -108,17 +109,11 @@ Deno.test("chaos: stop under load finishes every open connection, refuses new on
 
 Deno.test("chaos: with no connection left, stop exits at once", async () => {
   const echo = echoBackend();
-  const home = tempHome();
-  const port = freePort();
-  const d = await startDaemon(
-    home,
-    writeConfig(home, {
-      port,
-      backends: [echo.port],
-      runtime: { shutdown_drain_timeout_ms: 20_000 },
-    }),
-    port,
-  );
+  const d = await startBal({
+    backends: [echo.port],
+    runtime: { shutdown_drain_timeout_ms: 20_000 },
+  });
+  const { home, port } = d;
   try {
     const c = await echoing(port);
     c.close();
