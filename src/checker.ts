@@ -8,7 +8,8 @@
  */
 import type { Backend, RuntimeSettings } from "./config.ts";
 import { dial, DialError } from "./dial.ts";
-import { type HealthPolicy, type Observation, observe } from "./health.ts";
+import { describeError } from "./errors.ts";
+import { type FailureKind, type HealthPolicy, type Observation, observe } from "./health.ts";
 import { logger } from "./log.ts";
 import {
   protectionFailure,
@@ -109,14 +110,21 @@ function setProtection(runtime: Runtime, next: ProtectionState): void {
  * descriptors), which says nothing about the backend.
  */
 export async function probe(backend: Backend, timeoutMs: number): Promise<Observation | null> {
+  const failed = (kind: FailureKind, error: string): Observation => ({
+    ok: false,
+    at: Date.now(),
+    source: "check",
+    kind,
+    error,
+  });
   try {
     const conn = await dial(backend.host, backend.port, timeoutMs);
     conn.close();
     return { ok: true, at: Date.now(), source: "check" };
   } catch (err) {
-    if (!(err instanceof DialError)) throw err;
-    if (err.kind === "local") return null;
-    return { ok: false, at: Date.now(), source: "check", kind: err.kind, error: err.message };
+    // Anything unexpected is a failed check, never the end of the check loop.
+    if (!(err instanceof DialError)) return failed("other", describeError(err));
+    return err.kind === "local" ? null : failed(err.kind, err.message);
   }
 }
 
