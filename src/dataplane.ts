@@ -77,6 +77,8 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
     case "protection":
       runtime.protection = m.state;
       return;
+    case "stats":
+      return sendStats();
     case "stop": {
       proxy.stopAccepting();
       clearInterval(statsTimer);

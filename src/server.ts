@@ -30,6 +30,8 @@ import { buildStatus } from "./status.ts";
 
 /** How often the state file's counters are refreshed. */
 const STATS_INTERVAL_MS = 1000;
+/** How long `bal status` waits for the workers' current counters before using their last report. */
+const STATUS_REFRESH_MS = 250;
 
 /**
  * Data planes to run. SO_REUSEPORT spreads connections over sockets only on
@@ -283,10 +285,12 @@ async function serveLocked(options: ServeOptions): Promise<number> {
   // Found (pid file) and ready only now: a signal sent as soon as bal can be
   // found must meet these handlers, not the default action.
   const startedAt = Date.now();
-  const control = serveControl(paths.sock, (req) => {
+  const control = serveControl(paths.sock, async (req) => {
     if (req.cmd !== "status") {
       return { error: `unknown cmd ${JSON.stringify(req.cmd)}; known: "status"` };
     }
+    // Counters as of now, not as of the workers' last once-a-second report.
+    await pool?.refresh(STATUS_REFRESH_MS);
     return buildStatus({
       pid: Deno.pid,
       startedAt,

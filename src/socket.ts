@@ -17,7 +17,7 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /** Answers one parsed request: a JSON-serialisable value. */
-export type Handler = (request: Record<string, unknown>) => unknown;
+export type Handler = (request: Record<string, unknown>) => unknown | Promise<unknown>;
 
 /** A serving control socket. */
 export interface ControlSocket {
@@ -48,7 +48,7 @@ async function answer(conn: Deno.Conn, handler: Handler): Promise<void> {
     if (typeof request !== "object" || request === null || Array.isArray(request)) {
       throw new Error("not an object");
     }
-    reply = handler(request as Record<string, unknown>);
+    reply = await handler(request as Record<string, unknown>);
   } catch (err) {
     reply = {
       error: `bad request: ${describeError(err)}; send one JSON object such as {"cmd":"status"}`,

@@ -31,6 +31,7 @@ export type ToWorker =
   | { type: "config"; config: Config }
   | { type: "health"; address: string; state: HealthState }
   | { type: "protection"; state: ProtectionState }
+  | { type: "stats" }
   | { type: "stop"; drainMs: number }
   | { type: "force" };
 
@@ -62,8 +63,10 @@ export interface WorkerPool {
   health(address: string, state: HealthState): void;
   /** Sends protection mode's state to every worker (they report successes while it is on). */
   protection(state: ProtectionState): void;
-  /** Latest counters of each worker. */
+  /** Latest counters of each worker (sent every second). */
   stats(): PlaneStats[];
+  /** Asks every worker for its counters now; resolves when all answered or after `timeoutMs`. */
+  refresh(timeoutMs: number): Promise<void>;
   /** Stops accepting everywhere and drains; resolves to the connections closed at the timeout. */
   drain(drainMs: number): Promise<number>;
   /** Closes what is left at once (a second stop signal). */
@@ -93,6 +96,8 @@ export async function startWorkers(
 ): Promise<WorkerPool> {
   const stats = new Map<number, PlaneStats>();
   const drained = new Map<number, (forced: number) => void>();
+  // Workers asked for counters and not answered yet, each with what to call when it does.
+  const asked = new Map<number, () => void>();
   const workers: Worker[] = [];
   const ready: Promise<void>[] = [];
 
@@ -121,6 +126,8 @@ export async function startWorkers(
             case "stats": {
               const { type: _, ...plane } = m;
               stats.set(m.id, plane);
+              asked.get(m.id)?.();
+              asked.delete(m.id);
               return;
             }
             case "drained":
@@ -159,6 +166,18 @@ export async function startWorkers(
     health: (address, state) => send({ type: "health", address, state }),
     protection: (state) => send({ type: "protection", state }),
     stats: () => [...stats.values()].sort((a, b) => a.id - b.id),
+    async refresh(timeoutMs) {
+      const answers = workers.map((_, i) =>
+        new Promise<void>((resolve) => asked.set(i + 1, resolve))
+      );
+      send({ type: "stats" });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(answers),
+        new Promise((resolve) => timer = setTimeout(resolve, timeoutMs)),
+      ]);
+      clearTimeout(timer);
+    },
     drain(drainMs) {
       const done = workers.map((_, i) =>
         new Promise<number>((resolve) => drained.set(i + 1, resolve))

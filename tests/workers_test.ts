@@ -44,6 +44,10 @@ Deno.test("workers: connections spread over both data planes, and the counts add
     );
     const n = 200;
     for (let i = 0; i < n; i++) assert.equal(await askName(port), "A");
+    // bal status asks the workers for their counters: exact at once, not a second later.
+    const status = JSON.parse((await bal(home, "status", "--json")).stdout);
+    assert.equal(status.connections_served, n);
+    assert.equal(status.workers, 2);
     const counted = await waitFor("counters for every connection", () => {
       const p = planes(home);
       return p.length === 2 && p.reduce((s, x) => s + x.accepted, 0) === n ? p : undefined;
