@@ -7,6 +7,7 @@
  */
 import { type Config, formatAddress, readConfig } from "./config.ts";
 import { dial } from "./dial.ts";
+import { describeError } from "./errors.ts";
 import { liveStatus } from "./control.ts";
 import { findInstance, readPid } from "./instance.ts";
 import type { StatePaths } from "./paths.ts";
@@ -121,7 +122,7 @@ async function backendCheck(config: Config, live: Status | null): Promise<Check>
       (await dial(b.host, b.port, timeout)).close();
       return null;
     } catch (err) {
-      return `${b.address} (${err instanceof Error ? err.message : err})`;
+      return `${b.address} (${describeError(err)})`;
     }
   }));
   const failed = results.filter((r): r is string => r !== null);
@@ -130,21 +131,18 @@ async function backendCheck(config: Config, live: Status | null): Promise<Check>
     failed.length ? `; unreachable: ${failed.join(", ")}` : ""
   }`;
   const protection = live?.protection_mode;
-  if (protection?.enabled) {
-    return {
-      name: "backend",
-      level: reachable === 0 ? "critical" : "warn",
-      summary: `${summary}; protection mode on since ${protection.since}: ${protection.reason}`,
-      hint:
-        "bal status --verbose shows which backends fail connects; fix or remove them (bal graceful). Protection turns off by itself after enough successes",
-    };
+  if (failed.length === 0 && !protection?.enabled) {
+    return { name: "backend", level: "ok", summary, hint: "nothing to do" };
   }
-  if (failed.length === 0) return { name: "backend", level: "ok", summary, hint: "nothing to do" };
   return {
     name: "backend",
     level: reachable === 0 ? "critical" : "warn",
-    summary,
-    hint: "start the unreachable backends, or remove them from the config and run bal graceful",
+    summary: protection?.enabled
+      ? `${summary}; protection mode on since ${protection.since}: ${protection.reason}`
+      : summary,
+    hint: protection?.enabled
+      ? "bal status --verbose shows which backends fail connects; fix or remove them (bal graceful). Protection turns off by itself after enough successes"
+      : "start the unreachable backends, or remove them from the config and run bal graceful",
   };
 }
 

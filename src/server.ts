@@ -106,23 +106,23 @@ async function serveLocked(options: ServeOptions): Promise<number> {
   const runtime = createRuntime(config, configPath);
   const planes = planeCount(config);
   let pool: WorkerPool | null = null;
+  // Workers count successes only while protection is on: tell them when it flips.
+  const syncProtection = (wasOn: boolean) => {
+    if (pool && runtime.protection.enabled !== wasOn) pool.protection(runtime.protection);
+  };
   // Every result, from the checks or any data plane, goes through here, so the
   // table stays the one truth and each worker hears of each change.
-  const tellWorkers = (protectionBefore: boolean, address?: string) => {
-    if (!pool) return;
-    const state = address === undefined ? undefined : runtime.health.get(address);
-    if (address !== undefined && state) pool.health(address, state);
-    if (runtime.protection.enabled !== protectionBefore) pool.protection(runtime.protection);
-  };
   const record = (backend: Backend, obs: Observation) => {
-    const protectionBefore = runtime.protection.enabled;
+    const wasOn = runtime.protection.enabled;
     recordResult(runtime, backend, obs);
-    tellWorkers(protectionBefore, backend.address);
+    const state = runtime.health.get(backend.address);
+    if (pool && state) pool.health(backend.address, state);
+    syncProtection(wasOn);
   };
   const noBackend = (at: number) => {
-    const protectionBefore = runtime.protection.enabled;
+    const wasOn = runtime.protection.enabled;
     recordNoBackend(runtime, at);
-    tellWorkers(protectionBefore);
+    syncProtection(wasOn);
   };
   const proxy = createProxy(runtime, {
     reusePort: planes > 1,
