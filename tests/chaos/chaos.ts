@@ -129,3 +129,41 @@ export async function streamEcho(
 
 /** A promise that resolves after `ms`. */
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const TCP_STATES = [
+  "",
+  "ESTABLISHED",
+  "SYN_SENT",
+  "SYN_RECV",
+  "FIN_WAIT1",
+  "FIN_WAIT2",
+  "TIME_WAIT",
+  "CLOSE",
+  "CLOSE_WAIT",
+  "LAST_ACK",
+  "LISTEN",
+  "CLOSING",
+];
+
+/**
+ * Counts this machine's IPv4 TCP sockets by state and by which of `ports`
+ * is their local one (from /proc/net/tcp), e.g. `{"9000 ESTABLISHED":3}`:
+ * what a test that waits for connections to end prints when they do not.
+ */
+export async function socketStates(ports: number[]): Promise<string> {
+  const counts: Record<string, number> = {};
+  const lines = (await Deno.readTextFile("/proc/net/tcp")).split("\n").slice(1);
+  for (const line of lines) {
+    const [, local, remote, st] = line.trim().split(/\s+/);
+    if (!st) continue;
+    const lp = parseInt(local.split(":")[1], 16);
+    const rp = parseInt(remote.split(":")[1], 16);
+    const state = TCP_STATES[parseInt(st, 16)] ?? st;
+    for (const [side, p] of [["to", rp], ["at", lp]] as const) {
+      if (ports.includes(p)) {
+        counts[`${side} ${p} ${state}`] = (counts[`${side} ${p} ${state}`] ?? 0) + 1;
+      }
+    }
+  }
+  return JSON.stringify(counts);
+}
