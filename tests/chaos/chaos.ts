@@ -145,25 +145,41 @@ const TCP_STATES = [
   "CLOSING",
 ];
 
-/**
- * Counts this machine's IPv4 TCP sockets by state and by which of `ports`
- * is their local one (from /proc/net/tcp), e.g. `{"9000 ESTABLISHED":3}`:
- * what a test that waits for connections to end prints when they do not.
- */
-export async function socketStates(ports: number[]): Promise<string> {
-  const counts: Record<string, number> = {};
-  const lines = (await Deno.readTextFile("/proc/net/tcp")).split("\n").slice(1);
-  for (const line of lines) {
+/** What became of the sockets a listener on `port` accepted (from /proc/net/tcp). */
+export interface AcceptedSockets {
+  /** Both ends still established: the client has not closed. */
+  open: number;
+  /** The client closed, and the accepting process has not closed its end yet. */
+  closeWait: number;
+  /**
+   * Established, yet the client's end of that address pair is gone or in
+   * TIME_WAIT: a second socket the kernel made for a connection that has
+   * already ended (SYN cookies under accept-queue overflow). Nothing will
+   * ever arrive on it; only a timeout ends it.
+   */
+  orphans: number;
+}
+
+/** Classifies the IPv4 sockets accepted on `port` by what their client's end says. */
+export async function acceptedSockets(port: number): Promise<AcceptedSockets> {
+  const byPair = new Map<string, string>();
+  const accepted: { local: string; remote: string; state: string }[] = [];
+  for (const line of (await Deno.readTextFile("/proc/net/tcp")).split("\n").slice(1)) {
     const [, local, remote, st] = line.trim().split(/\s+/);
     if (!st) continue;
-    const lp = parseInt(local.split(":")[1], 16);
-    const rp = parseInt(remote.split(":")[1], 16);
     const state = TCP_STATES[parseInt(st, 16)] ?? st;
-    for (const [side, p] of [["to", rp], ["at", lp]] as const) {
-      if (ports.includes(p)) {
-        counts[`${side} ${p} ${state}`] = (counts[`${side} ${p} ${state}`] ?? 0) + 1;
-      }
+    byPair.set(`${local}>${remote}`, state);
+    if (parseInt(local.split(":")[1], 16) === port && state !== "LISTEN") {
+      accepted.push({ local, remote, state });
     }
   }
-  return JSON.stringify(counts);
+  const out = { open: 0, closeWait: 0, orphans: 0 };
+  for (const s of accepted) {
+    const client = byPair.get(`${s.remote}>${s.local}`);
+    if (s.state === "CLOSE_WAIT") out.closeWait++;
+    else if (s.state !== "ESTABLISHED") continue;
+    else if (client === undefined || client === "TIME_WAIT") out.orphans++;
+    else out.open++;
+  }
+  return out;
 }
