@@ -61,6 +61,8 @@ Deno.test("chaos: stop under load finishes every open connection, refuses new on
     stopSent = Date.now();
     const stopping = bal(home, "stop");
     // New clients are refused at once (the listener is closed), while the old ones finish.
+    // A connect racing the close is reset instead: the kernel resets the handshakes
+    // still queued on a listener when it closes.
     let refusedAfter = -1;
     for (let i = 0; i < 100 && refusedAfter < 0; i++) {
       try {
@@ -68,7 +70,11 @@ Deno.test("chaos: stop under load finishes every open connection, refuses new on
         c.close();
         await sleep(10);
       } catch (err) {
-        assert.ok(err instanceof Deno.errors.ConnectionRefused, String(err));
+        assert.ok(
+          err instanceof Deno.errors.ConnectionRefused ||
+            err instanceof Deno.errors.ConnectionReset,
+          String(err),
+        );
         refusedAfter = Date.now() - stopSent;
       }
     }
