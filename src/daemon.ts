@@ -43,19 +43,20 @@ export async function startDaemon(configPath: string, paths: StatePaths): Promis
     detached: true,
   }).spawn();
 
-  let exited: Deno.CommandStatus | null = null;
-  child.status.then((s) => (exited = s));
+  const end: { status: Deno.CommandStatus | null } = { status: null };
+  child.status.then((s) => (end.status = s));
   try {
     const deadline = Date.now() + READY_TIMEOUT_MS;
     while (Date.now() < deadline) {
+      // Whether it had exited before the read: a child reports before it
+      // exits, so only then does a missing report mean it never wrote one.
+      const gone = end.status;
       const report = await readReport(readyFile);
       if (report?.ok) return { pid: report.pid, listen: report.listen };
       if (report) throw new BalError(report.error);
-      if (exited) {
+      if (gone) {
         throw new BalError(
-          `the daemon exited with code ${
-            (exited as Deno.CommandStatus).code
-          } before it was ready; see ${paths.log}`,
+          `the daemon exited with code ${gone.code} before it was ready; see ${paths.log}`,
         );
       }
       await new Promise((r) => setTimeout(r, 25));
