@@ -154,7 +154,7 @@ const bal: Target = {
     if (opts.workers) lines.push(`workers: ${opts.workers}`);
     Deno.writeTextFileSync(`${home}/config.yaml`, lines.join("\n") + "\n");
     // The real CLI with the release flags, as `deno task bal start` runs it.
-    const argv = [
+    const argv = onCpu(opts.cpu === undefined ? 1 : opts.cpu, [
       Deno.execPath(),
       "run",
       ...RUN_FLAGS,
@@ -162,22 +162,19 @@ const bal: Target = {
       "start",
       "-c",
       `${home}/config.yaml`,
-    ];
-    const child = new Deno.Command("env", {
-      args: [`BAL_HOME=${home}`, ...onCpu(opts.cpu === undefined ? 1 : opts.cpu, argv)],
+    ]);
+    // taskset execs deno, so the child's pid is bal's: no wait for the pid
+    // file, which bal writes a moment after it starts accepting.
+    const child = new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      env: { BAL_HOME: home },
       cwd: root,
       stdin: "null",
       stdout: "null",
       stderr: "null",
     }).spawn();
     await waitPort(port);
-    // bal accepts as soon as it listens, a moment before it writes its pid file.
-    let pid = 0;
-    for (let i = 0; i < 500 && !pid; i++) {
-      pid = Number(await Deno.readTextFile(`${home}/bal.pid`).catch(() => "0"));
-      if (!pid) await sleep(10);
-    }
-    return { port, pid, stop: () => stopProcess(child, pid) };
+    return { port, pid: child.pid, stop: () => stopProcess(child, child.pid) };
   },
 };
 

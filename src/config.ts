@@ -112,7 +112,8 @@ export const RUNTIME_RULES: { readonly [K in keyof IntSettings]: IntRule } = {
   max_concurrent_connections: { min: 1, max: 1_000_000, tuned: [4000, 8000, 12000] },
   // 0 turns the idle timeout off.
   connection_idle_timeout_ms: { min: 0, max: DAY_MS, tuned: same(120000) },
-  tcp_backlog: { min: 1, max: 65535, tuned: same(511) },
+  // Linux caps it at net.core.somaxconn (4096 by default since 5.4).
+  tcp_backlog: { min: 1, max: 65535, tuned: same(4096) },
 };
 
 /** The default of every integer setting for a config with `backendCount` backends. */
@@ -567,9 +568,6 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-/** The listen backlog Deno 2.9 always uses (measured: `listen(fd, 511)`); it has no option for it. */
-const DENO_BACKLOG = 511;
-
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost\.?)$/;
 const ANY = /^(0\.0\.0\.0|::)$/;
 
@@ -594,11 +592,6 @@ export function configWarnings(config: Config): string[] {
   if (r.health_check_timeout_ms >= r.health_check_interval_ms && !tunedPair) {
     warnings.push(
       `runtime.health_check_timeout_ms: ${r.health_check_timeout_ms} is not below health_check_interval_ms (${r.health_check_interval_ms}); a check that times out delays the next round, so a dead backend is found later than the interval suggests`,
-    );
-  }
-  if (r.tcp_backlog !== DENO_BACKLOG) {
-    warnings.push(
-      `runtime.tcp_backlog: ${r.tcp_backlog} has no effect; Deno listens with a fixed backlog of ${DENO_BACKLOG}`,
     );
   }
   const bind = config.bind_address;
@@ -634,7 +627,8 @@ const RUNTIME_NOTES: { readonly [K in keyof RuntimeSettings]: string } = {
   shutdown_drain_timeout_ms: "how long stop waits for live connections",
   max_concurrent_connections: "beyond it a new client is closed at once",
   connection_idle_timeout_ms: "no byte either way for this long: closed; 0 = never",
-  tcp_backlog: "accepted for older configs; Deno always listens with 511",
+  tcp_backlog:
+    "clients waiting to be accepted; the kernel caps it at net.core.somaxconn. Set when the listener opens",
   overload_policy: "reject: closed at once, counted, logged once a second",
 };
 

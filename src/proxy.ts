@@ -110,6 +110,7 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
   const idleWaiters = new Set<() => void>();
   let listener: Deno.TcpListener | null = null;
   let bound: { hostname: string; port: number } | null = null;
+  let boundBacklog = 0;
   const closing = new WeakSet<Deno.TcpListener>();
   const noBackend = rateLimited(1000);
   const overloaded = rateLimited(1000);
@@ -307,10 +308,15 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
     }
   }
 
-  function open(hostname: string, port: number): Deno.TcpListener {
+  function open(hostname: string, port: number, backlog: number): Deno.TcpListener {
     try {
-      // No backlog option: Deno 2.9 listens with a fixed 511 (`bal check` warns on tcp_backlog).
-      return Deno.listen({ hostname, port, transport: "tcp", reusePort: options.reusePort });
+      return Deno.listen({
+        hostname,
+        port,
+        transport: "tcp",
+        reusePort: options.reusePort,
+        tcpBacklog: backlog,
+      });
     } catch (err) {
       throw new ListenError(
         `cannot listen on ${formatAddress(hostname, port)}: ${listenReason(err)}`,
@@ -332,24 +338,28 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
       const want = { hostname: config.bind_address, port: config.port };
       if (bound && bound.hostname === want.hostname && bound.port === want.port) return;
       const old = listener;
+      // Deno cannot change the backlog of an open listener (no second
+      // listen()): a new tcp_backlog applies when a listener opens.
+      const backlog = config.runtime.tcp_backlog;
       let next: Deno.TcpListener;
       try {
-        next = open(want.hostname, want.port);
+        next = open(want.hostname, want.port, backlog);
       } catch (err) {
         // Same port on an overlapping address (e.g. 0.0.0.0 -> 127.0.0.1): the
         // old socket holds it, so it must go first; put it back if the new one fails.
         if (!old || !bound || bound.port !== want.port) throw err;
         close(old);
         try {
-          next = open(want.hostname, want.port);
+          next = open(want.hostname, want.port, backlog);
         } catch (err2) {
-          listener = open(bound.hostname, bound.port);
+          listener = open(bound.hostname, bound.port, boundBacklog);
           acceptLoop(listener);
           throw err2;
         }
       }
       listener = next;
       bound = want;
+      boundBacklog = backlog;
       acceptLoop(next);
       if (old) close(old);
     },

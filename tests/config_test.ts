@@ -53,7 +53,7 @@ Deno.test("config: the default file parses to the documented defaults", () => {
     shutdown_drain_timeout_ms: 30000,
     max_concurrent_connections: 4000,
     connection_idle_timeout_ms: 120000,
-    tcp_backlog: 511,
+    tcp_backlog: 4096,
     overload_policy: "reject",
   });
 });
@@ -129,16 +129,14 @@ Deno.test("config: overload_policy is reject", () => {
   );
 });
 
-Deno.test("config: warnings name tcp_backlog, which Deno cannot set", () => {
+Deno.test("config: the tuned defaults and any tcp_backlog raise no warning", () => {
   // The tuned defaults pair a 500 ms interval with an 800 ms timeout on purpose: no warning.
   assert.deepEqual(configWarnings(parseConfig(`bind_address: 127.0.0.1\n${ONE}`, F)), []);
   assert.deepEqual(
     configWarnings(
-      parseConfig(`bind_address: 127.0.0.1\n${ONE}runtime:\n  tcp_backlog: 4096\n`, F),
+      parseConfig(`bind_address: 127.0.0.1\n${ONE}runtime:\n  tcp_backlog: 100\n`, F),
     ),
-    [
-      "runtime.tcp_backlog: 4096 has no effect; Deno listens with a fixed backlog of 511",
-    ],
+    [],
   );
 });
 

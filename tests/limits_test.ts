@@ -11,6 +11,7 @@ import {
   echoBackend,
   echoing,
   freePort,
+  listenBacklogs,
   readN,
   startBal,
   startDaemon,
@@ -21,6 +22,33 @@ import {
   writeAll,
   writeConfig,
 } from "./helpers.ts";
+
+Deno.test("limits: tcp_backlog is every data plane's listen backlog; a reload applies it to a new listener", async () => {
+  const echo = echoBackend();
+  const home = tempHome();
+  const port = freePort();
+  const spec = { backends: [echo.port], extra: "workers: 2" };
+  const config = writeConfig(home, { ...spec, port, runtime: { tcp_backlog: 1000 } });
+  const d = await startDaemon(home, config, port);
+  try {
+    assert.deepEqual(await listenBacklogs(port), [1000, 1000]);
+    // Only the backlog changes: the listeners stay as they are, and the log says when it applies.
+    writeConfig(home, { ...spec, port, runtime: { tcp_backlog: 2000 } });
+    assert.equal((await bal(home, "graceful")).code, 0);
+    assert.deepEqual(await listenBacklogs(port), [1000, 1000]);
+    const deferred = d.log().find((l) => l.event === "tcp_backlog_deferred");
+    assert.equal((deferred?.fields as Record<string, number>)?.backlog, 2000);
+    // A new port opens new listeners, with the backlog in force.
+    const moved = freePort();
+    writeConfig(home, { ...spec, port: moved, runtime: { tcp_backlog: 2000 } });
+    assert.equal((await bal(home, "graceful")).code, 0);
+    assert.deepEqual(await listenBacklogs(moved), [2000, 2000]);
+    (await echoing(moved)).close();
+  } finally {
+    await d.stop();
+    await echo.close();
+  }
+});
 
 /** True when the peer ends the connection (EOF or reset) within `ms`. */
 async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {

@@ -273,7 +273,7 @@ Deno.test("reload: every runtime key is reloaded without a restart, and the new 
     shutdown_drain_timeout_ms: 5000,
     max_concurrent_connections: 100,
     connection_idle_timeout_ms: 60_000,
-    tcp_backlog: 511,
+    tcp_backlog: 1024,
   };
   const after = {
     health_check_interval_ms: 300,
@@ -290,7 +290,7 @@ Deno.test("reload: every runtime key is reloaded without a restart, and the new 
     shutdown_drain_timeout_ms: 4000,
     max_concurrent_connections: 1,
     connection_idle_timeout_ms: 50_000,
-    tcp_backlog: 511,
+    tcp_backlog: 2048,
   };
   const config = writeConfig(home, { port, backends: [dead, echo.port], runtime: before });
   const d = await startDaemon(home, config, port);
