@@ -54,6 +54,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       runtime.protection = m.protection;
       proxy = createProxy(runtime, {
         reusePort: true,
+        claimPort: false,
         planes: m.planes,
         onResult: (backend, obs) => post({ type: "result", address: backend.address, obs }),
         onNoBackend: (at) => post({ type: "no_backend", at }),

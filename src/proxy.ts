@@ -98,6 +98,13 @@ export interface ProxyOptions {
   /** Listen with SO_REUSEPORT, so several data planes share the port. */
   reusePort: boolean;
   /**
+   * Before listening with SO_REUSEPORT on a port that is not ours yet, make
+   * sure no other socket holds it: SO_REUSEPORT would silently share it with
+   * another bal (or any listener of the same user) instead of failing. The
+   * control plane claims; the worker planes that join it do not.
+   */
+  claimPort: boolean;
+  /**
    * Data planes sharing `max_concurrent_connections`: each takes its share,
    * since the kernel spreads clients over them evenly.
    */
@@ -308,8 +315,10 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
     }
   }
 
-  function open(hostname: string, port: number, backlog: number): Deno.TcpListener {
+  function open(hostname: string, port: number, backlog: number, claim: boolean): Deno.TcpListener {
     try {
+      // A plain bind fails while any socket holds the port, SO_REUSEPORT or not.
+      if (claim) Deno.listen({ hostname, port, transport: "tcp" }).close();
       return Deno.listen({
         hostname,
         port,
@@ -341,18 +350,19 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
       // Deno cannot change the backlog of an open listener (no second
       // listen()): a new tcp_backlog applies when a listener opens.
       const backlog = config.runtime.tcp_backlog;
+      const claim = options.reusePort && options.claimPort && bound?.port !== want.port;
       let next: Deno.TcpListener;
       try {
-        next = open(want.hostname, want.port, backlog);
+        next = open(want.hostname, want.port, backlog, claim);
       } catch (err) {
         // Same port on an overlapping address (e.g. 0.0.0.0 -> 127.0.0.1): the
         // old socket holds it, so it must go first; put it back if the new one fails.
         if (!old || !bound || bound.port !== want.port) throw err;
         close(old);
         try {
-          next = open(want.hostname, want.port, backlog);
+          next = open(want.hostname, want.port, backlog, false);
         } catch (err2) {
-          listener = open(bound.hostname, bound.port, boundBacklog);
+          listener = open(bound.hostname, bound.port, boundBacklog, false);
           acceptLoop(listener);
           throw err2;
         }

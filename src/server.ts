@@ -126,6 +126,7 @@ async function serveLocked(options: ServeOptions): Promise<number> {
   };
   const proxy = createProxy(runtime, {
     reusePort: planes > 1,
+    claimPort: true,
     planes,
     onResult: record,
     onNoBackend: noBackend,

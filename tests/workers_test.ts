@@ -173,3 +173,44 @@ Deno.test("workers: every data plane skips a cooling backend and reports clients
     await live.close();
   }
 });
+
+Deno.test("workers: a port another bal holds is refused at start and on reload, never shared", async () => {
+  const echo = echoBackend();
+  const first = await startBal({ backends: [echo.port], extra: "workers: 2" });
+  const home = tempHome();
+  const inUse = new RegExp(
+    `^bal: cannot listen on 127\\.0\\.0\\.1:${first.port}: address already in use$`,
+    "m",
+  );
+  try {
+    // Both would listen with SO_REUSEPORT, which the kernel lets one user share.
+    const config = writeConfig(home, {
+      port: first.port,
+      backends: [echo.port],
+      extra: "workers: 2",
+    });
+    const refused = await bal(home, "start", "-d", "-c", config);
+    assert.equal(refused.code, 1, refused.stdout);
+    assert.match(refused.stderr, inUse);
+    // Started on a free port, it cannot move onto the first one's either.
+    const own = freePort();
+    writeConfig(home, { port: own, backends: [echo.port], extra: "workers: 2" });
+    const second = await startDaemon(home, config, own);
+    try {
+      writeConfig(home, { port: first.port, backends: [echo.port], extra: "workers: 2" });
+      const reload = await bal(home, "graceful");
+      assert.equal(reload.code, 1, reload.stdout);
+      assert.match(reload.stdout + reload.stderr, /address already in use/);
+      const listeners = new TextDecoder().decode(
+        (await new Deno.Command("ss", { args: ["-Hltnp", `sport = :${first.port}`] }).output())
+          .stdout,
+      );
+      assert.ok(!listeners.includes(`pid=${second.pid},`), listeners);
+    } finally {
+      await second.stop();
+    }
+  } finally {
+    await first.stop();
+    await echo.close();
+  }
+});
