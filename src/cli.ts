@@ -14,7 +14,7 @@ import type { LogFormat } from "./log.ts";
 import { findInstance } from "./instance.ts";
 import { absolute, ensureStateDir, type StatePaths, statePaths } from "./paths.ts";
 import { serve } from "./server.ts";
-import { diagnose } from "./doctor.ts";
+import { diagnose, WHY_PROTECTION, WHY_UNREACHABLE } from "./doctor.ts";
 
 const out = (line: string) => console.log(line);
 // Messages that already name bal ("bal is not running") are not prefixed twice.
@@ -224,9 +224,7 @@ async function statusCommand(options: StatusOptions): Promise<number> {
   const protection = s.protection_mode;
   if (protection.enabled) {
     out(`what_happened: protection mode is on since ${protection.since}: ${protection.reason}`);
-    out(
-      "why_likely: backends refuse or time out connects (down, overloaded, or the wrong address), so bal doubled its failover backoff",
-    );
+    out(`why_likely: ${WHY_PROTECTION}`);
     out(
       "do_this_now: bal status --verbose shows which backends fail; fix or remove them (then bal graceful); protection turns off after enough successes",
     );
@@ -236,9 +234,7 @@ async function statusCommand(options: StatusOptions): Promise<number> {
         down.map((b) => `${b.address} (${b.last_error ?? "failed"})`).join(", ")
       }`,
     );
-    out(
-      "why_likely: the backend process is not running, or not listening on that address and port",
-    );
+    out(`why_likely: ${WHY_UNREACHABLE}`);
     out(`do_this_now: start it, or remove it from ${s.config_path} and run \`bal graceful\``);
   } else {
     out("next: bal graceful after editing the config; bal stop to drain and stop");
@@ -270,16 +266,10 @@ async function doctorCommand(options: StatusOptions & { config?: string }): Prom
     out(`[${c.level}] ${c.name}: ${c.summary}`);
     if (options.verbose || c.level !== "ok") out(`       hint: ${c.hint}`);
   }
-  const worst = bad.find((c) => c.level === "critical") ?? bad[0];
+  const worst = bad.find((c) => c.level === "critical") ?? bad.find((c) => !c.expected);
   if (worst) {
     out(`what_happened: ${worst.name}: ${worst.summary}`);
-    out(
-      `why_likely: ${
-        worst.level === "critical"
-          ? "bal cannot work like this"
-          : "bal works, but not as you may expect"
-      }`,
-    );
+    out(`why_likely: ${worst.why}`);
     out(`do_this_now: ${worst.hint}`);
   } else {
     out("next: bal start -d, or bal status if it runs");

@@ -13,6 +13,13 @@ import { findInstance, readPid } from "./instance.ts";
 import type { StatePaths } from "./paths.ts";
 import { PROTECTION_OFF, type ProtectionMode, type Status } from "./status.ts";
 
+/** The likely cause while protection mode is on; `bal status` says the same. */
+export const WHY_PROTECTION =
+  "backends refuse or time out connects (down, overloaded, or the wrong address), so bal doubled its failover backoff";
+/** The likely cause of an unreachable backend; `bal status` says the same. */
+export const WHY_UNREACHABLE =
+  "the backend process is not running, or not listening on that address and port";
+
 /** How bad a finding is. */
 export type Level = "ok" | "warn" | "critical";
 
@@ -22,6 +29,13 @@ export interface Check {
   level: Level;
   summary: string;
   hint: string;
+  /** Why it is likely so; on every check that is not ok. */
+  why?: string;
+  /**
+   * A warning that a running bal causes by design (its own port is in use):
+   * reported, but nothing to act on.
+   */
+  expected?: true;
 }
 
 /** What `bal doctor --json` prints. */
@@ -51,6 +65,7 @@ async function pidCheck(paths: StatePaths): Promise<{ check: Check; running: num
         name: "pid",
         level: "warn",
         summary: `${paths.pid} is unreadable or holds no pid`,
+        why: "the file was truncated, edited, or written by something other than bal",
         hint: `remove ${paths.pid} if no bal runs (bal start replaces it)`,
       },
     };
@@ -74,6 +89,7 @@ async function pidCheck(paths: StatePaths): Promise<{ check: Check; running: num
       name: "pid",
       level: "warn",
       summary: `stale pid file: pid ${pid} is not a running bal`,
+      why: "bal ended without cleaning up: killed with SIGKILL, crashed, or the machine restarted",
       hint: "bal start replaces it; bal stop removes it",
     },
   };
@@ -95,6 +111,7 @@ function bindCheck(config: Config, running: number | null, runningListen: string
         name: "bind",
         level: "critical",
         summary: `cannot listen on ${address}: ${err instanceof Error ? err.message : err}`,
+        why: "bind_address is not an address of this machine, or the port needs privileges",
         hint: "check bind_address and port; ports below 1024 need root or CAP_NET_BIND_SERVICE",
       };
     }
@@ -103,13 +120,16 @@ function bindCheck(config: Config, running: number | null, runningListen: string
         name: "bind",
         level: "warn",
         summary: `${address} is in use by the running bal (pid ${running})`,
+        why: "bal is running, and it is what holds the port",
         hint: "expected while bal runs; bal stop frees it",
+        expected: true,
       };
     }
     return {
       name: "bind",
       level: "critical",
       summary: `${address} is in use by another process`,
+      why: "another program, or a bal with another state directory, listens on that port",
       hint: `find it with: ss -ltnp 'sport = :${config.port}'; or choose another port`,
     };
   }
@@ -140,6 +160,7 @@ async function backendCheck(config: Config, live: Status | null): Promise<Check>
     summary: protection?.enabled
       ? `${summary}; protection mode on since ${protection.since}: ${protection.reason}`
       : summary,
+    why: protection?.enabled ? WHY_PROTECTION : WHY_UNREACHABLE,
     hint: protection?.enabled
       ? "bal status --verbose shows which backends fail connects; fix or remove them (bal graceful). Protection turns off by itself after enough successes"
       : "start the unreachable backends, or remove them from the config and run bal graceful",
@@ -159,6 +180,7 @@ export async function diagnose(paths: StatePaths, configPath: string): Promise<D
       name: "config",
       level: "critical",
       summary: `${configPath} is not valid: ${result.errors[0].message}`,
+      why: "the file has a typo, a value out of range, or a key bal does not know",
       hint: `bal check -c ${configPath} lists every error`,
     });
   } else {

@@ -22,6 +22,7 @@ Deno.test("doctor: all ok when bal could start, with the JSON contract", async (
     assert.equal(code, 0);
     assert.deepEqual(json.checks.map((c: Json) => c.name), ["pid", "config", "bind", "backend"]);
     for (const c of json.checks) {
+      // An ok check has no likely cause to give.
       assert.deepEqual(Object.keys(c).sort(), ["hint", "level", "name", "summary"]);
     }
     assert.deepEqual(levels(json), { pid: "ok", config: "ok", bind: "ok", backend: "ok" });
@@ -51,6 +52,7 @@ Deno.test("doctor: a port taken by another process is critical; by our own bal, 
     assert.match(r.json.checks[2].summary, /is in use by another process/);
     const text = await bal(home, "doctor", "-c", taken);
     assert.match(text.stdout, /^what_happened: bind: /m);
+    assert.match(text.stdout, /^why_likely: another program, or a bal with another state/m);
     assert.match(text.stdout, /^do_this_now: find it with: ss -ltnp/m);
 
     const port = freePort();
@@ -69,6 +71,18 @@ Deno.test("doctor: a port taken by another process is critical; by our own bal, 
         running.json.checks[2].summary,
         new RegExp(`in use by the running bal \\(pid ${d.pid}\\)`),
       );
+      assert.equal(running.json.checks[2].expected, true);
+      // bal holding its own port is how it should be: nothing to act on.
+      const healthy = await bal(home, "doctor", "-c", ours);
+      assert.match(healthy.stdout, /^next: /m);
+      assert.doesNotMatch(healthy.stdout, /what_happened/);
+      // With a backend down as well, the triplet is about the backend, with its own cause.
+      writeConfig(home, { port, backends: [a.port, freePort()] });
+      const down = await bal(home, "doctor", "-c", ours);
+      assert.equal(down.code, 0);
+      assert.match(down.stdout, /^what_happened: backend: 1\/2 backends reachable; unreachable: /m);
+      assert.match(down.stdout, /^why_likely: the backend process is not running/m);
+      assert.match(down.stdout, /^do_this_now: start the unreachable backends/m);
     } finally {
       await d.stop();
     }
