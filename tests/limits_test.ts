@@ -12,6 +12,7 @@ import {
   echoing,
   freePort,
   listenBacklogs,
+  missingTool,
   readN,
   startBal,
   startDaemon,
@@ -23,7 +24,11 @@ import {
   writeConfig,
 } from "./helpers.ts";
 
-Deno.test("limits: tcp_backlog is every data plane's listen backlog; a reload applies it to a new listener", async () => {
+Deno.test({
+  name:
+    "limits: tcp_backlog is every data plane's listen backlog; a reload applies it to a new listener",
+  ignore: missingTool("ss"),
+}, async () => {
   const echo = echoBackend();
   const home = tempHome();
   const port = freePort();

@@ -8,6 +8,7 @@ import {
   bal,
   echoBackend,
   freePort,
+  missingTool,
   nameBackend,
   readAll,
   readN,
@@ -174,7 +175,10 @@ Deno.test("workers: every data plane skips a cooling backend and reports clients
   }
 });
 
-Deno.test("workers: a port another bal holds is refused at start and on reload, never shared", async () => {
+Deno.test({
+  name: "workers: a port another bal holds is refused at start and on reload, never shared",
+  ignore: missingTool("ss"),
+}, async () => {
   const echo = echoBackend();
   const first = await startBal({ backends: [echo.port], extra: "workers: 2" });
   const home = tempHome();
