@@ -6,12 +6,12 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { VERSION } from "./build.ts";
-import { configWarnings, DEFAULT_CONFIG_TEXT, readConfig } from "./config.ts";
+import { configWarnings, DEFAULT_CONFIG_TEXT, type HostLimits, readConfig } from "./config.ts";
 import { graceful, liveStatus, ReloadRefused, stop } from "./control.ts";
 import { reportReady, startDaemon } from "./daemon.ts";
 import { BalError, ConfigError, describeError } from "./errors.ts";
 import type { LogFormat } from "./log.ts";
-import { findInstance } from "./instance.ts";
+import { findInstance, readProc } from "./instance.ts";
 import { absolute, ensureStateDir, type StatePaths, statePaths } from "./paths.ts";
 import { serve } from "./server.ts";
 import { diagnose, WHY_PROTECTION, WHY_UNREACHABLE } from "./doctor.ts";
@@ -94,6 +94,12 @@ async function initCommand(options: { config?: string }): Promise<number> {
   return 0;
 }
 
+/** What this machine's kernel says of the limits a config can exceed (Linux only). */
+async function hostLimits(): Promise<HostLimits> {
+  const somaxconn = Number(await readProc("/proc/sys/net/core/somaxconn"));
+  return somaxconn > 0 ? { somaxconn } : {};
+}
+
 /** Options of `bal check`. */
 interface CheckOptions {
   config?: string;
@@ -106,7 +112,7 @@ async function checkCommand(options: CheckOptions): Promise<number> {
   const configPath = configPathOf(options.config, statePaths());
   const result = await readConfig(configPath);
   const errors = result.ok ? [] : result.errors.map((e) => e.message);
-  const warnings = result.ok ? configWarnings(result.config) : [];
+  const warnings = result.ok ? configWarnings(result.config, await hostLimits()) : [];
   const failed = errors.length > 0 || (options.strict === true && warnings.length > 0);
   if (options.json) {
     out(JSON.stringify({

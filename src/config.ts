@@ -571,11 +571,17 @@ function deepFreeze<T>(value: T): T {
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost\.?)$/;
 const ANY = /^(0\.0\.0\.0|::)$/;
 
+/** Limits of the machine bal runs on that a config can exceed; unknown ones are left out. */
+export interface HostLimits {
+  /** `net.core.somaxconn`: Linux caps every listen backlog at it. */
+  somaxconn?: number;
+}
+
 /**
  * Things a valid config allows but an operator likely did not mean: each
  * one line, naming the key. `bal check --strict` fails on them.
  */
-export function configWarnings(config: Config): string[] {
+export function configWarnings(config: Config, host: HostLimits = {}): string[] {
   const warnings: string[] = [];
   if (ANY.test(config.bind_address)) {
     warnings.push(
@@ -592,6 +598,11 @@ export function configWarnings(config: Config): string[] {
   if (r.health_check_timeout_ms >= r.health_check_interval_ms && !tunedPair) {
     warnings.push(
       `runtime.health_check_timeout_ms: ${r.health_check_timeout_ms} is not below health_check_interval_ms (${r.health_check_interval_ms}); a check that times out delays the next round, so a dead backend is found later than the interval suggests`,
+    );
+  }
+  if (host.somaxconn !== undefined && r.tcp_backlog > host.somaxconn) {
+    warnings.push(
+      `runtime.tcp_backlog: ${r.tcp_backlog} is above net.core.somaxconn (${host.somaxconn}) on this machine; the kernel listens with ${host.somaxconn}`,
     );
   }
   const bind = config.bind_address;

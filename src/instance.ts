@@ -57,21 +57,33 @@ interface ProcessInfo {
   start: string;
 }
 
-/**
- * Asks the OS about `pid`, or null when there is no such process. Linux:
- * `/proc/PID/stat`, read through `cat` because Deno requires --allow-all to
- * read `/proc/PID` files and bal runs with narrower permissions. Elsewhere:
- * `ps`, which reports the same two facts.
- */
-async function processInfo(pid: number): Promise<ProcessInfo | null> {
-  const linux = Deno.build.os === "linux";
-  const [cmd, args] = linux
-    ? ["cat", [`/proc/${pid}/stat`]]
-    : ["ps", ["-o", "stat=,lstart=", "-p", String(pid)]];
+/** The trimmed standard output of a command that succeeded, else null. */
+async function output(cmd: string, args: string[]): Promise<string | null> {
   const out = await new Deno.Command(cmd, { args, stdin: "null", stdout: "piped", stderr: "null" })
     .output()
     .catch(() => null);
   const text = out?.success ? new TextDecoder().decode(out.stdout).trim() : "";
+  return text || null;
+}
+
+/**
+ * A file under `/proc`, read through `cat`: Deno requires --allow-all to
+ * read `/proc` and bal runs with narrower permissions. Null when it cannot
+ * be read (or there is no `/proc`).
+ */
+export function readProc(path: string): Promise<string | null> {
+  return output("cat", [path]);
+}
+
+/**
+ * Asks the OS about `pid`, or null when there is no such process. Linux:
+ * `/proc/PID/stat`. Elsewhere: `ps`, which reports the same two facts.
+ */
+async function processInfo(pid: number): Promise<ProcessInfo | null> {
+  const linux = Deno.build.os === "linux";
+  const text = linux
+    ? await readProc(`/proc/${pid}/stat`)
+    : await output("ps", ["-o", "stat=,lstart=", "-p", String(pid)]);
   if (!text) return null;
   if (!linux) {
     const [state, ...start] = text.split(/\s+/);

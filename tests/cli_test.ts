@@ -125,6 +125,23 @@ Deno.test("cli: check warns of exposure, overlapping checks and a backend that i
   assert.equal((await bal(home, "check", "-c", path, "--strict", "--json")).code, 1);
   const clean = writeConfig(home, { port: 9999, backends: [9000] });
   assert.equal((await bal(home, "check", "-c", clean, "--strict")).code, 0);
+  // This machine's own cap on listen backlogs.
+  const somaxconn = Number(Deno.readTextFileSync("/proc/sys/net/core/somaxconn"));
+  const backlog = Math.min(somaxconn + 1, 65535);
+  const big = writeConfig(home, {
+    port: 9999,
+    backends: [9000],
+    runtime: { tcp_backlog: backlog },
+  });
+  const capped = await bal(home, "check", "-c", big, "--json");
+  assert.deepEqual(
+    JSON.parse(capped.stdout).warnings,
+    somaxconn < 65535
+      ? [
+        `runtime.tcp_backlog: ${backlog} is above net.core.somaxconn (${somaxconn}) on this machine; the kernel listens with ${somaxconn}`,
+      ]
+      : [],
+  );
 });
 
 Deno.test("cli: check --verbose lists every runtime setting in force", async () => {

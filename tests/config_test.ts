@@ -129,15 +129,16 @@ Deno.test("config: overload_policy is reject", () => {
   );
 });
 
-Deno.test("config: the tuned defaults and any tcp_backlog raise no warning", () => {
+Deno.test("config: the tuned defaults raise no warning; a tcp_backlog above somaxconn does", () => {
   // The tuned defaults pair a 500 ms interval with an 800 ms timeout on purpose: no warning.
-  assert.deepEqual(configWarnings(parseConfig(`bind_address: 127.0.0.1\n${ONE}`, F)), []);
-  assert.deepEqual(
-    configWarnings(
-      parseConfig(`bind_address: 127.0.0.1\n${ONE}runtime:\n  tcp_backlog: 100\n`, F),
-    ),
-    [],
-  );
+  const plain = parseConfig(`bind_address: 127.0.0.1\n${ONE}`, F);
+  assert.deepEqual(configWarnings(plain), []);
+  assert.deepEqual(configWarnings(plain, { somaxconn: 4096 }), []);
+  const big = parseConfig(`bind_address: 127.0.0.1\n${ONE}runtime:\n  tcp_backlog: 8192\n`, F);
+  assert.deepEqual(configWarnings(big), []);
+  assert.deepEqual(configWarnings(big, { somaxconn: 4096 }), [
+    "runtime.tcp_backlog: 8192 is above net.core.somaxconn (4096) on this machine; the kernel listens with 4096",
+  ]);
 });
 
 Deno.test("config: only backends is required; everything else defaults", () => {
