@@ -214,7 +214,7 @@ async function statusCommand(options: StatusOptions): Promise<number> {
     if (options.verbose || !b.reachable) {
       out(
         `       last check ${b.last_check_time ?? "never"} ${b.last_check_result ?? ""}${
-          b.last_error ? ` (${b.last_error})` : ""
+          b.last_error ? `; last failure: ${b.last_error}` : ""
         }; ${b.consecutive_failures} failures, ${b.consecutive_successes} successes in a row`,
       );
     }

@@ -21,9 +21,11 @@ export interface HealthState {
   readonly healthy: boolean;
   readonly consecutive_failures: number;
   readonly consecutive_successes: number;
-  /** Epoch ms of the last active check or observed connect, or null before any. */
+  /** Epoch ms of the last health check, or null before the first. */
   readonly last_check_at: number | null;
-  /** Why the last check failed, or null when it passed. */
+  /** Whether the last health check passed, or null before the first. */
+  readonly last_check_ok: boolean | null;
+  /** Why the last failed check or connect failed; null once one succeeds. */
   readonly last_error: string | null;
   /** Consecutive failed connects on the data path; sizes the cooldown. */
   readonly connect_failure_streak: number;
@@ -58,6 +60,7 @@ export function initialHealth(): HealthState {
     consecutive_failures: 0,
     consecutive_successes: 0,
     last_check_at: null,
+    last_check_ok: null,
     last_error: null,
     connect_failure_streak: 0,
     cooldown_until: null,
@@ -81,13 +84,18 @@ export function isCooling(state: HealthState, now: number): boolean {
 
 /** Applies one result to a state and returns the next state. */
 export function observe(state: HealthState, obs: Observation, p: HealthPolicy): HealthState {
+  // Data-path connects move the state, but only checks are reported as checks.
+  const check = obs.source === "check";
+  const last_check_at = check ? obs.at : state.last_check_at;
+  const last_check_ok = check ? obs.ok : state.last_check_ok;
   if (obs.ok) {
     const successes = state.consecutive_successes + 1;
     return {
       healthy: state.healthy || successes >= p.success,
       consecutive_failures: 0,
       consecutive_successes: successes,
-      last_check_at: obs.at,
+      last_check_at,
+      last_check_ok,
       last_error: null,
       connect_failure_streak: 0,
       cooldown_until: null,
@@ -99,7 +107,8 @@ export function observe(state: HealthState, obs: Observation, p: HealthPolicy): 
     healthy: state.healthy && failures < p.fail,
     consecutive_failures: failures,
     consecutive_successes: 0,
-    last_check_at: obs.at,
+    last_check_at,
+    last_check_ok,
     last_error: obs.error ?? "failed",
     connect_failure_streak: streak,
     cooldown_until: obs.source === "connect"

@@ -123,7 +123,7 @@ export function buildStatus(input: StatusInput): Status {
       reachable: h?.healthy ?? true,
       active_connections: c.active,
       last_check_time: iso(h?.last_check_at ?? null),
-      last_check_result: h?.last_check_at == null ? null : h.last_error === null ? "ok" : "failed",
+      last_check_result: h?.last_check_ok == null ? null : h.last_check_ok ? "ok" : "failed",
       last_error: h?.last_error ?? null,
       consecutive_failures: h?.consecutive_failures ?? 0,
       consecutive_successes: h?.consecutive_successes ?? 0,

@@ -74,10 +74,29 @@ Deno.test("health: thresholds of 1 flip at once", () => {
   assert.equal(observe(down, ok(), one).healthy, true);
 });
 
-Deno.test("health: observe records when and what", () => {
-  const s = observe(initialHealth(), fail(42, "timeout"), t);
-  assert.equal(s.last_check_at, 42);
-  assert.equal(s.last_error, "timeout");
+Deno.test("health: a check is recorded as the last check; a connect only as the last failure", () => {
+  const checked = observe(initialHealth(), fail(42, "timeout"), t);
+  assert.equal(checked.last_check_at, 42);
+  assert.equal(checked.last_check_ok, false);
+  assert.equal(checked.last_error, "timeout");
+  const passed = observe(checked, ok(50), t);
+  assert.deepEqual([passed.last_check_at, passed.last_check_ok, passed.last_error], [
+    50,
+    true,
+    null,
+  ]);
+  // A failed connect on the data path is no health check: the last check stays as it was.
+  const refused = observe(passed, connectFail(60), t);
+  assert.deepEqual(
+    [refused.last_check_at, refused.last_check_ok, refused.last_error],
+    [50, true, "connection refused"],
+  );
+  const served = observe(refused, { ok: true, at: 70, source: "connect" }, t);
+  assert.deepEqual([served.last_check_at, served.last_check_ok, served.last_error], [
+    50,
+    true,
+    null,
+  ]);
 });
 
 Deno.test("health: cooldown is min(initial * 2^(streak-1), max), at least backend_cooldown_ms", () => {
