@@ -6,7 +6,13 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { VERSION } from "./build.ts";
-import { configWarnings, DEFAULT_CONFIG_TEXT, type HostLimits, readConfig } from "./config.ts";
+import {
+  configWarnings,
+  DEFAULT_CONFIG_TEXT,
+  formatAddress,
+  type HostLimits,
+  readConfig,
+} from "./config.ts";
 import { graceful, liveStatus, ReloadRefused, stop } from "./control.ts";
 import { reportReady, startDaemon } from "./daemon.ts";
 import { BalError, ConfigError, describeError } from "./errors.ts";
@@ -137,7 +143,9 @@ async function checkCommand(options: CheckOptions): Promise<number> {
   const c = result.config;
   out(`config OK: ${configPath}`);
   out(
-    `  listen ${c.bind_address}:${c.port}, ${c.method}, log_level ${c.log_level}, workers ${c.workers}`,
+    `  listen ${
+      formatAddress(c.bind_address, c.port)
+    }, ${c.method}, log_level ${c.log_level}, workers ${c.workers}`,
   );
   out(
     `  ${c.backends.length} backend${c.backends.length === 1 ? "" : "s"}: ${
@@ -183,8 +191,9 @@ async function statusCommand(options: StatusOptions): Promise<number> {
   }
   const backends = s.backends!;
   const down = backends.filter((b) => !b.reachable);
-  const summary =
-    `bal is running (pid ${s.pid}), ${s.bind_address}:${s.port}, ${s.backend_reachable}/${s.backend_total} backends reachable, ${s.active_connections} active connections`;
+  const summary = `bal is running (pid ${s.pid}), ${
+    formatAddress(s.bind_address!, s.port!)
+  }, ${s.backend_reachable}/${s.backend_total} backends reachable, ${s.active_connections} active connections`;
   if (options.brief) {
     out(summary);
     return 0;

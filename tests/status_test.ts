@@ -164,3 +164,31 @@ Deno.test("status: with two workers the counts of both planes add up", async () 
     await echo.close();
   }
 });
+
+Deno.test("status: an IPv6 listener serves, and every command writes its address as [::1]:PORT", async () => {
+  const echo = echoBackend();
+  const home = tempHome();
+  const port = freePort();
+  const config = `${home}/v6.yaml`;
+  Deno.writeTextFileSync(
+    config,
+    `port: ${port}\nbind_address: "::1"\nbackends: ["127.0.0.1:${echo.port}"]\n`,
+  );
+  const check = await bal(home, "check", "-c", config);
+  assert.match(check.stdout, new RegExp(`^ {2}listen \\[::1\\]:${port}, `, "m"));
+  const d = await startDaemon(home, config, port);
+  try {
+    const c = await Deno.connect({ hostname: "::1", port });
+    await writeAll(c, text("six"));
+    assert.equal(str(await readN(c, 3)), "six");
+    c.close();
+    const brief = await bal(home, "status", "--brief");
+    assert.match(
+      brief.stdout,
+      new RegExp(`^bal is running \\(pid ${d.pid}\\), \\[::1\\]:${port}, `),
+    );
+  } finally {
+    await d.stop();
+    await echo.close();
+  }
+});
