@@ -684,7 +684,8 @@ backends:
 
 # Optional failure-handling and limit knobs. The values shown are the
 # defaults with 1-2 backends; some grow with more backends (in brackets).
-# A key you set overrides only itself; all apply on reload.
+# A key you set overrides only itself; all apply on reload (tcp_backlog when
+# bal next opens its listener).
 # runtime:
 ${runtimeDefaultsText()}
 `;
