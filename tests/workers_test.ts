@@ -214,6 +214,8 @@ Deno.test({
       await second.stop();
     }
   } finally {
+    // Stops a second bal that started after all (the bug this test is about).
+    await bal(home, "stop");
     await first.stop();
     await echo.close();
   }
