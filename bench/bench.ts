@@ -55,9 +55,13 @@ function onCpu(cpu: number | null, argv: string[]): string[] {
   return ["sh", "-c", `ulimit -n ${FD_LIMIT}; exec ${pin}${quoted}`];
 }
 
-function spawn(argv: string[], opts: { stdin?: "piped" | "null"; quiet?: boolean } = {}) {
+function spawn(
+  argv: string[],
+  opts: { stdin?: "piped" | "null"; quiet?: boolean; env?: Record<string, string> } = {},
+) {
   return new Deno.Command(argv[0], {
     args: argv.slice(1),
+    env: opts.env,
     cwd: root,
     stdin: opts.stdin ?? "null",
     stdout: "piped",
@@ -165,14 +169,7 @@ const bal: Target = {
     ]);
     // taskset execs deno, so the child's pid is bal's: no wait for the pid
     // file, which bal writes a moment after it starts accepting.
-    const child = new Deno.Command(argv[0], {
-      args: argv.slice(1),
-      env: { BAL_HOME: home },
-      cwd: root,
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    const child = spawn(argv, { env: { BAL_HOME: home } });
     await waitPort(port);
     return { port, pid: child.pid, stop: () => stopProcess(child, child.pid) };
   },

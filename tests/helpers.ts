@@ -90,9 +90,8 @@ export function writeConfig(home: string, spec: ConfigSpec, name = "test.yaml"):
 
 /** The backlog of each socket listening on `port` (`ss` shows it as Send-Q), sorted. */
 export async function listenBacklogs(port: number): Promise<number[]> {
-  const { stdout } = await new Deno.Command("ss", { args: ["-Hltn", `sport = :${port}`] })
-    .output();
-  return new TextDecoder().decode(stdout).trim().split("\n").filter((l) => l)
+  const { stdout } = await runCommand("ss", ["-Hltn", `sport = :${port}`]);
+  return stdout.trim().split("\n").filter((l) => l)
     .map((l) => Number(l.trim().split(/\s+/)[2])).sort((a, b) => a - b);
 }
 

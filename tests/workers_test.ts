@@ -12,6 +12,7 @@ import {
   nameBackend,
   readAll,
   readN,
+  runCommand,
   serveTcp,
   sha256,
   startBal,
@@ -205,10 +206,7 @@ Deno.test({
       const reload = await bal(home, "graceful");
       assert.equal(reload.code, 1, reload.stdout);
       assert.match(reload.stdout + reload.stderr, /address already in use/);
-      const listeners = new TextDecoder().decode(
-        (await new Deno.Command("ss", { args: ["-Hltnp", `sport = :${first.port}`] }).output())
-          .stdout,
-      );
+      const listeners = (await runCommand("ss", ["-Hltnp", `sport = :${first.port}`])).stdout;
       assert.ok(!listeners.includes(`pid=${second.pid},`), listeners);
     } finally {
       await second.stop();
