@@ -81,7 +81,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
     case "stats":
       return sendStats();
     case "stop": {
-      proxy.stopAccepting();
+      await proxy.stopAccepting();
       clearInterval(statsTimer);
       const forced = await proxy.drain(m.drainMs);
       sendStats();

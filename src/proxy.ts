@@ -55,8 +55,13 @@ export interface Proxy {
   listen(config: Config): void;
   /** `host:port` being listened on, or null. */
   address(): string | null;
-  /** Closes the listener: new clients are refused from now on. */
-  stopAccepting(): void;
+  /**
+   * Closes the listener for good: new clients are refused from now on, and
+   * a later {@link Proxy.listen} opens nothing. Resolves once the socket is
+   * really closed, which Deno does only when the pending accept has unwound:
+   * until then the kernel still completes handshakes on it.
+   */
+  stopAccepting(): Promise<void>;
   /**
    * Waits until no connection is left, or `timeoutMs` has passed, then
    * closes whatever is left. Resolves to the number closed that way.
@@ -118,6 +123,9 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
   let listener: Deno.TcpListener | null = null;
   let bound: { hostname: string; port: number } | null = null;
   let boundBacklog = 0;
+  let stopped = false;
+  // The accept loop of the current listener; it ends once that listener is closed.
+  let accepting = Promise.resolve();
   const closing = new WeakSet<Deno.TcpListener>();
   const noBackend = rateLimited(1000);
   const overloaded = rateLimited(1000);
@@ -345,6 +353,7 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
   return {
     listen(config) {
       const want = { hostname: config.bind_address, port: config.port };
+      if (stopped) return;
       if (bound && bound.hostname === want.hostname && bound.port === want.port) return;
       const old = listener;
       // Deno cannot change the backlog of an open listener (no second
@@ -363,20 +372,22 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
           next = open(want.hostname, want.port, backlog, false);
         } catch (err2) {
           listener = open(bound.hostname, bound.port, boundBacklog, false);
-          acceptLoop(listener);
+          accepting = acceptLoop(listener);
           throw err2;
         }
       }
       listener = next;
       bound = want;
       boundBacklog = backlog;
-      acceptLoop(next);
+      accepting = acceptLoop(next);
       if (old) close(old);
     },
     address: () => bound ? formatAddress(bound.hostname, bound.port) : null,
     stopAccepting() {
+      stopped = true;
       if (listener) close(listener);
       listener = null;
+      return accepting;
     },
     async drain(timeoutMs) {
       if (sessions.size > 0) {

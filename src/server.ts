@@ -140,7 +140,7 @@ async function serveLocked(options: ServeOptions): Promise<number> {
         backend: (address) => runtime.snapshot.config.backends.find((b) => b.address === address),
       });
     } catch (err) {
-      proxy.stopAccepting();
+      await proxy.stopAccepting();
       throw err;
     }
   }
@@ -317,10 +317,12 @@ async function serveLocked(options: ServeOptions): Promise<number> {
   await options.onReady?.(proxy.address()!);
 
   const signal = await stopping;
-  proxy.stopAccepting();
+  const drainMs = runtime.snapshot.config.runtime.shutdown_drain_timeout_ms;
+  // Every data plane stops accepting now; the workers start draining as they do.
+  const workersDrained = pool?.drain(drainMs) ?? Promise.resolve(0);
+  await proxy.stopAccepting();
   checks.stop();
   clearInterval(statsTimer);
-  const drainMs = runtime.snapshot.config.runtime.shutdown_drain_timeout_ms;
   log.info("{signal}: stopped accepting, draining {active} connections (up to {drain_ms} ms)", {
     event: "stopping",
     signal,
@@ -330,10 +332,7 @@ async function serveLocked(options: ServeOptions): Promise<number> {
   state.status = "stopping";
   await saveState();
   await reloading;
-  const [forcedHere, forcedWorkers] = await Promise.all([
-    proxy.drain(drainMs),
-    pool?.drain(drainMs) ?? 0,
-  ]);
+  const [forcedHere, forcedWorkers] = await Promise.all([proxy.drain(drainMs), workersDrained]);
   pool?.terminate();
   const forced = forcedHere + forcedWorkers;
   if (forced > 0) {

@@ -121,6 +121,14 @@ Deno.test("workers: stop lets in-flight responses on both planes finish", async 
       3000,
     );
     const stopping = d.stop();
+    // Once bal says it stopped accepting, no plane takes a new client.
+    await waitFor("stopping", () => d.log().some((l) => l.event === "stopping"));
+    for (let i = 0; i < 50; i++) {
+      await assert.rejects(
+        Deno.connect({ hostname: "127.0.0.1", port }),
+        Deno.errors.ConnectionRefused,
+      );
+    }
     const rest = await Promise.all(conns.map(async (c) => {
       const r = str(await readAll(c));
       c.close();
