@@ -106,9 +106,35 @@ async function waitPort(port: number, timeoutMs = 15000): Promise<void> {
   throw new Error(`nothing listens on ${port}`);
 }
 
-function rssKiB(pid: number): number {
+function statusKiB(pid: number, field: string): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+  return Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(status)![1]);
+}
+
+function rssKiB(pid: number): number {
+  return statusKiB(pid, "VmRSS");
+}
+
+/**
+ * Anonymous resident memory (KiB): heap, stacks and buffers, what the
+ * process itself allocated. RSS adds the pages of its executable and
+ * libraries it has touched, which are clean (the kernel can drop and re-read
+ * them) and shared by every process running the same executable.
+ */
+function anonKiB(pid: number): number {
+  return statusKiB(pid, "RssAnon");
+}
+
+const TICKS_PER_S = 100;
+
+/**
+ * User and system CPU seconds a process has used, from `/proc/PID/stat`:
+ * unlike a rate, this excludes the time a virtual machine's host steals.
+ */
+function cpuSeconds(pid: number): { user: number; sys: number } {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { user: Number(fields[11]) / TICKS_PER_S, sys: Number(fields[12]) / TICKS_PER_S };
 }
 
 /** A proxy (or none) started in front of the given backends. */
@@ -355,9 +381,10 @@ async function bulk(port: number, streams: number): Promise<number> {
 async function memory(
   r: Running,
   count: number,
-): Promise<{ idle_mb: number; per_conn_kib: number }> {
+): Promise<{ idle_mb: number; idle_anon_mb: number; per_conn_kib: number }> {
   await sleep(300);
   const idle = rssKiB(r.pid!);
+  const idleAnon = anonKiB(r.pid!);
   const holder = spawn(loadArgv("hold", r.port, ["--count", String(count)]), { stdin: "piped" });
   const reader = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
   const { value } = await within(reader.read(), 60_000, `holding ${count} connections`);
@@ -368,7 +395,11 @@ async function memory(
   await reader.cancel();
   await holder.status;
   if (held.held < count) throw new Error(`held only ${held.held} of ${count} connections`);
-  return { idle_mb: idle / 1024, per_conn_kib: (loaded - idle) / count };
+  return {
+    idle_mb: idle / 1024,
+    idle_anon_mb: idleAnon / 1024,
+    per_conn_kib: (loaded - idle) / count,
+  };
 }
 
 /** Resolves to `p`, or rejects after `ms` (the caller closes what it was waiting on). */
@@ -445,8 +476,16 @@ try {
       const row: Row = {};
       const http = await t.start([httpA, httpB]);
       try {
+        const before = http.pid ? cpuSeconds(http.pid) : null;
         const s = await short(http.port);
         row.short_per_s = s.rate;
+        if (before) {
+          // Per connection, so the split between the proxy's own code and the kernel shows.
+          const after = cpuSeconds(http.pid!);
+          const conns = s.rate * secs;
+          row.short_user_us = (after.user - before.user) * 1e6 / conns;
+          row.short_sys_us = (after.sys - before.sys) * 1e6 / conns;
+        }
         const k = await keepalive(http.port);
         row.keepalive_per_s = k.rate;
         row.keepalive_p50_ms = k.p50_ms;
@@ -461,6 +500,7 @@ try {
           try {
             const m = await memory(fresh, count);
             row.idle_rss_mb ??= m.idle_mb;
+            row.idle_anon_mb ??= m.idle_anon_mb;
             row[`kib_per_conn_${count}`] = m.per_conn_kib;
           } finally {
             await fresh.stop();
@@ -511,12 +551,15 @@ try {
 
   const columns: [string, string][] = [
     ["short_per_s", "short conn/s"],
+    ["short_user_us", "user µs/conn"],
+    ["short_sys_us", "sys µs/conn"],
     ["keepalive_per_s", "keep-alive req/s"],
     ["keepalive_p50_ms", "p50 ms"],
     ["keepalive_p99_ms", "p99 ms"],
     ["bulk1_gbit_s", "bulk 1 Gbit/s"],
     ["bulk8_gbit_s", "bulk 8 Gbit/s"],
     ["idle_rss_mb", "idle RSS MB"],
+    ["idle_anon_mb", "idle anon MB"],
     ...holdCounts.map((c) => [`kib_per_conn_${c}`, `KiB/conn @${c}`] as [string, string]),
     ["startup_ms", "startup ms"],
   ];
