@@ -128,13 +128,25 @@ function anonKiB(pid: number): number {
 const TICKS_PER_S = 100;
 
 /**
- * User and system CPU seconds a process has used, from `/proc/PID/stat`:
- * unlike a rate, this excludes the time a virtual machine's host steals.
+ * Measures the user and system CPU seconds a process uses between calls of
+ * `take`, from `/proc/PID/stat`: unlike a rate, this leaves out the time a
+ * virtual machine's host steals.
  */
-function cpuSeconds(pid: number): { user: number; sys: number } {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { user: Number(fields[11]) / TICKS_PER_S, sys: Number(fields[12]) / TICKS_PER_S };
+function cpuMeter(pid: number): { take(): { user: number; sys: number } } {
+  const read = () => {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { user: Number(fields[11]) / TICKS_PER_S, sys: Number(fields[12]) / TICKS_PER_S };
+  };
+  let last = read();
+  return {
+    take() {
+      const now = read();
+      const used = { user: now.user - last.user, sys: now.sys - last.sys };
+      last = now;
+      return used;
+    },
+  };
 }
 
 /** A proxy (or none) started in front of the given backends. */
@@ -476,20 +488,23 @@ try {
       const row: Row = {};
       const http = await t.start([httpA, httpB]);
       try {
-        const before = http.pid ? cpuSeconds(http.pid) : null;
+        const cpu = http.pid ? cpuMeter(http.pid) : null;
         const s = await short(http.port);
         row.short_per_s = s.rate;
-        if (before) {
-          // Per connection, so the split between the proxy's own code and the kernel shows.
-          const after = cpuSeconds(http.pid!);
-          const conns = s.rate * secs;
-          row.short_user_us = (after.user - before.user) * 1e6 / conns;
-          row.short_sys_us = (after.sys - before.sys) * 1e6 / conns;
+        if (cpu) {
+          // Per connection, split, so what the proxy's own code costs shows beside the kernel's part.
+          const used = cpu.take();
+          row.short_user_us = used.user * 1e6 / (s.rate * secs);
+          row.short_sys_us = used.sys * 1e6 / (s.rate * secs);
         }
         const k = await keepalive(http.port);
         row.keepalive_per_s = k.rate;
         row.keepalive_p50_ms = k.p50_ms;
         row.keepalive_p99_ms = k.p99_ms;
+        if (cpu) {
+          const used = cpu.take();
+          row.keepalive_cpu_us = (used.user + used.sys) * 1e6 / (k.rate * secs);
+        }
       } finally {
         await http.stop();
       }
@@ -556,6 +571,7 @@ try {
     ["keepalive_per_s", "keep-alive req/s"],
     ["keepalive_p50_ms", "p50 ms"],
     ["keepalive_p99_ms", "p99 ms"],
+    ["keepalive_cpu_us", "CPU µs/req"],
     ["bulk1_gbit_s", "bulk 1 Gbit/s"],
     ["bulk8_gbit_s", "bulk 8 Gbit/s"],
     ["idle_rss_mb", "idle RSS MB"],
