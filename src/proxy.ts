@@ -55,6 +55,8 @@ export interface Proxy {
   listen(config: Config): void;
   /** `host:port` being listened on, or null. */
   address(): string | null;
+  /** The listen backlog of the open listener: a reload does not change it (0 before listening). */
+  backlog(): number;
   /**
    * Closes the listener for good: new clients are refused from now on, and
    * a later {@link Proxy.listen} opens nothing. Resolves once the socket is
@@ -383,6 +385,7 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
       if (old) close(old);
     },
     address: () => bound ? formatAddress(bound.hostname, bound.port) : null,
+    backlog: () => boundBacklog,
     stopAccepting() {
       stopped = true;
       if (listener) close(listener);

@@ -208,7 +208,6 @@ async function serveLocked(options: ServeOptions): Promise<number> {
   async function reload(): Promise<void> {
     state.reloads++;
     const before = runtime.snapshot.config;
-    const listenBefore = proxy.address();
     const result = await readConfig(configPath);
     let error: string | null = null;
     if (!result.ok) {
@@ -243,7 +242,7 @@ async function serveLocked(options: ServeOptions): Promise<number> {
         );
       }
       const backlog = next.config.runtime.tcp_backlog;
-      if (backlog !== before.runtime.tcp_backlog && proxy.address() === listenBefore) {
+      if (backlog !== proxy.backlog()) {
         log.warn(
           "tcp_backlog: {backlog} applies when bal next opens its listener (restart, or a new port or bind_address)",
           { event: "tcp_backlog_deferred", backlog },

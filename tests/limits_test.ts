@@ -41,8 +41,12 @@ Deno.test({
     writeConfig(home, { ...spec, port, runtime: { tcp_backlog: 2000 } });
     assert.equal((await bal(home, "graceful")).code, 0);
     assert.deepEqual(await listenBacklogs(port), [1000, 1000]);
-    const deferred = d.log().find((l) => l.event === "tcp_backlog_deferred");
-    assert.equal((deferred?.fields as Record<string, number>)?.backlog, 2000);
+    const deferred = () => d.log().filter((l) => l.event === "tcp_backlog_deferred");
+    assert.deepEqual(deferred().map((l) => (l.fields as Record<string, number>).backlog), [2000]);
+    // Back to the listeners' own backlog: nothing waits, so nothing is said.
+    writeConfig(home, { ...spec, port, runtime: { tcp_backlog: 1000 } });
+    assert.equal((await bal(home, "graceful")).code, 0);
+    assert.deepEqual(deferred().map((l) => (l.fields as Record<string, number>).backlog), [2000]);
     // A new port opens new listeners, with the backlog in force.
     const moved = freePort();
     writeConfig(home, { ...spec, port: moved, runtime: { tcp_backlog: 2000 } });
