@@ -125,6 +125,7 @@ function anonKiB(pid: number): number {
   return statusKiB(pid, "RssAnon");
 }
 
+/** `/proc` counts CPU time in USER_HZ ticks, 100 per second on every Linux. */
 const TICKS_PER_S = 100;
 
 /**
