@@ -123,8 +123,8 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
   const sessions = new Set<Session>();
   const idleWaiters = new Set<() => void>();
   let listener: Deno.TcpListener | null = null;
-  let bound: { hostname: string; port: number } | null = null;
-  let boundBacklog = 0;
+  // What the open listener was opened with.
+  let bound: { hostname: string; port: number; backlog: number } | null = null;
   let stopped = false;
   // The accept loop of the current listener; it ends once that listener is closed.
   let accepting = Promise.resolve();
@@ -373,19 +373,18 @@ export function createProxy(runtime: Runtime, options: ProxyOptions): Proxy {
         try {
           next = open(want.hostname, want.port, backlog, false);
         } catch (err2) {
-          listener = open(bound.hostname, bound.port, boundBacklog, false);
+          listener = open(bound.hostname, bound.port, bound.backlog, false);
           accepting = acceptLoop(listener);
           throw err2;
         }
       }
       listener = next;
-      bound = want;
-      boundBacklog = backlog;
+      bound = { ...want, backlog };
       accepting = acceptLoop(next);
       if (old) close(old);
     },
     address: () => bound ? formatAddress(bound.hostname, bound.port) : null,
-    backlog: () => boundBacklog,
+    backlog: () => bound?.backlog ?? 0,
     stopAccepting() {
       stopped = true;
       if (listener) close(listener);
