@@ -6,8 +6,8 @@
  *
  * @module
  */
-import type { Backend, RuntimeSettings } from "./config.ts";
-import { dial, DialError } from "./dial.ts";
+import type { Backend, RuntimeSettings } from "./config/mod.ts";
+import { dial, DialError } from "./engine/dial.ts";
 import { describeError } from "./errors.ts";
 import { type FailureKind, type HealthPolicy, type Observation, observe } from "./health.ts";
 import { logger } from "./log.ts";
@@ -18,7 +18,7 @@ import {
   type ProtectionState,
   protectionSuccess,
 } from "./protection.ts";
-import type { Runtime } from "./snapshot.ts";
+import { protectionOf, type Runtime } from "./snapshot.ts";
 
 const log = logger("health");
 
@@ -42,63 +42,71 @@ function protectionPolicy(r: RuntimeSettings): ProtectionPolicy {
 }
 
 /**
- * Applies one result for `backend` to its health and to protection mode,
- * and logs when either changes. Results for a backend a reload removed are
- * dropped.
+ * Applies one result for `backend` to its health and to its service's
+ * protection mode, and logs when either changes. Results for a backend a
+ * reload removed are dropped.
  */
 export function recordResult(runtime: Runtime, backend: Backend, obs: Observation): void {
-  const before = runtime.health.get(backend.address);
-  if (!before) return;
-  const settings = runtime.snapshot.config.runtime;
-  const after = observe(before, obs, healthPolicy(settings, runtime.protection.enabled));
-  runtime.health.set(backend.address, after);
+  const before = runtime.health.get(backend.id);
+  const service = runtime.snapshot.services.get(backend.service);
+  if (!before || !service) return;
+  const settings = service.runtime;
+  const protection = protectionOf(runtime, service.name);
+  const after = observe(before, obs, healthPolicy(settings, protection.enabled));
+  runtime.health.set(backend.id, after);
+  const names = { service: service.name, backend: backend.address };
   if (before.healthy && !after.healthy) {
-    log.warn("backend {backend} is down: {error}", {
+    log.warn("backend {backend} of {service} is down: {error}", {
       event: "backend_down",
-      backend: backend.address,
+      ...names,
       error: after.last_error,
       consecutive_failures: after.consecutive_failures,
     });
   } else if (!before.healthy && after.healthy) {
-    log.info("backend {backend} is up", {
+    log.info("backend {backend} of {service} is up", {
       event: "backend_up",
-      backend: backend.address,
+      ...names,
       consecutive_successes: after.consecutive_successes,
     });
   }
   if (after.cooldown_until !== before.cooldown_until && after.cooldown_until !== null) {
-    log.debug("backend {backend} cools down for {cooldown_ms} ms", {
+    log.debug("backend {backend} of {service} cools down for {cooldown_ms} ms", {
       event: "backend_cooldown",
-      backend: backend.address,
+      ...names,
       cooldown_ms: after.cooldown_until - obs.at,
       streak: after.connect_failure_streak,
     });
   }
   const policy = protectionPolicy(settings);
   if (obs.ok) {
-    setProtection(runtime, protectionSuccess(runtime.protection, policy));
+    setProtection(runtime, service.name, protectionSuccess(protection, policy));
   } else if (obs.source === "connect" && (obs.kind === "timeout" || obs.kind === "refused")) {
-    setProtection(runtime, protectionFailure(runtime.protection, obs.at, policy));
+    setProtection(runtime, service.name, protectionFailure(protection, obs.at, policy));
   }
 }
 
-/** Records a client that every backend failed: protection mode turns on. */
-export function recordNoBackend(runtime: Runtime, at: number): void {
-  setProtection(runtime, protectionNoBackend(runtime.protection, at));
+/** Records a client of `service` that every backend failed: its protection mode turns on. */
+export function recordNoBackend(runtime: Runtime, service: string, at: number): void {
+  if (!runtime.snapshot.services.has(service)) return;
+  setProtection(runtime, service, protectionNoBackend(protectionOf(runtime, service), at));
 }
 
-function setProtection(runtime: Runtime, next: ProtectionState): void {
-  const before = runtime.protection;
-  runtime.protection = next;
+function setProtection(runtime: Runtime, service: string, next: ProtectionState): void {
+  const before = protectionOf(runtime, service);
+  runtime.protection.set(service, next);
   if (!before.enabled && next.enabled) {
-    log.warn("protection mode on: {reason}; failover backoff and cooldown doubled", {
+    log.warn("protection mode on for {service}: {reason}; failover backoff and cooldown doubled", {
       event: "protection_on",
+      service,
       reason: next.reason,
     });
   } else if (before.enabled && !next.enabled) {
-    log.info("protection mode off after {stable} consecutive successes", {
+    const stable = runtime.snapshot.services.get(service)?.runtime
+      .protection_stable_success_threshold;
+    log.info("protection mode off for {service} after {stable} consecutive successes", {
       event: "protection_off",
-      stable: runtime.snapshot.config.runtime.protection_stable_success_threshold,
+      service,
+      stable,
       since: new Date(before.since!).toISOString(),
     });
   }
@@ -140,9 +148,11 @@ export interface HealthChecks {
 export type Recorder = (backend: Backend, obs: Observation) => void;
 
 /**
- * Checks every backend of the current snapshot now and then every
- * `health_check_interval_ms`, reading the interval afresh each round so a
- * reload applies it. Results go to `record`.
+ * Checks every backend of every service of the current snapshot now, then
+ * each service again `health_check_interval_ms` after its last round ended
+ * (a round waits for its slowest check, so a service's checks never
+ * overlap). Intervals are read afresh each round, so a reload applies
+ * them. Results go to `record`.
  */
 export function startHealthChecks(
   runtime: Runtime,
@@ -150,24 +160,47 @@ export function startHealthChecks(
 ): HealthChecks {
   let stopped = false;
   let wake: (() => void) | null = null;
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  // Epoch ms of each service's next round; absent: due now.
+  const due = new Map<string, number>();
+  const running = new Set<string>();
 
-  const round = async () => {
-    const { config } = runtime.snapshot;
-    const timeout = config.runtime.health_check_timeout_ms;
-    await Promise.all(config.backends.map(async (backend) => {
+  const round = async (name: string) => {
+    const service = runtime.snapshot.services.get(name);
+    if (!service) return;
+    const timeout = service.runtime.health_check_timeout_ms;
+    await Promise.all(service.backends.map(async (backend) => {
       const obs = await probe(backend, timeout);
       if (obs && !stopped) record(backend, obs);
     }));
   };
 
+  const startDue = (now: number) => {
+    const { services } = runtime.snapshot;
+    for (const name of due.keys()) if (!services.has(name)) due.delete(name);
+    for (const name of services.keys()) {
+      if (running.has(name) || (due.get(name) ?? 0) > now) continue;
+      running.add(name);
+      round(name).finally(() => {
+        running.delete(name);
+        const interval = runtime.snapshot.services.get(name)?.runtime.health_check_interval_ms;
+        if (interval === undefined) due.delete(name);
+        else due.set(name, Date.now() + interval);
+        wake?.();
+      });
+    }
+  };
+
   const loop = async () => {
     while (!stopped) {
-      await round();
-      if (stopped) break;
+      const now = Date.now();
+      startDue(now);
+      const waiting = [...due].filter(([name]) => !running.has(name)).map(([, at]) => at);
+      // With every round under way, a round's end wakes the loop.
+      const delay = waiting.length ? Math.max(0, Math.min(...waiting) - now) : 60_000;
+      let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         wake = resolve;
-        timer = setTimeout(resolve, runtime.snapshot.config.runtime.health_check_interval_ms);
+        timer = setTimeout(resolve, delay);
       });
       clearTimeout(timer);
       wake = null;
@@ -178,7 +211,10 @@ export function startHealthChecks(
   );
 
   return {
-    checkNow: () => wake?.(),
+    checkNow: () => {
+      due.clear();
+      wake?.();
+    },
     stop: () => {
       stopped = true;
       wake?.();

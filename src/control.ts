@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { readConfig, RUNTIME_RULES } from "./config.ts";
+import { readConfig, RUNTIME_RULES } from "./config/mod.ts";
 import { BalError, type ConfigError, describeError, StateError } from "./errors.ts";
 import {
   findInstance,
@@ -41,7 +41,7 @@ export async function stop(paths: StatePaths): Promise<number> {
   const pid = await runningPid(paths);
   // The drain timeout in force, not the one in a file edited since.
   const drainMs = await liveStatus(paths)
-    .then((s) => s.runtime?.shutdown_drain_timeout_ms)
+    .then(drainOf)
     .catch(() => undefined) ?? RUNTIME_RULES.shutdown_drain_timeout_ms.tuned[0];
   Deno.kill(pid, "SIGTERM");
   const deadline = Date.now() + drainMs + STOP_MARGIN_MS;
@@ -56,6 +56,12 @@ export async function stop(paths: StatePaths): Promise<number> {
   // A zombie cannot remove its own files; a clean exit already did.
   await removeInstanceFiles(paths, pid);
   return pid;
+}
+
+/** The longest drain timeout of the running bal's services. */
+function drainOf(s: Status): number | undefined {
+  const all = (s.services ?? []).map((x) => x.runtime.shutdown_drain_timeout_ms);
+  return all.length ? Math.max(...all) : s.runtime?.shutdown_drain_timeout_ms;
 }
 
 /**
@@ -112,4 +118,24 @@ export async function liveStatus(paths: StatePaths): Promise<Status> {
       }`,
     );
   }
+}
+
+/** Sends one command to the running bal's control socket; its `{error}` becomes a BalError. */
+export async function command(
+  paths: StatePaths,
+  body: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  const pid = await runningPid(paths);
+  let reply: Record<string, unknown>;
+  try {
+    reply = await request(paths.sock, body) as Record<string, unknown>;
+  } catch (e) {
+    throw new BalError(
+      `bal (pid ${pid}) runs but its control socket ${paths.sock} does not answer: ${
+        describeError(e)
+      }`,
+    );
+  }
+  if (typeof reply.error === "string") throw new BalError(reply.error);
+  return reply;
 }

@@ -5,8 +5,8 @@
  *
  * @module
  */
-import { type Config, formatAddress, readConfig } from "./config.ts";
-import { dial } from "./dial.ts";
+import { allBackends, type Config, formatAddress, readConfig, type Service } from "./config/mod.ts";
+import { dial } from "./engine/dial.ts";
 import { describeError } from "./errors.ts";
 import { liveStatus } from "./control.ts";
 import { findInstance, readPid } from "./instance.ts";
@@ -95,10 +95,17 @@ async function pidCheck(paths: StatePaths): Promise<{ check: Check; running: num
   };
 }
 
-function bindCheck(config: Config, running: number | null, runningListen: string | null): Check {
-  const address = formatAddress(config.bind_address, config.port);
+function bindCheck(
+  service: Service,
+  several: boolean,
+  running: number | null,
+  runningListen: readonly string[],
+): Check {
+  const address = `${formatAddress(service.bind_address, service.port)}${
+    several ? ` (service ${service.name})` : ""
+  }`;
   try {
-    Deno.listen({ hostname: config.bind_address, port: config.port }).close();
+    Deno.listen({ hostname: service.bind_address, port: service.port }).close();
     return {
       name: "bind",
       level: "ok",
@@ -115,7 +122,9 @@ function bindCheck(config: Config, running: number | null, runningListen: string
         hint: "check bind_address and port; ports below 1024 need root or CAP_NET_BIND_SERVICE",
       };
     }
-    if (running !== null && runningListen === address) {
+    if (
+      running !== null && runningListen.includes(formatAddress(service.bind_address, service.port))
+    ) {
       return {
         name: "bind",
         level: "warn",
@@ -130,27 +139,30 @@ function bindCheck(config: Config, running: number | null, runningListen: string
       level: "critical",
       summary: `${address} is in use by another process`,
       why: "another program, or a bal with another state directory, listens on that port",
-      hint: `find it with: ss -ltnp 'sport = :${config.port}'; or choose another port`,
+      hint: `find it with: ss -ltnp 'sport = :${service.port}'; or choose another port`,
     };
   }
 }
 
 async function backendCheck(config: Config, live: Status | null): Promise<Check> {
+  const backends = allBackends(config);
   const timeout = config.runtime.health_check_timeout_ms;
-  const results = await Promise.all(config.backends.map(async (b) => {
+  const results = await Promise.all(backends.map(async (b) => {
     try {
       (await dial(b.host, b.port, timeout)).close();
       return null;
     } catch (err) {
-      return `${b.address} (${describeError(err)})`;
+      const name = config.single ? b.address : b.id;
+      return `${name} (${describeError(err)})`;
     }
   }));
   const failed = results.filter((r): r is string => r !== null);
-  const reachable = config.backends.length - failed.length;
-  const summary = `${reachable}/${config.backends.length} backends reachable${
+  const reachable = backends.length - failed.length;
+  const summary = `${reachable}/${backends.length} backends reachable${
     failed.length ? `; unreachable: ${failed.join(", ")}` : ""
   }`;
-  const protection = live?.protection_mode;
+  const protection = live?.services?.map((s) => s.protection_mode).find((p) => p.enabled) ??
+    live?.protection_mode;
   if (failed.length === 0 && !protection?.enabled) {
     return { name: "backend", level: "ok", summary, hint: "nothing to do" };
   }
@@ -187,11 +199,14 @@ export async function diagnose(paths: StatePaths, configPath: string): Promise<D
     checks.push({
       name: "config",
       level: "ok",
-      summary: `${configPath} is valid (${result.config.backends.length} backends)`,
+      summary: `${configPath} is valid (${allBackends(result.config).length} backends)`,
       hint: "bal check --verbose shows every setting",
     });
-    const listen = live?.running ? formatAddress(live.bind_address!, live.port!) : null;
-    checks.push(bindCheck(result.config, pid.running, listen));
+    const listening = (live?.services ?? []).map((s) => formatAddress(s.bind_address, s.port));
+    const { services } = result.config;
+    for (const s of services) {
+      checks.push(bindCheck(s, services.length > 1, pid.running, listening));
+    }
     checks.push(await backendCheck(result.config, live));
   }
   return { checks, protection_mode: live?.protection_mode ?? PROTECTION_OFF };

@@ -122,15 +122,15 @@ export function isClean(state: HealthState): boolean {
   return state.healthy && state.consecutive_failures === 0 && state.cooldown_until === null;
 }
 
-/** Health of every configured backend, keyed by `host:port`. */
+/** Health of every configured backend, keyed by its id (`service/host:port`). */
 export type HealthTable = Map<string, HealthState>;
 
 /**
  * Makes the table hold exactly the given backends: those that stay keep
  * their state, new ones start fresh, removed ones are forgotten.
  */
-export function syncHealth(table: HealthTable, addresses: readonly string[]): void {
-  const keep = new Set(addresses);
-  for (const address of table.keys()) if (!keep.has(address)) table.delete(address);
-  for (const address of addresses) if (!table.has(address)) table.set(address, initialHealth());
+export function syncHealth(table: HealthTable, ids: readonly string[]): void {
+  const keep = new Set(ids);
+  for (const id of table.keys()) if (!keep.has(id)) table.delete(id);
+  for (const id of ids) if (!table.has(id)) table.set(id, initialHealth());
 }

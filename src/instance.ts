@@ -12,7 +12,7 @@
  * @module
  */
 import type { StatePaths } from "./paths.ts";
-import type { PlaneStats } from "./workers.ts";
+import type { PlaneStats } from "./engine/counters.ts";
 
 /** What the running bal reports about itself. */
 export interface InstanceState {
@@ -21,8 +21,10 @@ export interface InstanceState {
   proc_start: string | null;
   status: "running" | "stopping";
   config_path: string;
-  /** `host:port` being listened on. */
+  /** `host:port` the first service listens on. */
   listen: string | null;
+  /** `host:port` of every service's listener, by service name. */
+  listening: Record<string, string>;
   started_at: string;
   /** Reload attempts so far (SIGHUP received and handled). */
   reloads: number;
@@ -38,7 +40,10 @@ export interface ReloadOutcome {
   error: string | null;
   /** Snapshot generation in force after it. */
   generation: number;
+  /** Backends of every service. */
   backends: number;
+  services: number;
+  /** The first service's listen address. */
   listen: string | null;
 }
 

@@ -14,7 +14,7 @@ import {
   type LogLevel as TapeLevel,
   type LogRecord,
 } from "@logtape/logtape";
-import type { LogLevel } from "./config.ts";
+import type { LogLevel } from "./config/schema.ts";
 
 /** How log lines are written. */
 export type LogFormat = "text" | "json";
@@ -139,4 +139,49 @@ export function formatText(record: LogRecord): string {
   const level = levelName(record.level).toUpperCase().padEnd(5);
   const time = new Date(record.timestamp).toISOString();
   return `${time} ${level} ${module}: ${renderMessage(record)}${event ? ` [${event}]` : ""}`;
+}
+
+/**
+ * Returns a gate that opens at most once per `intervalMs`: it returns how
+ * many calls it swallowed since it last opened, or null while closed. Keeps
+ * a flood of identical failures to one log line a second.
+ */
+export function rateLimited(intervalMs: number): () => number | null {
+  let last = -Infinity;
+  let swallowed = 0;
+  return () => {
+    const now = Date.now();
+    if (now - last < intervalMs) {
+      swallowed++;
+      return null;
+    }
+    last = now;
+    const n = swallowed;
+    swallowed = 0;
+    return n;
+  };
+}
+
+/**
+ * Tracks a failure that lasts (out of file descriptors): `fail()` is true
+ * only for the first failure of an episode; `recover()`, called on each
+ * success, returns how many failures the episode had once it is over (no
+ * failure for a second: a shortage flaps as descriptors free and fill),
+ * else null. One line when it starts and one when it ends.
+ */
+export function episode(): { fail(): boolean; recover(): number | null } {
+  let failures = 0;
+  let last = 0;
+  return {
+    fail() {
+      last = Date.now();
+      return ++failures === 1;
+    },
+    recover() {
+      if (failures === 0 || Date.now() - last < 1000) return null;
+      const n = failures;
+      failures = 0;
+      return n;
+    },
+  };
 }

@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { main } from "./cli.ts";
+import { main } from "./cli/main.ts";
 
 if (import.meta.main) {
   Deno.exit(await main(Deno.args));

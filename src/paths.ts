@@ -47,10 +47,24 @@ export function statePaths(dir: string = stateDir()): StatePaths {
   };
 }
 
-/** Makes a path absolute against the current directory, so it survives a `chdir`. */
+/**
+ * Makes a path absolute against the directory the user ran bal from, so it
+ * survives a `chdir` (the daemon runs in `/`).
+ */
 export function absolute(path: string): string {
   if (path.startsWith("/")) return path;
-  return `${Deno.cwd()}/${path}`.replace(/\/\.\//g, "/");
+  return `${callerDir()}/${path}`.replace(/\/\.\//g, "/");
+}
+
+/**
+ * Where the user ran bal: the binary's current directory. `deno task` runs
+ * from the project root instead and passes the caller's directory as
+ * INIT_CWD, so from source a relative `-c FILE` means what it would mean
+ * to the binary.
+ */
+function callerDir(): string {
+  const init = Deno.build.standalone ? undefined : Deno.env.get("INIT_CWD");
+  return init?.startsWith("/") ? init : Deno.cwd();
 }
 
 /** Creates the state directory (mode 0700) when it is missing. */

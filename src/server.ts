@@ -1,14 +1,22 @@
 /**
- * A running bal, from start to exit: load the config, listen, write the
- * pid and state files, run health checks, reload on SIGHUP, and on
- * SIGTERM/SIGINT stop accepting and drain live connections. The same in the
- * foreground and as a daemon; only where logs go differs.
+ * A running bal, from start to exit, as named steps: {@link startPlanes}
+ * (runtime, engine, workers), the state file, the control socket's
+ * commands, signals, {@link reload} on SIGHUP, and {@link shutdown} on
+ * SIGTERM/SIGINT (stop accepting, drain). The same in the foreground and as
+ * a daemon; only where logs go differs.
  *
  * @module
  */
-import { type Backend, type Config, readConfig, workerCount } from "./config.ts";
+import {
+  allBackends,
+  type Backend,
+  type Config,
+  drainTimeout,
+  readConfig,
+  workerCount,
+} from "./config/mod.ts";
 import { describeError, ListenError, StateError } from "./errors.ts";
-import { recordNoBackend, recordResult, startHealthChecks } from "./checker.ts";
+import { type HealthChecks, recordNoBackend, recordResult, startHealthChecks } from "./checker.ts";
 import type { Observation } from "./health.ts";
 import {
   type InstanceState,
@@ -21,34 +29,21 @@ import {
 } from "./instance.ts";
 import { type LogFormat, logger, reopenLog, setLogLevel, setupLogging } from "./log.ts";
 import type { StatePaths } from "./paths.ts";
-import { createProxy, planeStats as statsOf } from "./proxy.ts";
-import { createRuntime, swapSnapshot } from "./snapshot.ts";
+import { createRuntime, protectionOf, type Runtime, swapSnapshot } from "./snapshot.ts";
 import { VERSION } from "./build.ts";
-import { startWorkers, type WorkerPool } from "./workers.ts";
+import { createDenoEngine } from "./engine/deno.ts";
+import type { Engine } from "./engine/engine.ts";
+import type { PlaneStats } from "./engine/counters.ts";
+import { startWorkers, type WorkerPool } from "./engine/workers.ts";
 import { serveControl } from "./socket.ts";
-import { buildStatus } from "./status.ts";
+import { buildStatus, type Status } from "./status.ts";
+import { dispatch, type Registry } from "./admin/registry.ts";
+import { backendCommands } from "./admin/backend.ts";
 
 /** How often the state file's counters are refreshed. */
 const STATS_INTERVAL_MS = 1000;
 /** How long `bal status` waits for the workers' current counters before using their last report. */
 const STATUS_REFRESH_MS = 250;
-
-/**
- * Data planes to run. SO_REUSEPORT spreads connections over sockets only on
- * Linux; elsewhere one socket would get them all, so one plane runs.
- */
-function planeCount(config: Config): number {
-  const wanted = workerCount(config.workers);
-  if (wanted > 1 && Deno.build.os !== "linux") {
-    log.warn("workers: {wanted} needs Linux (SO_REUSEPORT balancing); running 1 data plane", {
-      event: "workers_unsupported",
-      wanted,
-      os: Deno.build.os,
-    });
-    return 1;
-  }
-  return wanted;
-}
 
 const log = logger("server");
 
@@ -60,8 +55,30 @@ export interface ServeOptions {
   logFormat: LogFormat;
   /** Log to `bal.log` instead of the terminal. */
   daemon: boolean;
-  /** Called once bal is listening, with the address; the daemon reports readiness here. */
+  /** Called once bal is listening, with the first service's address; the daemon reports here. */
   onReady?: (listen: string) => Promise<void> | void;
+}
+
+/** The data planes and the one recorder of everything they observe. */
+interface Planes {
+  runtime: Runtime;
+  /** Applies a check's or data plane's result and tells every worker what changed. */
+  record(backend: Backend, obs: Observation): void;
+  engine: Engine;
+  pool: WorkerPool | null;
+  count: number;
+  stats(): PlaneStats[];
+}
+
+/** A running bal: its planes, checks and state file. */
+interface Running extends Planes {
+  options: ServeOptions;
+  checks: HealthChecks;
+  state: InstanceState;
+  saveState(): Promise<void>;
+  startedAt: number;
+  /** The reload under way, if any; reloads run one at a time. */
+  reloading: Promise<void>;
 }
 
 /**
@@ -87,7 +104,6 @@ async function serveLocked(options: ServeOptions): Promise<number> {
   const { paths, configPath } = options;
   // With the lock ours, a pid file left behind can only be stale.
   const stalePid = await readPid(paths);
-
   const loaded = await readConfig(configPath);
   if (!loaded.ok) throw loaded.errors[0];
   const config = loaded.config;
@@ -102,78 +118,6 @@ async function serveLocked(options: ServeOptions): Promise<number> {
       pid: stalePid,
     });
   }
-
-  const runtime = createRuntime(config, configPath);
-  const planes = planeCount(config);
-  let pool: WorkerPool | null = null;
-  // Workers count successes only while protection is on: tell them when it flips.
-  const syncProtection = (wasOn: boolean) => {
-    if (pool && runtime.protection.enabled !== wasOn) pool.protection(runtime.protection);
-  };
-  // Every result, from the checks or any data plane, goes through here, so the
-  // table stays the one truth and each worker hears of each change.
-  const record = (backend: Backend, obs: Observation) => {
-    const wasOn = runtime.protection.enabled;
-    recordResult(runtime, backend, obs);
-    const state = runtime.health.get(backend.address);
-    if (pool && state) pool.health(backend.address, state);
-    syncProtection(wasOn);
-  };
-  const noBackend = (at: number) => {
-    const wasOn = runtime.protection.enabled;
-    recordNoBackend(runtime, at);
-    syncProtection(wasOn);
-  };
-  const proxy = createProxy(runtime, {
-    reusePort: planes > 1,
-    claimPort: true,
-    planes,
-    onResult: record,
-    onNoBackend: noBackend,
-  });
-  proxy.listen(config);
-  if (planes > 1) {
-    try {
-      pool = await startWorkers(planes - 1, runtime, {
-        onResult: record,
-        onNoBackend: noBackend,
-        backend: (address) => runtime.snapshot.config.backends.find((b) => b.address === address),
-      });
-    } catch (err) {
-      await proxy.stopAccepting();
-      throw err;
-    }
-  }
-  const planeStats = () => [statsOf(0, proxy), ...(pool?.stats() ?? [])];
-
-  const state: InstanceState = {
-    pid: Deno.pid,
-    proc_start: await processStart(Deno.pid),
-    status: "running",
-    config_path: configPath,
-    listen: proxy.address(),
-    started_at: new Date().toISOString(),
-    reloads: 0,
-    last_reload: null,
-    data_planes: planeStats(),
-  };
-  // One write at a time, each of the state as it is then: two writes racing
-  // on the same temporary file could lose the newer one.
-  let saving = Promise.resolve();
-  const saveState = () =>
-    saving = saving.then(() => writeState(paths, state)).catch((err) =>
-      log.warn("cannot write the state file: {error}", {
-        event: "state_write_failed",
-        error: describeError(err),
-      })
-    );
-  const statsTimer = setInterval(() => {
-    const now = planeStats();
-    if (JSON.stringify(now) === JSON.stringify(state.data_planes)) return;
-    state.data_planes = now;
-    saveState();
-  }, STATS_INTERVAL_MS);
-
   const onUnhandled = (e: PromiseRejectionEvent) => {
     e.preventDefault();
     log.error("unexpected error, still serving: {error}", {
@@ -182,156 +126,351 @@ async function serveLocked(options: ServeOptions): Promise<number> {
     });
   };
   globalThis.addEventListener("unhandledrejection", onUnhandled);
+  const running = await startRunning(options, await startPlanes(config, configPath));
+  const stopping = listenForSignals(running);
+  const control = serveControl(paths.sock, (req) => dispatch(commands(running), req));
+  await writePid(paths);
+  await running.saveState();
+  await options.onReady?.(running.state.listen!);
+  await shutdown(running, await stopping.requested);
+  control.close();
+  stopping.remove();
+  globalThis.removeEventListener("unhandledrejection", onUnhandled);
+  log.info("stopped", { event: "stopped", pid: Deno.pid });
+  await removeInstanceFiles(paths, Deno.pid);
+  return 0;
+}
 
-  const checks = startHealthChecks(runtime, record);
+/**
+ * Data planes to run. SO_REUSEPORT spreads connections over sockets only on
+ * Linux; elsewhere one socket would get them all, so one plane runs.
+ */
+function planeCount(config: Config): number {
+  const wanted = workerCount(config.workers);
+  if (wanted > 1 && Deno.build.os !== "linux") {
+    log.warn("workers: {wanted} needs Linux (SO_REUSEPORT balancing); running 1 data plane", {
+      event: "workers_unsupported",
+      wanted,
+      os: Deno.build.os,
+    });
+    return 1;
+  }
+  return wanted;
+}
+
+/** The runtime, the main thread's engine listening, and the worker threads. */
+async function startPlanes(config: Config, configPath: string): Promise<Planes> {
+  const runtime = createRuntime(config, configPath);
+  const count = planeCount(config);
+  const planes: Planes = {
+    runtime,
+    record: () => {},
+    engine: null!,
+    pool: null,
+    count,
+    stats: () => [],
+  };
+  // Workers count successes only while protection is on: tell them when it flips.
+  const syncProtection = (service: string, wasOn: boolean) => {
+    const now = protectionOf(runtime, service);
+    if (planes.pool && now.enabled !== wasOn) planes.pool.protection(service, now);
+  };
+  // Every result, from the checks or any data plane, goes through here, so the
+  // table stays the one truth and each worker hears of each change.
+  const onResult = (backend: Backend, obs: Observation) => {
+    const wasOn = protectionOf(runtime, backend.service).enabled;
+    recordResult(runtime, backend, obs);
+    const state = runtime.health.get(backend.id);
+    if (planes.pool && state) planes.pool.health(backend.id, state);
+    syncProtection(backend.service, wasOn);
+  };
+  planes.record = onResult;
+  const onNoBackend = (service: string, at: number) => {
+    const wasOn = protectionOf(runtime, service).enabled;
+    recordNoBackend(runtime, service, at);
+    syncProtection(service, wasOn);
+  };
+  planes.engine = createDenoEngine(runtime, {
+    id: 0,
+    reusePort: count > 1,
+    claimPort: true,
+    planes: count,
+    onResult,
+    onNoBackend,
+  });
+  planes.engine.apply(config);
+  if (count > 1) {
+    try {
+      planes.pool = await startWorkers(count - 1, runtime, { onResult, onNoBackend });
+    } catch (err) {
+      await planes.engine.stopAccepting();
+      throw err;
+    }
+  }
+  planes.stats = () => [planes.engine.stats(), ...(planes.pool?.stats() ?? [])];
+  return planes;
+}
+
+/** The state file kept current, health checks running, and the `started` line. */
+async function startRunning(options: ServeOptions, planes: Planes): Promise<Running> {
+  const { config } = planes.runtime.snapshot;
+  const listening = planes.engine.listening();
+  const state: InstanceState = {
+    pid: Deno.pid,
+    proc_start: await processStart(Deno.pid),
+    status: "running",
+    config_path: options.configPath,
+    listen: listening[config.services[0].name],
+    listening,
+    started_at: new Date().toISOString(),
+    reloads: 0,
+    last_reload: null,
+    data_planes: planes.stats(),
+  };
+  // One write at a time, each of the state as it is then: two writes racing
+  // on the same temporary file could lose the newer one.
+  let saving = Promise.resolve();
+  const saveState = () =>
+    saving = saving.then(() => writeState(options.paths, state)).catch((err) =>
+      log.warn("cannot write the state file: {error}", {
+        event: "state_write_failed",
+        error: describeError(err),
+      })
+    );
+  const statsTimer = setInterval(() => {
+    const now = planes.stats();
+    if (JSON.stringify(now) === JSON.stringify(state.data_planes)) return;
+    state.data_planes = now;
+    saveState();
+  }, STATS_INTERVAL_MS);
+  const checks = startHealthChecks(planes.runtime, planes.record);
+  const running: Running = {
+    ...planes,
+    options,
+    checks: {
+      checkNow: checks.checkNow,
+      stop: () => {
+        checks.stop();
+        clearInterval(statsTimer);
+      },
+    },
+    state,
+    saveState,
+    startedAt: Date.now(),
+    reloading: Promise.resolve(),
+  };
+  logStarted(running);
+  return running;
+}
+
+function logStarted(running: Running): void {
+  const { config } = running.runtime.snapshot;
+  const first = config.services[0];
+  const backends = allBackends(config).length;
   log.info(
-    "bal {version} listening on {listen}, {backends} backends, {method}, {workers} data planes",
+    config.single
+      ? "bal {version} listening on {listen}, {backends} backends, {method}, {workers} data planes"
+      : "bal {version}: {services} services ({where}), {backends} backends, {workers} data planes",
     {
       event: "started",
       version: VERSION,
-      listen: proxy.address(),
-      backends: config.backends.length,
-      method: config.method,
-      workers: planes,
+      listen: running.state.listen,
+      listening: running.state.listening,
+      where: Object.entries(running.state.listening).map(([n, a]) => `${n} on ${a}`).join(", "),
+      services: config.services.length,
+      backends,
+      method: first.method,
+      workers: running.count,
       pid: Deno.pid,
-      config_path: configPath,
+      config_path: running.options.configPath,
     },
   );
-  // Reloads run one at a time, in the order the signals came.
-  let reloading = Promise.resolve();
-  const onHup = () => {
-    reloading = reloading.then(() => reload()).catch((err) =>
-      log.error("reload crashed: {error}", { event: "reload_failed", error: describeError(err) })
-    );
-  };
+}
 
-  async function reload(): Promise<void> {
-    state.reloads++;
-    const before = runtime.snapshot.config;
-    const result = await readConfig(configPath);
-    let error: string | null = null;
-    if (!result.ok) {
-      error = result.errors.map((e) => e.message).join("; ");
-    } else {
-      try {
-        proxy.listen(result.config);
-      } catch (err) {
-        if (!(err instanceof ListenError)) throw err;
-        error = err.message;
-      }
-    }
-    if (error !== null || !result.ok) {
-      log.error("reload failed, keeping the running config: {error}", {
-        event: "reload_failed",
-        error,
-      });
-    } else {
-      const next = swapSnapshot(runtime, result.config);
-      setLogLevel(next.config.log_level);
-      if (pool) {
-        pool.config(next.config);
-        for (const [address, health] of runtime.health) pool.health(address, health);
-      }
-      if (workerCount(next.config.workers) !== planes) {
-        log.warn(
-          "workers: a new count takes effect at restart; {planes} data planes keep running",
-          {
-            event: "workers_unchanged",
-            planes,
-          },
-        );
-      }
-      const backlog = next.config.runtime.tcp_backlog;
-      if (backlog !== proxy.backlog()) {
-        log.warn(
-          "tcp_backlog: {backlog} applies when bal next opens its listener (restart, or a new port or bind_address)",
-          { event: "tcp_backlog_deferred", backlog },
-        );
-      }
-      checks.checkNow();
-      log.info("reloaded: generation {generation}, {backends} backends, listening on {listen}", {
-        event: "reload_ok",
-        generation: next.generation,
-        backends: next.config.backends.length,
-        listen: proxy.address(),
-        ...backendChanges(before, next.config),
-      });
-    }
-    state.listen = proxy.address();
-    state.last_reload = {
-      at: new Date().toISOString(),
-      ok: error === null,
-      error,
-      generation: runtime.snapshot.generation,
-      backends: runtime.snapshot.config.backends.length,
-      listen: proxy.address(),
-    };
-    await saveState();
-  }
+/** The live status, with every worker's counters as of now. */
+async function statusOf(running: Running): Promise<Status> {
+  await running.pool?.refresh(STATUS_REFRESH_MS);
+  const { runtime } = running;
+  return buildStatus({
+    pid: Deno.pid,
+    startedAt: running.startedAt,
+    now: Date.now(),
+    snapshot: runtime.snapshot,
+    health: runtime.health,
+    admin: runtime.admin,
+    protection: runtime.protection,
+    planes: running.stats(),
+    reloads: running.state.reloads,
+    lastReload: running.state.last_reload,
+  });
+}
 
-  let stopRequested: (signal: string) => void = () => {};
-  const stopping = new Promise<string>((resolve) => (stopRequested = resolve));
+/** The control socket's commands. */
+function commands(running: Running): Registry {
+  return new Map([
+    ["status", () => statusOf(running)],
+    ...backendCommands({
+      runtime: running.runtime,
+      broadcast: (id, admin) => running.pool?.admin(id, admin),
+      kill: async (id) => running.engine.kill(id) + (await running.pool?.kill(id, 1000) ?? 0),
+      status: () => statusOf(running),
+    }),
+  ]);
+}
+
+/** Signal handlers: SIGHUP reloads, SIGUSR1 reopens the log, SIGTERM/SIGINT stop. */
+function listenForSignals(running: Running) {
+  let requested: (signal: string) => void = () => {};
+  const stopRequested = new Promise<string>((resolve) => (requested = resolve));
   let signals = 0;
   const onStop = (signal: Deno.Signal) => () => {
     signals++;
-    if (signals === 1) return stopRequested(signal);
+    if (signals === 1) return requested(signal);
     // A second Ctrl-C or TERM means "now": close what is left without waiting.
-    proxy.drain(0);
-    pool?.force();
+    running.engine.drain(0);
+    running.pool?.force();
+  };
+  // Reloads run one at a time, in the order the signals came.
+  const onHup = () => {
+    running.reloading = running.reloading.then(() => reload(running)).catch((err) =>
+      log.error("reload crashed: {error}", { event: "reload_failed", error: describeError(err) })
+    );
   };
   // logrotate: `postrotate kill -USR1 $(cat ~/.bal/bal.pid)`.
   const onUsr1 = () => {
     reopenLog();
     log.info("log file reopened", { event: "log_reopened" });
   };
-  const onTerm = onStop("SIGTERM");
-  const onInt = onStop("SIGINT");
-  Deno.addSignalListener("SIGHUP", onHup);
-  Deno.addSignalListener("SIGUSR1", onUsr1);
-  Deno.addSignalListener("SIGTERM", onTerm);
-  Deno.addSignalListener("SIGINT", onInt);
-  // Found (pid file) and ready only now: a signal sent as soon as bal can be
-  // found must meet these handlers, not the default action.
-  const startedAt = Date.now();
-  const control = serveControl(paths.sock, async (req) => {
-    if (req.cmd !== "status") {
-      return { error: `unknown cmd ${JSON.stringify(req.cmd)}; known: "status"` };
-    }
-    // Counters as of now, not as of the workers' last once-a-second report.
-    await pool?.refresh(STATUS_REFRESH_MS);
-    return buildStatus({
-      pid: Deno.pid,
-      startedAt,
-      now: Date.now(),
-      snapshot: runtime.snapshot,
-      health: runtime.health,
-      protection: runtime.protection,
-      planes: planeStats(),
-      reloads: state.reloads,
-      lastReload: state.last_reload,
-    });
-  });
-  await writePid(paths);
-  await saveState();
-  await options.onReady?.(proxy.address()!);
+  const handlers: [Deno.Signal, () => void][] = [
+    ["SIGHUP", onHup],
+    ["SIGUSR1", onUsr1],
+    ["SIGTERM", onStop("SIGTERM")],
+    ["SIGINT", onStop("SIGINT")],
+  ];
+  for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
+  return {
+    requested: stopRequested,
+    remove: () => {
+      for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
+    },
+  };
+}
 
-  const signal = await stopping;
-  const drainMs = runtime.snapshot.config.runtime.shutdown_drain_timeout_ms;
+/**
+ * Re-reads the config file and applies it: new and moved listeners first
+ * (all or nothing), then the snapshot swap that every data plane follows.
+ * On any error the running config stays and the reason is logged.
+ */
+async function reload(running: Running): Promise<void> {
+  const { runtime, engine, pool, state } = running;
+  state.reloads++;
+  const before = runtime.snapshot.config;
+  const result = await readConfig(running.options.configPath);
+  let error: string | null = null;
+  if (!result.ok) {
+    error = result.errors.map((e) => e.message).join("; ");
+  } else {
+    try {
+      engine.apply(result.config);
+    } catch (err) {
+      if (!(err instanceof ListenError)) throw err;
+      error = err.message;
+    }
+  }
+  if (error !== null || !result.ok) {
+    log.error("reload failed, keeping the running config: {error}", {
+      event: "reload_failed",
+      error,
+    });
+  } else {
+    const next = swapSnapshot(runtime, result.config);
+    setLogLevel(next.config.log_level);
+    if (pool) {
+      pool.config(next.config);
+      for (const [id, health] of runtime.health) pool.health(id, health);
+    }
+    warnDeferred(running, next.config);
+    running.checks.checkNow();
+    log.info("reloaded: generation {generation}, {backends} backends, listening on {listen}", {
+      event: "reload_ok",
+      generation: next.generation,
+      backends: allBackends(next.config).length,
+      listen: engine.listening()[next.config.services[0].name],
+      ...changes(before, next.config),
+    });
+  }
+  const listening = engine.listening();
+  const { config, generation } = runtime.snapshot;
+  state.listening = listening;
+  state.listen = listening[config.services[0].name];
+  state.last_reload = {
+    at: new Date().toISOString(),
+    ok: error === null,
+    error,
+    generation,
+    backends: allBackends(config).length,
+    services: config.services.length,
+    listen: state.listen,
+  };
+  await running.saveState();
+}
+
+/** Settings a reload cannot apply to what is already running, each said once. */
+function warnDeferred(running: Running, config: Config): void {
+  if (workerCount(config.workers) !== running.count) {
+    log.warn("workers: a new count takes effect at restart; {planes} data planes keep running", {
+      event: "workers_unchanged",
+      planes: running.count,
+    });
+  }
+  for (const service of config.services) {
+    const backlog = service.runtime.tcp_backlog;
+    if (backlog === running.engine.backlog(service.name)) continue;
+    log.warn(
+      "tcp_backlog: {backlog} applies when bal next opens the listener of {service} (restart, or a new port or bind_address)",
+      { event: "tcp_backlog_deferred", service: service.name, backlog },
+    );
+  }
+}
+
+/** Which services and backends a reload added, removed or changed, for the log. */
+function changes(before: Config, after: Config) {
+  const diff = (old: string[], now: string[]) => ({
+    added: now.filter((x) => !old.includes(x)),
+    removed: old.filter((x) => !now.includes(x)),
+  });
+  const ids = (c: Config) => allBackends(c).map((b) => c.single ? b.address : b.id);
+  const services = diff(before.services.map((s) => s.name), after.services.map((s) => s.name));
+  const changed = after.services.filter((s) => {
+    const old = before.services.find((o) => o.name === s.name);
+    return old !== undefined && JSON.stringify(old) !== JSON.stringify(s);
+  }).map((s) => s.name);
+  return {
+    ...diff(ids(before), ids(after)),
+    services_added: services.added,
+    services_removed: services.removed,
+    services_changed: changed,
+  };
+}
+
+/** Stops accepting on every plane, drains, and ends the workers. */
+async function shutdown(running: Running, signal: string): Promise<void> {
+  const { engine, pool, runtime } = running;
+  const drainMs = drainTimeout(runtime.snapshot.config);
   // Every data plane stops accepting now; the workers start draining as they do.
   const workersDrained = pool?.drain(drainMs) ?? Promise.resolve(0);
-  await proxy.stopAccepting();
-  checks.stop();
-  clearInterval(statsTimer);
+  await engine.stopAccepting();
+  running.checks.stop();
   log.info("{signal}: stopped accepting, draining {active} connections (up to {drain_ms} ms)", {
     event: "stopping",
     signal,
-    active: planeStats().reduce((sum, p) => sum + p.active, 0),
+    active: running.stats().reduce((sum, p) => sum + p.active, 0),
     drain_ms: drainMs,
   });
-  state.status = "stopping";
-  await saveState();
-  await reloading;
-  const [forcedHere, forcedWorkers] = await Promise.all([proxy.drain(drainMs), workersDrained]);
+  running.state.status = "stopping";
+  await running.saveState();
+  await running.reloading;
+  const [forcedHere, forcedWorkers] = await Promise.all([engine.drain(drainMs), workersDrained]);
   pool?.terminate();
   const forced = forcedHere + forcedWorkers;
   if (forced > 0) {
@@ -341,23 +480,4 @@ async function serveLocked(options: ServeOptions): Promise<number> {
       drain_ms: drainMs,
     });
   }
-  control.close();
-  log.info("stopped", { event: "stopped", pid: Deno.pid });
-  Deno.removeSignalListener("SIGHUP", onHup);
-  Deno.removeSignalListener("SIGUSR1", onUsr1);
-  Deno.removeSignalListener("SIGTERM", onTerm);
-  Deno.removeSignalListener("SIGINT", onInt);
-  globalThis.removeEventListener("unhandledrejection", onUnhandled);
-  await removeInstanceFiles(paths, Deno.pid);
-  return 0;
-}
-
-/** Which backends a reload added and removed, for the log. */
-function backendChanges(before: Config, after: Config): { added: string[]; removed: string[] } {
-  const old = new Set(before.backends.map((b) => b.address));
-  const now = new Set(after.backends.map((b) => b.address));
-  return {
-    added: [...now].filter((a) => !old.has(a)),
-    removed: [...old].filter((a) => !now.has(a)),
-  };
 }

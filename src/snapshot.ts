@@ -5,12 +5,13 @@
  *
  * @module
  */
-import type { Config } from "./config.ts";
+import { allBackends, type Backend, type Config, type Service } from "./config/mod.ts";
 import { type HealthTable, syncHealth } from "./health.ts";
-import { type RoundRobin, roundRobin } from "./balancer.ts";
 import { initialProtection, type ProtectionState } from "./protection.ts";
+import { type AdminTable, pruneAdmin } from "./balance/admin.ts";
+import { type Balancer, createBalancer } from "./balance/balancer.ts";
 
-/** One loaded config, frozen. */
+/** One loaded config, frozen, with its lookups. */
 export interface Snapshot {
   readonly config: Config;
   /** Absolute path of the file it was read from. */
@@ -19,41 +20,94 @@ export interface Snapshot {
   readonly generation: number;
   /** Epoch ms when it was loaded. */
   readonly loadedAt: number;
+  /** Services by name. */
+  readonly services: ReadonlyMap<string, Service>;
+  /** Backends by id (`service/address`). */
+  readonly backends: ReadonlyMap<string, Backend>;
+}
+
+/** A service's balancer on this data plane, and the method it was made for. */
+interface PlaneBalancer {
+  readonly method: string;
+  readonly balancer: Balancer;
 }
 
 /** The process's live state: the current snapshot and what outlives it. */
 export interface Runtime {
   /** Replaced whole on reload, never mutated. */
   snapshot: Snapshot;
-  /** Health per backend address; survives reloads for backends that stay. */
+  /** Health per backend id; survives reloads for backends that stay. */
   readonly health: HealthTable;
-  /** Round-robin position; survives reloads. */
-  readonly rr: RoundRobin;
-  /** Protection mode; replaced whole on each change, survives reloads. */
-  protection: ProtectionState;
+  /** Operators' drain/disable/weight per backend id; survives reloads for backends that stay. */
+  readonly admin: AdminTable;
+  /** Protection mode per service; each state replaced whole on change, survives reloads. */
+  readonly protection: Map<string, ProtectionState>;
+  /** Each service's balancer on this data plane; survives reloads while the method stays. */
+  readonly balancers: Map<string, PlaneBalancer>;
+}
+
+function snapshotOf(config: Config, configPath: string, generation: number): Snapshot {
+  return {
+    config,
+    configPath,
+    generation,
+    loadedAt: Date.now(),
+    services: new Map(config.services.map((s) => [s.name, s])),
+    backends: new Map(allBackends(config).map((b) => [b.id, b])),
+  };
 }
 
 /** Creates the runtime for the config bal starts with. */
 export function createRuntime(config: Config, configPath: string): Runtime {
   const runtime: Runtime = {
-    snapshot: { config, configPath, generation: 1, loadedAt: Date.now() },
+    snapshot: snapshotOf(config, configPath, 1),
     health: new Map(),
-    rr: roundRobin(),
-    protection: initialProtection(),
+    admin: new Map(),
+    protection: new Map(),
+    balancers: new Map(),
   };
-  syncHealth(runtime.health, config.backends.map((b) => b.address));
+  follow(runtime);
   return runtime;
 }
 
-/** Makes `config` the current one: health follows the new backend list. */
+/** Makes `config` the current one: every per-backend and per-service table follows it. */
 export function swapSnapshot(runtime: Runtime, config: Config): Snapshot {
-  const next: Snapshot = {
-    config,
-    configPath: runtime.snapshot.configPath,
-    generation: runtime.snapshot.generation + 1,
-    loadedAt: Date.now(),
-  };
-  syncHealth(runtime.health, config.backends.map((b) => b.address));
-  runtime.snapshot = next;
-  return next;
+  const { configPath, generation } = runtime.snapshot;
+  runtime.snapshot = snapshotOf(config, configPath, generation + 1);
+  follow(runtime);
+  return runtime.snapshot;
+}
+
+/** Brings the tables in line with the snapshot: what stays keeps its state. */
+function follow(runtime: Runtime): void {
+  const { services, backends } = runtime.snapshot;
+  syncHealth(runtime.health, [...backends.keys()]);
+  pruneAdmin(runtime.admin, new Set(backends.keys()));
+  for (const name of [...runtime.protection.keys(), ...runtime.balancers.keys()]) {
+    if (services.has(name)) continue;
+    runtime.protection.delete(name);
+    runtime.balancers.delete(name);
+  }
+  for (const service of services.values()) {
+    if (!runtime.protection.has(service.name)) {
+      runtime.protection.set(service.name, initialProtection());
+    }
+    if (runtime.balancers.get(service.name)?.method !== service.method) {
+      runtime.balancers.set(service.name, {
+        method: service.method,
+        balancer: createBalancer(service.method),
+      });
+    }
+  }
+}
+
+/** A service's protection mode (off for a service the runtime does not know). */
+export function protectionOf(runtime: Runtime, service: string): ProtectionState {
+  return runtime.protection.get(service) ?? initialProtection();
+}
+
+/** Whether protection mode is on for any service. */
+export function anyProtection(runtime: Runtime): boolean {
+  for (const p of runtime.protection.values()) if (p.enabled) return true;
+  return false;
 }

@@ -1,23 +1,30 @@
 /**
- * The live state `bal status` shows, assembled from the health table, the
- * current snapshot and every data plane's counters. Pure: the control
- * socket (socket.ts) serves what this builds.
+ * The live state `bal status` shows, assembled from the health and admin
+ * tables, the current snapshot and every data plane's counters. Pure: the
+ * control socket (socket.ts) serves what this builds.
  *
  * @module
  */
-import type { RuntimeSettings } from "./config.ts";
+import { formatAddress, type RuntimeSettings, type Service } from "./config/mod.ts";
 import { type HealthState, isCooling } from "./health.ts";
-import type { ProtectionState } from "./protection.ts";
+import { initialProtection, type ProtectionState } from "./protection.ts";
 import type { ReloadOutcome } from "./instance.ts";
-import { type BackendCounters, zeroCounters } from "./proxy.ts";
+import { type AdminState, type BackendAdmin, weightOf } from "./balance/admin.ts";
+import { backendTotal, type PlaneStats, serviceTotal } from "./engine/counters.ts";
 import type { Snapshot } from "./snapshot.ts";
-import type { PlaneStats } from "./workers.ts";
 
 /** One backend as `bal status --json` shows it. */
 export interface BackendStatus {
+  service: string;
   address: string;
   /** Healthy by the checks and passive observation. */
   reachable: boolean;
+  /** An operator's `bal backend` state: `enabled`, `draining` or `disabled`. */
+  admin_state: AdminState;
+  /** The weight in force (an operator's override, else the config's). */
+  weight: number;
+  backup: boolean;
+  max_connections: number | null;
   active_connections: number;
   last_check_time: string | null;
   last_check_result: "ok" | "failed" | null;
@@ -36,28 +43,35 @@ export interface BackendStatus {
   bytes_out: number;
 }
 
-/** What `bal status --json` prints. */
-export interface Status {
+/** One service as `bal status --json` shows it (also, for the first, at the top level). */
+export interface ServiceStatus {
+  name: string;
+  bind_address: string;
+  port: number;
+  method: string;
+  backend_total: number;
+  backend_reachable: number;
+  backends: BackendStatus[];
+  active_connections: number;
+  connections_served: number;
+  rejected_connections: number;
+  idle_closed_connections: number;
+  last_check_time: string | null;
+  /** The settings in force for it, defaults included. */
+  runtime: RuntimeSettings;
+  protection_mode: ProtectionMode;
+}
+
+/** What `bal status --json` prints: the first service's keys at the top, and every service. */
+export interface Status extends Partial<Omit<ServiceStatus, "protection_mode">> {
   running: boolean;
   pid: number | null;
   uptime_s?: number;
   config_path?: string;
-  bind_address?: string;
-  port?: number;
-  method?: string;
   workers?: number;
-  backend_total?: number;
-  backend_reachable?: number;
-  backends?: BackendStatus[];
-  active_connections?: number;
-  connections_served?: number;
-  rejected_connections?: number;
-  idle_closed_connections?: number;
-  last_check_time?: string | null;
   reloads?: { count: number; last: ReloadOutcome | null };
-  /** The settings in force, defaults included. */
-  runtime?: RuntimeSettings;
   protection_mode: ProtectionMode;
+  services?: ServiceStatus[];
 }
 
 /** Protection mode as status and doctor show it. */
@@ -76,7 +90,8 @@ export interface StatusInput {
   now: number;
   snapshot: Snapshot;
   health: ReadonlyMap<string, HealthState>;
-  protection: ProtectionState;
+  admin: ReadonlyMap<string, BackendAdmin>;
+  protection: ReadonlyMap<string, ProtectionState>;
   planes: readonly PlaneStats[];
   reloads: number;
   lastReload: ReloadOutcome | null;
@@ -101,64 +116,77 @@ export function protectionMode(p: ProtectionState): ProtectionMode {
   return { enabled: p.enabled, reason: p.reason, since: iso(p.since) };
 }
 
-/** Sums the planes' counters for one backend address. */
-function summed(planes: readonly PlaneStats[], address: string): BackendCounters {
-  const total = zeroCounters();
-  for (const plane of planes) {
-    const c = plane.backends[address];
-    if (!c) continue;
-    for (const key of Object.keys(total) as (keyof BackendCounters)[]) total[key] += c[key];
-  }
-  return total;
+function backendStatus(
+  input: StatusInput,
+  b: Service["backends"][number],
+): BackendStatus {
+  const h = input.health.get(b.id);
+  const admin = input.admin.get(b.id);
+  const c = backendTotal(input.planes, b.id);
+  return {
+    service: b.service,
+    address: b.address,
+    reachable: h?.healthy ?? true,
+    admin_state: admin?.state ?? "enabled",
+    weight: weightOf(b, admin),
+    backup: b.backup,
+    max_connections: b.max_connections,
+    active_connections: c.active,
+    last_check_time: iso(h?.last_check_at ?? null),
+    last_check_result: h?.last_check_ok == null ? null : h.last_check_ok ? "ok" : "failed",
+    last_error: h?.last_error ?? null,
+    consecutive_failures: h?.consecutive_failures ?? 0,
+    consecutive_successes: h?.consecutive_successes ?? 0,
+    connect_failure_streak: h?.connect_failure_streak ?? 0,
+    cooldown_remaining_ms: h && isCooling(h, input.now) ? h.cooldown_until! - input.now : null,
+    counters: { timeout: c.timeout, refused: c.refused, other: c.other },
+    connections_served: c.served,
+    bytes_in: c.bytes_in,
+    bytes_out: c.bytes_out,
+  };
+}
+
+/** One service's live status. */
+export function serviceStatus(input: StatusInput, service: Service): ServiceStatus {
+  const backends = service.backends.map((b) => backendStatus(input, b));
+  const checks = service.backends.map((b) => input.health.get(b.id)?.last_check_at ?? null)
+    .filter((t): t is number => t !== null);
+  const c = serviceTotal(input.planes, service.name);
+  return {
+    name: service.name,
+    bind_address: service.bind_address,
+    port: service.port,
+    method: service.method,
+    backend_total: backends.length,
+    backend_reachable: backends.filter((b) => b.reachable).length,
+    backends,
+    active_connections: c.active,
+    connections_served: c.accepted,
+    rejected_connections: c.rejected,
+    idle_closed_connections: c.idle_closed,
+    last_check_time: iso(checks.length ? Math.max(...checks) : null),
+    runtime: service.runtime,
+    protection_mode: protectionMode(input.protection.get(service.name) ?? initialProtection()),
+  };
 }
 
 /** Builds the live status from the control plane's state. */
 export function buildStatus(input: StatusInput): Status {
-  const { config } = input.snapshot;
-  const backends = config.backends.map((b): BackendStatus => {
-    const h = input.health.get(b.address);
-    const c = summed(input.planes, b.address);
-    return {
-      address: b.address,
-      reachable: h?.healthy ?? true,
-      active_connections: c.active,
-      last_check_time: iso(h?.last_check_at ?? null),
-      last_check_result: h?.last_check_ok == null ? null : h.last_check_ok ? "ok" : "failed",
-      last_error: h?.last_error ?? null,
-      consecutive_failures: h?.consecutive_failures ?? 0,
-      consecutive_successes: h?.consecutive_successes ?? 0,
-      connect_failure_streak: h?.connect_failure_streak ?? 0,
-      cooldown_remaining_ms: h && isCooling(h, input.now) ? h.cooldown_until! - input.now : null,
-      counters: { timeout: c.timeout, refused: c.refused, other: c.other },
-      connections_served: c.served,
-      bytes_in: c.bytes_in,
-      bytes_out: c.bytes_out,
-    };
-  });
-  const checks = [...input.health.values()].map((h) => h.last_check_at).filter((t): t is number =>
-    t !== null
-  );
-  const sum = (key: "active" | "accepted" | "rejected" | "idle_closed") =>
-    input.planes.reduce((total, p) => total + p[key], 0);
+  const services = input.snapshot.config.services.map((s) => serviceStatus(input, s));
+  const { name: _, ...first } = services[0];
   return {
     running: true,
     pid: input.pid,
     uptime_s: Math.floor((input.now - input.startedAt) / 1000),
     config_path: input.snapshot.configPath,
-    bind_address: config.bind_address,
-    port: config.port,
-    method: config.method,
     workers: input.planes.length,
-    backend_total: backends.length,
-    backend_reachable: backends.filter((b) => b.reachable).length,
-    backends,
-    active_connections: sum("active"),
-    connections_served: sum("accepted"),
-    rejected_connections: sum("rejected"),
-    idle_closed_connections: sum("idle_closed"),
-    last_check_time: iso(checks.length ? Math.max(...checks) : null),
+    ...first,
     reloads: { count: input.reloads, last: input.lastReload },
-    runtime: config.runtime,
-    protection_mode: protectionMode(input.protection),
+    services,
   };
+}
+
+/** `host:port` a service listens on. */
+export function listenAddress(s: { bind_address: string; port: number }): string {
+  return formatAddress(s.bind_address, s.port);
 }

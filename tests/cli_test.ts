@@ -18,7 +18,7 @@ import {
   waitFor,
   writeConfig,
 } from "./helpers.ts";
-import { DEFAULT_CONFIG_TEXT } from "../src/config.ts";
+import { DEFAULT_CONFIG_TEXT } from "../src/config/mod.ts";
 
 const noStackTrace = (s: string) =>
   assert.doesNotMatch(s, /^\s+at .*:\d+:\d+\)?$/m, `stack trace in:\n${s}`);

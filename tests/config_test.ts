@@ -11,7 +11,7 @@ import {
   readConfig,
   RUNTIME_RULES,
   workerCount,
-} from "../src/config.ts";
+} from "../src/config/mod.ts";
 import { ConfigError } from "../src/errors.ts";
 
 const F = "/etc/bal/c.yaml";
@@ -32,12 +32,15 @@ function only(text: string): string {
 
 Deno.test("config: the default file parses to the documented defaults", () => {
   const c = parseConfig(DEFAULT_CONFIG_TEXT, F);
-  assert.equal(c.port, 9295);
-  assert.equal(c.bind_address, "0.0.0.0");
-  assert.equal(c.method, "round_robin");
+  assert.equal(c.services[0].port, 9295);
+  assert.equal(c.services[0].bind_address, "0.0.0.0");
+  assert.equal(c.services[0].method, "round_robin");
   assert.equal(c.log_level, "info");
   assert.equal(c.workers, 1);
-  assert.deepEqual(c.backends.map((b) => b.address), ["127.0.0.1:9000", "127.0.0.1:9100"]);
+  assert.deepEqual(c.services[0].backends.map((b) => b.address), [
+    "127.0.0.1:9000",
+    "127.0.0.1:9100",
+  ]);
   assert.deepEqual(c.runtime, {
     health_check_interval_ms: 500,
     health_check_timeout_ms: 800,
@@ -143,8 +146,8 @@ Deno.test("config: the tuned defaults raise no warning; a tcp_backlog above soma
 
 Deno.test("config: only backends is required; everything else defaults", () => {
   const c = parseConfig(ONE, F);
-  assert.equal(c.port, DEFAULTS.port);
-  assert.equal(c.bind_address, DEFAULTS.bind_address);
+  assert.equal(c.services[0].port, DEFAULTS.port);
+  assert.equal(c.services[0].bind_address, DEFAULTS.bind_address);
   assert.equal(
     c.runtime.shutdown_drain_timeout_ms,
     RUNTIME_RULES.shutdown_drain_timeout_ms.tuned[0],
@@ -163,7 +166,10 @@ Deno.test("config: an empty runtime key means no overrides", () => {
 
 Deno.test("config: the result is frozen", () => {
   const c = parseConfig(ONE, F);
-  assert.ok(Object.isFrozen(c) && Object.isFrozen(c.backends) && Object.isFrozen(c.backends[0]));
+  assert.ok(
+    Object.isFrozen(c) && Object.isFrozen(c.services[0].backends) &&
+      Object.isFrozen(c.services[0].backends[0]),
+  );
   assert.ok(Object.isFrozen(c.runtime));
 });
 
@@ -180,15 +186,21 @@ Deno.test("config: port must be an integer from 1 to 65535", () => {
   assert.match(only(`port: 80.5\n${ONE}`), /port: .* got 80.5/);
   assert.match(only(`port:\n${ONE}`), /port: .* got nothing/);
   assert.match(only(`port: [1]\n${ONE}`), /port: .* got a list/);
-  assert.equal(parseConfig(`port: 1\n${ONE}`, F).port, 1);
-  assert.equal(parseConfig(`port: 65535\n${ONE}`, F).port, 65535);
+  assert.equal(parseConfig(`port: 1\n${ONE}`, F).services[0].port, 1);
+  assert.equal(parseConfig(`port: 65535\n${ONE}`, F).services[0].port, 65535);
 });
 
 Deno.test("config: bind_address accepts IPv4, IPv6 and hostnames", () => {
-  assert.equal(parseConfig(`bind_address: 127.0.0.1\n${ONE}`, F).bind_address, "127.0.0.1");
-  assert.equal(parseConfig(`bind_address: "::1"\n${ONE}`, F).bind_address, "::1");
-  assert.equal(parseConfig(`bind_address: "[::]"\n${ONE}`, F).bind_address, "::");
-  assert.equal(parseConfig(`bind_address: LocalHost\n${ONE}`, F).bind_address, "localhost");
+  assert.equal(
+    parseConfig(`bind_address: 127.0.0.1\n${ONE}`, F).services[0].bind_address,
+    "127.0.0.1",
+  );
+  assert.equal(parseConfig(`bind_address: "::1"\n${ONE}`, F).services[0].bind_address, "::1");
+  assert.equal(parseConfig(`bind_address: "[::]"\n${ONE}`, F).services[0].bind_address, "::");
+  assert.equal(
+    parseConfig(`bind_address: LocalHost\n${ONE}`, F).services[0].bind_address,
+    "localhost",
+  );
   assert.equal(
     only(`bind_address: 300.1.1.1\n${ONE}`),
     `${F}:1:15: bind_address: "300.1.1.1" is not an IP address or hostname`,
@@ -279,14 +291,14 @@ Deno.test("config: backends may be IPv6 literals, hostnames or HOST:PORT strings
     "backends:\n  - {host: '::1', port: 1}\n  - {host: '[fe80::1]', port: 2}\n  - {host: db.internal, port: 3}\n  - '10.0.0.1:4'\n  - '[::2]:5'\n",
     F,
   );
-  assert.deepEqual(c.backends.map((b) => b.address), [
+  assert.deepEqual(c.services[0].backends.map((b) => b.address), [
     "[::1]:1",
     "[fe80::1]:2",
     "db.internal:3",
     "10.0.0.1:4",
     "[::2]:5",
   ]);
-  assert.equal(c.backends[0].host, "::1");
+  assert.equal(c.services[0].backends[0].host, "::1");
   assert.match(
     only("backends:\n  - 'nope'\n"),
     /backends\[0\]: "nope" is not a backend; write \{host: HOST, port: PORT\} or "HOST:PORT"/,
@@ -352,7 +364,7 @@ Deno.test("config: a runtime key at the top level says where it belongs", () => 
 });
 
 Deno.test("config: the legacy key mode is accepted and ignored", () => {
-  assert.equal(parseConfig(`mode: tcp\n${ONE}`, F).port, 9295);
+  assert.equal(parseConfig(`mode: tcp\n${ONE}`, F).services[0].port, 9295);
 });
 
 Deno.test("config: YAML syntax errors carry line and column", () => {

@@ -6,7 +6,7 @@
  * file (and the key, where there is one); the live daemon keeps its config.
  */
 import assert from "node:assert/strict";
-import { checkConfig } from "../../src/config.ts";
+import { checkConfig } from "../../src/config/mod.ts";
 import {
   bal,
   echoBackend,

@@ -1,0 +1,96 @@
+/**
+ * `bal check`: validates a config file without touching the running bal.
+ *
+ * @module
+ */
+import {
+  allBackends,
+  type Config,
+  configWarnings,
+  formatAddress,
+  type HostLimits,
+  readConfig,
+} from "../config/mod.ts";
+import { readProc } from "../instance.ts";
+import { statePaths } from "../paths.ts";
+import { configPathOf, err, out, plural } from "./output.ts";
+
+/** Options of `bal check`. */
+export interface CheckOptions {
+  config?: string;
+  json?: boolean;
+  verbose?: boolean;
+  strict?: boolean;
+}
+
+/** What this machine's kernel says of the limits a config can exceed (Linux only). */
+async function hostLimits(): Promise<HostLimits> {
+  const somaxconn = Number(await readProc("/proc/sys/net/core/somaxconn"));
+  return somaxconn > 0 ? { somaxconn } : {};
+}
+
+/** `bal check`. */
+export async function checkCommand(options: CheckOptions): Promise<number> {
+  const configPath = configPathOf(options.config, statePaths());
+  const result = await readConfig(configPath);
+  const errors = result.ok ? [] : result.errors.map((e) => e.message);
+  const warnings = result.ok ? configWarnings(result.config, await hostLimits()) : [];
+  const failed = errors.length > 0 || (options.strict === true && warnings.length > 0);
+  if (options.json) {
+    out(JSON.stringify({
+      config_path: configPath,
+      errors,
+      warnings,
+      backend_count: result.ok ? allBackends(result.config).length : null,
+      services: result.ok ? result.config.services : null,
+    }));
+    return failed ? 1 : 0;
+  }
+  if (!result.ok) {
+    for (const e of errors) err(e);
+    out(`what_happened: ${configPath} is not a valid config (${plural(errors.length, "error")})`);
+    out(`why_likely: ${result.errors[0].reason}`);
+    out(`do_this_now: fix ${errors[0].split(": ")[0]}, then run \`bal check\` again`);
+    return 1;
+  }
+  out(`config OK: ${configPath}`);
+  printServices(result.config, options.verbose === true);
+  for (const w of warnings) out(`warning: ${w}`);
+  if (failed) {
+    out(`what_happened: --strict and ${plural(warnings.length, "warning")}`);
+    out("why_likely: the config is valid but does something you may not mean");
+    out("do_this_now: change the settings named above, or run without --strict to accept them");
+    return 1;
+  }
+  out(`next: bal start -d -c ${configPath} (or \`bal graceful\` to apply it to the running bal)`);
+  return 0;
+}
+
+/**
+ * The normalized services; with `verbose`, each backend's settings and every
+ * runtime key in force. The single-service form prints as it always did.
+ */
+function printServices(c: Config, verbose: boolean): void {
+  const indent = c.single ? "  " : "    ";
+  if (!c.single) {
+    out(
+      `  ${plural(c.services.length, "service")}, log_level ${c.log_level}, workers ${c.workers}`,
+    );
+  }
+  for (const s of c.services) {
+    const listen = formatAddress(s.bind_address, s.port);
+    out(
+      c.single
+        ? `  listen ${listen}, ${s.method}, log_level ${c.log_level}, workers ${c.workers}`
+        : `  service ${s.name}: listen ${listen}, ${s.method}`,
+    );
+    const addresses = s.backends.map((b) => b.address).join(", ");
+    out(`${indent}${plural(s.backends.length, "backend")}: ${addresses}`);
+    if (!verbose) continue;
+    for (const b of s.backends) {
+      const limit = b.max_connections === null ? "" : `, max_connections ${b.max_connections}`;
+      out(`${indent}backend ${b.address}: weight ${b.weight}${b.backup ? ", backup" : ""}${limit}`);
+    }
+    for (const [key, value] of Object.entries(s.runtime)) out(`${indent}runtime.${key}: ${value}`);
+  }
+}

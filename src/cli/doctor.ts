@@ -1,0 +1,48 @@
+/**
+ * `bal doctor`: the installation diagnosed in one command.
+ *
+ * @module
+ */
+import { diagnose } from "../doctor.ts";
+import { BalError } from "../errors.ts";
+import { findInstance } from "../instance.ts";
+import { statePaths } from "../paths.ts";
+import { configPathOf, out } from "./output.ts";
+import type { StatusOptions } from "./status.ts";
+
+/** `bal doctor`. */
+export async function doctorCommand(options: StatusOptions): Promise<number> {
+  if (options.json && options.brief) throw new BalError("--json and --brief cannot be combined");
+  const paths = statePaths();
+  // Without -c, the config of the running bal, which is the one that matters.
+  const found = options.config ? null : await findInstance(paths);
+  const running = found?.kind === "running" ? found.state?.config_path : undefined;
+  const diagnosis = await diagnose(paths, running ?? configPathOf(options.config, paths));
+  const critical = diagnosis.checks.some((c) => c.level === "critical");
+  if (options.json) {
+    out(JSON.stringify(diagnosis));
+    return critical ? 1 : 0;
+  }
+  const bad = diagnosis.checks.filter((c) => c.level !== "ok");
+  if (options.brief) {
+    out(
+      bad.length
+        ? bad.map((c) => `${c.level} ${c.name}: ${c.summary}`).join("; ")
+        : "all checks ok",
+    );
+    return critical ? 1 : 0;
+  }
+  for (const c of diagnosis.checks) {
+    out(`[${c.level}] ${c.name}: ${c.summary}`);
+    if (options.verbose || c.level !== "ok") out(`       hint: ${c.hint}`);
+  }
+  const worst = bad.find((c) => c.level === "critical") ?? bad.find((c) => !c.expected);
+  if (worst) {
+    out(`what_happened: ${worst.name}: ${worst.summary}`);
+    out(`why_likely: ${worst.why}`);
+    out(`do_this_now: ${worst.hint}`);
+  } else {
+    out("next: bal start -d, or bal status if it runs");
+  }
+  return critical ? 1 : 0;
+}

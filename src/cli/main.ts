@@ -1,0 +1,117 @@
+/**
+ * The `bal` command line: parses arguments, runs the command, and turns
+ * every failure into `bal: <one line>` on stderr and a non-zero exit code.
+ * Each command lives in its own module beside this one.
+ *
+ * @module
+ */
+import { Command, CommanderError, Option } from "commander";
+import { VERSION } from "../build.ts";
+import { ReloadRefused } from "../control.ts";
+import { BalError, ConfigError, describeError } from "../errors.ts";
+import { addBackendCommands } from "./backend.ts";
+import { checkCommand, type CheckOptions } from "./check.ts";
+import { doctorCommand } from "./doctor.ts";
+import { gracefulCommand, stopCommand } from "./lifecycle.ts";
+import { err } from "./output.ts";
+import { initCommand, startCommand, type StartOptions } from "./start.ts";
+import { statusCommand, type StatusOptions } from "./status.ts";
+
+const CONFIG_HELP = "config file (default: $BAL_HOME/config.yaml)";
+
+/** Builds the command tree; each action stores its exit code in `result`. */
+function program(result: { code: number }): Command {
+  const run =
+    <A extends unknown[]>(action: (...args: A) => Promise<number>) => async (...args: A) => {
+      result.code = await action(...args);
+    };
+  const bal = new Command("bal")
+    .description("A small, fast TCP (L4) load balancer. State lives in $BAL_HOME or ~/.bal.")
+    .version(`bal ${VERSION}`, "-v, --version", "print the version")
+    .helpOption("-h, --help", "show help")
+    .exitOverride()
+    .configureOutput({
+      outputError: (message, write) => write(`bal: ${message.replace(/^error: /, "")}`),
+    });
+
+  bal.command("start")
+    .description("run bal: in the foreground, or with -d as a background daemon logging to bal.log")
+    .option("-c, --config <file>", `${CONFIG_HELP}, written on first start`)
+    .option("-d, --daemon", "run in the background and return once it is listening")
+    .addOption(
+      new Option("--log-format <format>", "terminal log format").choices(["text", "json"]).default(
+        "text",
+      ),
+    )
+    .addOption(new Option("--daemon-child <ready-file>").hideHelp())
+    .action(run((opts: StartOptions) => startCommand(opts)));
+
+  bal.command("init")
+    .description("write the commented default config, unless the file exists")
+    .option("-c, --config <file>", "where (default: $BAL_HOME/config.yaml)")
+    .action(run((opts: { config?: string }) => initCommand(opts)));
+
+  bal.command("check")
+    .description("validate a config file without touching the running bal")
+    .option("-c, --config <file>", CONFIG_HELP)
+    .option(
+      "--json",
+      "print only a JSON report: config_path, errors, warnings, backend_count, services",
+    )
+    .option("--verbose", "also print every backend's settings and every runtime setting in force")
+    .option("--strict", "fail (exit 1) on warnings too")
+    .action(run((opts: CheckOptions) => checkCommand(opts)));
+
+  bal.command("status")
+    .description("show the running bal's live state: services, backends, connections, counters")
+    .option("-c, --config <file>", `${CONFIG_HELP}; notes when the running bal uses another`)
+    .option("--json", "print only JSON")
+    .option("--brief", "one line")
+    .option("--verbose", "also health details and reloads")
+    .action(run((opts: StatusOptions) => statusCommand(opts)));
+
+  bal.command("doctor")
+    .description(
+      "diagnose: pid file, config, listen addresses, backends; exit 1 on a critical finding",
+    )
+    .option("-c, --config <file>", CONFIG_HELP)
+    .option("--json", "print only JSON")
+    .option("--brief", "one line")
+    .option("--verbose", "hints for every check")
+    .action(run((opts: StatusOptions) => doctorCommand(opts)));
+
+  bal.command("graceful")
+    .description("reload the running bal's config with no dropped connection (SIGHUP)")
+    .option("-c, --config <file>", `${CONFIG_HELP}; must be the one bal runs with`)
+    .action(run((opts: { config?: string }) => gracefulCommand(opts)));
+
+  bal.command("stop")
+    .description("stop the running bal, letting live connections finish (SIGTERM)")
+    .option("-c, --config <file>", `${CONFIG_HELP}; must be the one bal runs with`)
+    .action(run((opts: { config?: string }) => stopCommand(opts)));
+
+  addBackendCommands(bal, run);
+  return bal;
+}
+
+/** Runs the CLI with `args` (without the program name) and returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const result = { code: 0 };
+  // -V is what the first bal printed its version with; -v and --version are the usual forms.
+  const argv = args.map((a, i) => i === 0 && a === "-V" ? "--version" : a);
+  try {
+    await program(result).parseAsync(argv, { from: "user" });
+    return result.code;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode;
+    if (e instanceof ReloadRefused) {
+      for (const c of e.errors) err(c.message);
+      err("not reloaded: the running config is unchanged");
+      return e.exitCode;
+    }
+    if (e instanceof ConfigError) err(e.message);
+    else if (e instanceof BalError) err(e.message);
+    else err(`unexpected error: ${describeError(e)}`);
+    return e instanceof BalError ? e.exitCode : 1;
+  }
+}

@@ -1,0 +1,27 @@
+/**
+ * How every command talks to the operator: results on stdout, problems as
+ * `bal: <one line>` on stderr, and the config file a command works on.
+ *
+ * @module
+ */
+import { absolute, type StatePaths } from "../paths.ts";
+
+/** A line of output. */
+export const out = (line: string): void => console.log(line);
+
+/** A line on stderr; messages that already name bal ("bal is not running") are not prefixed twice. */
+export const err = (line: string): void =>
+  console.error(line.startsWith("bal ") ? line : `bal: ${line}`);
+
+/** `n thing` or `n things`. */
+export function plural(n: number, thing: string): string {
+  return `${n} ${thing}${n === 1 ? "" : "s"}`;
+}
+
+/**
+ * The config file a command uses: `-c FILE` made absolute, else the state
+ * directory's `config.yaml`.
+ */
+export function configPathOf(option: string | undefined, paths: StatePaths): string {
+  return option ? absolute(option) : paths.config;
+}

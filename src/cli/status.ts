@@ -1,0 +1,136 @@
+/**
+ * `bal status`: the running bal's live state from its control socket.
+ *
+ * @module
+ */
+import { liveStatus } from "../control.ts";
+import { WHY_PROTECTION, WHY_UNREACHABLE } from "../doctor.ts";
+import { BalError } from "../errors.ts";
+import { statePaths } from "../paths.ts";
+import { type BackendStatus, listenAddress, type ServiceStatus, type Status } from "../status.ts";
+import { configPathOf, out, plural } from "./output.ts";
+
+/** Options of `bal status` and `bal doctor`. */
+export interface StatusOptions {
+  config?: string;
+  json?: boolean;
+  brief?: boolean;
+  verbose?: boolean;
+}
+
+const kib = (n: number) =>
+  n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
+
+/** `bal status`. */
+export async function statusCommand(options: StatusOptions): Promise<number> {
+  if (options.json && options.brief) throw new BalError("--json and --brief cannot be combined");
+  const paths = statePaths();
+  const s = await liveStatus(paths);
+  if (options.json) {
+    out(JSON.stringify(s));
+    return 0;
+  }
+  if (!s.running) {
+    out("bal is not running");
+    out(`next: bal start -d${options.config ? ` -c ${options.config}` : ""}`);
+    return 0;
+  }
+  const services = s.services!;
+  const all = services.flatMap((x) => x.backends);
+  const listen = services.length === 1
+    ? listenAddress(services[0])
+    : plural(services.length, "service");
+  const reachable = all.filter((b) => b.reachable).length;
+  const active = services.reduce((n, x) => n + x.active_connections, 0);
+  out(
+    `bal is running (pid ${s.pid}), ${listen}, ${reachable}/${all.length} backends reachable, ${active} active connections`,
+  );
+  if (options.brief) return 0;
+  const wanted = options.config ? configPathOf(options.config, paths) : s.config_path;
+  if (wanted !== s.config_path) out(`  note: it runs with ${s.config_path}, not ${wanted}`);
+  const method = services.length === 1 ? `${services[0].method}, ` : "";
+  out(
+    `  up ${s.uptime_s} s, ${method}${plural(s.workers!, "data plane")}, config ${s.config_path}`,
+  );
+  for (const service of services) printService(service, services.length > 1, options.verbose);
+  if (options.verbose && s.reloads) {
+    const last = s.reloads.last;
+    out(
+      `  reloads: ${s.reloads.count}${
+        last ? `, last ${last.ok ? "ok" : `failed (${last.error})`} at ${last.at}` : ""
+      }`,
+    );
+  }
+  printVerdict(s, services);
+  return 0;
+}
+
+function printService(s: ServiceStatus, several: boolean, verbose?: boolean): void {
+  const indent = several ? "    " : "  ";
+  if (several) {
+    out(
+      `  service ${s.name} on ${
+        listenAddress(s)
+      }, ${s.method}: ${s.backend_reachable}/${s.backend_total} backends reachable, ${s.active_connections} active`,
+    );
+  }
+  out(
+    `${indent}connections: ${s.connections_served} served, ${s.rejected_connections} rejected at the limit, ${s.idle_closed_connections} closed idle`,
+  );
+  for (const b of s.backends) printBackend(b, indent, verbose);
+}
+
+function printBackend(b: BackendStatus, indent: string, verbose?: boolean): void {
+  const failures =
+    `failed connects: ${b.counters.timeout} timeout, ${b.counters.refused} refused, ${b.counters.other} other`;
+  const cooling = b.cooldown_remaining_ms === null
+    ? ""
+    : `; cooling down ${b.cooldown_remaining_ms} ms more (${b.connect_failure_streak} failed connects in a row)`;
+  const admin = b.admin_state === "enabled" ? "" : ` [${b.admin_state}]`;
+  const traits = [
+    b.weight === 1 ? "" : `weight ${b.weight}`,
+    b.backup ? "backup" : "",
+    b.max_connections === null ? "" : `max ${b.max_connections}`,
+  ].filter((t) => t).join(", ");
+  out(
+    `${indent}${b.reachable ? "up  " : "DOWN"} ${b.address}${admin}${
+      traits ? ` (${traits})` : ""
+    }: ${b.active_connections} active, ${b.connections_served} served, in ${kib(b.bytes_in)}, out ${
+      kib(b.bytes_out)
+    }; ${failures}${cooling}`,
+  );
+  if (verbose || !b.reachable) {
+    out(
+      `${indent}     last check ${b.last_check_time ?? "never"} ${b.last_check_result ?? ""}${
+        b.last_error ? `; last failure: ${b.last_error}` : ""
+      }; ${b.consecutive_failures} failures, ${b.consecutive_successes} successes in a row`,
+    );
+  }
+}
+
+/** The triplet for the worst thing status shows, or what to do next. */
+function printVerdict(s: Status, services: ServiceStatus[]): void {
+  const protected_ = services.find((x) => x.protection_mode.enabled);
+  const down = services.flatMap((x) => x.backends).filter((b) => !b.reachable);
+  const name = (service: string) => services.length > 1 ? `${service}/` : "";
+  if (protected_) {
+    const p = protected_.protection_mode;
+    const of = services.length > 1 ? ` for ${protected_.name}` : "";
+    out(`what_happened: protection mode is on${of} since ${p.since}: ${p.reason}`);
+    out(`why_likely: ${WHY_PROTECTION}`);
+    out(
+      "do_this_now: bal status --verbose shows which backends fail; fix or remove them (then bal graceful); protection turns off after enough successes",
+    );
+  } else if (down.length > 0) {
+    const total = services.reduce((n, x) => n + x.backend_total, 0);
+    out(
+      `what_happened: ${down.length} of ${total} backends unreachable: ${
+        down.map((b) => `${name(b.service)}${b.address} (${b.last_error ?? "failed"})`).join(", ")
+      }`,
+    );
+    out(`why_likely: ${WHY_UNREACHABLE}`);
+    out(`do_this_now: start it, or remove it from ${s.config_path} and run \`bal graceful\``);
+  } else {
+    out("next: bal graceful after editing the config; bal stop to drain and stop");
+  }
+}

@@ -1,0 +1,410 @@
+/**
+ * Reading and checking a config file. Pure apart from {@link readConfig}:
+ * text in, a frozen {@link Config} or every {@link ConfigError} out, each
+ * naming the file, line, column and key path.
+ *
+ * Two forms are valid: the single-service form (top-level `port`,
+ * `bind_address`, `method`, `backends`: one service named `default`), and
+ * a `services:` list. Both normalize to the same {@link Config}.
+ *
+ * @module
+ */
+import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
+import { ConfigError } from "../errors.ts";
+import { formatAddress, listenersOverlap, normalizeHost } from "./address.ts";
+import {
+  boolField,
+  deepFreeze,
+  describeNode,
+  enumField,
+  type Field,
+  hostField,
+  intField,
+  mapFields,
+  type Report,
+} from "./fields.ts";
+import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./runtime.ts";
+import {
+  type Backend,
+  type Config,
+  DEFAULTS,
+  LOG_LEVELS,
+  MAX_WEIGHT,
+  MAX_WORKERS,
+  METHODS,
+  type Service,
+  type Workers,
+} from "./schema.ts";
+
+/** The result of checking a config text: a config, or every error found. */
+export type ConfigCheck =
+  | { ok: true; config: Config }
+  | { ok: false; errors: ConfigError[] };
+
+/** Keys of the single-service form, which live inside a service in the `services:` form. */
+const SERVICE_FORM_KEYS = ["port", "bind_address", "method", "backends"];
+const TOP_KEYS = [...SERVICE_FORM_KEYS, "log_level", "workers", "runtime", "services"];
+/** Keys of configs written for older bal versions, read and ignored. */
+const LEGACY_KEYS = ["mode"];
+const SERVICE_KEYS = ["name", ...SERVICE_FORM_KEYS, "runtime"];
+const BACKEND_KEYS = ["host", "port", "weight", "backup", "max_connections"];
+const PORT_RULE = { default: DEFAULTS.port, min: 1, max: 65535 };
+const SERVICE_NAME = /^[a-z0-9_-]{1,32}$/;
+
+/** Files larger than this are refused before parsing: no config needs it. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/** Where a node is, for messages that point at a second place. */
+type Position = (node: Node | null | undefined) => string;
+
+/**
+ * Checks a config text and returns the frozen config or every error found,
+ * each with the file, key path, line and column.
+ */
+export function checkConfig(text: string, file: string): ConfigCheck {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
+  const errors: ConfigError[] = [];
+  const linePos = (node: Node | null | undefined): { line?: number; col?: number } => {
+    const offset = node?.range?.[0];
+    return offset === undefined ? {} : lines.linePos(offset);
+  };
+  const at: Report = (node, keyPath, reason) =>
+    errors.push(new ConfigError({ file, ...linePos(node) }, keyPath, reason));
+  const position: Position = (node) => {
+    const { line, col } = linePos(node);
+    return line === undefined ? "" : `${line}:${col}`;
+  };
+
+  for (const e of doc.errors) {
+    const pos = lines.linePos(e.pos[0]);
+    errors.push(new ConfigError({ file, ...pos }, "", `invalid YAML: ${yamlReason(e.message)}`));
+  }
+  if (errors.length > 0) return { ok: false, errors };
+
+  const root = doc.contents;
+  if (root === null || (isScalar(root) && root.value === null)) {
+    at(root, "", "the file is empty; it needs at least a `backends:` list");
+    return { ok: false, errors };
+  }
+  if (!isMap(root)) {
+    at(root, "", `expected a mapping of settings, got ${describeNode(root)}`);
+    return { ok: false, errors };
+  }
+  const config = configOf(root, at, position);
+  if (errors.length > 0) return { ok: false, errors: unique(errors).sort(byPosition) };
+  return { ok: true, config: deepFreeze(config) };
+}
+
+function configOf(root: Node, at: Report, position: Position): Config {
+  const fields = mapFields(root, "", TOP_KEYS, at, {
+    ignore: LEGACY_KEYS,
+    misplaced: (name) => RUNTIME_KEYS.includes(name) ? "; it belongs under `runtime:`" : "",
+  });
+  const log_level = enumField(
+    fields.get("log_level"),
+    "log_level",
+    LOG_LEVELS,
+    DEFAULTS.log_level,
+    at,
+  );
+  const workers = workersField(fields.get("workers"), at);
+  const global = runtimeLayer(fields.get("runtime"), "runtime", at, atTopLevel);
+  const servicesField = fields.get("services");
+  let services: Service[];
+  if (servicesField) {
+    for (const key of SERVICE_FORM_KEYS) {
+      const f = fields.get(key);
+      if (f) at(f.key, key, MIXED_FORMS);
+    }
+    services = servicesOf(servicesField, global, at, position);
+  } else {
+    const single = serviceOf(fields, "", DEFAULTS.service, global, root, at);
+    services = single ? [single] : [];
+  }
+  const total = services.reduce((n, s) => n + s.backends.length, 0);
+  // The global settings are reported (and validated) once, here; services got their own merge.
+  const runtime = mergeRuntime(total, [global], servicesField ? at : () => {});
+  return { log_level, workers, runtime, services, single: !servicesField };
+}
+
+const MIXED_FORMS =
+  "cannot stand beside `services:`; move port, bind_address, method and backends into an entry of services:, e.g. `services: [{name: default, port: 9295, backends: [...]}]`, or remove services: to keep the single-service form";
+
+const atTopLevel = (name: string) =>
+  TOP_KEYS.includes(name) && name !== "runtime" ? "; it belongs at the top level" : "";
+
+/** The `services:` list: each entry checked, names unique, listeners apart. */
+function servicesOf(field: Field, global: RuntimeLayer, at: Report, position: Position): Service[] {
+  if (!isSeq(field.value) || field.value.items.length === 0) {
+    at(
+      field.value ?? field.key,
+      "services",
+      `expected a non-empty list of services, got ${describeNode(field.value)}`,
+    );
+    return [];
+  }
+  const services: Service[] = [];
+  const seen: { service: Service; path: string; nameNode: Node; portNode: Node }[] = [];
+  field.value.items.forEach((item, i) => {
+    const path = `services[${i}]`;
+    if (!isMap(item)) {
+      at(
+        item as Node,
+        path,
+        `expected a mapping {name, port, backends}, got ${describeNode(item as Node)}`,
+      );
+      return;
+    }
+    const f = mapFields(item, path, SERVICE_KEYS, at, {
+      misplaced: (name) => RUNTIME_KEYS.includes(name) ? "; it belongs under its `runtime:`" : "",
+    });
+    const name = serviceName(f.get("name"), path, item, at);
+    if (!f.get("port")) at(item, `${path}.port`, "missing; expected an integer from 1 to 65535");
+    const service = serviceOf(f, path, name ?? "", global, item, at);
+    if (!service || !name) return;
+    const here = {
+      service,
+      path,
+      nameNode: f.get("name")!.value!,
+      portNode: f.get("port")!.value!,
+    };
+    const twin = seen.find((s) => s.service.name === name);
+    if (twin) {
+      at(
+        here.nameNode,
+        `${path}.name`,
+        `duplicate service name "${name}" (also ${twin.path} at ${position(twin.nameNode)})`,
+      );
+      return;
+    }
+    const clash = seen.find((s) => listenersOverlap(s.service, service));
+    if (clash) {
+      const mine = formatAddress(service.bind_address, service.port);
+      const theirs = formatAddress(clash.service.bind_address, clash.service.port);
+      at(
+        here.portNode,
+        `${path}.port`,
+        `service "${name}" listens on ${mine}, which collides with service "${clash.service.name}" on ${theirs} (${clash.path} at ${
+          position(clash.portNode)
+        }); give each service its own port or address`,
+      );
+      return;
+    }
+    seen.push(here);
+    services.push(service);
+  });
+  return services;
+}
+
+function serviceName(
+  field: Field | undefined,
+  path: string,
+  item: Node,
+  at: Report,
+): string | undefined {
+  if (!field) {
+    at(item, `${path}.name`, "missing; expected a name of a-z, 0-9, _ and - (at most 32)");
+    return undefined;
+  }
+  const value = isScalar(field.value) ? field.value.value : undefined;
+  if (typeof value === "string" && SERVICE_NAME.test(value)) return value;
+  at(
+    field.value ?? field.key,
+    `${path}.name`,
+    `expected a name of a-z, 0-9, _ and - (at most 32), got ${describeNode(field.value)}`,
+  );
+  return undefined;
+}
+
+/** One service from its fields (the root's in the single-service form, at `prefix` ""). */
+function serviceOf(
+  fields: Map<string, Field>,
+  prefix: string,
+  name: string,
+  global: RuntimeLayer,
+  node: Node,
+  at: Report,
+): Service | undefined {
+  const key = (k: string) => prefix ? `${prefix}.${k}` : k;
+  const port = intField(fields.get("port"), key("port"), PORT_RULE, at);
+  const bind = fields.get("bind_address");
+  const bind_address = bind ? hostField(bind, key("bind_address"), at) : DEFAULTS.bind_address;
+  const method = enumField(fields.get("method"), key("method"), METHODS, DEFAULTS.method, at);
+  const backends = backendsOf(fields.get("backends"), key("backends"), name, node, at);
+  const layers = [global];
+  if (prefix) layers.push(runtimeLayer(fields.get("runtime"), key("runtime"), at, atServiceLevel));
+  const runtime = mergeRuntime(backends?.length ?? 0, layers, at);
+  if (!backends || bind_address === undefined) return undefined;
+  return { name, bind_address, port, method, backends, runtime };
+}
+
+const atServiceLevel = (name: string) =>
+  SERVICE_KEYS.includes(name) && name !== "runtime" ? "; it belongs in the service itself" : "";
+
+function backendsOf(
+  field: Field | undefined,
+  path: string,
+  service: string,
+  parent: Node,
+  at: Report,
+): Backend[] | undefined {
+  if (!field) {
+    at(
+      parent,
+      path,
+      "missing; list at least one backend, e.g. `backends: [{host: 127.0.0.1, port: 9000}]`",
+    );
+    return undefined;
+  }
+  if (!isSeq(field.value) || field.value.items.length === 0) {
+    at(
+      field.value ?? field.key,
+      path,
+      `expected a non-empty list of backends, got ${describeNode(field.value)}`,
+    );
+    return undefined;
+  }
+  const backends: Backend[] = [];
+  const seen = new Map<string, number>();
+  field.value.items.forEach((item, i) => {
+    const itemPath = `${path}[${i}]`;
+    const backend = backendItem(item as Node, itemPath, service, at);
+    if (!backend) return;
+    const first = seen.get(backend.address);
+    if (first !== undefined) {
+      at(item as Node, itemPath, `duplicate backend ${backend.address} (also ${path}[${first}])`);
+      return;
+    }
+    seen.set(backend.address, i);
+    backends.push(backend);
+  });
+  return backends;
+}
+
+/** A backend with its identity filled in. */
+function backend(
+  service: string,
+  host: string,
+  port: number,
+  extra: Pick<Backend, "weight" | "backup" | "max_connections"> = {
+    weight: DEFAULTS.weight,
+    backup: false,
+    max_connections: null,
+  },
+): Backend {
+  const address = formatAddress(host, port);
+  return { host, port, address, service, id: `${service}/${address}`, ...extra };
+}
+
+/** One backend: `{host, port, weight?, backup?, max_connections?}`, or the shorthand `host:port`. */
+function backendItem(item: Node, path: string, service: string, at: Report): Backend | undefined {
+  if (isScalar(item) && typeof item.value === "string") {
+    const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(item.value.trim());
+    const host = m ? normalizeHost(m[1]) : undefined;
+    const port = m ? Number(m[2]) : 0;
+    if (!host || port < 1 || port > 65535) {
+      at(
+        item,
+        path,
+        `"${item.value}" is not a backend; write {host: HOST, port: PORT} or "HOST:PORT"`,
+      );
+      return undefined;
+    }
+    return backend(service, host, port);
+  }
+  if (!isMap(item)) {
+    at(item, path, `expected a mapping {host, port}, got ${describeNode(item)}`);
+    return undefined;
+  }
+  const fields = mapFields(item, path, BACKEND_KEYS, at);
+  const hostF = fields.get("host");
+  const portF = fields.get("port");
+  if (!hostF) at(item, `${path}.host`, "missing; expected an IP address or hostname");
+  if (!portF) at(item, `${path}.port`, "missing; expected an integer from 1 to 65535");
+  if (!hostF || !portF) return undefined;
+  const host = hostField(hostF, `${path}.host`, at);
+  const port = intField(portF, `${path}.port`, PORT_RULE, at);
+  const weight = intField(fields.get("weight"), `${path}.weight`, {
+    default: DEFAULTS.weight,
+    min: 0,
+    max: MAX_WEIGHT,
+  }, at);
+  const backup = boolField(fields.get("backup"), `${path}.backup`, false, at);
+  const max = fields.get("max_connections");
+  const max_connections = max
+    ? intField(max, `${path}.max_connections`, { default: 0, min: 1, max: 1_000_000 }, at)
+    : null;
+  if (host === undefined) return undefined;
+  return backend(service, host, port, { weight, backup, max_connections });
+}
+
+function workersField(field: Field | undefined, at: Report): Workers {
+  if (!field) return DEFAULTS.workers;
+  const value = isScalar(field.value) ? field.value.value : undefined;
+  if (value === "auto") return "auto";
+  if (typeof value === "number" && Number.isInteger(value) && value >= 1 && value <= MAX_WORKERS) {
+    return value;
+  }
+  at(
+    field.value ?? field.key,
+    "workers",
+    `expected "auto" or an integer from 1 to ${MAX_WORKERS}, got ${describeNode(field.value)}`,
+  );
+  return DEFAULTS.workers;
+}
+
+/** Parses and validates a config text, throwing the first {@link ConfigError}. */
+export function parseConfig(text: string, file: string): Config {
+  const result = checkConfig(text, file);
+  if (!result.ok) throw result.errors[0];
+  return result.config;
+}
+
+/** Reads a config file and checks it; a file that cannot be read is one error. */
+export async function readConfig(file: string): Promise<ConfigCheck> {
+  let text: string;
+  try {
+    const info = await Deno.stat(file);
+    if (!info.isFile) return fileError(file, "is not a regular file");
+    if (info.size > MAX_CONFIG_BYTES) {
+      return fileError(file, `is ${info.size} bytes; a config may be at most ${MAX_CONFIG_BYTES}`);
+    }
+    text = await Deno.readTextFile(file);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) {
+      return fileError(
+        file,
+        "not found (give another with -c, or run `bal start` once to write the default)",
+      );
+    }
+    if (err instanceof Deno.errors.PermissionDenied || err instanceof Deno.errors.NotCapable) {
+      return fileError(file, "cannot be read: permission denied");
+    }
+    return fileError(file, `cannot be read: ${err instanceof Error ? err.message : err}`);
+  }
+  return checkConfig(text, file);
+}
+
+/** Each error once: a global setting is checked again for every service it applies to. */
+function unique(errors: ConfigError[]): ConfigError[] {
+  const seen = new Set<string>();
+  return errors.filter((e) => !seen.has(e.message) && seen.add(e.message));
+}
+
+function byPosition(a: ConfigError, b: ConfigError): number {
+  const { line: la = 0, col: ca = 0 } = a.location;
+  const { line: lb = 0, col: cb = 0 } = b.location;
+  return la - lb || ca - cb;
+}
+
+function fileError(file: string, reason: string): ConfigCheck {
+  return { ok: false, errors: [new ConfigError({ file }, "", reason)] };
+}
+
+/** yaml's message without its own position suffix (we print ours). */
+function yamlReason(message: string): string {
+  // The parser recurses per nesting level and reports its own stack overflow.
+  if (message.includes("call stack")) return "nested too deeply";
+  return message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+}

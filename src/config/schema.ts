@@ -1,0 +1,131 @@
+/**
+ * The shape of a validated config: services, their backends and settings.
+ * Field names are the YAML keys, so one name means one setting in the file,
+ * the code, the logs and the docs.
+ *
+ * @module
+ */
+
+/** Log levels the config accepts, least severe first. */
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+/** A log level the config accepts. */
+export type LogLevel = typeof LOG_LEVELS[number];
+
+/** Balancing methods bal implements (one module each under `src/balance/`). */
+export const METHODS = ["round_robin", "least_connections", "source_hash", "random_two"] as const;
+/** A balancing method. */
+export type Method = typeof METHODS[number];
+
+/** One backend server of one service. */
+export interface Backend {
+  /** IP literal (IPv6 without brackets) or hostname, as Deno.connect takes it. */
+  readonly host: string;
+  readonly port: number;
+  /** `host:port` (`[v6]:port`): how logs and commands name it within its service. */
+  readonly address: string;
+  /** The service it belongs to. */
+  readonly service: string;
+  /**
+   * `service/address`: the key of its health, admin state and counters, so
+   * the same server in two services keeps two states.
+   */
+  readonly id: string;
+  /** Share of new connections relative to its service's other backends; 0 takes none. */
+  readonly weight: number;
+  /** Used only while no other backend of its service can take a client. */
+  readonly backup: boolean;
+  /** New clients skip it at this many live connections (per data plane); null: no limit. */
+  readonly max_connections: number | null;
+}
+
+/** The integer knobs under `runtime:`. */
+export interface IntSettings {
+  readonly health_check_interval_ms: number;
+  readonly health_check_timeout_ms: number;
+  readonly health_check_fail_threshold: number;
+  readonly health_check_success_threshold: number;
+  readonly backend_connect_timeout_ms: number;
+  readonly failover_backoff_initial_ms: number;
+  readonly failover_backoff_max_ms: number;
+  readonly backend_cooldown_ms: number;
+  readonly protection_trigger_threshold: number;
+  readonly protection_window_ms: number;
+  readonly protection_stable_success_threshold: number;
+  readonly shutdown_drain_timeout_ms: number;
+  readonly max_concurrent_connections: number;
+  readonly connection_idle_timeout_ms: number;
+  readonly tcp_backlog: number;
+}
+
+/** What happens to a client beyond `max_concurrent_connections`. */
+export const OVERLOAD_POLICIES = ["reject"] as const;
+/** An overload policy. */
+export type OverloadPolicy = typeof OVERLOAD_POLICIES[number];
+
+/** Timing, threshold and limit knobs under `runtime:`. */
+export interface RuntimeSettings extends IntSettings {
+  readonly overload_policy: OverloadPolicy;
+}
+
+/** Data-plane threads: a count, or `auto` for one per CPU. */
+export type Workers = number | "auto";
+
+/** One listener and the backends it balances over. */
+export interface Service {
+  /** Unique, `[a-z0-9_-]{1,32}`; `default` for the single-service form. */
+  readonly name: string;
+  readonly bind_address: string;
+  readonly port: number;
+  readonly method: Method;
+  readonly backends: readonly Backend[];
+  /** The global `runtime:` with this service's own `runtime:` keys laid over it. */
+  readonly runtime: RuntimeSettings;
+}
+
+/** A validated, frozen config. */
+export interface Config {
+  readonly log_level: LogLevel;
+  readonly workers: Workers;
+  /** The global `runtime:` (tuned for all backends together): what no service overrides. */
+  readonly runtime: RuntimeSettings;
+  /** At least one; listeners never overlap. */
+  readonly services: readonly Service[];
+  /** Written in the single-service form (top-level `port` and `backends`). */
+  readonly single: boolean;
+}
+
+/** Top-level defaults. */
+export const DEFAULTS = {
+  port: 9295,
+  bind_address: "0.0.0.0",
+  method: "round_robin",
+  log_level: "info",
+  workers: 1,
+  service: "default",
+  weight: 1,
+} as const;
+
+/** Most data-plane threads a config may ask for. */
+export const MAX_WORKERS = 64;
+/** Largest backend weight (HAProxy's limit too). */
+export const MAX_WEIGHT = 256;
+
+/** The number of data-plane threads `workers` asks for on this machine. */
+export function workerCount(workers: Workers): number {
+  return workers === "auto"
+    ? Math.min(MAX_WORKERS, Math.max(1, navigator.hardwareConcurrency))
+    : workers;
+}
+
+/** Every backend of every service, in config order. */
+export function allBackends(config: Config): Backend[] {
+  return config.services.flatMap((s) => s.backends);
+}
+
+/** The longest `shutdown_drain_timeout_ms` of any service: how long a stop may wait. */
+export function drainTimeout(config: Config): number {
+  return Math.max(
+    config.runtime.shutdown_drain_timeout_ms,
+    ...config.services.map((s) => s.runtime.shutdown_drain_timeout_ms),
+  );
+}

@@ -1,0 +1,78 @@
+/**
+ * Things a valid config allows but an operator likely did not mean: each
+ * one line, naming the key. `bal check --strict` fails on them.
+ *
+ * @module
+ */
+import { isWildcard } from "./address.ts";
+import { runtimeDefaults } from "./runtime.ts";
+import type { Config, Service } from "./schema.ts";
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost\.?)$/;
+
+/** Limits of the machine bal runs on that a config can exceed; unknown ones are left out. */
+export interface HostLimits {
+  /** `net.core.somaxconn`: Linux caps every listen backlog at it. */
+  somaxconn?: number;
+}
+
+/** Every warning of a config, services in order. */
+export function configWarnings(config: Config, host: HostLimits = {}): string[] {
+  return config.services.flatMap((service, i) => {
+    // The single-service form keeps the key paths it always had.
+    const prefix = config.single ? "" : `services[${i}].`;
+    return [
+      ...serviceWarnings(service, prefix, host),
+      ...loopWarnings(config, service, prefix),
+    ];
+  });
+}
+
+function serviceWarnings(service: Service, prefix: string, host: HostLimits): string[] {
+  const warnings: string[] = [];
+  if (isWildcard(service.bind_address)) {
+    warnings.push(
+      `${prefix}bind_address: ${service.bind_address} accepts connections on every interface; use 127.0.0.1 if only local clients should connect`,
+    );
+  }
+  const r = service.runtime;
+  const d = runtimeDefaults(service.backends.length);
+  // The tuned defaults pair a short interval with a longer timeout on purpose
+  // (a round waits for its slowest check, so checks never overlap); only a
+  // pair the operator chose is worth a second look.
+  const tunedPair = r.health_check_timeout_ms === d.health_check_timeout_ms &&
+    r.health_check_interval_ms === d.health_check_interval_ms;
+  if (r.health_check_timeout_ms >= r.health_check_interval_ms && !tunedPair) {
+    warnings.push(
+      `${prefix}runtime.health_check_timeout_ms: ${r.health_check_timeout_ms} is not below health_check_interval_ms (${r.health_check_interval_ms}); a check that times out delays the next round, so a dead backend is found later than the interval suggests`,
+    );
+  }
+  if (host.somaxconn !== undefined && r.tcp_backlog > host.somaxconn) {
+    warnings.push(
+      `${prefix}runtime.tcp_backlog: ${r.tcp_backlog} is above net.core.somaxconn (${host.somaxconn}) on this machine; the kernel listens with ${host.somaxconn}`,
+    );
+  }
+  return warnings;
+}
+
+/** Backends of `service` that are some service's own listen address. */
+function loopWarnings(config: Config, service: Service, prefix: string): string[] {
+  const isLocalhost = (h: string) => h.startsWith("localhost");
+  const warnings: string[] = [];
+  service.backends.forEach((b, i) => {
+    const target = config.services.find((s) => {
+      const bind = s.bind_address;
+      // The backend reaches bal's listener: the same address, or loopback when bal listens on it.
+      const reaches = b.host === bind ||
+        (LOOPBACK.test(b.host) &&
+          (isWildcard(bind) || isLocalhost(bind) || (isLocalhost(b.host) && LOOPBACK.test(bind))));
+      return reaches && b.port === s.port;
+    });
+    if (!target) return;
+    const whose = config.single ? "bal's own" : `service "${target.name}"'s`;
+    warnings.push(
+      `${prefix}backends[${i}]: ${b.address} is ${whose} listen address; connections to it would loop back into bal`,
+    );
+  });
+  return warnings;
+}

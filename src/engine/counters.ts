@@ -1,0 +1,77 @@
+/**
+ * What a data plane counts, per service and per backend, and how the
+ * control plane adds the planes up. Counters are kept across reloads, so
+ * they never go backwards while bal runs.
+ *
+ * @module
+ */
+
+/** What one data plane counted for one backend. */
+export interface BackendCounters {
+  /** Connections assigned to it now (being dialed or relaying). */
+  active: number;
+  /** Connections it was given (connected). */
+  served: number;
+  /** Bytes from clients to it. */
+  bytes_in: number;
+  /** Bytes from it to clients. */
+  bytes_out: number;
+  /** Failed connects, by kind. */
+  timeout: number;
+  refused: number;
+  other: number;
+}
+
+/** What one data plane counted for one service. */
+export interface ServiceCounters {
+  /** Clients accepted on its listener. */
+  accepted: number;
+  /** Its live client connections. */
+  active: number;
+  /** Clients closed at once at its `max_concurrent_connections`. */
+  rejected: number;
+  /** Connections closed after `connection_idle_timeout_ms` without a byte. */
+  idle_closed: number;
+}
+
+/** Everything one data plane counted, as the control plane collects it. */
+export interface PlaneStats {
+  /** 0 for the main thread, 1.. for worker threads. */
+  id: number;
+  /** Totals over every service. */
+  accepted: number;
+  active: number;
+  rejected: number;
+  idle_closed: number;
+  services: Record<string, ServiceCounters>;
+  /** By backend id (`service/host:port`). */
+  backends: Record<string, BackendCounters>;
+}
+
+/** Fresh backend counters. */
+export function zeroCounters(): BackendCounters {
+  return { active: 0, served: 0, bytes_in: 0, bytes_out: 0, timeout: 0, refused: 0, other: 0 };
+}
+
+/** Fresh service counters. */
+export function zeroServiceCounters(): ServiceCounters {
+  return { accepted: 0, active: 0, rejected: 0, idle_closed: 0 };
+}
+
+/** Adds `from` into `into`, key by key. */
+function add<T extends object>(into: T, from: T | undefined): T {
+  if (!from) return into;
+  const target = into as Record<string, number>;
+  for (const [key, value] of Object.entries(from)) target[key] += value as number;
+  return into;
+}
+
+/** One backend's counters summed over every plane. */
+export function backendTotal(planes: readonly PlaneStats[], id: string): BackendCounters {
+  return planes.reduce((total, p) => add(total, p.backends[id]), zeroCounters());
+}
+
+/** One service's counters summed over every plane. */
+export function serviceTotal(planes: readonly PlaneStats[], name: string): ServiceCounters {
+  return planes.reduce((total, p) => add(total, p.services[name]), zeroServiceCounters());
+}

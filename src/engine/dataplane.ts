@@ -1,0 +1,105 @@
+/**
+ * A worker thread's data plane (see workers.ts): the same engine as the
+ * main thread's, on its own SO_REUSEPORT listeners, fed config, health and
+ * admin state by the control plane. It logs through the control plane and
+ * holds no config of its own beyond the snapshot it was sent.
+ *
+ * @module
+ */
+/// <reference lib="deno.worker" />
+import { describeError } from "../errors.ts";
+import { setLogLevel, setupLogging } from "../log.ts";
+import { createRuntime, type Runtime, swapSnapshot } from "../snapshot.ts";
+import { createDenoEngine } from "./deno.ts";
+import type { Engine } from "./engine.ts";
+import type { FromWorker, ToWorker } from "./workers.ts";
+
+/** How often counters go to the control plane. */
+const STATS_INTERVAL_MS = 1000;
+
+const post = (m: FromWorker) => self.postMessage(m);
+let id = 0;
+let runtime: Runtime;
+let engine: Engine;
+let statsTimer: ReturnType<typeof setInterval> | undefined;
+
+const sendStats = (seq: number | null) => post({ type: "stats", seq, stats: engine.stats() });
+
+self.addEventListener("unhandledrejection", (e) => {
+  e.preventDefault();
+  post({
+    type: "log",
+    record: {
+      category: ["bal", "worker"],
+      level: "error",
+      message: [`worker ${id}: unexpected error, still serving: ${describeError(e.reason)}`],
+      rawMessage: "unexpected error",
+      timestamp: Date.now(),
+      properties: { event: "internal_error", worker: id },
+    },
+  });
+});
+
+function start(m: Extract<ToWorker, { type: "start" }>): void {
+  id = m.id;
+  setupLogging({
+    level: m.config.log_level,
+    format: "json",
+    forward: (record) => post({ type: "log", record }),
+  });
+  runtime = createRuntime(m.config, m.configPath);
+  for (const [key, state] of m.health) runtime.health.set(key, state);
+  for (const [key, admin] of m.admin) runtime.admin.set(key, admin);
+  for (const [service, state] of m.protection) runtime.protection.set(service, state);
+  engine = createDenoEngine(runtime, {
+    id,
+    reusePort: true,
+    claimPort: false,
+    planes: m.planes,
+    onResult: (backend, obs) => post({ type: "result", id: backend.id, obs }),
+    onNoBackend: (service, at) => post({ type: "no_backend", service, at }),
+  });
+  try {
+    engine.apply(m.config);
+  } catch (err) {
+    return post({ type: "failed", id, error: describeError(err) });
+  }
+  statsTimer = setInterval(() => sendStats(null), STATS_INTERVAL_MS);
+  post({ type: "ready", id });
+}
+
+self.onmessage = async (e: MessageEvent<ToWorker>) => {
+  const m = e.data;
+  switch (m.type) {
+    case "start":
+      return start(m);
+    case "config":
+      // The control plane bound these addresses already, so with SO_REUSEPORT this succeeds.
+      engine.apply(m.config);
+      swapSnapshot(runtime, m.config);
+      return setLogLevel(m.config.log_level);
+    case "health":
+      runtime.health.set(m.id, m.state);
+      return;
+    case "admin":
+      runtime.admin.set(m.id, m.admin);
+      return;
+    case "protection":
+      runtime.protection.set(m.service, m.state);
+      return;
+    case "stats":
+      return sendStats(m.seq);
+    case "kill":
+      return post({ type: "killed", seq: m.seq, plane: id, count: engine.kill(m.id) });
+    case "stop": {
+      await engine.stopAccepting();
+      clearInterval(statsTimer);
+      const forced = await engine.drain(m.drainMs);
+      sendStats(null);
+      return post({ type: "drained", id, forced });
+    }
+    case "force":
+      await engine.drain(0);
+      return;
+  }
+};
