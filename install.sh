@@ -168,7 +168,8 @@ install() {
 
   existing="$(find_installed)"
   if [ -n "$existing" ]; then
-    have="$(normalize_version "$("$existing" --version 2>/dev/null | tr -d '[:space:]' || true)")"
+    # Whatever the wording ("bal 1.2.3", "1.2.3", "v1.2.3"), the first version number in it.
+    have="$(normalize_version "$("$existing" --version 2>/dev/null | grep -oE 'v?[0-9]+\.[0-9]+\.[0-9]+[^[:space:]]*' | head -n 1 || true)")"
     if [ "$have" = "$want" ]; then
       say "bal $want is already installed at $existing"
       return

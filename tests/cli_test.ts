@@ -28,7 +28,8 @@ Deno.test("cli: --version, --help and per-command help", async () => {
   const v = await bal(home, "--version");
   assert.equal(v.code, 0);
   const version = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).version;
-  assert.equal(v.stdout.trim(), version);
+  assert.equal(v.stdout.trim(), `bal ${version}`);
+  for (const flag of ["-v", "-V"]) assert.equal((await bal(home, flag)).stdout.trim(), `bal ${version}`);
   const help = await bal(home, "--help");
   assert.equal(help.code, 0);
   for (const cmd of ["start", "init", "check", "graceful", "stop"]) {
@@ -75,12 +76,17 @@ Deno.test("cli: check rejects a bad config with file, line:column and key, no st
   noStackTrace(r.stderr);
 });
 
-Deno.test("cli: check --json reports errors, warnings and the backend count, and nothing else", async () => {
+Deno.test("cli: check --json reports errors, warnings, the backend count and the services, and nothing else", async () => {
   const home = tempHome();
   const good = writeConfig(home, { port: 9999, backends: [9000, 9001] });
   const ok = await bal(home, "check", "-c", good, "--json");
   assert.equal(ok.code, 0);
-  assert.deepEqual(JSON.parse(ok.stdout), {
+  const report = JSON.parse(ok.stdout);
+  assert.deepEqual(report.services.map((s: { name: string; port: number }) => [s.name, s.port]), [
+    ["default", 9999],
+  ]);
+  delete report.services;
+  assert.deepEqual(report, {
     config_path: good,
     errors: [],
     warnings: [],
@@ -98,6 +104,7 @@ Deno.test("cli: check --json reports errors, warnings and the backend count, and
     errors: [`${bad}:1:7: port: expected an integer from 1 to 65535, got 0`],
     warnings: [],
     backend_count: null,
+    services: null,
   });
 });
 

@@ -51,7 +51,7 @@ Deno.test("install:global installs a working bal command with the same flags", a
     assert.equal(v.code, 0);
     assert.equal(
       new TextDecoder().decode(v.stdout).trim(),
-      JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).version,
+      `bal ${JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).version}`,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -62,7 +62,8 @@ Deno.test("config: the default file parses to the documented defaults", () => {
 });
 
 Deno.test("config: the default file's commented runtime block is every key at its default", () => {
-  const block = DEFAULT_CONFIG_TEXT.split("\n")
+  const lines = DEFAULT_CONFIG_TEXT.split("\n");
+  const block = lines.slice(lines.indexOf("# runtime:"))
     .filter((l) => l.startsWith("# runtime:") || l.startsWith("#   "))
     .map((l) => l.slice(2))
     .join("\n");
@@ -218,7 +219,7 @@ Deno.test("config: bind_address accepts IPv4, IPv6 and hostnames", () => {
 Deno.test("config: method and log_level take their listed values, with a hint", () => {
   assert.equal(
     only(`method: roundrobin\n${ONE}`),
-    `${F}:1:9: method: expected one of "round_robin", got the text "roundrobin"; did you mean "round_robin"?`,
+    `${F}:1:9: method: expected one of "round_robin", "least_connections", "source_hash", "random_two", got the text "roundrobin"; did you mean "round_robin"?`,
   );
   assert.match(
     only(`log_level: warning\n${ONE}`),
@@ -277,8 +278,8 @@ Deno.test("config: each backend needs a valid host and port", () => {
     /backends\[0\]: expected a mapping \{host, port\}, got 42/,
   );
   assert.match(
-    only("backends:\n  - {host: a, port: 1, weight: 2}\n"),
-    /backends\[0\]\.weight: unknown key; expected one of: host, port/,
+    only("backends:\n  - {host: a, port: 1, wieght: 2}\n"),
+    /backends\[0\]\.wieght: unknown key; did you mean "weight"\?/,
   );
   assert.deepEqual(errorsOf("backends:\n  - {hots: a, port: 1}\n"), [
     `${F}:2:5: backends[0].host: missing; expected an IP address or hostname`,
@@ -348,7 +349,7 @@ Deno.test("config: unknown keys are errors with a did-you-mean hint", () => {
   );
   assert.match(
     only(`zzz: 1\n${ONE}`),
-    /zzz: unknown key; expected one of: port, bind_address, method, log_level, workers, backends, runtime/,
+    /zzz: unknown key; expected one of: port, bind_address, method, backends, log_level, workers, runtime, services/,
   );
 });
 

@@ -13,7 +13,7 @@ function fakeBal(version: string): string {
   return `#!/bin/sh
 log() { echo "$*" >> "$BAL_HOME/fake.log"; }
 case "$1" in
-  --version) echo "${version}" ;;
+  --version) echo "bal ${version}" ;;
   init) mkdir -p "$BAL_HOME"; [ -f "$BAL_HOME/config.yaml" ] || echo "port: 9295" > "$BAL_HOME/config.yaml"; log "init ${version}" ;;
   stop) log "stop ${version}"; kill "$(cat "$BAL_HOME/bal.pid")"; rm -f "$BAL_HOME/bal.pid" ;;
   start) log "start ${version} $*" ;;
@@ -98,7 +98,7 @@ const install = (env: Env, ...args: string[]) =>
 
 async function installedVersion(env: Env): Promise<string> {
   const out = await new Deno.Command(`${env.installDir}/bal`, { args: ["--version"] }).output();
-  return new TextDecoder().decode(out.stdout).trim();
+  return new TextDecoder().decode(out.stdout).trim().replace(/^bal /, "");
 }
 
 /** A fake release server for one test. */

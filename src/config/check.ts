@@ -160,9 +160,10 @@ function servicesOf(field: Field, global: RuntimeLayer, at: Report, position: Po
       misplaced: (name) => RUNTIME_KEYS.includes(name) ? "; it belongs under its `runtime:`" : "",
     });
     const name = serviceName(f.get("name"), path, item, at);
-    if (!f.get("port")) at(item, `${path}.port`, "missing; expected an integer from 1 to 65535");
+    const portField = f.get("port");
+    if (!portField) at(item, `${path}.port`, "missing; expected an integer from 1 to 65535");
     const service = serviceOf(f, path, name ?? "", global, item, at);
-    if (!service || !name) return;
+    if (!service || !name || !portField) return;
     const here = {
       service,
       path,
