@@ -34,7 +34,8 @@ if (early) {
   }
   Deno.exit(1);
 }
-const bal = spawn(["task", "-q", "bal", "start", "-c", "sample/bal.yaml"]);
+// Absolute: a nested deno task inherits the caller's INIT_CWD, against which bal resolves -c.
+const bal = spawn(["task", "-q", "bal", "start", "-c", `${root}sample/bal.yaml`]);
 
 console.log(
   "demo: try `curl localhost:9295` (twice: the backends alternate); Ctrl-C stops everything",

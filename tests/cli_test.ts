@@ -12,6 +12,7 @@ import {
   readLog,
   readPid,
   ROOT,
+  runCommand,
   startBal,
   startDaemon,
   tempHome,
@@ -29,7 +30,9 @@ Deno.test("cli: --version, --help and per-command help", async () => {
   assert.equal(v.code, 0);
   const version = JSON.parse(Deno.readTextFileSync(`${ROOT}/deno.json`)).version;
   assert.equal(v.stdout.trim(), `bal ${version}`);
-  for (const flag of ["-v", "-V"]) assert.equal((await bal(home, flag)).stdout.trim(), `bal ${version}`);
+  for (const flag of ["-v", "-V"]) {
+    assert.equal((await bal(home, flag)).stdout.trim(), `bal ${version}`);
+  }
   const help = await bal(home, "--help");
   assert.equal(help.code, 0);
   for (const cmd of ["start", "init", "check", "graceful", "stop"]) {
@@ -461,4 +464,68 @@ Deno.test("cli: --log-format json in the foreground", async () => {
   const out = await child.output();
   const lines = new TextDecoder().decode(out.stderr).trim().split("\n").map((l) => JSON.parse(l));
   assert.ok(lines.some((l) => l.event === "started" && l.module === "server"));
+});
+
+Deno.test("cli: status -c FILE --json works whether or not bal runs, and notes another config", async () => {
+  const home = tempHome();
+  const port = freePort();
+  const config = writeConfig(home, { port, backends: [9] });
+  const idle = await bal(home, "status", "--config", config, "--json");
+  assert.equal(idle.code, 0, idle.stderr);
+  assert.equal(JSON.parse(idle.stdout).running, false);
+  const d = await startDaemon(home, config, port);
+  try {
+    const s = JSON.parse((await bal(home, "status", "--config", config, "--json")).stdout);
+    assert.equal(s.running, true);
+    assert.equal(s.config_path, config);
+    const other = writeConfig(home, { port, backends: [9] }, "other.yaml");
+    const text = await bal(home, "status", "-c", other);
+    assert.match(text.stdout, new RegExp(`note: it runs with ${config}, not ${other}`));
+    const refused = await bal(home, "graceful", "-c", other);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /uses .*test\.yaml, not .*other\.yaml; run without -c/);
+    const both = await bal(home, "status", "--json", "--brief");
+    assert.equal(both.code, 1);
+    assert.match(both.stderr, /^bal: --json and --brief cannot be combined$/m);
+  } finally {
+    await d.stop();
+  }
+});
+
+Deno.test("cli: a relative -c given to deno task from another directory is the caller's file", async () => {
+  const home = tempHome();
+  const sub = `${home}/sub`;
+  Deno.mkdirSync(sub);
+  const port = freePort();
+  writeConfig(sub, { port, backends: [9] }, "rel.yaml");
+  // deno task runs from the project root and says where it was called from in INIT_CWD.
+  const task = (...args: string[]) =>
+    runCommand(Deno.execPath(), ["task", "-q", "--config", `${ROOT}deno.json`, "bal", ...args], {
+      cwd: sub,
+      clearEnv: true,
+      // Deno's own cache follows HOME (and DENO_DIR): keep both; bal's state is in BAL_HOME.
+      env: {
+        ...Object.fromEntries(
+          ["PATH", "HOME", "DENO_DIR"].flatMap((k) => {
+            const v = Deno.env.get(k);
+            return v === undefined ? [] : [[k, v]];
+          }),
+        ),
+        BAL_HOME: home,
+        NO_COLOR: "1",
+      },
+    });
+  const check = await task("check", "-c", "rel.yaml");
+  assert.equal(check.code, 0, check.stderr);
+  assert.match(check.stdout, new RegExp(`^config OK: ${sub}/rel\\.yaml$`, "m"));
+  const start = await task("start", "-d", "-c", "rel.yaml");
+  assert.equal(start.code, 0, start.stderr);
+  const pid = readPid(home)!;
+  try {
+    const s = JSON.parse((await task("status", "--json")).stdout);
+    assert.equal(s.config_path, `${sub}/rel.yaml`);
+  } finally {
+    assert.equal((await task("stop")).code, 0);
+    if (alive(pid)) Deno.kill(pid, "SIGKILL");
+  }
 });
