@@ -486,7 +486,7 @@ Deno.test("cli: status -c FILE --json works whether or not bal runs, and notes a
     assert.match(refused.stderr, /uses .*test\.yaml, not .*other\.yaml; run without -c/);
     const both = await bal(home, "status", "--json", "--brief");
     assert.equal(both.code, 1);
-    assert.match(both.stderr, /^bal: --json and --brief cannot be combined$/m);
+    assert.match(both.stderr, /^bal: option '--json' cannot be used with option '--brief'$/m);
   } finally {
     await d.stop();
   }

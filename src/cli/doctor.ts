@@ -4,7 +4,6 @@
  * @module
  */
 import { diagnose } from "../doctor.ts";
-import { BalError } from "../errors.ts";
 import { findInstance } from "../instance.ts";
 import { statePaths } from "../paths.ts";
 import { configPathOf, out } from "./output.ts";
@@ -12,7 +11,6 @@ import type { StatusOptions } from "./status.ts";
 
 /** `bal doctor`. */
 export async function doctorCommand(options: StatusOptions): Promise<number> {
-  if (options.json && options.brief) throw new BalError("--json and --brief cannot be combined");
   const paths = statePaths();
   // Without -c, the config of the running bal, which is the one that matters.
   const found = options.config ? null : await findInstance(paths);

@@ -19,6 +19,14 @@ import { statusCommand, type StatusOptions } from "./status.ts";
 
 const CONFIG_HELP = "config file (default: $BAL_HOME/config.yaml)";
 
+/** `--json`, `--brief` (one of them) and `--verbose`, as status and doctor take them. */
+function reportOptions(command: Command, verbose: string): Command {
+  return command
+    .addOption(new Option("--json", "print only JSON").conflicts("brief"))
+    .option("--brief", "one line")
+    .option("--verbose", verbose);
+}
+
 /** Builds the command tree; each action stores its exit code in `result`. */
 function program(result: { code: number }): Command {
   const run =
@@ -62,23 +70,21 @@ function program(result: { code: number }): Command {
     .option("--strict", "fail (exit 1) on warnings too")
     .action(run((opts: CheckOptions) => checkCommand(opts)));
 
-  bal.command("status")
-    .description("show the running bal's live state: services, backends, connections, counters")
-    .option("-c, --config <file>", `${CONFIG_HELP}; notes when the running bal uses another`)
-    .option("--json", "print only JSON")
-    .option("--brief", "one line")
-    .option("--verbose", "also health details and reloads")
-    .action(run((opts: StatusOptions) => statusCommand(opts)));
+  reportOptions(
+    bal.command("status")
+      .description("show the running bal's live state: services, backends, connections, counters")
+      .option("-c, --config <file>", `${CONFIG_HELP}; notes when the running bal uses another`),
+    "also health details and reloads",
+  ).action(run((opts: StatusOptions) => statusCommand(opts)));
 
-  bal.command("doctor")
-    .description(
-      "diagnose: pid file, config, listen addresses, backends; exit 1 on a critical finding",
-    )
-    .option("-c, --config <file>", CONFIG_HELP)
-    .option("--json", "print only JSON")
-    .option("--brief", "one line")
-    .option("--verbose", "hints for every check")
-    .action(run((opts: StatusOptions) => doctorCommand(opts)));
+  reportOptions(
+    bal.command("doctor")
+      .description(
+        "diagnose: pid file, config, listen addresses, backends; exit 1 on a critical finding",
+      )
+      .option("-c, --config <file>", CONFIG_HELP),
+    "hints for every check",
+  ).action(run((opts: StatusOptions) => doctorCommand(opts)));
 
   bal.command("graceful")
     .description("reload the running bal's config with no dropped connection (SIGHUP)")

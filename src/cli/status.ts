@@ -5,7 +5,6 @@
  */
 import { liveStatus } from "../control.ts";
 import { WHY_PROTECTION, WHY_UNREACHABLE } from "../doctor.ts";
-import { BalError } from "../errors.ts";
 import { statePaths } from "../paths.ts";
 import { type BackendStatus, listenAddress, type ServiceStatus, type Status } from "../status.ts";
 import { configPathOf, out, plural } from "./output.ts";
@@ -23,7 +22,6 @@ const kib = (n: number) =>
 
 /** `bal status`. */
 export async function statusCommand(options: StatusOptions): Promise<number> {
-  if (options.json && options.brief) throw new BalError("--json and --brief cannot be combined");
   const paths = statePaths();
   const s = await liveStatus(paths);
   if (options.json) {
