@@ -12,6 +12,15 @@ function spawn(args: string[]): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), { args, cwd: root, stdin: "null" }).spawn();
 }
 
+// The first run downloads bal's npm packages; do it now, quietly, so its progress does not
+// land on top of bal's first lines.
+await new Deno.Command(Deno.execPath(), {
+  args: ["cache", "--quiet", "src/main.ts"],
+  cwd: root,
+  stdin: "null",
+  stdout: "null",
+}).output();
+
 const backends = [9000, 9100].map((port) =>
   spawn(["run", "--allow-net", "--allow-env", "sample/backend.js", String(port)])
 );
@@ -41,6 +50,8 @@ console.log(
   "demo: try `curl localhost:9295` (twice: the backends alternate); Ctrl-C stops everything",
 );
 
+// Set only by a signal to the demo: bal ending by itself (it could not start, or died) is a failure.
+let signalled = false;
 let stopping = false;
 const stopAll = () => {
   if (stopping) return;
@@ -54,10 +65,15 @@ const stopAll = () => {
     }
   }
 };
-Deno.addSignalListener("SIGINT", stopAll);
-Deno.addSignalListener("SIGTERM", stopAll);
+const onSignal = () => {
+  signalled = true;
+  stopAll();
+};
+Deno.addSignalListener("SIGINT", onSignal);
+Deno.addSignalListener("SIGTERM", onSignal);
 
 const balStatus = await bal.status;
 stopAll();
 await Promise.all(backends.map((b) => b.status));
-Deno.exit(stopping ? 0 : balStatus.code);
+if (!signalled) console.error(`demo: bal exited (code ${balStatus.code}); see its message above`);
+Deno.exit(signalled ? 0 : balStatus.code || 1);

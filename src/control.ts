@@ -9,6 +9,9 @@ import { readConfig, RUNTIME_RULES } from "./config/mod.ts";
 import { BalError, type ConfigError, describeError, StateError } from "./errors.ts";
 import {
   findInstance,
+  type Instance,
+  isPaused,
+  isStarting,
   processStatus,
   readState,
   type ReloadOutcome,
@@ -33,29 +36,103 @@ async function runningPid(paths: StatePaths): Promise<number> {
   return found.pid;
 }
 
+/** How long `stop` waits for a bal that is starting to be ready. */
+const START_WAIT_MS = 30_000;
+
+/**
+ * The pid of a bal that is starting, once it is ready, or null when no
+ * start is under way (or it failed). `onWait` hears once that it waits.
+ */
+async function awaitStarting(paths: StatePaths, onWait: () => void): Promise<number | null> {
+  if (!(await isStarting(paths))) return null;
+  onWait();
+  const deadline = Date.now() + START_WAIT_MS;
+  while (Date.now() < deadline) {
+    const found = await findInstance(paths);
+    if (found.kind === "running" && found.state) return found.pid;
+    if (found.kind !== "running" && !(await isStarting(paths))) return null;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new BalError(`bal did not finish starting within ${START_WAIT_MS / 1000} s; try again`);
+}
+
+/** How `stop` goes about it. */
+export interface StopOptions {
+  /** Hears once that bal is starting and stop waits for it. */
+  onWait?(): void;
+  /** Hears when the drain begins: connections live then and the drain timeout. */
+  onDraining?(active: number, drainMs: number): void;
+  /** Hears the live connection count about twice a second while bal drains. */
+  onProgress?(left: number): void;
+  /** After this long, close what is left (a second SIGTERM) instead of waiting more. */
+  timeoutMs?: number;
+  /** Close live connections at once. */
+  force?: boolean;
+}
+
 /**
  * Sends SIGTERM and waits until the process has exited: up to its drain
- * timeout plus a margin. Resolves to the stopped pid.
+ * timeout (or `timeoutMs`) plus a margin. A bal that is starting is waited
+ * for first, then stopped. Resolves to the stopped pid.
  */
-export async function stop(paths: StatePaths): Promise<number> {
-  const pid = await runningPid(paths);
+export async function stop(paths: StatePaths, options: StopOptions = {}): Promise<number> {
+  const found = await findInstance(paths);
+  const pid = found.kind === "running"
+    ? found.pid
+    : await awaitStarting(paths, options.onWait ?? (() => {})) ?? await runningPid(paths);
   // The drain timeout in force, not the one in a file edited since.
-  const drainMs = await liveStatus(paths)
-    .then(drainOf)
-    .catch(() => undefined) ?? RUNTIME_RULES.shutdown_drain_timeout_ms.tuned[0];
+  const status = await liveStatus(paths).catch(() => null);
+  const drainMs = (status && drainOf(status)) ?? RUNTIME_RULES.shutdown_drain_timeout_ms.tuned[0];
+  options.onDraining?.(status ? activeOf(status) : 0, drainMs);
   Deno.kill(pid, "SIGTERM");
-  const deadline = Date.now() + drainMs + STOP_MARGIN_MS;
+  const cutAfter = options.force ? 0 : options.timeoutMs;
+  await waitForExit(paths, pid, Math.min(drainMs, cutAfter ?? drainMs), cutAfter, options);
+  // A zombie cannot remove its own files; a clean exit already did.
+  await removeInstanceFiles(paths, pid);
+  return pid;
+}
+
+const activeOf = (s: Status) => (s.services ?? []).reduce((n, x) => n + x.active_connections, 0);
+
+/**
+ * Polls until `pid` has exited; after `cutAfter` ms (once bal says it is
+ * stopping, so the two signals are not merged into one) sends the second
+ * SIGTERM that closes what is left.
+ */
+async function waitForExit(
+  paths: StatePaths,
+  pid: number,
+  waitMs: number,
+  cutAfter: number | undefined,
+  options: StopOptions,
+): Promise<void> {
+  const started = Date.now();
+  const deadline = started + waitMs + STOP_MARGIN_MS;
+  let cut = false;
+  let polled = 0;
   while ((await processStatus(pid)) === "running") {
-    if (Date.now() > deadline) {
+    const now = Date.now();
+    if (!cut && cutAfter !== undefined && now - started >= cutAfter) {
+      const state = await readState(paths);
+      if (state?.status === "stopping" || now - started > 1000) {
+        cut = true;
+        Deno.kill(pid, "SIGTERM");
+      }
+    }
+    if (options.onProgress && now - polled >= 500) {
+      polled = now;
+      const s = await request(paths.sock, { cmd: "status" }, 400).catch(() => null) as
+        | Status
+        | null;
+      if (s?.services) options.onProgress(activeOf(s));
+    }
+    if (now > deadline) {
       throw new BalError(
-        `bal (pid ${pid}) did not exit within ${(drainMs + STOP_MARGIN_MS) / 1000} s of SIGTERM`,
+        `bal (pid ${pid}) did not exit within ${(waitMs + STOP_MARGIN_MS) / 1000} s of SIGTERM`,
       );
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  // A zombie cannot remove its own files; a clean exit already did.
-  await removeInstanceFiles(paths, pid);
-  return pid;
 }
 
 /** The longest drain timeout of the running bal's services. */
@@ -86,8 +163,13 @@ export async function graceful(paths: StatePaths): Promise<ReloadOutcome> {
     }
     await new Promise((r) => setTimeout(r, 25));
   }
+  const paused = await isPaused(pid);
   throw new BalError(
-    `bal (pid ${pid}) did not report the reload within ${RELOAD_TIMEOUT_MS / 1000} s`,
+    `sent SIGHUP to bal (pid ${pid}), but it has not reported the reload within ${
+      RELOAD_TIMEOUT_MS / 1000
+    } s${
+      paused ? `: the process is stopped (kill -CONT ${pid} resumes it)` : ""
+    }; the signal was delivered and the reload applies when bal gets to it, so the outcome is not known yet (bal status --verbose shows it)`,
   );
 }
 
@@ -95,29 +177,56 @@ export async function graceful(paths: StatePaths): Promise<ReloadOutcome> {
 export class ReloadRefused extends BalError {
   readonly errors: ConfigError[];
 
-  constructor(errors: ConfigError[]) {
-    super(`${errors[0].message}\nnot reloaded: the running config is unchanged`);
+  /** What the command did not do, said after the errors. */
+  readonly outcome: string;
+
+  constructor(errors: ConfigError[], outcome = "not reloaded: the running config is unchanged") {
+    super(`${errors[0].message}\n${outcome}`);
+    this.outcome = outcome;
     this.name = "ReloadRefused";
     this.errors = errors;
   }
 }
 
-/** The running bal's live status from its control socket, or "not running". */
+/**
+ * The running bal's live status from its control socket, or "not running"
+ * with the stale files it found and removed (a pid file, a control socket
+ * left by `kill -9`).
+ */
 export async function liveStatus(paths: StatePaths): Promise<Status> {
   const found = await findInstance(paths);
-  if (found.kind === "stale") await removeInstanceFiles(paths, found.pid);
-  if (found.kind !== "running") return notRunning();
+  if (found.kind !== "running") return notRunning(await removeStale(paths, found));
   try {
     const reply = await request(paths.sock, { cmd: "status" }) as Status & { error?: string };
     if (reply.error) throw new Error(reply.error);
     return reply;
   } catch (e) {
-    throw new BalError(
-      `bal (pid ${found.pid}) runs but its control socket ${paths.sock} does not answer: ${
-        describeError(e)
-      }`,
-    );
+    throw await notAnswering(found.pid, paths, e);
   }
+}
+
+/** Removes what a dead bal left behind, unless one is starting; says what it removed. */
+async function removeStale(paths: StatePaths, found: Instance): Promise<string[]> {
+  if (await isStarting(paths)) return [];
+  const removed: string[] = [];
+  if (found.kind === "stale") {
+    await removeInstanceFiles(paths, found.pid);
+    removed.push(`the stale pid file of pid ${found.pid}`);
+  }
+  if (await Deno.remove(paths.sock).then(() => true, () => false)) {
+    removed.push(`the stale control socket ${paths.sock}`);
+  }
+  return removed;
+}
+
+/** The error for a bal that runs but does not answer its control socket, saying why if known. */
+async function notAnswering(pid: number, paths: StatePaths, e: unknown): Promise<BalError> {
+  const why = await isPaused(pid)
+    ? `the process is stopped (kill -CONT ${pid} resumes it)`
+    : describeError(e);
+  return new BalError(
+    `bal (pid ${pid}) runs but its control socket ${paths.sock} does not answer: ${why}`,
+  );
 }
 
 /** Sends one command to the running bal's control socket; its `{error}` becomes a BalError. */
@@ -130,11 +239,7 @@ export async function command(
   try {
     reply = await request(paths.sock, body) as Record<string, unknown>;
   } catch (e) {
-    throw new BalError(
-      `bal (pid ${pid}) runs but its control socket ${paths.sock} does not answer: ${
-        describeError(e)
-      }`,
-    );
+    throw await notAnswering(pid, paths, e);
   }
   if (typeof reply.error === "string") throw new BalError(reply.error);
   return reply;

@@ -32,6 +32,8 @@ export interface Started {
 export async function startDaemon(configPath: string, paths: StatePaths): Promise<Started> {
   const readyFile = `${paths.dir}/bal.ready.${Deno.pid}.json`;
   await Deno.remove(readyFile).catch(() => {});
+  // Until the daemon holds its lock there is nothing else for `bal stop` to find.
+  await writeAtomic(paths.starting, `${Deno.pid}\n`);
   const { cmd, args } = selfCommand(["start", "-c", configPath, "--daemon-child", readyFile]);
   const child = new Deno.Command(cmd, {
     args,
@@ -68,6 +70,8 @@ export async function startDaemon(configPath: string, paths: StatePaths): Promis
   } finally {
     child.unref();
     await Deno.remove(readyFile).catch(() => {});
+    const marker = await Deno.readTextFile(paths.starting).catch(() => "");
+    if (Number(marker.trim()) === Deno.pid) await Deno.remove(paths.starting).catch(() => {});
   }
 }
 

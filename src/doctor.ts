@@ -7,9 +7,9 @@
  */
 import { allBackends, type Config, formatAddress, readConfig, type Service } from "./config/mod.ts";
 import { dial } from "./engine/dial.ts";
-import { describeError } from "./errors.ts";
+import { describeError, ioReason } from "./errors.ts";
 import { liveStatus } from "./control.ts";
-import { findInstance, readPid } from "./instance.ts";
+import { findInstance, isPaused, readPid, readState } from "./instance.ts";
 import type { StatePaths } from "./paths.ts";
 import { PROTECTION_OFF, type ProtectionMode, type Status } from "./status.ts";
 
@@ -25,7 +25,7 @@ export type Level = "ok" | "warn" | "critical";
 
 /** One finding. */
 export interface Check {
-  name: "pid" | "config" | "bind" | "backend";
+  name: "pid" | "socket" | "config" | "bind" | "backend" | "state";
   level: Level;
   summary: string;
   hint: string;
@@ -41,6 +41,8 @@ export interface Check {
 /** What `bal doctor --json` prints. */
 export interface Diagnosis {
   checks: Check[];
+  /** The running bal's pid, or null. */
+  pid: number | null;
   /** The running bal's protection mode; off when none runs. */
   protection_mode: ProtectionMode;
 }
@@ -127,10 +129,9 @@ function bindCheck(
     ) {
       return {
         name: "bind",
-        level: "warn",
-        summary: `${address} is in use by the running bal (pid ${running})`,
-        why: "bal is running, and it is what holds the port",
-        hint: "expected while bal runs; bal stop frees it",
+        level: "ok",
+        summary: `${address} is in use by the running bal (pid ${running}), as it should be`,
+        hint: "bal stop frees it",
         expected: true,
       };
     }
@@ -179,6 +180,101 @@ async function backendCheck(config: Config, live: Status | null): Promise<Check>
   };
 }
 
+/** The control socket: answering, stale, or held by a bal that does not answer. */
+async function socketCheck(
+  paths: StatePaths,
+  running: number | null,
+  live: Status | null,
+): Promise<Check> {
+  const exists = await Deno.lstat(paths.sock).then(() => true, () => false);
+  if (running === null) {
+    return exists
+      ? {
+        name: "socket",
+        level: "warn",
+        summary: `${paths.sock} is stale: no bal runs`,
+        why: "bal was killed (kill -9) or crashed and could not remove it",
+        hint: `bal start replaces it; or remove ${paths.sock}`,
+      }
+      : {
+        name: "socket",
+        level: "ok",
+        summary: "no control socket (bal is not running)",
+        hint: "none needed",
+      };
+  }
+  if (live) {
+    return {
+      name: "socket",
+      level: "ok",
+      summary: `${paths.sock} answers`,
+      hint: "bal status reads it",
+    };
+  }
+  const paused = await isPaused(running);
+  return {
+    name: "socket",
+    level: "critical",
+    summary: `bal (pid ${running}) holds its ports but does not answer its control socket${
+      paused ? ": the process is stopped (SIGSTOP)" : ""
+    }`,
+    why: paused
+      ? "someone stopped it (kill -STOP, Ctrl-Z, a debugger); it serves nothing until resumed"
+      : "it is overloaded or stuck",
+    hint: paused
+      ? `kill -CONT ${running} resumes it`
+      : `look at ${paths.log}; bal stop (or kill ${running}) ends it`,
+  };
+}
+
+/** Free space below this in the state directory is worth a warning (the log grows there). */
+const LOW_SPACE_KIB = 10 * 1024;
+
+/** The state directory: there (or creatable), writable, with room for the log. */
+async function stateCheck(paths: StatePaths): Promise<Check> {
+  const info = await Deno.stat(paths.dir).catch(() => null);
+  if (!info) {
+    return {
+      name: "state",
+      level: "ok",
+      summary: `${paths.dir} does not exist yet`,
+      hint: "bal start creates it",
+    };
+  }
+  const probe = `${paths.dir}/.bal-doctor-${Deno.pid}`;
+  const error = await Deno.writeTextFile(probe, "").then(() => null, (e) => ioReason(e));
+  await Deno.remove(probe).catch(() => {});
+  if (!info.isDirectory || error) {
+    return {
+      name: "state",
+      level: "critical",
+      summary: `bal cannot write in ${paths.dir}: ${info.isDirectory ? error : "not a directory"}`,
+      why: "a read-only mount, another owner, or a file where the directory should be",
+      hint: "set BAL_HOME to a directory bal can write, or fix the permissions",
+    };
+  }
+  const free = await freeKiB(paths.dir);
+  if (free !== null && free < LOW_SPACE_KIB) {
+    return {
+      name: "state",
+      level: "warn",
+      summary: `${paths.dir} has only ${Math.floor(free / 1024)} MiB free`,
+      why: "the disk is nearly full; bal.log grows there",
+      hint: "free some space, or rotate bal.log (SIGUSR1 reopens it)",
+    };
+  }
+  return { name: "state", level: "ok", summary: `${paths.dir} is writable`, hint: "nothing to do" };
+}
+
+/** Free KiB on the file system of `dir` (`df`; Deno has no statfs), or null if unknown. */
+async function freeKiB(dir: string): Promise<number | null> {
+  const out = await new Deno.Command("df", { args: ["-Pk", dir], stdout: "piped", stderr: "null" })
+    .output().catch(() => null);
+  const last = out?.success ? new TextDecoder().decode(out.stdout).trim().split("\n").pop() : "";
+  const free = Number(last?.split(/\s+/)[3]);
+  return Number.isFinite(free) ? free : null;
+}
+
 /** Runs every check on the config at `configPath` and the state in `paths`. */
 export async function diagnose(paths: StatePaths, configPath: string): Promise<Diagnosis> {
   const checks: Check[] = [];
@@ -186,6 +282,7 @@ export async function diagnose(paths: StatePaths, configPath: string): Promise<D
   checks.push(pid.check);
   // A running bal that does not answer is diagnosed from the files alone.
   const live = pid.running !== null ? await liveStatus(paths).catch(() => null) : null;
+  checks.push(await socketCheck(paths, pid.running, live));
   const result = await readConfig(configPath);
   if (!result.ok) {
     checks.push({
@@ -202,12 +299,16 @@ export async function diagnose(paths: StatePaths, configPath: string): Promise<D
       summary: `${configPath} is valid (${allBackends(result.config).length} backends)`,
       hint: "bal check --verbose shows every setting",
     });
-    const listening = (live?.services ?? []).map((s) => formatAddress(s.bind_address, s.port));
+    // What the running bal listens on: from its answer, else from its state file.
+    const state = pid.running !== null ? await readState(paths) : null;
+    const listening = live?.services?.map((s) => formatAddress(s.bind_address, s.port)) ??
+      Object.values(state?.listening ?? {});
     const { services } = result.config;
     for (const s of services) {
       checks.push(bindCheck(s, services.length > 1, pid.running, listening));
     }
     checks.push(await backendCheck(result.config, live));
   }
-  return { checks, protection_mode: live?.protection_mode ?? PROTECTION_OFF };
+  checks.push(await stateCheck(paths));
+  return { checks, pid: pid.running, protection_mode: live?.protection_mode ?? PROTECTION_OFF };
 }

@@ -70,3 +70,47 @@ export function describeError(err: unknown): string {
   if (err instanceof Error) return err.message.split("\n")[0];
   return String(err);
 }
+
+/** Longest piece of the operator's input an error message quotes. */
+export const QUOTE_LIMIT = 80;
+
+/**
+ * `text` as a JSON string, cut to {@link QUOTE_LIMIT} characters with an
+ * ellipsis and its full length: garbage input never floods a message.
+ */
+export function quote(text: string): string {
+  if (text.length <= QUOTE_LIMIT) return JSON.stringify(text);
+  return `${JSON.stringify(text.slice(0, QUOTE_LIMIT))}… (${text.length} characters)`;
+}
+
+/** `n` with thousands separators: 10,000. */
+export function count(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+/**
+ * Why a file-system call failed, in bal's words rather than the runtime's
+ * ("Not a directory (os error 20)", "Requires all access to ...").
+ */
+export function ioReason(err: unknown): string {
+  if (err instanceof Deno.errors.NotFound) return "does not exist";
+  if (err instanceof Deno.errors.NotCapable) {
+    return "bal may not use /proc, /sys or /dev for its files";
+  }
+  if (err instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (err instanceof Deno.errors.AlreadyExists) return "already exists";
+  if (err instanceof Deno.errors.NotADirectory) {
+    return "a part of the path is a file, not a directory";
+  }
+  if (err instanceof Deno.errors.IsADirectory) return "is a directory";
+  const message = err instanceof Error ? err.message : String(err);
+  const errno = /\(os error (\d+)\)/.exec(message)?.[1];
+  const known: Record<string, string> = {
+    "20": "a part of the path is a file, not a directory",
+    "21": "is a directory",
+    "28": "no space left on the device",
+    "30": "the file system is read-only",
+    "36": "the path is too long",
+  };
+  return (errno && known[errno]) ?? describeError(err);
+}

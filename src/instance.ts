@@ -106,6 +106,12 @@ export async function processStatus(pid: number): Promise<ProcessStatus> {
   return info.state.startsWith("Z") || info.state.startsWith("X") ? "zombie" : "running";
 }
 
+/** Whether `pid` is stopped by a signal (SIGSTOP, a debugger): it runs but answers nothing. */
+export async function isPaused(pid: number): Promise<boolean> {
+  const state = (await processInfo(pid))?.state ?? "";
+  return state.startsWith("T") || state.startsWith("t");
+}
+
 /** When `pid` started, as the OS words it, or null when it is gone. */
 export async function processStart(pid: number): Promise<string | null> {
   return (await processInfo(pid))?.start ?? null;
@@ -165,6 +171,16 @@ export async function findInstance(paths: StatePaths): Promise<Instance> {
     if (start !== null && start !== state.proc_start) return { kind: "stale", pid };
   }
   return { kind: "running", pid, state: state?.pid === pid ? state : null };
+}
+
+/**
+ * Whether a bal is on its way up without a pid file yet: its daemon holds
+ * the lock, or a `bal start -d` that is still waiting for it is alive.
+ */
+export async function isStarting(paths: StatePaths): Promise<boolean> {
+  if (!(await lockFree(paths))) return true;
+  const pid = Number((await Deno.readTextFile(paths.starting).catch(() => "")).trim());
+  return Number.isInteger(pid) && pid > 0 && (await processStatus(pid)) === "running";
 }
 
 /**

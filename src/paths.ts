@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { BalError } from "./errors.ts";
+import { BalError, ioReason } from "./errors.ts";
 
 /** The files in the state directory. */
 export interface StatePaths {
@@ -23,6 +23,8 @@ export interface StatePaths {
   sock: string;
   /** Held locked (flock) by the running bal for its whole life: one bal per directory. */
   lock: string;
+  /** Pid of a `bal start -d` still waiting for its daemon to be ready. */
+  starting: string;
 }
 
 /** Resolves the state directory from the environment. */
@@ -44,6 +46,7 @@ export function statePaths(dir: string = stateDir()): StatePaths {
     state: `${dir}/bal.state.json`,
     sock: `${dir}/bal.sock`,
     lock: `${dir}/bal.lock`,
+    starting: `${dir}/bal.starting`,
   };
 }
 
@@ -67,7 +70,21 @@ function callerDir(): string {
   return init?.startsWith("/") ? init : Deno.cwd();
 }
 
-/** Creates the state directory (mode 0700) when it is missing. */
+/**
+ * Creates the state directory (mode 0700) when it is missing and makes sure
+ * bal can write there, so a daemon is never started into a directory where
+ * it cannot keep its lock, pid file or log.
+ */
 export async function ensureStateDir(paths: StatePaths): Promise<void> {
-  await Deno.mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  const fail = (err: unknown): never => {
+    throw new BalError(
+      `cannot use ${paths.dir} as the state directory: ${
+        ioReason(err)
+      }; set BAL_HOME to a directory bal can write`,
+    );
+  };
+  await Deno.mkdir(paths.dir, { recursive: true, mode: 0o700 }).catch(fail);
+  const probe = `${paths.dir}/.bal-write-test-${Deno.pid}`;
+  await Deno.writeTextFile(probe, "").catch(fail);
+  await Deno.remove(probe).catch(() => {});
 }

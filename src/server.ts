@@ -327,6 +327,12 @@ function listenForSignals(running: Running) {
     signals++;
     if (signals === 1) return requested(signal);
     // A second Ctrl-C or TERM means "now": close what is left without waiting.
+    const left = running.stats().reduce((sum, p) => sum + p.active, 0);
+    log.warn("{signal} again: closing the {left} connections still open", {
+      event: "drain_forced",
+      signal,
+      left,
+    });
     running.engine.drain(0);
     running.pool?.force();
   };

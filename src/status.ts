@@ -53,8 +53,13 @@ export interface ServiceStatus {
   backend_reachable: number;
   backends: BackendStatus[];
   active_connections: number;
+  /** Clients accepted; each is also counted once under served, rejected or no_backend. */
+  connections_accepted: number;
+  /** Clients a backend took. */
   connections_served: number;
   rejected_connections: number;
+  /** Clients closed because no backend took them. */
+  no_backend_connections: number;
   idle_closed_connections: number;
   last_check_time: string | null;
   /** The settings in force for it, defaults included. */
@@ -72,6 +77,8 @@ export interface Status extends Partial<Omit<ServiceStatus, "protection_mode">> 
   reloads?: { count: number; last: ReloadOutcome | null };
   protection_mode: ProtectionMode;
   services?: ServiceStatus[];
+  /** When not running: stale files of a dead bal that this status removed. */
+  removed?: string[];
 }
 
 /** Protection mode as status and doctor show it. */
@@ -106,9 +113,10 @@ export const PROTECTION_OFF: ProtectionMode = Object.freeze({
   since: null,
 });
 
-/** The status of a bal that is not running. */
-export function notRunning(): Status {
-  return { running: false, pid: null, protection_mode: PROTECTION_OFF };
+/** The status of a bal that is not running, with the stale files just removed, if any. */
+export function notRunning(removed: string[] = []): Status {
+  const status: Status = { running: false, pid: null, protection_mode: PROTECTION_OFF };
+  return removed.length ? { ...status, removed } : status;
 }
 
 /** Protection mode's state as status and doctor show it. */
@@ -161,8 +169,10 @@ export function serviceStatus(input: StatusInput, service: Service): ServiceStat
     backend_reachable: backends.filter((b) => b.reachable).length,
     backends,
     active_connections: c.active,
-    connections_served: c.accepted,
+    connections_accepted: c.accepted,
+    connections_served: c.served,
     rejected_connections: c.rejected,
+    no_backend_connections: c.no_backend,
     idle_closed_connections: c.idle_closed,
     last_check_time: iso(checks.length ? Math.max(...checks) : null),
     runtime: service.runtime,

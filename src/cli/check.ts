@@ -6,13 +6,15 @@
 import {
   allBackends,
   type Config,
+  type ConfigCheck,
   configWarnings,
   formatAddress,
   type HostLimits,
+  isWildcard,
   readConfig,
 } from "../config/mod.ts";
+import { ConfigError, count, quote } from "../errors.ts";
 import { readProc } from "../instance.ts";
-import { statePaths } from "../paths.ts";
 import { configPathOf, err, out, plural } from "./output.ts";
 
 /** Options of `bal check`. */
@@ -23,6 +25,30 @@ export interface CheckOptions {
   strict?: boolean;
 }
 
+/**
+ * A config whose every `bind_address` this machine can listen on (it
+ * resolves, and is one of its addresses), else the errors, as `start`
+ * would meet them. Tried on port 0, so nothing real is bound.
+ */
+function bindable(check: Extract<ConfigCheck, { ok: true }>): ConfigCheck {
+  const errors: ConfigError[] = [];
+  check.config.services.forEach((s, i) => {
+    if (isWildcard(s.bind_address)) return;
+    try {
+      Deno.listen({ hostname: s.bind_address, port: 0 }).close();
+    } catch (err) {
+      const path = check.config.single ? "bind_address" : `services[${i}].bind_address`;
+      const why = err instanceof Deno.errors.AddrNotAvailable
+        ? "is not an address of this machine"
+        : "does not resolve to an address of this machine";
+      errors.push(
+        new ConfigError(check.places.get(path)!, path, `${quote(s.bind_address)} ${why}`),
+      );
+    }
+  });
+  return errors.length ? { ok: false, errors } : check;
+}
+
 /** What this machine's kernel says of the limits a config can exceed (Linux only). */
 async function hostLimits(): Promise<HostLimits> {
   const somaxconn = Number(await readProc("/proc/sys/net/core/somaxconn"));
@@ -31,10 +57,13 @@ async function hostLimits(): Promise<HostLimits> {
 
 /** `bal check`. */
 export async function checkCommand(options: CheckOptions): Promise<number> {
-  const configPath = configPathOf(options.config, statePaths());
-  const result = await readConfig(configPath);
+  const configPath = configPathOf(options.config);
+  const read = await readConfig(configPath);
+  const result = read.ok ? bindable(read) : read;
   const errors = result.ok ? [] : result.errors.map((e) => e.message);
-  const warnings = result.ok ? configWarnings(result.config, await hostLimits()) : [];
+  const warnings = result.ok
+    ? [...result.warnings, ...configWarnings(result.config, await hostLimits())]
+    : [];
   const failed = errors.length > 0 || (options.strict === true && warnings.length > 0);
   if (options.json) {
     out(JSON.stringify({
@@ -84,8 +113,7 @@ function printServices(c: Config, verbose: boolean): void {
         ? `  listen ${listen}, ${s.method}, log_level ${c.log_level}, workers ${c.workers}`
         : `  service ${s.name}: listen ${listen}, ${s.method}`,
     );
-    const addresses = s.backends.map((b) => b.address).join(", ");
-    out(`${indent}${plural(s.backends.length, "backend")}: ${addresses}`);
+    out(`${indent}${backendSummary(s.backends.map((b) => b.address), verbose)}`);
     if (!verbose) continue;
     for (const b of s.backends) {
       const limit = b.max_connections === null ? "" : `, max_connections ${b.max_connections}`;
@@ -93,4 +121,17 @@ function printServices(c: Config, verbose: boolean): void {
     }
     for (const [key, value] of Object.entries(s.runtime)) out(`${indent}runtime.${key}: ${value}`);
   }
+}
+
+/** Backends listed at most this many at a time unless --verbose. */
+const LIST_LIMIT = 10;
+
+/** `2 backends: a, b`, or for a long list `10,000 backends; first 10: a, b, ...`. */
+function backendSummary(addresses: string[], verbose: boolean): string {
+  if (verbose || addresses.length <= LIST_LIMIT) {
+    return `${plural(addresses.length, "backend")}: ${addresses.join(", ")}`;
+  }
+  return `${count(addresses.length)} backends; first ${LIST_LIMIT}: ${
+    addresses.slice(0, LIST_LIMIT).join(", ")
+  } (--verbose lists every one)`;
 }

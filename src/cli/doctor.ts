@@ -40,7 +40,8 @@ export async function doctorCommand(options: StatusOptions): Promise<number> {
     out(`why_likely: ${worst.why}`);
     out(`do_this_now: ${worst.hint}`);
   } else {
-    out("next: bal start -d, or bal status if it runs");
+    out("all checks ok");
+    out(diagnosis.pid === null ? "next: bal start -d" : "next: bal status shows it live");
   }
   return critical ? 1 : 0;
 }

@@ -4,10 +4,12 @@
  * @module
  */
 import { findInstance } from "../instance.ts";
-import { graceful, stop } from "../control.ts";
-import { StateError } from "../errors.ts";
+import { readConfig } from "../config/mod.ts";
+import { graceful, ReloadRefused, stop } from "../control.ts";
+import { startDaemon } from "../daemon.ts";
+import { BalError, quote, StateError } from "../errors.ts";
 import { type StatePaths, statePaths } from "../paths.ts";
-import { configPathOf, err, out } from "./output.ts";
+import { configPathOf, err, out, plural } from "./output.ts";
 
 /**
  * With `-c FILE`, makes sure the running bal is the one using FILE: acting
@@ -42,11 +44,65 @@ export async function gracefulCommand(options: { config?: string }): Promise<num
   return 0;
 }
 
-/** `bal stop`. */
-export async function stopCommand(options: { config?: string }): Promise<number> {
+/** Options of `bal stop`. */
+export interface StopCommandOptions {
+  config?: string;
+  /** Seconds to let connections drain before closing what is left. */
+  timeout?: string;
+  force?: boolean;
+}
+
+/** `bal stop`: says what it waits for, and on a terminal counts the connections down. */
+export async function stopCommand(options: StopCommandOptions): Promise<number> {
   const paths = statePaths();
   await sameConfig(paths, options.config);
+  if (options.timeout !== undefined && !/^\d+(\.\d+)?$/.test(options.timeout)) {
+    throw new BalError(`--timeout takes seconds, e.g. --timeout 10; got ${quote(options.timeout)}`);
+  }
+  const tty = Deno.stdout.isTerminal();
+  let last = -1;
+  const pid = await stop(paths, {
+    force: options.force,
+    timeoutMs: options.timeout === undefined ? undefined : Number(options.timeout) * 1000,
+    onWait: () => out("bal is starting; waiting for it to be ready to stop it"),
+    onDraining: (active, drainMs) => {
+      const limit = options.force
+        ? "closing them now"
+        : `up to ${Math.min(drainMs, Number(options.timeout ?? Infinity) * 1000) / 1000} s`;
+      out(`stopping: draining ${plural(active, "connection")} (${limit})`);
+      last = active;
+    },
+    onProgress: (left) => {
+      if (left === last) return;
+      last = left;
+      // A terminal gets one line counting down; a pipe or file, a line per change.
+      if (tty) {
+        Deno.stdout.writeSync(
+          new TextEncoder().encode(`\r  ${plural(left, "connection")} left   `),
+        );
+      } else out(`  ${plural(left, "connection")} left`);
+    },
+  });
+  if (tty && last >= 0) out("");
+  out(`bal stopped (pid ${pid})`);
+  return 0;
+}
+
+/** `bal restart`: stop (draining), then start as a daemon with the config it was running. */
+export async function restartCommand(options: { config?: string }): Promise<number> {
+  const paths = statePaths();
+  await sameConfig(paths, options.config);
+  const found = await findInstance(paths);
+  const configPath = found.kind === "running" ? found.state?.config_path : undefined;
+  if (!configPath) {
+    throw new StateError("bal is not running; bal start -d starts it");
+  }
+  // Checked before stopping: a config that cannot start must not cost the running bal.
+  const check = await readConfig(configPath);
+  if (!check.ok) throw new ReloadRefused(check.errors, "not restarted: bal keeps running");
   const pid = await stop(paths);
   out(`bal stopped (pid ${pid})`);
+  const started = await startDaemon(configPath, paths);
+  out(`bal started in the background (pid ${started.pid}), listening on ${started.listen}`);
   return 0;
 }

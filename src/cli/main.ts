@@ -12,7 +12,12 @@ import { BalError, ConfigError, describeError } from "../errors.ts";
 import { addBackendCommands } from "./backend.ts";
 import { checkCommand, type CheckOptions } from "./check.ts";
 import { doctorCommand } from "./doctor.ts";
-import { gracefulCommand, stopCommand } from "./lifecycle.ts";
+import {
+  gracefulCommand,
+  restartCommand,
+  stopCommand,
+  type StopCommandOptions,
+} from "./lifecycle.ts";
 import { err } from "./output.ts";
 import { initCommand, startCommand, type StartOptions } from "./start.ts";
 import { statusCommand, type StatusOptions } from "./status.ts";
@@ -87,6 +92,7 @@ function program(result: { code: number }): Command {
   ).action(run((opts: StatusOptions) => doctorCommand(opts)));
 
   bal.command("graceful")
+    .alias("reload")
     .description("reload the running bal's config with no dropped connection (SIGHUP)")
     .option("-c, --config <file>", `${CONFIG_HELP}; must be the one bal runs with`)
     .action(run((opts: { config?: string }) => gracefulCommand(opts)));
@@ -94,7 +100,16 @@ function program(result: { code: number }): Command {
   bal.command("stop")
     .description("stop the running bal, letting live connections finish (SIGTERM)")
     .option("-c, --config <file>", `${CONFIG_HELP}; must be the one bal runs with`)
-    .action(run((opts: { config?: string }) => stopCommand(opts)));
+    .option("--timeout <seconds>", "close the connections still open after this long")
+    .addOption(new Option("--force", "close live connections at once").conflicts("timeout"))
+    .action(run((opts: StopCommandOptions) => stopCommand(opts)));
+
+  bal.command("restart")
+    .description(
+      "stop the running bal (draining) and start it again as a daemon with the config it was running",
+    )
+    .option("-c, --config <file>", `${CONFIG_HELP}; must be the one bal runs with`)
+    .action(run((opts: { config?: string }) => restartCommand(opts)));
 
   addBackendCommands(bal, run);
   return bal;
@@ -112,7 +127,7 @@ export async function main(args: string[]): Promise<number> {
     if (e instanceof CommanderError) return e.exitCode;
     if (e instanceof ReloadRefused) {
       for (const c of e.errors) err(c.message);
-      err("not reloaded: the running config is unchanged");
+      err(e.outcome);
       return e.exitCode;
     }
     if (e instanceof ConfigError) err(e.message);

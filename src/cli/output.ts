@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { absolute, type StatePaths } from "../paths.ts";
+import { absolute, type StatePaths, statePaths } from "../paths.ts";
 
 /** A line of output. */
 export const out = (line: string): void => console.log(line);
@@ -20,8 +20,8 @@ export function plural(n: number, thing: string): string {
 
 /**
  * The config file a command uses: `-c FILE` made absolute, else the state
- * directory's `config.yaml`.
+ * directory's `config.yaml` (only then is the state directory needed).
  */
-export function configPathOf(option: string | undefined, paths: StatePaths): string {
-  return option ? absolute(option) : paths.config;
+export function configPathOf(option: string | undefined, paths?: StatePaths): string {
+  return option ? absolute(option) : (paths ?? statePaths()).config;
 }

@@ -5,7 +5,7 @@
  */
 import { DEFAULT_CONFIG_TEXT, readConfig } from "../config/mod.ts";
 import { reportReady, startDaemon } from "../daemon.ts";
-import { BalError, describeError } from "../errors.ts";
+import { BalError, describeError, ioReason } from "../errors.ts";
 import type { LogFormat } from "../log.ts";
 import { ensureStateDir, statePaths } from "../paths.ts";
 import { serve } from "../server.ts";
@@ -21,12 +21,20 @@ export interface StartOptions {
 
 /** Writes the commented default config when there is none; true if it did. */
 async function ensureDefaultConfig(path: string): Promise<boolean> {
+  const info = await Deno.stat(path).catch(() => null);
+  if (info && !info.isFile) {
+    throw new BalError(
+      `${path} is a directory; give the config file's path, e.g. -c ${
+        path.replace(/\/$/, "")
+      }/config.yaml`,
+    );
+  }
   try {
     await Deno.writeTextFile(path, DEFAULT_CONFIG_TEXT, { createNew: true, mode: 0o644 });
     return true;
   } catch (e) {
     if (e instanceof Deno.errors.AlreadyExists) return false;
-    throw new BalError(`cannot write the default config ${path}: ${describeError(e)}`);
+    throw new BalError(`cannot write the default config ${path}: ${ioReason(e)}`);
   }
 }
 

@@ -4,6 +4,7 @@
  * @module
  */
 import { liveStatus } from "../control.ts";
+import { count } from "../errors.ts";
 import { WHY_PROTECTION, WHY_UNREACHABLE } from "../doctor.ts";
 import { statePaths } from "../paths.ts";
 import { type BackendStatus, listenAddress, type ServiceStatus, type Status } from "../status.ts";
@@ -29,7 +30,7 @@ export async function statusCommand(options: StatusOptions): Promise<number> {
     return 0;
   }
   if (!s.running) {
-    out("bal is not running");
+    out(`bal is not running${s.removed ? ` (removed ${s.removed.join(" and ")})` : ""}`);
     out(`next: bal start -d${options.config ? ` -c ${options.config}` : ""}`);
     return 0;
   }
@@ -73,9 +74,28 @@ function printService(s: ServiceStatus, several: boolean, verbose?: boolean): vo
     );
   }
   out(
-    `${indent}connections: ${s.connections_served} served, ${s.rejected_connections} rejected at the limit, ${s.idle_closed_connections} closed idle`,
+    `${indent}connections: ${s.connections_accepted} accepted: ${s.connections_served} served, ${s.rejected_connections} rejected at the limit, ${s.no_backend_connections} found no backend; ${s.idle_closed_connections} closed idle`,
   );
-  for (const b of s.backends) printBackend(b, indent, verbose);
+  const shown = verbose ? s.backends : s.backends.slice(0, LIST_LIMIT);
+  for (const b of shown) printBackend(b, indent, verbose);
+  const rest = s.backends.slice(shown.length);
+  if (rest.length > 0) {
+    const up = rest.filter((b) => b.reachable).length;
+    out(
+      `${indent}… ${count(rest.length)} more backends (${count(up)} up, ${
+        count(rest.length - up)
+      } down); --verbose or \`bal backend list ${s.name}\` lists every one`,
+    );
+  }
+}
+
+/** Backends listed per service, and unreachable ones named in the verdict, unless --verbose. */
+const LIST_LIMIT = 10;
+
+/** The first few of a list, and how many more. */
+function firstFew(items: string[], limit = 5): string {
+  if (items.length <= limit) return items.join(", ");
+  return `${items.slice(0, limit).join(", ")} and ${count(items.length - limit)} more`;
 }
 
 function printBackend(b: BackendStatus, indent: string, verbose?: boolean): void {
@@ -122,8 +142,8 @@ function printVerdict(s: Status, services: ServiceStatus[]): void {
   } else if (down.length > 0) {
     const total = services.reduce((n, x) => n + x.backend_total, 0);
     out(
-      `what_happened: ${down.length} of ${total} backends unreachable: ${
-        down.map((b) => `${name(b.service)}${b.address} (${b.last_error ?? "failed"})`).join(", ")
+      `what_happened: ${count(down.length)} of ${count(total)} backends unreachable: ${
+        firstFew(down.map((b) => `${name(b.service)}${b.address} (${b.last_error ?? "failed"})`))
       }`,
     );
     out(`why_likely: ${WHY_UNREACHABLE}`);

@@ -10,7 +10,7 @@
  * @module
  */
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, type ConfigLocation, ioReason, quote } from "../errors.ts";
 import { formatAddress, listenersOverlap, normalizeHost } from "./address.ts";
 import {
   boolField,
@@ -38,8 +38,23 @@ import {
 
 /** The result of checking a config text: a config, or every error found. */
 export type ConfigCheck =
-  | { ok: true; config: Config }
+  | {
+    ok: true;
+    config: Config;
+    /** What the file left to a default worth a second look (see configWarnings for the rest). */
+    warnings: string[];
+    /** Where each service's `bind_address` was written (key path to place), for later checks. */
+    places: Map<string, ConfigLocation>;
+  }
   | { ok: false; errors: ConfigError[] };
+
+/** What reading the file noticed besides errors. */
+interface Notes {
+  warnings: string[];
+  places: Map<string, ConfigLocation>;
+  /** Where a node is. */
+  locate(node: Node | null | undefined): ConfigLocation;
+}
 
 /** Keys of the single-service form, which live inside a service in the `services:` form. */
 const SERVICE_FORM_KEYS = ["port", "bind_address", "method", "backends"];
@@ -91,12 +106,17 @@ export function checkConfig(text: string, file: string): ConfigCheck {
     at(root, "", `expected a mapping of settings, got ${describeNode(root)}`);
     return { ok: false, errors };
   }
-  const config = configOf(root, at, position);
+  const notes: Notes = {
+    warnings: [],
+    places: new Map(),
+    locate: (node) => ({ file, ...linePos(node) }),
+  };
+  const config = configOf(root, at, position, notes);
   if (errors.length > 0) return { ok: false, errors: unique(errors).sort(byPosition) };
-  return { ok: true, config: deepFreeze(config) };
+  return { ok: true, config: deepFreeze(config), warnings: notes.warnings, places: notes.places };
 }
 
-function configOf(root: Node, at: Report, position: Position): Config {
+function configOf(root: Node, at: Report, position: Position, notes: Notes): Config {
   const fields = mapFields(root, "", TOP_KEYS, at, {
     ignore: LEGACY_KEYS,
     misplaced: (name) => RUNTIME_KEYS.includes(name) ? "; it belongs under `runtime:`" : "",
@@ -117,9 +137,9 @@ function configOf(root: Node, at: Report, position: Position): Config {
       const f = fields.get(key);
       if (f) at(f.key, key, MIXED_FORMS);
     }
-    services = servicesOf(servicesField, global, at, position);
+    services = servicesOf(servicesField, global, at, position, notes);
   } else {
-    const single = serviceOf(fields, "", DEFAULTS.service, global, root, at);
+    const single = serviceOf(fields, "", DEFAULTS.service, global, root, at, notes);
     services = single ? [single] : [];
   }
   const total = services.reduce((n, s) => n + s.backends.length, 0);
@@ -135,7 +155,13 @@ const atTopLevel = (name: string) =>
   TOP_KEYS.includes(name) && name !== "runtime" ? "; it belongs at the top level" : "";
 
 /** The `services:` list: each entry checked, names unique, listeners apart. */
-function servicesOf(field: Field, global: RuntimeLayer, at: Report, position: Position): Service[] {
+function servicesOf(
+  field: Field,
+  global: RuntimeLayer,
+  at: Report,
+  position: Position,
+  notes: Notes,
+): Service[] {
   if (!isSeq(field.value) || field.value.items.length === 0) {
     at(
       field.value ?? field.key,
@@ -162,7 +188,7 @@ function servicesOf(field: Field, global: RuntimeLayer, at: Report, position: Po
     const name = serviceName(f.get("name"), path, item, at);
     const portField = f.get("port");
     if (!portField) at(item, `${path}.port`, "missing; expected an integer from 1 to 65535");
-    const service = serviceOf(f, path, name ?? "", global, item, at);
+    const service = serviceOf(f, path, name ?? "", global, item, at, notes);
     if (!service || !name || !portField) return;
     const here = {
       service,
@@ -226,11 +252,21 @@ function serviceOf(
   global: RuntimeLayer,
   node: Node,
   at: Report,
+  notes: Notes,
 ): Service | undefined {
   const key = (k: string) => prefix ? `${prefix}.${k}` : k;
   const port = intField(fields.get("port"), key("port"), PORT_RULE, at);
   const bind = fields.get("bind_address");
   const bind_address = bind ? hostField(bind, key("bind_address"), at) : DEFAULTS.bind_address;
+  notes.places.set(key("bind_address"), notes.locate(bind?.value ?? node));
+  if (!bind) {
+    // Written out, 0.0.0.0 is a choice; left out, the operator may not know it is every interface.
+    notes.warnings.push(
+      `${
+        key("bind_address")
+      }: not set, so bal listens on every interface (${DEFAULTS.bind_address}); write \`bind_address: ${DEFAULTS.bind_address}\` to mean it, or 127.0.0.1 for local clients only`,
+    );
+  }
   const method = enumField(fields.get("method"), key("method"), METHODS, DEFAULTS.method, at);
   const backends = backendsOf(fields.get("backends"), key("backends"), name, node, at);
   const layers = [global];
@@ -308,7 +344,7 @@ function backendItem(item: Node, path: string, service: string, at: Report): Bac
       at(
         item,
         path,
-        `"${item.value}" is not a backend; write {host: HOST, port: PORT} or "HOST:PORT"`,
+        `${quote(item.value)} is not a backend; write {host: HOST, port: PORT} or "HOST:PORT"`,
       );
       return undefined;
     }
@@ -376,13 +412,10 @@ export async function readConfig(file: string): Promise<ConfigCheck> {
     if (err instanceof Deno.errors.NotFound) {
       return fileError(
         file,
-        "not found (give another with -c, or run `bal start` once to write the default)",
+        `not found (give another with -c, or write the commented default there with \`bal init -c ${file}\`)`,
       );
     }
-    if (err instanceof Deno.errors.PermissionDenied || err instanceof Deno.errors.NotCapable) {
-      return fileError(file, "cannot be read: permission denied");
-    }
-    return fileError(file, `cannot be read: ${err instanceof Error ? err.message : err}`);
+    return fileError(file, `cannot be read: ${ioReason(err)}`);
   }
   return checkConfig(text, file);
 }
@@ -407,5 +440,9 @@ function fileError(file: string, reason: string): ConfigCheck {
 function yamlReason(message: string): string {
   // The parser recurses per nesting level and reports its own stack overflow.
   if (message.includes("call stack")) return "nested too deeply";
-  return message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+  if (message.includes("multiple documents")) {
+    return "the file holds several YAML documents (a second `---`); a config is one document";
+  }
+  const line = message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+  return line.length > 200 ? `${line.slice(0, 200)}…` : line;
 }

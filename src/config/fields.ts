@@ -5,6 +5,7 @@
  * @module
  */
 import { isMap, isPair, isScalar, isSeq, type Node } from "yaml";
+import { quote } from "../errors.ts";
 import { normalizeHost } from "./address.ts";
 
 /** Reports a problem at a node: the key path and what is wrong. */
@@ -159,7 +160,7 @@ export function hostField(field: Field, path: string, at: Report): string | unde
   }
   const host = normalizeHost(value.trim());
   if (host === undefined) {
-    at(field.value, path, `"${value}" is not an IP address or hostname`);
+    at(field.value, path, `${quote(value)} is not an IP address or hostname`);
   }
   return host;
 }
@@ -172,7 +173,7 @@ export function describeNode(node: Node | null | undefined): string {
   if (isScalar(node)) {
     const v = node.value;
     if (v === null) return "nothing";
-    if (typeof v === "string") return `the text ${JSON.stringify(v)}`;
+    if (typeof v === "string") return `the text ${quote(v)}`;
     return String(v);
   }
   return "an unsupported value";

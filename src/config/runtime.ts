@@ -41,6 +41,8 @@ export const RUNTIME_RULES: { readonly [K in keyof IntSettings]: IntRule } = {
   health_check_fail_threshold: { min: 1, max: 1000, tuned: [2, 2, 3] },
   health_check_success_threshold: { min: 1, max: 1000, tuned: [1, 1, 2] },
   backend_connect_timeout_ms: { min: 10, max: DAY_MS, tuned: [800, 1000, 1200] },
+  // HAProxy's `retries` is 3 too: a client never waits on every dead backend of a large pool.
+  max_failover_attempts: { min: 1, max: 1000, tuned: same(3) },
   failover_backoff_initial_ms: { min: 1, max: DAY_MS, tuned: [200, 300, 500] },
   failover_backoff_max_ms: { min: 1, max: DAY_MS, tuned: [5000, 7000, 10000] },
   backend_cooldown_ms: { min: 0, max: DAY_MS, tuned: [500, 700, 1000] },
@@ -151,6 +153,7 @@ export const RUNTIME_NOTES: { readonly [K in keyof RuntimeSettings]: string } = 
   health_check_fail_threshold: "consecutive failures that mark a backend down",
   health_check_success_threshold: "consecutive successes that mark it up",
   backend_connect_timeout_ms: "per connect on the data path; then the next backend",
+  max_failover_attempts: "backends one client tries at most, the first included",
   failover_backoff_initial_ms: "first cooldown after a failed connect, doubling per failure",
   failover_backoff_max_ms: "the cooldown stops doubling here",
   backend_cooldown_ms: "shortest cooldown; a passing health check ends it",

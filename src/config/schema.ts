@@ -45,6 +45,7 @@ export interface IntSettings {
   readonly health_check_fail_threshold: number;
   readonly health_check_success_threshold: number;
   readonly backend_connect_timeout_ms: number;
+  readonly max_failover_attempts: number;
   readonly failover_backoff_initial_ms: number;
   readonly failover_backoff_max_ms: number;
   readonly backend_cooldown_ms: number;

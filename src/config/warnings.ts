@@ -29,12 +29,7 @@ export function configWarnings(config: Config, host: HostLimits = {}): string[] 
 }
 
 function serviceWarnings(service: Service, prefix: string, host: HostLimits): string[] {
-  const warnings: string[] = [];
-  if (isWildcard(service.bind_address)) {
-    warnings.push(
-      `${prefix}bind_address: ${service.bind_address} accepts connections on every interface; use 127.0.0.1 if only local clients should connect`,
-    );
-  }
+  const warnings: string[] = [...sameServer(service, prefix)];
   const r = service.runtime;
   const d = runtimeDefaults(service.backends.length);
   // The tuned defaults pair a short interval with a longer timeout on purpose
@@ -52,6 +47,29 @@ function serviceWarnings(service: Service, prefix: string, host: HostLimits): st
       `${prefix}runtime.tcp_backlog: ${r.tcp_backlog} is above net.core.somaxconn (${host.somaxconn}) on this machine; the kernel listens with ${host.somaxconn}`,
     );
   }
+  return warnings;
+}
+
+/** Names of this machine that are the same server under another name. */
+const LOCAL_NAMES: Record<string, string[]> = {
+  localhost: ["127.0.0.1", "::1"],
+  "localhost.": ["127.0.0.1", "::1"],
+};
+
+/** Backends written twice under two names of the same address (`localhost` and `127.0.0.1`). */
+function sameServer(service: Service, prefix: string): string[] {
+  const warnings: string[] = [];
+  service.backends.forEach((b, i) => {
+    const aliases = LOCAL_NAMES[b.host];
+    if (!aliases) return;
+    const j = service.backends.findIndex((o) => o.port === b.port && aliases.includes(o.host));
+    if (j < 0) return;
+    warnings.push(
+      `${prefix}backends[${i}]: ${b.address} is the same server as backends[${j}] (${
+        service.backends[j].address
+      }): ${b.host} resolves to ${aliases.join(" and ")}; list it once`,
+    );
+  });
   return warnings;
 }
 

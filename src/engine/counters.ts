@@ -22,14 +22,22 @@ export interface BackendCounters {
   other: number;
 }
 
-/** What one data plane counted for one service. */
+/**
+ * What one data plane counted for one service. Each accepted client is
+ * counted once more, under what became of it: served, rejected or
+ * no_backend (or still active, before a backend took it).
+ */
 export interface ServiceCounters {
   /** Clients accepted on its listener. */
   accepted: number;
   /** Its live client connections. */
   active: number;
+  /** Clients a backend took. */
+  served: number;
   /** Clients closed at once at its `max_concurrent_connections`. */
   rejected: number;
+  /** Clients closed because no backend took them (every attempt failed). */
+  no_backend: number;
   /** Connections closed after `connection_idle_timeout_ms` without a byte. */
   idle_closed: number;
 }
@@ -41,7 +49,9 @@ export interface PlaneStats {
   /** Totals over every service. */
   accepted: number;
   active: number;
+  served: number;
   rejected: number;
+  no_backend: number;
   idle_closed: number;
   services: Record<string, ServiceCounters>;
   /** By backend id (`service/host:port`). */
@@ -55,7 +65,7 @@ export function zeroCounters(): BackendCounters {
 
 /** Fresh service counters. */
 export function zeroServiceCounters(): ServiceCounters {
-  return { accepted: 0, active: 0, rejected: 0, idle_closed: 0 };
+  return { accepted: 0, active: 0, served: 0, rejected: 0, no_backend: 0, idle_closed: 0 };
 }
 
 /** Adds `from` into `into`, key by key. */

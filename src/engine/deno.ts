@@ -38,6 +38,8 @@ interface Session {
   backend: string | null;
   /** Last time bytes moved either way (or the accept). */
   activity: Activity;
+  /** Set when bal closes it (idle, drain, kill): how it ends then says nothing of the backend. */
+  closing: boolean;
 }
 
 /** Everything one data plane holds. */
@@ -71,6 +73,7 @@ function serviceCounters(plane: Plane, name: string): ServiceCounters {
 }
 
 function closeSession(s: Session): void {
+  s.closing = true;
   closeQuietly(s.client);
   if (s.upstream) closeQuietly(s.upstream);
 }
@@ -148,6 +151,7 @@ function accept(plane: Plane, service: string, client: Deno.TcpConn): void {
     upstream: null,
     backend: null,
     activity: { at: Date.now() },
+    closing: false,
   };
   plane.sessions.add(session);
   counters.active++;
@@ -173,7 +177,12 @@ async function serve(plane: Plane, session: Session): Promise<void> {
   client.setKeepAlive(true);
   const clientIp = (client.remoteAddr as Deno.NetAddr).hostname;
   const picked = await connectBackend(plane, session.service, clientIp);
-  if (!picked) return;
+  const outcome = serviceCounters(plane, session.service);
+  if (!picked) {
+    outcome.no_backend++;
+    return;
+  }
+  outcome.served++;
   session.upstream = picked.upstream;
   session.backend = picked.backend.id;
   const counters = countersOf(plane, picked.backend.id);
@@ -181,9 +190,35 @@ async function serve(plane: Plane, session: Session): Promise<void> {
     const moved = await relay(client, picked.upstream, session.activity);
     counters.bytes_in += moved.aToB;
     counters.bytes_out += moved.bToA;
+    if (moved.bToA === 0 && moved.firstEnd === "b" && !session.closing) {
+      hungUp(plane, picked.backend, moved.failed);
+    }
   } finally {
     counters.active--;
   }
+}
+
+/**
+ * A backend that reset or closed a client's connection before sending a
+ * byte, while the client still waited: a passive failure, like a refused
+ * connect (an accept-and-reset backend must not keep its share).
+ */
+function hungUp(plane: Plane, backend: Backend, reset: boolean): void {
+  const error = `${reset ? "reset" : "closed"} the connection before sending anything`;
+  countersOf(plane, backend.id).other++;
+  plane.options.onResult(backend, {
+    ok: false,
+    at: Date.now(),
+    source: "connect",
+    kind: "other",
+    error,
+  });
+  log.debug("{backend} {error}", {
+    event: "backend_hung_up",
+    service: backend.service,
+    backend: backend.address,
+    error,
+  });
 }
 
 /** Views of a service's backends for selection: health, admin state, live count. */
@@ -213,7 +248,8 @@ async function connectBackend(
   if (!service || !balancer) return null;
   const tried = new Set<string>();
   const ctx = { client: clientIp, random: Math.random };
-  for (;;) {
+  const attempts = service.runtime.max_failover_attempts;
+  while (tried.size < attempts) {
     const backend = nextBackend(views(plane, service), tried, balancer, ctx, Date.now());
     if (!backend) break;
     tried.add(backend.id);
@@ -234,7 +270,7 @@ async function connectBackend(
   plane.options.onNoBackend(service.name, Date.now());
   const suppressed = plane.gates.noBackend();
   if (suppressed !== null) {
-    log.warn("no backend of {service} accepted the connection; client closed", {
+    log.warn("no backend of {service} accepted the connection ({tried} tried); client closed", {
       event: "no_backend",
       service: service.name,
       backends: service.backends.length,
@@ -370,7 +406,9 @@ function stats(plane: Plane): PlaneStats {
     id: plane.options.id,
     accepted: sum("accepted"),
     active: plane.sessions.size,
+    served: sum("served"),
     rejected: sum("rejected"),
+    no_backend: sum("no_backend"),
     idle_closed: sum("idle_closed"),
     services: copy(plane.perService),
     backends: copy(plane.perBackend),

@@ -41,6 +41,20 @@ export interface RelayResult {
   bToA: number;
   /** True when a read or write failed (reset, broken pipe) and both sockets were closed. */
   failed: boolean;
+  /**
+   * Whose stream ended first (end of stream, reset or error on reading it):
+   * with `bToA` 0 and `b` first, the backend hung up on a client that was
+   * still waiting for it.
+   */
+  firstEnd: "a" | "b" | null;
+}
+
+/** What both directions of one relay share. */
+interface Shared {
+  failed: boolean;
+  firstEnd: "a" | "b" | null;
+  fail(): void;
+  activity?: Activity;
 }
 
 /** When bytes last moved, in either direction (epoch ms); the relay keeps it current. */
@@ -54,33 +68,41 @@ export interface Activity {
  * both at once. The caller closes both sockets afterwards.
  */
 export async function relay(a: Deno.Conn, b: Deno.Conn, activity?: Activity): Promise<RelayResult> {
-  let failed = false;
-  const fail = () => {
-    if (failed) return;
-    failed = true;
-    closeQuietly(a);
-    closeQuietly(b);
+  const shared: Shared = {
+    failed: false,
+    firstEnd: null,
+    activity,
+    fail() {
+      if (shared.failed) return;
+      shared.failed = true;
+      closeQuietly(a);
+      closeQuietly(b);
+    },
   };
-  const [aToB, bToA] = await Promise.all([pump(a, b, fail, activity), pump(b, a, fail, activity)]);
-  return { aToB, bToA, failed };
+  const [aToB, bToA] = await Promise.all([pump(a, b, "a", shared), pump(b, a, "b", shared)]);
+  return { aToB, bToA, failed: shared.failed, firstEnd: shared.firstEnd };
 }
 
 async function pump(
   src: Deno.Conn,
   dst: Deno.Conn,
-  fail: () => void,
-  activity?: Activity,
+  side: "a" | "b",
+  shared: Shared,
 ): Promise<number> {
   const small = new Uint8Array(SMALL_BUFFER);
   let buf = small;
   let total = 0;
+  // Which socket a failure came from: the one read, or the one written to.
+  let writing = false;
   try {
     for (;;) {
       const n = await src.read(buf);
       if (n === null) break;
-      if (activity) activity.at = Date.now();
+      if (shared.activity) shared.activity.at = Date.now();
+      writing = true;
       let written = 0;
       while (written < n) written += await dst.write(buf.subarray(written, n));
+      writing = false;
       total += n;
       if (buf === small) {
         if (n === small.length) buf = takeLarge();
@@ -89,9 +111,12 @@ async function pump(
         buf = small;
       }
     }
+    shared.firstEnd ??= side;
+    writing = true;
     await dst.closeWrite();
   } catch {
-    fail();
+    shared.firstEnd ??= writing ? (side === "a" ? "b" : "a") : side;
+    shared.fail();
   } finally {
     if (buf !== small) giveLarge(buf);
   }
