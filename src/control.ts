@@ -77,9 +77,11 @@ export interface StopOptions {
  */
 export async function stop(paths: StatePaths, options: StopOptions = {}): Promise<number> {
   const found = await findInstance(paths);
-  const pid = found.kind === "running"
-    ? found.pid
-    : await awaitStarting(paths, options.onWait ?? (() => {})) ?? await runningPid(paths);
+  // Only a bal with no pid file yet can be starting; a stale pid file is just stale.
+  const starting = found.kind === "none"
+    ? await awaitStarting(paths, options.onWait ?? (() => {}))
+    : null;
+  const pid = found.kind === "running" ? found.pid : starting ?? await runningPid(paths);
   // The drain timeout in force, not the one in a file edited since.
   const status = await liveStatus(paths).catch(() => null);
   const drainMs = (status && drainOf(status)) ?? RUNTIME_RULES.shutdown_drain_timeout_ms.tuned[0];
@@ -207,12 +209,13 @@ export async function liveStatus(paths: StatePaths): Promise<Status> {
 
 /** Removes what a dead bal left behind, unless one is starting; says what it removed. */
 async function removeStale(paths: StatePaths, found: Instance): Promise<string[]> {
-  if (await isStarting(paths)) return [];
   const removed: string[] = [];
   if (found.kind === "stale") {
     await removeInstanceFiles(paths, found.pid);
     removed.push(`the stale pid file of pid ${found.pid}`);
   }
+  // A bal that holds the lock (starting, or behind a pid file not its own) owns its socket.
+  if (await isStarting(paths)) return removed;
   if (await Deno.remove(paths.sock).then(() => true, () => false)) {
     removed.push(`the stale control socket ${paths.sock}`);
   }

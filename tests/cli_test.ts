@@ -116,18 +116,18 @@ Deno.test("cli: check warns of exposure, overlapping checks and a backend that i
   const path = `${home}/w.yaml`;
   Deno.writeTextFileSync(
     path,
-    "port: 9295\nbind_address: 0.0.0.0\nbackends: ['127.0.0.1:9295', 'localhost:9000']\nruntime: {health_check_timeout_ms: 6000}\n",
+    "port: 9295\nbackends: ['127.0.0.1:9295', 'localhost:9000']\nruntime: {health_check_timeout_ms: 6000}\n",
   );
   const r = await bal(home, "check", "-c", path, "--json");
   assert.equal(r.code, 0);
   assert.deepEqual(JSON.parse(r.stdout).warnings, [
-    "bind_address: 0.0.0.0 accepts connections on every interface; use 127.0.0.1 if only local clients should connect",
+    "bind_address: not set, so bal listens on every interface (0.0.0.0); write `bind_address: 0.0.0.0` to mean it, or 127.0.0.1 for local clients only",
     "runtime.health_check_timeout_ms: 6000 is not below health_check_interval_ms (500); a check that times out delays the next round, so a dead backend is found later than the interval suggests",
     "backends[0]: 127.0.0.1:9295 is bal's own listen address; connections to it would loop back into bal",
   ]);
   const text = await bal(home, "check", "-c", path);
   assert.equal(text.code, 0);
-  assert.match(text.stdout, /^warning: bind_address: 0\.0\.0\.0/m);
+  assert.match(text.stdout, /^warning: bind_address: not set/m);
   assert.match(text.stdout, /^next: bal start -d -c /m);
   const strict = await bal(home, "check", "-c", path, "--strict");
   assert.equal(strict.code, 1);
@@ -211,13 +211,13 @@ Deno.test("cli: first start writes the commented default config and runs on it",
     assert.equal((await bal(home, "stop")).code, 0);
   }
   // The second start keeps the file the operator may have edited.
-  Deno.writeTextFileSync(
-    `${home}/config.yaml`,
-    DEFAULT_CONFIG_TEXT.replace("port: 9295", `port: ${freePort()}`),
-  );
+  const edited = DEFAULT_CONFIG_TEXT.replace("port: 9295", `port: ${freePort()}`) + "# mine\n";
+  Deno.writeTextFileSync(`${home}/config.yaml`, edited);
   const again = await bal(home, "start", "-d");
   try {
+    assert.equal(again.code, 0, again.stderr);
     assert.doesNotMatch(again.stdout, /wrote the default config/);
+    assert.equal(Deno.readTextFileSync(`${home}/config.yaml`), edited);
   } finally {
     await bal(home, "stop");
   }

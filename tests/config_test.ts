@@ -47,6 +47,7 @@ Deno.test("config: the default file parses to the documented defaults", () => {
     health_check_fail_threshold: 2,
     health_check_success_threshold: 1,
     backend_connect_timeout_ms: 800,
+    max_failover_attempts: 3,
     failover_backoff_initial_ms: 200,
     failover_backoff_max_ms: 5000,
     backend_cooldown_ms: 500,

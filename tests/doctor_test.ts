@@ -20,12 +20,27 @@ Deno.test("doctor: all ok when bal could start, with the JSON contract", async (
     const config = writeConfig(home, { port: freePort(), backends: [a.port] });
     const { code, json } = await doctor(home, config);
     assert.equal(code, 0);
-    assert.deepEqual(json.checks.map((c: Json) => c.name), ["pid", "config", "bind", "backend"]);
+    assert.deepEqual(json.checks.map((c: Json) => c.name), [
+      "pid",
+      "socket",
+      "config",
+      "bind",
+      "backend",
+      "state",
+    ]);
     for (const c of json.checks) {
       // An ok check has no likely cause to give.
       assert.deepEqual(Object.keys(c).sort(), ["hint", "level", "name", "summary"]);
     }
-    assert.deepEqual(levels(json), { pid: "ok", config: "ok", bind: "ok", backend: "ok" });
+    assert.deepEqual(levels(json), {
+      pid: "ok",
+      socket: "ok",
+      config: "ok",
+      bind: "ok",
+      backend: "ok",
+      state: "ok",
+    });
+    assert.equal(json.pid, null);
     assert.deepEqual(json.protection_mode, { enabled: false, reason: null, since: null });
     const text = await bal(home, "doctor", "-c", config);
     assert.equal(text.code, 0);
@@ -36,7 +51,7 @@ Deno.test("doctor: all ok when bal could start, with the JSON contract", async (
   }
 });
 
-Deno.test("doctor: a port taken by another process is critical; by our own bal, a warning", async () => {
+Deno.test("doctor: a port taken by another process is critical; by our own bal, ok", async () => {
   const a = nameBackend("A");
   const home = tempHome();
   const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -49,7 +64,10 @@ Deno.test("doctor: a port taken by another process is critical; by our own bal, 
     const r = await doctor(home, taken);
     assert.equal(r.code, 1);
     assert.equal(levels(r.json).bind, "critical");
-    assert.match(r.json.checks[2].summary, /is in use by another process/);
+    assert.match(
+      r.json.checks.find((c: Json) => c.name === "bind").summary,
+      /is in use by another process/,
+    );
     const text = await bal(home, "doctor", "-c", taken);
     assert.match(text.stdout, /^what_happened: bind: /m);
     assert.match(text.stdout, /^why_likely: another program, or a bal with another state/m);
@@ -63,15 +81,17 @@ Deno.test("doctor: a port taken by another process is critical; by our own bal, 
       assert.equal(running.code, 0);
       assert.deepEqual(levels(running.json), {
         pid: "ok",
+        socket: "ok",
         config: "ok",
-        bind: "warn",
+        bind: "ok",
         backend: "ok",
+        state: "ok",
       });
       assert.match(
-        running.json.checks[2].summary,
+        running.json.checks.find((c: Json) => c.name === "bind").summary,
         new RegExp(`in use by the running bal \\(pid ${d.pid}\\)`),
       );
-      assert.equal(running.json.checks[2].expected, true);
+      assert.equal(running.json.checks.find((c: Json) => c.name === "bind").expected, true);
       // bal holding its own port is how it should be: nothing to act on.
       const healthy = await bal(home, "doctor", "-c", ours);
       assert.match(healthy.stdout, /^next: /m);
@@ -102,9 +122,11 @@ Deno.test("doctor: a stale pid file warns, an invalid config is critical, no bac
   assert.equal(stale.code, 1);
   assert.deepEqual(levels(stale.json), {
     pid: "warn",
+    socket: "ok",
     config: "ok",
     bind: "ok",
     backend: "critical",
+    state: "ok",
   });
   assert.match(stale.json.checks[0].summary, new RegExp(`stale pid file: pid ${gone.pid}`));
 
@@ -112,7 +134,12 @@ Deno.test("doctor: a stale pid file warns, an invalid config is critical, no bac
   Deno.writeTextFileSync(bad, "backends: []\n");
   const invalid = await doctor(home, bad);
   assert.equal(invalid.code, 1);
-  assert.deepEqual(invalid.json.checks.map((c: Json) => c.name), ["pid", "config"]);
+  assert.deepEqual(invalid.json.checks.map((c: Json) => c.name), [
+    "pid",
+    "socket",
+    "config",
+    "state",
+  ]);
   assert.equal(levels(invalid.json).config, "critical");
-  assert.match(invalid.json.checks[1].hint, /bal check -c/);
+  assert.match(invalid.json.checks[2].hint, /bal check -c/);
 });

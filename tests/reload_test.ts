@@ -206,8 +206,15 @@ Deno.test("reload: runtime keys and log_level apply without a restart", async ()
   const dead = freePort();
   const home = tempHome();
   const port = freePort();
-  // The dead backend never turns unhealthy, so round robin tries it first every other client.
-  const runtime = { health_check_fail_threshold: 1000, shutdown_drain_timeout_ms: 20_000 };
+  // The dead backend never turns unhealthy and cools down for 1 ms only, so round robin tries
+  // it every other client: each try is a debug line (connect_failed) at debug level.
+  const runtime = {
+    health_check_fail_threshold: 1000,
+    shutdown_drain_timeout_ms: 20_000,
+    failover_backoff_initial_ms: 1,
+    failover_backoff_max_ms: 1,
+    backend_cooldown_ms: 0,
+  };
   const config = writeConfig(home, { port, backends: [echo.port, dead], runtime });
   const d = await startDaemon(home, config, port);
   const hold = async () => {
@@ -232,9 +239,14 @@ Deno.test("reload: runtime keys and log_level apply without a restart", async ()
       Deno.readTextFileSync(config).replace("log_level: debug", "log_level: info"),
     );
     assert.equal((await bal(home, "graceful")).code, 0);
+    const refused = async () =>
+      JSON.parse((await bal(home, "status", "--json")).stdout).backends[1].counters.refused;
     const debugBefore = d.log().filter((l) => l.level === "debug").length;
-    (await hold()).close();
+    const triedBefore = await refused();
+    for (let i = 0; i < 3; i++) (await hold()).close();
     const open = await hold();
+    // The dead backend was tried again, and at info level that left no debug line.
+    assert.ok((await refused()) > triedBefore, "the setup makes debug lines");
     assert.equal(d.log().filter((l) => l.level === "debug").length, debugBefore);
 
     // The new drain timeout is the one stop waits for.
@@ -253,7 +265,7 @@ Deno.test("reload: runtime keys and log_level apply without a restart", async ()
   }
 });
 
-Deno.test("reload: every runtime key is reloaded without a restart, and the new values act", async () => {
+Deno.test("reload: every runtime key is reloaded without a restart (status shows each); the limit and the backoff are seen acting", async () => {
   const echo = echoBackend();
   const dead = freePort();
   const home = tempHome();
@@ -264,6 +276,7 @@ Deno.test("reload: every runtime key is reloaded without a restart, and the new 
     health_check_fail_threshold: 1000,
     health_check_success_threshold: 3,
     backend_connect_timeout_ms: 300,
+    max_failover_attempts: 3,
     failover_backoff_initial_ms: 100,
     failover_backoff_max_ms: 100,
     backend_cooldown_ms: 0,
@@ -281,6 +294,7 @@ Deno.test("reload: every runtime key is reloaded without a restart, and the new 
     health_check_fail_threshold: 999,
     health_check_success_threshold: 2,
     backend_connect_timeout_ms: 400,
+    max_failover_attempts: 2,
     failover_backoff_initial_ms: 1700,
     failover_backoff_max_ms: 1700,
     backend_cooldown_ms: 5,

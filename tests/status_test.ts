@@ -133,9 +133,16 @@ Deno.test("status: the control socket is private, survives garbage, and is gone 
       assert.ok(typeof reply.error === "string", JSON.stringify(reply));
       closeQuietly(c);
     }
-    // A peer that sends nothing is cut off, and status still answers.
+    // A peer that sends nothing is cut off (after 2 s), and status answers meanwhile.
     const silent = await Deno.connect({ transport: "unix", path: `${home}/bal.sock` });
+    const opened = Date.now();
     assert.equal((await status(home)).running, true);
+    const cut = await Promise.race([
+      silent.read(new Uint8Array(16)).then((n) => n === null ? "closed" : "data", () => "closed"),
+      new Promise((r) => setTimeout(() => r("still open"), 6000)),
+    ]);
+    assert.equal(cut, "closed");
+    assert.ok(Date.now() - opened >= 1500, "cut by the request timeout, not at once");
     closeQuietly(silent);
   } finally {
     await d.stop();

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  alive,
   askName,
   bal,
   echoBackend,
@@ -100,10 +101,14 @@ Deno.test("workers: a reload under streaming traffic loses no byte on either pla
 });
 
 Deno.test("workers: stop lets in-flight responses on both planes finish", async () => {
+  // The second half of every response is held back until stop is under way, so the drain
+  // has to wait for it (a drain that returned at once would cut all 20 short).
+  let release = () => {};
+  const released = new Promise<void>((r) => release = r);
   const slow = serveTcp(async (conn) => {
     await readN(conn, 3);
     await writeAll(conn, text("part1-"));
-    await new Promise((r) => setTimeout(r, 1000));
+    await Promise.race([released, new Promise((r) => setTimeout(r, 15_000))]);
     await writeAll(conn, text("part2"));
   });
   const d = await startBal({ backends: [slow.port], extra: "workers: 2" });
@@ -129,6 +134,8 @@ Deno.test("workers: stop lets in-flight responses on both planes finish", async 
         Deno.errors.ConnectionRefused,
       );
     }
+    assert.ok(planes(home).some((p) => p.active > 0) || alive(d.pid), "still draining");
+    release();
     const rest = await Promise.all(conns.map(async (c) => {
       const r = str(await readAll(c));
       c.close();

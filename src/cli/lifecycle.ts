@@ -66,6 +66,7 @@ export async function stopCommand(options: StopCommandOptions): Promise<number> 
     timeoutMs: options.timeout === undefined ? undefined : Number(options.timeout) * 1000,
     onWait: () => out("bal is starting; waiting for it to be ready to stop it"),
     onDraining: (active, drainMs) => {
+      if (active === 0) return;
       const limit = options.force
         ? "closing them now"
         : `up to ${Math.min(drainMs, Number(options.timeout ?? Infinity) * 1000) / 1000} s`;
