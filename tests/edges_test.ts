@@ -10,6 +10,7 @@ import {
   echoBackend,
   freePort,
   nameBackend,
+  portTaken,
   readAll,
   readLog,
   readPid,
@@ -133,15 +134,9 @@ Deno.test({
 
 Deno.test({
   name: "edges 3: deno task demo exits non-zero when bal does not start",
-  // The demo's sample backends listen on 9000 and 9100 by design.
-  ignore: [9000, 9100].some((port) => {
-    try {
-      Deno.listen({ hostname: "127.0.0.1", port }).close();
-      return false;
-    } catch {
-      return true;
-    }
-  }),
+  // The demo's sample backends listen on 9000 and 9100 by design: outside CI, a machine
+  // that uses them skips this test rather than collide.
+  ignore: [9000, 9100].some(portTaken) && !Deno.env.get("CI"),
   fn: async () => {
     const home = tempHome();
     const port = freePort();

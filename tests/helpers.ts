@@ -10,17 +10,84 @@ export const ROOT = new URL("..", import.meta.url).pathname;
 const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 
-/** A fresh state directory. */
+/** Temporary directories this test process made: removed when it exits. */
+const tempDirs = new Set<string>();
+globalThis.addEventListener("unload", () => {
+  for (const dir of tempDirs) {
+    try {
+      Deno.removeSync(dir, { recursive: true });
+    } catch {
+      // Already gone, or a mount a test could not undo: nothing more to do here.
+    }
+  }
+});
+
+/** A fresh state directory, removed when the test process exits. */
 export function tempHome(): string {
-  return Deno.makeTempDirSync({ prefix: "bal-test-" });
+  const dir = Deno.makeTempDirSync({ prefix: "bal-test-" });
+  tempDirs.add(dir);
+  return dir;
 }
 
-/** A port nothing listens on right now. */
+/**
+ * Ports are handed out below the kernel's ephemeral range (32768 and up),
+ * where outgoing connections take their source ports: a port picked there
+ * can be taken by any client between the pick and bal's bind. Each port is
+ * handed out once per test process, from a random start.
+ */
+const PORTS = { low: 20000, high: 32000 };
+const handedOut = new Set<number>();
+let nextPort = PORTS.low + Math.floor(Math.random() * (PORTS.high - PORTS.low));
+
+/** A port below the ephemeral range that nothing listens on right now. */
 export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
+  for (let i = 0; i < PORTS.high - PORTS.low; i++) {
+    const port = nextPort;
+    nextPort = nextPort + 1 >= PORTS.high ? PORTS.low : nextPort + 1;
+    if (handedOut.has(port)) continue;
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+    } catch {
+      continue;
+    }
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`no free port from ${PORTS.low} to ${PORTS.high}`);
+}
+
+/** Whether something listens on `port` of every interface (a fixed port a test needs). */
+export function portTaken(port: number): boolean {
+  try {
+    Deno.listen({ hostname: "0.0.0.0", port }).close();
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** How long a test read may wait before it fails with a name instead of hanging. */
+const READ_TIMEOUT_MS = 30_000;
+
+/**
+ * Runs `read` against a deadline: past it the socket is closed (ending the
+ * read) and the test fails saying what it waited for, so a regression in
+ * half-close is a named failure, not a two-minute hang.
+ */
+async function deadline<T>(conn: Deno.Conn, what: string, read: () => Promise<T>): Promise<T> {
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    closeQuietly(conn);
+  }, READ_TIMEOUT_MS);
+  try {
+    return await read();
+  } catch (err) {
+    if (timedOut) throw new Error(`${what}: nothing more came within ${READ_TIMEOUT_MS / 1000} s`);
+    throw err;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** The output of a finished CLI run. */
@@ -112,6 +179,24 @@ export async function waitFor<T>(
     }
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/**
+ * Waits until `rounds` more health checks of `address` have run (its
+ * consecutive successes or failures, whichever is growing, went up by that
+ * much): the sign that time passed for bal, rather than a fixed sleep.
+ */
+export async function checkRounds(home: string, address: string, rounds: number): Promise<void> {
+  const count = async () => {
+    const r = await bal(home, "status", "--json");
+    const b = JSON.parse(r.stdout).backends.find((x: { address: string }) => x.address === address);
+    return b.consecutive_successes + b.consecutive_failures;
+  };
+  const start = await count();
+  await waitFor(
+    `${rounds} more checks of ${address}`,
+    async () => (await count()) >= start + rounds,
+  );
 }
 
 /** Reads the pid file, or null. */
@@ -283,8 +368,12 @@ export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void>
   while (off < data.length) off += await conn.write(data.subarray(off));
 }
 
-/** Reads until EOF. */
-export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+/** Reads until EOF, failing after {@link READ_TIMEOUT_MS} without the end. */
+export function readAll(conn: Deno.Conn): Promise<Uint8Array> {
+  return deadline(conn, "waiting for the end of the stream", () => readToEnd(conn));
+}
+
+async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
   const buf = new Uint8Array(64 * 1024);
   for (;;) {
@@ -301,16 +390,18 @@ export async function readAll(conn: Deno.Conn): Promise<Uint8Array> {
   return all;
 }
 
-/** Reads exactly `n` bytes (or fewer at EOF). */
-export async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
-  const out = new Uint8Array(n);
-  let off = 0;
-  while (off < n) {
-    const got = await conn.read(out.subarray(off));
-    if (got === null) break;
-    off += got;
-  }
-  return out.subarray(0, off);
+/** Reads exactly `n` bytes (or fewer at EOF), failing after {@link READ_TIMEOUT_MS}. */
+export function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  return deadline(conn, `waiting for ${n} bytes`, async () => {
+    const out = new Uint8Array(n);
+    let off = 0;
+    while (off < n) {
+      const got = await conn.read(out.subarray(off));
+      if (got === null) break;
+      off += got;
+    }
+    return out.subarray(0, off);
+  });
 }
 
 /** Opens a connection through bal to an echo backend and proves it works both ways. */

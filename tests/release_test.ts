@@ -25,6 +25,15 @@ Deno.test("release workflow: valid YAML that tests, compiles, checksums and publ
   }
 });
 
+Deno.test("test workflow: every push and pull request runs .ci/run", () => {
+  // deno-lint-ignore no-explicit-any -- a parsed YAML document has no static shape
+  const wf = parse(read(".github/workflows/test.yml")) as any;
+  assert.deepEqual(wf.on.push.branches, ["**"]);
+  assert.ok("pull_request" in wf.on);
+  const runs = wf.jobs.test.steps.map((s: { run?: string }) => s.run ?? "").join("\n");
+  assert.match(runs, /bash \.ci\/run/);
+});
+
 Deno.test({
   name: "systemd unit: verifies, reloads with bal graceful, runs unprivileged in the foreground",
   ignore: missingTool("systemd-analyze"),

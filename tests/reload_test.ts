@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import {
   askName,
   bal,
+  checkRounds,
   echoBackend,
   freePort,
   nameBackend,
@@ -191,7 +192,7 @@ Deno.test("reload: backends that stay keep their health state", async () => {
     await waitFor("backend_down", () => d.log().some((l) => l.event === "backend_down"));
     writeConfig(home, { port, backends: [a.port, dead, b.port], runtime });
     assert.equal((await bal(home, "graceful")).code, 0);
-    await new Promise((r) => setTimeout(r, 400));
+    await checkRounds(home, `127.0.0.1:${dead}`, 3);
     // Had the reload reset it to healthy, a second backend_down would follow.
     const downs = d.log().filter((l) => l.event === "backend_down");
     assert.equal(downs.length, 1);

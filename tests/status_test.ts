@@ -9,6 +9,7 @@ import {
   echoBackend,
   echoing,
   freePort,
+  readAll,
   readN,
   startBal,
   startDaemon,
@@ -95,7 +96,7 @@ Deno.test("status: live counts while connections are open, and the JSON contract
     assert.equal(s.runtime.max_concurrent_connections, 4000);
 
     held.forEach((c) => c.closeWrite());
-    await Promise.all(held.map((c) => c.read(new Uint8Array(8))));
+    await Promise.all(held.map((c) => readAll(c)));
     held.forEach(closeQuietly);
     const after = await waitFor("the connections to end", async () => {
       const x = await status(home);

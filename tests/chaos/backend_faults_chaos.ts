@@ -16,6 +16,7 @@ import {
   serveTcp,
   startBal,
   text,
+  waitFor,
   writeAll,
 } from "../helpers.ts";
 import { pick, randomBytes, record, rssKiB, sleep } from "./chaos.ts";
@@ -125,9 +126,11 @@ Deno.test("chaos: a backend that closes its write side early: the client gets EO
     const payload = randomBytes(1024 * 1024);
     await writeAll(c, payload);
     await c.closeWrite();
-    await sleep(300);
+    await waitFor(
+      "every byte sent after the half-close to arrive",
+      () => receivedByBackend === payload.length,
+    );
     c.close();
-    assert.equal(receivedByBackend, payload.length, "every byte sent after the half-close arrived");
   } finally {
     await d.stop();
     await early.close();
