@@ -71,23 +71,6 @@ export function describeError(err: unknown): string {
   return String(err);
 }
 
-/** Longest piece of the operator's input an error message quotes. */
-export const QUOTE_LIMIT = 80;
-
-/**
- * `text` as a JSON string, cut to {@link QUOTE_LIMIT} characters with an
- * ellipsis and its full length: garbage input never floods a message.
- */
-export function quote(text: string): string {
-  if (text.length <= QUOTE_LIMIT) return JSON.stringify(text);
-  return `${JSON.stringify(text.slice(0, QUOTE_LIMIT))}… (${text.length} characters)`;
-}
-
-/** `n` with thousands separators: 10,000. */
-export function count(n: number): string {
-  return n.toLocaleString("en-US");
-}
-
 /**
  * Why a file-system call failed, in bal's words rather than the runtime's
  * ("Not a directory (os error 20)", "Requires all access to ...").

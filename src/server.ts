@@ -28,6 +28,7 @@ import {
   writeState,
 } from "./instance.ts";
 import { type LogFormat, logger, reopenLog, setLogLevel, setupLogging } from "./log.ts";
+import { plural } from "./text.ts";
 import type { StatePaths } from "./paths.ts";
 import { createRuntime, protectionOf, type Runtime, swapSnapshot } from "./snapshot.ts";
 import { VERSION } from "./build.ts";
@@ -269,8 +270,12 @@ function logStarted(running: Running): void {
   const backends = allBackends(config).length;
   log.info(
     config.single
-      ? "bal {version} listening on {listen}, {backends} backends, {method}, {workers} data planes"
-      : "bal {version}: {services} services ({where}), {backends} backends, {workers} data planes",
+      ? `bal {version} listening on {listen}, ${plural(backends, "backend")}, {method}, ${
+        plural(running.count, "data plane")
+      }`
+      : `bal {version}: {services} services ({where}), ${plural(backends, "backend")}, ${
+        plural(running.count, "data plane")
+      }`,
     {
       event: "started",
       version: VERSION,
@@ -328,7 +333,7 @@ function listenForSignals(running: Running) {
     if (signals === 1) return requested(signal);
     // A second Ctrl-C or TERM means "now": close what is left without waiting.
     const left = running.stats().reduce((sum, p) => sum + p.active, 0);
-    log.warn("{signal} again: closing the {left} connections still open", {
+    log.warn(`{signal} again: closing ${plural(left, "connection")} still open`, {
       event: "drain_forced",
       signal,
       left,
@@ -397,13 +402,17 @@ async function reload(running: Running): Promise<void> {
     }
     warnDeferred(running, next.config);
     running.checks.checkNow();
-    log.info("reloaded: generation {generation}, {backends} backends, listening on {listen}", {
-      event: "reload_ok",
-      generation: next.generation,
-      backends: allBackends(next.config).length,
-      listen: engine.listening()[next.config.services[0].name],
-      ...changes(before, next.config),
-    });
+    const backends = allBackends(next.config).length;
+    log.info(
+      `reloaded: generation {generation}, ${plural(backends, "backend")}, listening on {listen}`,
+      {
+        event: "reload_ok",
+        generation: next.generation,
+        backends,
+        listen: engine.listening()[next.config.services[0].name],
+        ...changes(before, next.config),
+      },
+    );
   }
   const listening = engine.listening();
   const { config, generation } = runtime.snapshot;
@@ -424,10 +433,15 @@ async function reload(running: Running): Promise<void> {
 /** Settings a reload cannot apply to what is already running, each said once. */
 function warnDeferred(running: Running, config: Config): void {
   if (workerCount(config.workers) !== running.count) {
-    log.warn("workers: a new count takes effect at restart; {planes} data planes keep running", {
-      event: "workers_unchanged",
-      planes: running.count,
-    });
+    log.warn(
+      `workers: a new count takes effect at restart; ${
+        plural(running.count, "data plane")
+      } keep running`,
+      {
+        event: "workers_unchanged",
+        planes: running.count,
+      },
+    );
   }
   for (const service of config.services) {
     const backlog = service.runtime.tcp_backlog;
@@ -467,12 +481,16 @@ async function shutdown(running: Running, signal: string): Promise<void> {
   const workersDrained = pool?.drain(drainMs) ?? Promise.resolve(0);
   await engine.stopAccepting();
   running.checks.stop();
-  log.info("{signal}: stopped accepting, draining {active} connections (up to {drain_ms} ms)", {
-    event: "stopping",
-    signal,
-    active: running.stats().reduce((sum, p) => sum + p.active, 0),
-    drain_ms: drainMs,
-  });
+  const active = running.stats().reduce((sum, p) => sum + p.active, 0);
+  log.info(
+    `{signal}: stopped accepting, draining ${plural(active, "connection")} (up to {drain_ms} ms)`,
+    {
+      event: "stopping",
+      signal,
+      active,
+      drain_ms: drainMs,
+    },
+  );
   running.state.status = "stopping";
   await running.saveState();
   await running.reloading;
@@ -480,10 +498,13 @@ async function shutdown(running: Running, signal: string): Promise<void> {
   pool?.terminate();
   const forced = forcedHere + forcedWorkers;
   if (forced > 0) {
-    log.warn("drain timeout: closed {forced} connections still open after {drain_ms} ms", {
-      event: "drain_timeout",
-      forced,
-      drain_ms: drainMs,
-    });
+    log.warn(
+      `drain timeout: closed ${plural(forced, "connection")} still open after {drain_ms} ms`,
+      {
+        event: "drain_timeout",
+        forced,
+        drain_ms: drainMs,
+      },
+    );
   }
 }

@@ -439,7 +439,7 @@ Deno.test("cli: foreground start logs readable lines, writes the pid file, and s
     assert.equal(out.code, 0, stderr);
     assert.match(
       stderr,
-      /INFO {2}server: bal \S+ listening on 127\.0\.0\.1:\d+, 1 backends, round_robin, 1 data planes \[started\]/,
+      /INFO {2}server: bal \S+ listening on 127\.0\.0\.1:\d+, 1 backend, round_robin, 1 data plane \[started\]/,
     );
     assert.match(stderr, /SIGINT: stopped accepting/);
     assert.equal(readPid(home), null);

@@ -617,3 +617,31 @@ Deno.test("edges 17: check -c FILE needs no state directory (HOME and BAL_HOME u
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^config OK: /);
 });
+
+Deno.test("edges 18: log lines agree with their counts (1 backend, 1 data plane, 1 connection)", async () => {
+  const echo = echoBackend();
+  const home = tempHome();
+  const port = freePort();
+  const d = await startDaemon(home, writeConfig(home, { port, backends: [echo.port] }), port);
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  await writeAll(c, text("x"));
+  await waitFor(
+    "the connection",
+    async () => JSON.parse((await bal(home, "status", "--json")).stdout).active_connections === 1,
+  );
+  const stop = spawnBal(home, "stop", "--timeout", "1");
+  try {
+    await stop.result();
+    const messages = d.log().map((l) => l.message as string);
+    assert.ok(
+      messages.some((m) => /, 1 backend, round_robin, 1 data plane$/.test(m)),
+      messages.join("\n"),
+    );
+    assert.ok(messages.some((m) => /draining 1 connection \(/.test(m)));
+    assert.ok(!messages.some((m) => /\b1 (backends|data planes|connections)\b/.test(m)));
+  } finally {
+    c.close();
+    if (alive(d.pid)) await d.stop();
+    await echo.close();
+  }
+});

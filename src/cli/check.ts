@@ -13,7 +13,8 @@ import {
   isWildcard,
   readConfig,
 } from "../config/mod.ts";
-import { ConfigError, count, quote } from "../errors.ts";
+import { ConfigError } from "../errors.ts";
+import { count, quote } from "../text.ts";
 import { readProc } from "../instance.ts";
 import { configPathOf, err, out, plural } from "./output.ts";
 

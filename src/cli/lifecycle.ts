@@ -7,7 +7,8 @@ import { findInstance } from "../instance.ts";
 import { readConfig } from "../config/mod.ts";
 import { graceful, ReloadRefused, stop } from "../control.ts";
 import { startDaemon } from "../daemon.ts";
-import { BalError, quote, StateError } from "../errors.ts";
+import { BalError, StateError } from "../errors.ts";
+import { quote } from "../text.ts";
 import { type StatePaths, statePaths } from "../paths.ts";
 import { configPathOf, err, out, plural } from "./output.ts";
 

@@ -5,6 +5,7 @@
  * @module
  */
 import { absolute, type StatePaths, statePaths } from "../paths.ts";
+export { plural } from "../text.ts";
 
 /** A line of output. */
 export const out = (line: string): void => console.log(line);
@@ -12,11 +13,6 @@ export const out = (line: string): void => console.log(line);
 /** A line on stderr; messages that already name bal ("bal is not running") are not prefixed twice. */
 export const err = (line: string): void =>
   console.error(line.startsWith("bal ") ? line : `bal: ${line}`);
-
-/** `n thing` or `n things`. */
-export function plural(n: number, thing: string): string {
-  return `${n} ${thing}${n === 1 ? "" : "s"}`;
-}
 
 /**
  * The config file a command uses: `-c FILE` made absolute, else the state

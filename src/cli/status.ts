@@ -4,7 +4,7 @@
  * @module
  */
 import { liveStatus } from "../control.ts";
-import { count } from "../errors.ts";
+import { count } from "../text.ts";
 import { WHY_PROTECTION, WHY_UNREACHABLE } from "../doctor.ts";
 import { statePaths } from "../paths.ts";
 import { type BackendStatus, listenAddress, type ServiceStatus, type Status } from "../status.ts";

@@ -10,7 +10,8 @@
  * @module
  */
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
-import { ConfigError, type ConfigLocation, ioReason, quote } from "../errors.ts";
+import { ConfigError, type ConfigLocation, ioReason } from "../errors.ts";
+import { quote } from "../text.ts";
 import { formatAddress, listenersOverlap, normalizeHost } from "./address.ts";
 import {
   boolField,

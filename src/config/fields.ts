@@ -5,7 +5,7 @@
  * @module
  */
 import { isMap, isPair, isScalar, isSeq, type Node } from "yaml";
-import { quote } from "../errors.ts";
+import { quote } from "../text.ts";
 import { normalizeHost } from "./address.ts";
 
 /** Reports a problem at a node: the key path and what is wrong. */

@@ -12,6 +12,7 @@
  */
 import type { Backend, Config, Service } from "../config/mod.ts";
 import { episode, logger, rateLimited } from "../log.ts";
+import { plural } from "../text.ts";
 import { type BackendView, nextBackend } from "../balance/select.ts";
 import { isClean } from "../health.ts";
 import { protectionOf, type Runtime } from "../snapshot.ts";
@@ -284,10 +285,13 @@ async function connectBackend(
 function connected(plane: Plane, backend: Backend): void {
   const failures = plane.gates.outOfResources.recover();
   if (failures !== null) {
-    log.info("backend connections open again after {failures} failed for lack of resources", {
-      event: "out_of_resources_ended",
-      failures,
-    });
+    log.info(
+      `backend connections open again after ${plural(failures, "failure")} for lack of resources`,
+      {
+        event: "out_of_resources_ended",
+        failures,
+      },
+    );
   }
   const { runtime } = plane;
   const state = runtime.health.get(backend.id);
@@ -374,12 +378,17 @@ function drainRemoved(plane: Plane, service: string, timeoutMs: number): void {
     plane.removedDrains.delete(timer);
     const forced = closeWhere(plane, (s) => s.service === service);
     if (forced > 0) {
-      log.warn("removed service {service}: closed {forced} connections left after {drain_ms} ms", {
-        event: "drain_timeout",
-        service,
-        forced,
-        drain_ms: timeoutMs,
-      });
+      log.warn(
+        `removed service {service}: closed ${
+          plural(forced, "connection")
+        } left after {drain_ms} ms`,
+        {
+          event: "drain_timeout",
+          service,
+          forced,
+          drain_ms: timeoutMs,
+        },
+      );
     }
   }, timeoutMs);
   Deno.unrefTimer(timer);

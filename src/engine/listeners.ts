@@ -8,6 +8,7 @@
 import { formatAddress, listenersOverlap } from "../config/mod.ts";
 import { ListenError } from "../errors.ts";
 import { episode, logger } from "../log.ts";
+import { plural } from "../text.ts";
 
 const log = logger("proxy");
 
@@ -110,7 +111,7 @@ async function acceptLoop(ls: Listeners, service: string, l: Deno.TcpListener): 
     }
     const failures = ls.acceptFailing.recover();
     if (failures !== null) {
-      log.info("accepting again after {failures} failed accepts", {
+      log.info(`accepting again after ${plural(failures, "failed accept")}`, {
         event: "accept_recovered",
         failures,
       });

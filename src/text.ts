@@ -1,0 +1,28 @@
+/**
+ * Small pieces of operator-facing text: quoting the operator's input,
+ * counting and pluralizing. Shared by errors, the CLI and log messages.
+ *
+ * @module
+ */
+
+/** Longest piece of the operator's input an error message quotes. */
+export const QUOTE_LIMIT = 80;
+
+/**
+ * `text` as a JSON string, cut to {@link QUOTE_LIMIT} characters with an
+ * ellipsis and its full length: garbage input never floods a message.
+ */
+export function quote(text: string): string {
+  if (text.length <= QUOTE_LIMIT) return JSON.stringify(text);
+  return `${JSON.stringify(text.slice(0, QUOTE_LIMIT))}… (${text.length} characters)`;
+}
+
+/** `n` with thousands separators: 10,000. */
+export function count(n: number): string {
+  return n.toLocaleString("en-US");
+}
+
+/** `1 backend`, `2 backends`: `n` (with thousands separators) and the noun agreeing with it. */
+export function plural(n: number, noun: string): string {
+  return `${count(n)} ${noun}${n === 1 ? "" : "s"}`;
+}
