@@ -20,6 +20,7 @@ import {
   startDaemon,
   tempHome,
   text,
+  waitActive,
   waitFor,
   writeAll,
   writeConfig,
@@ -176,10 +177,7 @@ Deno.test("edges 4: every client is counted once, under what became of it", asyn
       c.close();
     }
     held.close();
-    await waitFor(
-      "the held client to end",
-      async () => JSON.parse((await bal(home, "status", "--json")).stdout).active_connections === 0,
-    );
+    await waitActive(home, 0);
     assert.equal(
       (await bal(home, "backend", "disable", "default", `127.0.0.1:${echo.port}`)).code,
       0,
@@ -535,10 +533,7 @@ Deno.test("edges 15: stop says what it waits for, counts down, and --timeout / -
   };
   try {
     const [one, two] = [await open(), await open()];
-    await waitFor(
-      "both connections",
-      async () => JSON.parse((await bal(home, "status", "--json")).stdout).active_connections === 2,
-    );
+    await waitActive(home, 2);
     const stop = spawnBal(home, "stop");
     await new Promise((r) => setTimeout(r, 1200));
     one.close();
@@ -552,10 +547,7 @@ Deno.test("edges 15: stop says what it waits for, counts down, and --timeout / -
 
     d = await startDaemon(home, config, port);
     const held = await open();
-    await waitFor(
-      "the connection",
-      async () => JSON.parse((await bal(home, "status", "--json")).stdout).active_connections === 1,
-    );
+    await waitActive(home, 1);
     const started = Date.now();
     const timed = await bal(home, "stop", "--timeout", "1");
     assert.equal(timed.code, 0, timed.stderr);
@@ -567,10 +559,7 @@ Deno.test("edges 15: stop says what it waits for, counts down, and --timeout / -
 
     d = await startDaemon(home, config, port);
     const forced = await open();
-    await waitFor(
-      "the connection",
-      async () => JSON.parse((await bal(home, "status", "--json")).stdout).active_connections === 1,
-    );
+    await waitActive(home, 1);
     const f = await bal(home, "stop", "--force");
     assert.equal(f.code, 0, f.stderr);
     assert.match(f.stdout, /draining 1 connection \(closing them now\)/);
@@ -628,10 +617,7 @@ Deno.test("edges 18: log lines agree with their counts (1 backend, 1 data plane,
   const d = await startDaemon(home, writeConfig(home, { port, backends: [echo.port] }), port);
   const c = await Deno.connect({ hostname: "127.0.0.1", port });
   await writeAll(c, text("x"));
-  await waitFor(
-    "the connection",
-    async () => JSON.parse((await bal(home, "status", "--json")).stdout).active_connections === 1,
-  );
+  await waitActive(home, 1);
   const stop = spawnBal(home, "stop", "--timeout", "1");
   try {
     await stop.result();

@@ -199,6 +199,14 @@ export async function checkRounds(home: string, address: string, rounds: number)
   );
 }
 
+/** Waits until `bal status` shows `n` active connections in all. */
+export async function waitActive(home: string, n: number): Promise<void> {
+  await waitFor(`${n} active connections`, async () => {
+    const r = await bal(home, "status", "--json");
+    return JSON.parse(r.stdout).active_connections === n;
+  });
+}
+
 /** Reads the pid file, or null. */
 export function readPid(home: string): number | null {
   try {

@@ -42,17 +42,10 @@ export interface ServiceCounters {
   idle_closed: number;
 }
 
-/** Everything one data plane counted, as the control plane collects it. */
-export interface PlaneStats {
+/** Everything one data plane counted, as the control plane collects it; the totals are over every service. */
+export interface PlaneStats extends ServiceCounters {
   /** 0 for the main thread, 1.. for worker threads. */
   id: number;
-  /** Totals over every service. */
-  accepted: number;
-  active: number;
-  served: number;
-  rejected: number;
-  no_backend: number;
-  idle_closed: number;
   services: Record<string, ServiceCounters>;
   /** By backend id (`service/host:port`). */
   backends: Record<string, BackendCounters>;
