@@ -16,8 +16,13 @@ import {
   workerCount,
 } from "./config/mod.ts";
 import { describeError, ListenError, StateError } from "./errors.ts";
-import { type HealthChecks, recordNoBackend, recordResult, startHealthChecks } from "./checker.ts";
-import type { Observation } from "./health.ts";
+import {
+  type HealthChecks,
+  recordNoBackend,
+  recordResult,
+  startHealthChecks,
+} from "./health/checker.ts";
+import type { Observation } from "./health/state.ts";
 import {
   type InstanceState,
   lockInstance,

@@ -6,8 +6,8 @@
  * @module
  */
 import { allBackends, type Backend, type Config, type Service } from "./config/mod.ts";
-import { type HealthTable, syncHealth } from "./health.ts";
-import { initialProtection, type ProtectionState } from "./protection.ts";
+import { type HealthTable, syncHealth } from "./health/state.ts";
+import { initialProtection, type ProtectionState } from "./health/protection.ts";
 import { type AdminTable, pruneAdmin } from "./balance/admin.ts";
 import { type Balancer, createBalancer } from "./balance/balancer.ts";
 

@@ -6,8 +6,8 @@
  * @module
  */
 import { formatAddress, type RuntimeSettings, type Service } from "./config/mod.ts";
-import { type HealthState, isCooling } from "./health.ts";
-import { initialProtection, type ProtectionState } from "./protection.ts";
+import { type AgentState, type HealthState, isCooling } from "./health/state.ts";
+import { initialProtection, type ProtectionState } from "./health/protection.ts";
 import type { ReloadOutcome } from "./instance.ts";
 import { type AdminState, type BackendAdmin, weightOf } from "./balance/admin.ts";
 import { backendTotal, type PlaneStats, serviceTotal } from "./engine/counters.ts";
@@ -41,6 +41,14 @@ export interface BackendStatus {
   /** Bytes from clients to the backend, and back. */
   bytes_in: number;
   bytes_out: number;
+  /** Its health check's type (`tcp`, `send_expect`, `http`, `tls`, `agent`). */
+  check_type: string;
+  /** What its agent last said, or null. */
+  agent: AgentState | null;
+  /** Left of slow start's ramp after it came back up, or null. */
+  slow_start_remaining_ms: number | null;
+  /** When its TLS certificate expires (from a `tls` check), or null. */
+  cert_expires_at: string | null;
 }
 
 /** One service as `bal status --json` shows it (also, for the first, at the top level). */
@@ -151,7 +159,17 @@ function backendStatus(
     connections_served: c.served,
     bytes_in: c.bytes_in,
     bytes_out: c.bytes_out,
+    check_type: b.check.type,
+    agent: h?.agent ?? null,
+    slow_start_remaining_ms: slowStartLeft(h, input.snapshot.services.get(b.service), input.now),
+    cert_expires_at: iso(h?.cert_expires_at ?? null),
   };
+}
+
+function slowStartLeft(h: HealthState | undefined, s: Service | undefined, now: number) {
+  const ms = s?.runtime.slow_start_ms ?? 0;
+  if (!h?.up_since || ms === 0 || now - h.up_since >= ms) return null;
+  return ms - (now - h.up_since);
 }
 
 /** One service's live status. */

@@ -9,7 +9,7 @@ import type { Backend } from "../src/config/mod.ts";
 import { type Balancer, type Candidate, createBalancer } from "../src/balance/balancer.ts";
 import { type BackendView, nextBackend, tier } from "../src/balance/select.ts";
 import { ADMIN_DEFAULT, applyAdmin } from "../src/balance/admin.ts";
-import { initialHealth } from "../src/health.ts";
+import { initialHealth } from "../src/health/state.ts";
 
 /** A small seeded PRNG (mulberry32): distributions are exact and repeatable. */
 function seeded(seed: number): () => number {

@@ -58,6 +58,7 @@ Deno.test("config: the default file parses to the documented defaults", () => {
     max_concurrent_connections: 4000,
     connection_idle_timeout_ms: 120000,
     tcp_backlog: 4096,
+    slow_start_ms: 0,
     overload_policy: "reject",
   });
 });
@@ -350,7 +351,7 @@ Deno.test("config: unknown keys are errors with a did-you-mean hint", () => {
   );
   assert.match(
     only(`zzz: 1\n${ONE}`),
-    /zzz: unknown key; expected one of: port, bind_address, method, backends, log_level, workers, runtime, services/,
+    /zzz: unknown key; expected one of: port, bind_address, method, backends, health_check, log_level, workers, runtime, services/,
   );
 });
 

@@ -288,6 +288,7 @@ Deno.test("reload: every runtime key is reloaded without a restart (status shows
     max_concurrent_connections: 100,
     connection_idle_timeout_ms: 60_000,
     tcp_backlog: 1024,
+    slow_start_ms: 0,
   };
   const after = {
     health_check_interval_ms: 300,
@@ -306,6 +307,7 @@ Deno.test("reload: every runtime key is reloaded without a restart (status shows
     max_concurrent_connections: 1,
     connection_idle_timeout_ms: 50_000,
     tcp_backlog: 2048,
+    slow_start_ms: 500,
   };
   const config = writeConfig(home, { port, backends: [dead, echo.port], runtime: before });
   const d = await startDaemon(home, config, port);

@@ -13,7 +13,7 @@
  * @module
  */
 import type { Backend } from "../config/mod.ts";
-import { type HealthState, isCooling } from "../health.ts";
+import { type HealthState, isCooling } from "../health/state.ts";
 import type { BackendAdmin } from "./admin.ts";
 import { weightOf } from "./admin.ts";
 import type { Balancer, Candidate, PickContext } from "./balancer.ts";
@@ -34,10 +34,30 @@ export interface BackendView {
 export function tier(view: BackendView, now: number): number | null {
   const { backend, health, admin, active } = view;
   if (admin && admin.state !== "enabled") return null;
-  if (weightOf(backend, admin) === 0) return null;
+  if (health?.agent && health.agent.mode !== "ready") return null;
+  if (weightOf(backend, admin) === 0 || health?.agent?.weight_percent === 0) return null;
   if (backend.max_connections !== null && active >= backend.max_connections) return null;
   const condition = !health ? 0 : isCooling(health, now) ? 4 : health.healthy ? 0 : 2;
   return condition + (backend.backup ? 1 : 0);
+}
+
+/** Where slow start begins: a backend back up gets this share of its weight at first. */
+export const SLOW_START_FLOOR = 0.1;
+
+/**
+ * The weight a backend takes new clients with at `now`: the operator's or
+ * the config's, times its agent's percentage, times slow start's ramp
+ * (from 10 % to 100 % over `slowStartMs` after it came back up).
+ */
+export function effectiveWeight(view: BackendView, now: number, slowStartMs: number): number {
+  const { health } = view;
+  let weight = weightOf(view.backend, view.admin);
+  if (health?.agent?.weight_percent != null) weight *= health.agent.weight_percent / 100;
+  const since = health?.up_since;
+  if (slowStartMs > 0 && since != null && now - since < slowStartMs) {
+    weight *= SLOW_START_FLOOR + (1 - SLOW_START_FLOOR) * Math.max(0, now - since) / slowStartMs;
+  }
+  return weight;
 }
 
 /**
@@ -50,6 +70,7 @@ export function nextBackend(
   balancer: Balancer,
   ctx: PickContext,
   now: number,
+  slowStartMs = 0,
 ): Backend | null {
   let best = Infinity;
   let pool: Candidate[] = [];
@@ -60,7 +81,7 @@ export function nextBackend(
     if (t < best) [best, pool] = [t, []];
     pool.push({
       backend: view.backend,
-      weight: weightOf(view.backend, view.admin),
+      weight: effectiveWeight(view, now, slowStartMs),
       active: view.active,
     });
   }

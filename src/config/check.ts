@@ -25,6 +25,7 @@ import {
   type Report,
 } from "./fields.ts";
 import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./runtime.ts";
+import { healthCheckOf, tcpCheck } from "./health_check.ts";
 import {
   type Backend,
   type Config,
@@ -59,11 +60,18 @@ interface Notes {
 
 /** Keys of the single-service form, which live inside a service in the `services:` form. */
 const SERVICE_FORM_KEYS = ["port", "bind_address", "method", "backends"];
-const TOP_KEYS = [...SERVICE_FORM_KEYS, "log_level", "workers", "runtime", "services"];
+const TOP_KEYS = [
+  ...SERVICE_FORM_KEYS,
+  "health_check",
+  "log_level",
+  "workers",
+  "runtime",
+  "services",
+];
 /** Keys of configs written for older bal versions, read and ignored. */
 const LEGACY_KEYS = ["mode"];
-const SERVICE_KEYS = ["name", ...SERVICE_FORM_KEYS, "runtime"];
-const BACKEND_KEYS = ["host", "port", "weight", "backup", "max_connections"];
+const SERVICE_KEYS = ["name", ...SERVICE_FORM_KEYS, "health_check", "runtime"];
+const BACKEND_KEYS = ["host", "port", "weight", "backup", "max_connections", "health_check"];
 const PORT_RULE = { default: DEFAULTS.port, min: 1, max: 65535 };
 const SERVICE_NAME = /^[a-z0-9_-]{1,32}$/;
 
@@ -269,16 +277,34 @@ function serviceOf(
     );
   }
   const method = enumField(fields.get("method"), key("method"), METHODS, DEFAULTS.method, at);
-  const backends = backendsOf(fields.get("backends"), key("backends"), name, node, at);
+  const parsed = backendsOf(fields.get("backends"), key("backends"), name, node, at);
   const layers = [global];
   if (prefix) layers.push(runtimeLayer(fields.get("runtime"), key("runtime"), at, atServiceLevel));
-  const runtime = mergeRuntime(backends?.length ?? 0, layers, at);
-  if (!backends || bind_address === undefined) return undefined;
+  const runtime = mergeRuntime(parsed?.length ?? 0, layers, at);
+  // Checks are timed by the runtime keys, which depend on how many backends there are.
+  const serviceCheck = healthCheckOf(
+    fields.get("health_check"),
+    key("health_check"),
+    tcpCheck(runtime),
+    runtime,
+    at,
+  );
+  if (!parsed || bind_address === undefined) return undefined;
+  const backends = parsed.map(({ backend, check }) => ({
+    ...backend,
+    check: healthCheckOf(check?.field, `${check?.path}`, serviceCheck, runtime, at),
+  }));
   return { name, bind_address, port, method, backends, runtime };
 }
 
 const atServiceLevel = (name: string) =>
   SERVICE_KEYS.includes(name) && name !== "runtime" ? "; it belongs in the service itself" : "";
+
+/** A backend before its check is resolved, and its own `health_check:` if it has one. */
+interface ParsedBackend {
+  backend: Omit<Backend, "check">;
+  check?: { field: Field; path: string };
+}
 
 function backendsOf(
   field: Field | undefined,
@@ -286,7 +312,7 @@ function backendsOf(
   service: string,
   parent: Node,
   at: Report,
-): Backend[] | undefined {
+): ParsedBackend[] | undefined {
   if (!field) {
     at(
       parent,
@@ -303,19 +329,20 @@ function backendsOf(
     );
     return undefined;
   }
-  const backends: Backend[] = [];
+  const backends: ParsedBackend[] = [];
   const seen = new Map<string, number>();
   field.value.items.forEach((item, i) => {
     const itemPath = `${path}[${i}]`;
-    const backend = backendItem(item as Node, itemPath, service, at);
-    if (!backend) return;
+    const parsed = backendItem(item as Node, itemPath, service, at);
+    if (!parsed) return;
+    const { backend } = parsed;
     const first = seen.get(backend.address);
     if (first !== undefined) {
       at(item as Node, itemPath, `duplicate backend ${backend.address} (also ${path}[${first}])`);
       return;
     }
     seen.set(backend.address, i);
-    backends.push(backend);
+    backends.push(parsed);
   });
   return backends;
 }
@@ -330,13 +357,18 @@ function backend(
     backup: false,
     max_connections: null,
   },
-): Backend {
+): Omit<Backend, "check"> {
   const address = formatAddress(host, port);
   return { host, port, address, service, id: `${service}/${address}`, ...extra };
 }
 
 /** One backend: `{host, port, weight?, backup?, max_connections?}`, or the shorthand `host:port`. */
-function backendItem(item: Node, path: string, service: string, at: Report): Backend | undefined {
+function backendItem(
+  item: Node,
+  path: string,
+  service: string,
+  at: Report,
+): ParsedBackend | undefined {
   if (isScalar(item) && typeof item.value === "string") {
     const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(item.value.trim());
     const host = m ? normalizeHost(m[1]) : undefined;
@@ -349,7 +381,7 @@ function backendItem(item: Node, path: string, service: string, at: Report): Bac
       );
       return undefined;
     }
-    return backend(service, host, port);
+    return { backend: backend(service, host, port) };
   }
   if (!isMap(item)) {
     at(item, path, `expected a mapping {host, port}, got ${describeNode(item)}`);
@@ -374,7 +406,11 @@ function backendItem(item: Node, path: string, service: string, at: Report): Bac
     ? intField(max, `${path}.max_connections`, { default: 0, min: 1, max: 1_000_000 }, at)
     : null;
   if (host === undefined) return undefined;
-  return backend(service, host, port, { weight, backup, max_connections });
+  const check = fields.get("health_check");
+  return {
+    backend: backend(service, host, port, { weight, backup, max_connections }),
+    check: check && { field: check, path: `${path}.health_check` },
+  };
 }
 
 function workersField(field: Field | undefined, at: Report): Workers {

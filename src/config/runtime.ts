@@ -55,6 +55,8 @@ export const RUNTIME_RULES: { readonly [K in keyof IntSettings]: IntRule } = {
   connection_idle_timeout_ms: { min: 0, max: DAY_MS, tuned: same(120000) },
   // Linux caps it at net.core.somaxconn (4096 by default since 5.4).
   tcp_backlog: { min: 1, max: 65535, tuned: same(4096) },
+  // 0 turns slow start off: a backend that comes back up gets its full share at once.
+  slow_start_ms: { min: 0, max: DAY_MS, tuned: same(0) },
 };
 
 /** Every key a `runtime:` block may hold. */
@@ -166,5 +168,6 @@ export const RUNTIME_NOTES: { readonly [K in keyof RuntimeSettings]: string } = 
   connection_idle_timeout_ms: "no byte either way for this long: closed; 0 = never",
   tcp_backlog:
     "clients waiting to be accepted; the kernel caps it at net.core.somaxconn. Set when the listener opens",
+  slow_start_ms: "a backend back up ramps from 10 % to its full weight over this long; 0 = at once",
   overload_policy: "reject: closed at once, counted, logged once a second",
 };

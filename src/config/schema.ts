@@ -36,6 +36,69 @@ export interface Backend {
   readonly backup: boolean;
   /** New clients skip it at this many live connections (per data plane); null: no limit. */
   readonly max_connections: number | null;
+  /** How its health is checked (its own `health_check:`, else its service's, else TCP). */
+  readonly check: HealthCheck;
+}
+
+/** Kinds of active health check. */
+export const CHECK_TYPES = ["tcp", "send_expect", "http", "tls", "agent"] as const;
+/** A kind of active health check. */
+export type CheckType = typeof CHECK_TYPES[number];
+
+/** One step of a send/expect check; bytes are kept as hex so a config stays plain data. */
+export type CheckStep =
+  | { readonly kind: "send"; readonly hex: string; readonly label: string }
+  | {
+    readonly kind: "expect";
+    /** How `value` is matched against the bytes received so far. */
+    readonly match: "string" | "regex" | "hex";
+    /** The bytes as hex for `string` and `hex`; the pattern for `regex`. */
+    readonly value: string;
+    readonly label: string;
+  };
+
+/** What an `http` check asks and accepts. */
+export interface HttpCheck {
+  readonly method: string;
+  readonly path: string;
+  /** The Host header; null: the backend's host. */
+  readonly host: string | null;
+  readonly headers: Readonly<Record<string, string>>;
+  /** Accepted status codes as inclusive ranges. */
+  readonly expect_status: readonly (readonly [number, number])[];
+  /** A regex the body must match, or null. */
+  readonly expect_body: string | null;
+}
+
+/** How a check speaks TLS. */
+export interface TlsCheck {
+  /** SNI and the name verified; null: the backend's host. */
+  readonly server_name: string | null;
+  /** Verify the certificate (off by default: backends often use private CAs). */
+  readonly verify: boolean;
+  /** CA bundle to verify against when `verify`; null: the system's. */
+  readonly ca_file: string | null;
+}
+
+/** A backend's active health check, with its timing resolved. */
+export interface HealthCheck {
+  readonly type: CheckType;
+  readonly interval_ms: number;
+  readonly timeout_ms: number;
+  readonly fail_threshold: number;
+  readonly success_threshold: number;
+  /** Port to check instead of the traffic port, or null. */
+  readonly port: number | null;
+  /** `send_expect`: the steps, in order. */
+  readonly steps: readonly CheckStep[];
+  /** `http`: the request and what to accept. */
+  readonly http: HttpCheck | null;
+  /** `tls`, or `http` with `tls: true`. */
+  readonly tls: TlsCheck | null;
+  /** `tls`: warn when the certificate expires within this many days. */
+  readonly expiry_warning_days: number;
+  /** `agent`: the port the agent answers on. */
+  readonly agent_port: number | null;
 }
 
 /** The integer knobs under `runtime:`. */
@@ -56,6 +119,7 @@ export interface IntSettings {
   readonly max_concurrent_connections: number;
   readonly connection_idle_timeout_ms: number;
   readonly tcp_backlog: number;
+  readonly slow_start_ms: number;
 }
 
 /** What happens to a client beyond `max_concurrent_connections`. */

@@ -14,7 +14,7 @@ import type { Backend, Config, Service } from "../config/mod.ts";
 import { episode, logger, rateLimited } from "../log.ts";
 import { plural } from "../text.ts";
 import { type BackendView, nextBackend } from "../balance/select.ts";
-import { isClean } from "../health.ts";
+import { isClean } from "../health/state.ts";
 import { protectionOf, type Runtime } from "../snapshot.ts";
 import { dial, DialError } from "./dial.ts";
 import type { Engine, EngineOptions } from "./engine.ts";
@@ -251,7 +251,14 @@ async function connectBackend(
   const ctx = { client: clientIp, random: Math.random };
   const attempts = service.runtime.max_failover_attempts;
   while (tried.size < attempts) {
-    const backend = nextBackend(views(plane, service), tried, balancer, ctx, Date.now());
+    const backend = nextBackend(
+      views(plane, service),
+      tried,
+      balancer,
+      ctx,
+      Date.now(),
+      service.runtime.slow_start_ms,
+    );
     if (!backend) break;
     tried.add(backend.id);
     const counters = countersOf(plane, backend.id);

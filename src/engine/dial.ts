@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { FailureKind } from "../health.ts";
+import type { FailureKind } from "../health/state.ts";
 
 /**
  * Why a connect failed: the backend's side ({@link FailureKind}), or

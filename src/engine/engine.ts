@@ -9,7 +9,7 @@
  * @module
  */
 import type { Backend, Config } from "../config/mod.ts";
-import type { Observation } from "../health.ts";
+import type { Observation } from "../health/state.ts";
 import type { PlaneStats } from "./counters.ts";
 
 /** The running data plane of one thread. */

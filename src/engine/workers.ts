@@ -10,8 +10,8 @@
  */
 import type { Backend, Config } from "../config/mod.ts";
 import { ListenError } from "../errors.ts";
-import type { HealthState, Observation } from "../health.ts";
-import type { ProtectionState } from "../protection.ts";
+import type { HealthState, Observation } from "../health/state.ts";
+import type { ProtectionState } from "../health/protection.ts";
 import type { BackendAdmin } from "../balance/admin.ts";
 import { emitForwarded } from "../log.ts";
 import type { PlaneStats } from "./counters.ts";

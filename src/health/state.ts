@@ -16,6 +16,17 @@
 /** Why a connect failed. */
 export type FailureKind = "timeout" | "refused" | "other";
 
+/**
+ * What an agent check last said (HAProxy's agent-check, documented subset):
+ * `ready` takes clients, `drain` and `maint` take none; a percentage scales
+ * the weight.
+ */
+export interface AgentState {
+  readonly mode: "ready" | "drain" | "maint";
+  /** Share of the configured weight, 0-100; null: the full weight. */
+  readonly weight_percent: number | null;
+}
+
 /** One backend's health. */
 export interface HealthState {
   readonly healthy: boolean;
@@ -31,6 +42,12 @@ export interface HealthState {
   readonly connect_failure_streak: number;
   /** Epoch ms until which new clients skip this backend, or null. */
   readonly cooldown_until: number | null;
+  /** Epoch ms it last came back up (slow start ramps from there), or null. */
+  readonly up_since: number | null;
+  /** What its agent last said, or null without an agent check. */
+  readonly agent: AgentState | null;
+  /** Epoch ms its TLS certificate expires (from a `tls` check), or null. */
+  readonly cert_expires_at: number | null;
 }
 
 /** The `runtime:` knobs the state machine follows. */
@@ -51,6 +68,10 @@ export interface Observation {
   readonly source: "check" | "connect";
   readonly error?: string;
   readonly kind?: FailureKind;
+  /** An agent check's answer. */
+  readonly agent?: AgentState;
+  /** A TLS check's certificate expiry (epoch ms). */
+  readonly cert_expires_at?: number;
 }
 
 /** The state of a backend bal has not checked yet. */
@@ -64,6 +85,9 @@ export function initialHealth(): HealthState {
     last_error: null,
     connect_failure_streak: 0,
     cooldown_until: null,
+    up_since: null,
+    agent: null,
+    cert_expires_at: null,
   };
 }
 
@@ -88,10 +112,15 @@ export function observe(state: HealthState, obs: Observation, p: HealthPolicy): 
   const check = obs.source === "check";
   const last_check_at = check ? obs.at : state.last_check_at;
   const last_check_ok = check ? obs.ok : state.last_check_ok;
+  const reported = {
+    agent: obs.agent ?? state.agent,
+    cert_expires_at: obs.cert_expires_at ?? state.cert_expires_at,
+  };
   if (obs.ok) {
     const successes = state.consecutive_successes + 1;
+    const healthy = state.healthy || successes >= p.success;
     return {
-      healthy: state.healthy || successes >= p.success,
+      healthy,
       consecutive_failures: 0,
       consecutive_successes: successes,
       last_check_at,
@@ -99,6 +128,8 @@ export function observe(state: HealthState, obs: Observation, p: HealthPolicy): 
       last_error: null,
       connect_failure_streak: 0,
       cooldown_until: null,
+      up_since: healthy && !state.healthy ? obs.at : state.up_since,
+      ...reported,
     };
   }
   const failures = state.consecutive_failures + 1;
@@ -114,6 +145,8 @@ export function observe(state: HealthState, obs: Observation, p: HealthPolicy): 
     cooldown_until: obs.source === "connect"
       ? obs.at + cooldownFor(streak, p)
       : state.cooldown_until,
+    up_since: state.up_since,
+    ...reported,
   };
 }
 

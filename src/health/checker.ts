@@ -6,11 +6,10 @@
  *
  * @module
  */
-import type { Backend, RuntimeSettings } from "./config/mod.ts";
-import { dial, DialError } from "./engine/dial.ts";
-import { describeError } from "./errors.ts";
-import { type FailureKind, type HealthPolicy, type Observation, observe } from "./health.ts";
-import { logger } from "./log.ts";
+import type { Backend, RuntimeSettings } from "../config/mod.ts";
+import { type HealthPolicy, type Observation, observe } from "./state.ts";
+import { probe } from "./probe.ts";
+import { logger } from "../log.ts";
 import {
   protectionFailure,
   protectionNoBackend,
@@ -18,14 +17,14 @@ import {
   type ProtectionState,
   protectionSuccess,
 } from "./protection.ts";
-import { protectionOf, type Runtime } from "./snapshot.ts";
+import { protectionOf, type Runtime } from "../snapshot.ts";
 
 const log = logger("health");
 
-function healthPolicy(r: RuntimeSettings, protection: boolean): HealthPolicy {
+function healthPolicy(backend: Backend, r: RuntimeSettings, protection: boolean): HealthPolicy {
   return {
-    fail: r.health_check_fail_threshold,
-    success: r.health_check_success_threshold,
+    fail: backend.check.fail_threshold,
+    success: backend.check.success_threshold,
     backoffInitialMs: r.failover_backoff_initial_ms,
     backoffMaxMs: r.failover_backoff_max_ms,
     cooldownMs: r.backend_cooldown_ms,
@@ -52,7 +51,7 @@ export function recordResult(runtime: Runtime, backend: Backend, obs: Observatio
   if (!before || !service) return;
   const settings = service.runtime;
   const protection = protectionOf(runtime, service.name);
-  const after = observe(before, obs, healthPolicy(settings, protection.enabled));
+  const after = observe(before, obs, healthPolicy(backend, settings, protection.enabled));
   runtime.health.set(backend.id, after);
   const names = { service: service.name, backend: backend.address };
   if (before.healthy && !after.healthy) {
@@ -112,30 +111,6 @@ function setProtection(runtime: Runtime, service: string, next: ProtectionState)
   }
 }
 
-/**
- * Connects to the backend and closes at once: reachable or not. Null when
- * the connect failed for a reason of this machine (out of file
- * descriptors), which says nothing about the backend.
- */
-export async function probe(backend: Backend, timeoutMs: number): Promise<Observation | null> {
-  const failed = (kind: FailureKind, error: string): Observation => ({
-    ok: false,
-    at: Date.now(),
-    source: "check",
-    kind,
-    error,
-  });
-  try {
-    const conn = await dial(backend.host, backend.port, timeoutMs);
-    conn.close();
-    return { ok: true, at: Date.now(), source: "check" };
-  } catch (err) {
-    // Anything unexpected is a failed check, never the end of the check loop.
-    if (!(err instanceof DialError)) return failed("other", describeError(err));
-    return err.kind === "local" ? null : failed(err.kind, err.message);
-  }
-}
-
 /** A running health-check loop. */
 export interface HealthChecks {
   /** Starts a round now instead of waiting for the interval (after a reload). */
@@ -148,11 +123,10 @@ export interface HealthChecks {
 export type Recorder = (backend: Backend, obs: Observation) => void;
 
 /**
- * Checks every backend of every service of the current snapshot now, then
- * each service again `health_check_interval_ms` after its last round ended
- * (a round waits for its slowest check, so a service's checks never
- * overlap). Intervals are read afresh each round, so a reload applies
- * them. Results go to `record`.
+ * Checks every backend now, then each again its check's `interval_ms`
+ * after its last check ended (a check never overlaps its own next one).
+ * Intervals are read afresh from the snapshot, so a reload applies them.
+ * Results go to `record`.
  */
 export function startHealthChecks(
   runtime: Runtime,
@@ -160,31 +134,31 @@ export function startHealthChecks(
 ): HealthChecks {
   let stopped = false;
   let wake: (() => void) | null = null;
-  // Epoch ms of each service's next round; absent: due now.
+  // Epoch ms of each backend's next check, by id; absent: due now.
   const due = new Map<string, number>();
   const running = new Set<string>();
+  const expiry = expiryWarnings();
 
-  const round = async (name: string) => {
-    const service = runtime.snapshot.services.get(name);
-    if (!service) return;
-    const timeout = service.runtime.health_check_timeout_ms;
-    await Promise.all(service.backends.map(async (backend) => {
-      const obs = await probe(backend, timeout);
-      if (obs && !stopped) record(backend, obs);
-    }));
+  const check = async (id: string) => {
+    const backend = runtime.snapshot.backends.get(id);
+    if (!backend) return;
+    const obs = await probe(backend, runtime.health.get(id));
+    if (!obs || stopped) return;
+    record(backend, obs);
+    expiry(backend, obs);
   };
 
   const startDue = (now: number) => {
-    const { services } = runtime.snapshot;
-    for (const name of due.keys()) if (!services.has(name)) due.delete(name);
-    for (const name of services.keys()) {
-      if (running.has(name) || (due.get(name) ?? 0) > now) continue;
-      running.add(name);
-      round(name).finally(() => {
-        running.delete(name);
-        const interval = runtime.snapshot.services.get(name)?.runtime.health_check_interval_ms;
-        if (interval === undefined) due.delete(name);
-        else due.set(name, Date.now() + interval);
+    const { backends } = runtime.snapshot;
+    for (const id of due.keys()) if (!backends.has(id)) due.delete(id);
+    for (const id of backends.keys()) {
+      if (running.has(id) || (due.get(id) ?? 0) > now) continue;
+      running.add(id);
+      check(id).finally(() => {
+        running.delete(id);
+        const interval = runtime.snapshot.backends.get(id)?.check.interval_ms;
+        if (interval === undefined) due.delete(id);
+        else due.set(id, Date.now() + interval);
         wake?.();
       });
     }
@@ -194,9 +168,10 @@ export function startHealthChecks(
     while (!stopped) {
       const now = Date.now();
       startDue(now);
-      const waiting = [...due].filter(([name]) => !running.has(name)).map(([, at]) => at);
-      // With every round under way, a round's end wakes the loop.
-      const delay = waiting.length ? Math.max(0, Math.min(...waiting) - now) : 60_000;
+      let next = Infinity;
+      for (const [id, at] of due) if (!running.has(id) && at < next) next = at;
+      // With every check under way, a check's end wakes the loop.
+      const delay = Number.isFinite(next) ? Math.max(0, next - now) : 60_000;
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         wake = resolve;
@@ -219,5 +194,28 @@ export function startHealthChecks(
       stopped = true;
       wake?.();
     },
+  };
+}
+
+/** A day: how often one backend's expiring certificate is mentioned again. */
+const DAY_MS = 86_400_000;
+
+/** Warns, at most once a day per backend, of a TLS certificate expiring within its warning days. */
+function expiryWarnings(): (backend: Backend, obs: Observation) => void {
+  const said = new Map<string, number>();
+  return (backend, obs) => {
+    const expires = obs.cert_expires_at;
+    if (expires === undefined) return;
+    const days = (expires - obs.at) / DAY_MS;
+    if (days > backend.check.expiry_warning_days) return;
+    if (obs.at - (said.get(backend.id) ?? -Infinity) < DAY_MS) return;
+    said.set(backend.id, obs.at);
+    log.warn("the TLS certificate of {backend} ({service}) expires in {days} days", {
+      event: "certificate_expiring",
+      service: backend.service,
+      backend: backend.address,
+      days: Math.floor(days),
+      expires_at: new Date(expires).toISOString(),
+    });
   };
 }
