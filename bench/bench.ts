@@ -14,6 +14,7 @@
  * @module
  */
 import { RUN_FLAGS } from "../src/build.ts";
+import { freePort } from "../tests/ports.ts";
 
 const args = Deno.args;
 const quick = args.includes("--quick");
@@ -82,13 +83,6 @@ async function run(argv: string[]): Promise<string> {
     throw new Error(`${argv.join(" ")}: ${new TextDecoder().decode(out.stderr).slice(0, 300)}`);
   }
   return new TextDecoder().decode(out.stdout);
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const p = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return p;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -160,7 +154,10 @@ interface Running {
 
 interface Target {
   name: string;
-  start(backends: number[], opts?: { workers?: number; cpu?: number | null }): Promise<Running>;
+  start(
+    backends: number[],
+    opts?: { workers?: number; cpu?: number | null; extra?: string[] },
+  ): Promise<Running>;
 }
 
 async function stopProcess(child: Deno.ChildProcess, pid: number): Promise<void> {
@@ -195,6 +192,7 @@ const bal: Target = {
       ...backends.map((b) => `  - "127.0.0.1:${b}"`),
     ];
     if (opts.workers) lines.push(`workers: ${opts.workers}`);
+    lines.push(...opts.extra ?? []);
     Deno.writeTextFileSync(`${home}/config.yaml`, lines.join("\n") + "\n");
     // The real CLI with the release flags, as `deno task bal start` runs it.
     const argv = onCpu(opts.cpu === undefined ? 1 : opts.cpu, [
@@ -456,6 +454,55 @@ async function startup(t: Target, backends: number[]): Promise<number> {
   }
 }
 
+/** Median of a non-empty list. */
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/**
+ * What active health checks cost the data path: bal's CPU per short
+ * connection at 100 backends, with an HTTP check of each every 500 ms and
+ * with checks all but off (one round at start), interleaved round by round.
+ */
+async function checksCost(): Promise<Row> {
+  const ports = Array.from({ length: 100 }, () => freePort());
+  const many = spawn(onCpu(0, [
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    `${root}bench/backend.ts`,
+    "--http",
+    ports.join(","),
+  ]));
+  await waitPort(ports[ports.length - 1]);
+  const settings: Record<string, string[]> = {
+    on: ["health_check: {type: http, path: /}", "runtime: {health_check_interval_ms: 500}"],
+    off: ["runtime: {health_check_interval_ms: 86400000}"],
+  };
+  const cost: Record<string, number[]> = { on: [], off: [] };
+  try {
+    for (let round = 0; round < rounds; round++) {
+      for (const [key, extra] of Object.entries(settings)) {
+        const r = await bal.start(ports, { extra });
+        try {
+          // Past the first round of checks, which both settings run.
+          await sleep(1000);
+          const cpu = cpuMeter(r.pid!);
+          const s = await short(r.port);
+          const used = cpu.take();
+          cost[key].push((used.user + used.sys) * 1e6 / (s.rate * secs));
+        } finally {
+          await r.stop();
+        }
+      }
+    }
+  } finally {
+    await stopProcess(many, many.pid);
+  }
+  return { checks_on_cpu_us: median(cost.on), checks_off_cpu_us: median(cost.off) };
+}
+
 type Row = Record<string, number>;
 const samples = new Map<string, Row[]>();
 const add = (target: string, row: Row) =>
@@ -555,10 +602,7 @@ try {
     }
   }
 
-  const median = (xs: number[]) => {
-    const s = [...xs].sort((a, b) => a - b);
-    return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-  };
+  const checks = !only || only.includes("bal") ? await checksCost() : null;
   const result: Record<string, Row> = {};
   for (const [name, rows] of samples) {
     result[name] = {};
@@ -613,6 +657,16 @@ try {
     );
   }
 
+  if (checks) {
+    console.log(
+      `\nHealth checks at 100 backends: CPU per short connection ${
+        checks.checks_on_cpu_us.toFixed(1)
+      } µs with an HTTP check of each every 500 ms, ${
+        checks.checks_off_cpu_us.toFixed(1)
+      } µs with checks off (${(checks.checks_on_cpu_us / checks.checks_off_cpu_us).toFixed(2)}x)`,
+    );
+  }
+
   const json = {
     date: new Date().toISOString(),
     machine: {
@@ -631,6 +685,7 @@ try {
     },
     results: result,
     scaling,
+    checks,
   };
   await Deno.writeTextFile(`${root}bench/results.json`, JSON.stringify(json, null, 2) + "\n");
   console.log(`\nwrote bench/results.json`);
