@@ -45,6 +45,8 @@ import { serveControl } from "./socket.ts";
 import { buildStatus, type Status } from "./status.ts";
 import { dispatch, type Registry } from "./admin/registry.ts";
 import { backendCommands } from "./admin/backend.ts";
+import { type AdminServer, sameListen, startAdmin } from "./admin/http.ts";
+import { renderMetrics } from "./stats/metrics.ts";
 
 /** How often the state file's counters are refreshed. */
 const STATS_INTERVAL_MS = 1000;
@@ -85,6 +87,10 @@ interface Running extends Planes {
   startedAt: number;
   /** The reload under way, if any; reloads run one at a time. */
   reloading: Promise<void>;
+  /** Reloads by outcome, for the metrics. */
+  reloadOutcomes: { ok: number; failed: number };
+  /** The admin HTTP endpoint, when `admin.listen` is set. */
+  adminServer: AdminServer | null;
 }
 
 /**
@@ -264,7 +270,17 @@ async function startRunning(options: ServeOptions, planes: Planes): Promise<Runn
     saveState,
     startedAt: Date.now(),
     reloading: Promise.resolve(),
+    reloadOutcomes: { ok: 0, failed: 0 },
+    adminServer: null,
   };
+  try {
+    running.adminServer = openAdmin(running, planes.runtime.snapshot.config.admin);
+  } catch (err) {
+    running.checks.stop();
+    await planes.engine.stopAccepting();
+    planes.pool?.terminate();
+    throw err;
+  }
   logStarted(running);
   return running;
 }
@@ -313,6 +329,45 @@ async function statusOf(running: Running): Promise<Status> {
     reloads: running.state.reloads,
     lastReload: running.state.last_reload,
   });
+}
+
+/** The admin endpoint on `settings.listen`, serving this bal's metrics and status. */
+function openAdmin(running: Running, settings: Config["admin"]): AdminServer | null {
+  return startAdmin(settings.listen, () => running.runtime.snapshot.config.admin.token, {
+    metrics: () => metricsOf(running),
+    status: () => statusOf(running),
+  });
+}
+
+/** The metrics, with every worker's counters as of now. */
+async function metricsOf(running: Running): Promise<string> {
+  await running.pool?.refresh(STATUS_REFRESH_MS);
+  const { runtime } = running;
+  return renderMetrics({
+    version: VERSION,
+    engine: "deno",
+    startedAt: running.startedAt,
+    rssBytes: Deno.memoryUsage().rss,
+    openFds: await openFds(),
+    snapshot: runtime.snapshot,
+    health: runtime.health,
+    admin: runtime.admin,
+    protection: runtime.protection,
+    planes: running.stats(),
+    reloads: running.reloadOutcomes,
+  });
+}
+
+/** Open descriptors of this process (Linux: entries of /proc/PID/fd, listed by ls), or null. */
+async function openFds(): Promise<number | null> {
+  if (Deno.build.os !== "linux") return null;
+  const out = await new Deno.Command("ls", {
+    args: [`/proc/${Deno.pid}/fd`],
+    stdout: "piped",
+    stderr: "null",
+  }).output().catch(() => null);
+  if (!out?.success) return null;
+  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l).length;
 }
 
 /** The control socket's commands. */
@@ -386,13 +441,10 @@ async function reload(running: Running): Promise<void> {
   if (!result.ok) {
     error = result.errors.map((e) => e.message).join("; ");
   } else {
-    try {
-      engine.apply(result.config);
-    } catch (err) {
-      if (!(err instanceof ListenError)) throw err;
-      error = err.message;
-    }
+    error = applyListeners(running, result.config);
   }
+  if (error !== null) running.reloadOutcomes.failed++;
+  else running.reloadOutcomes.ok++;
   if (error !== null || !result.ok) {
     log.error("reload failed, keeping the running config: {error}", {
       event: "reload_failed",
@@ -433,6 +485,29 @@ async function reload(running: Running): Promise<void> {
     listen: state.listen,
   };
   await running.saveState();
+}
+
+/**
+ * Opens what a new config listens on, all or nothing: a new admin address
+ * first, then the services' listeners. Returns why it could not, or null.
+ */
+function applyListeners(running: Running, config: Config): string | null {
+  const before = running.runtime.snapshot.config.admin;
+  const moving = !sameListen(before, config.admin);
+  let admin: AdminServer | null = null;
+  try {
+    if (moving) admin = openAdmin(running, config.admin);
+    running.engine.apply(config);
+  } catch (err) {
+    if (!(err instanceof ListenError)) throw err;
+    admin?.close();
+    return err.message;
+  }
+  if (moving) {
+    running.adminServer?.close();
+    running.adminServer = admin;
+  }
+  return null;
 }
 
 /** Settings a reload cannot apply to what is already running, each said once. */
@@ -499,6 +574,7 @@ async function shutdown(running: Running, signal: string): Promise<void> {
   running.state.status = "stopping";
   await running.saveState();
   await running.reloading;
+  await running.adminServer?.close();
   const [forcedHere, forcedWorkers] = await Promise.all([engine.drain(drainMs), workersDrained]);
   pool?.terminate();
   const forced = forcedHere + forcedWorkers;

@@ -26,6 +26,7 @@ import {
 } from "./fields.ts";
 import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./runtime.ts";
 import { healthCheckOf, tcpCheck } from "./health_check.ts";
+import { adminOf } from "./admin.ts";
 import {
   type Backend,
   type Config,
@@ -63,6 +64,7 @@ const SERVICE_FORM_KEYS = ["port", "bind_address", "method", "backends"];
 const TOP_KEYS = [
   ...SERVICE_FORM_KEYS,
   "health_check",
+  "admin",
   "log_level",
   "workers",
   "runtime",
@@ -154,7 +156,8 @@ function configOf(root: Node, at: Report, position: Position, notes: Notes): Con
   const total = services.reduce((n, s) => n + s.backends.length, 0);
   // The global settings are reported (and validated) once, here; services got their own merge.
   const runtime = mergeRuntime(total, [global], servicesField ? at : () => {});
-  return { log_level, workers, runtime, services, single: !servicesField };
+  const admin = adminOf(fields.get("admin"), at);
+  return { admin, log_level, workers, runtime, services, single: !servicesField };
 }
 
 const MIXED_FORMS =

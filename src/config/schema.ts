@@ -147,8 +147,17 @@ export interface Service {
   readonly runtime: RuntimeSettings;
 }
 
+/** The admin HTTP endpoint (metrics, status.json), off unless `admin.listen` is set. */
+export interface AdminSettings {
+  /** Where it listens, or null when off. */
+  readonly listen: { readonly host: string; readonly port: number } | null;
+  /** Bearer token every request must carry, or null (loopback only). */
+  readonly token: string | null;
+}
+
 /** A validated, frozen config. */
 export interface Config {
+  readonly admin: AdminSettings;
   readonly log_level: LogLevel;
   readonly workers: Workers;
   /** The global `runtime:` (tuned for all backends together): what no service overrides. */

@@ -6,6 +6,7 @@
  */
 import { isWildcard } from "./address.ts";
 import { runtimeDefaults } from "./runtime.ts";
+import { isLoopback } from "./admin.ts";
 import type { Config, Service } from "./schema.ts";
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost\.?)$/;
@@ -16,8 +17,18 @@ export interface HostLimits {
   somaxconn?: number;
 }
 
-/** Every warning of a config, services in order. */
+/** Every warning of a config, services in order, then the admin endpoint's. */
 export function configWarnings(config: Config, host: HostLimits = {}): string[] {
+  const admin = config.admin.listen;
+  const exposed = admin && !isLoopback(admin.host)
+    ? [
+      `admin.listen: ${admin.host} serves metrics and status to other machines; keep it on a private network (the token is sent in clear over HTTP)`,
+    ]
+    : [];
+  return [...servicesWarnings(config, host), ...exposed];
+}
+
+function servicesWarnings(config: Config, host: HostLimits): string[] {
   return config.services.flatMap((service, i) => {
     // The single-service form keeps the key paths it always had.
     const prefix = config.single ? "" : `services[${i}].`;

@@ -20,6 +20,21 @@ export interface BackendCounters {
   timeout: number;
   refused: number;
   other: number;
+  /** Successful connects by duration: one count per {@link CONNECT_BUCKETS} bound, then +Inf. */
+  connect_buckets: number[];
+  /** Seconds all successful connects took together. */
+  connect_seconds: number;
+}
+
+/** Upper bounds (seconds) of the connect-time histogram's buckets. */
+export const CONNECT_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+/** Counts one successful connect that took `seconds`. */
+export function observeConnect(c: BackendCounters, seconds: number): void {
+  let i = CONNECT_BUCKETS.findIndex((bound) => seconds <= bound);
+  if (i < 0) i = CONNECT_BUCKETS.length;
+  c.connect_buckets[i]++;
+  c.connect_seconds += seconds;
 }
 
 /**
@@ -53,7 +68,17 @@ export interface PlaneStats extends ServiceCounters {
 
 /** Fresh backend counters. */
 export function zeroCounters(): BackendCounters {
-  return { active: 0, served: 0, bytes_in: 0, bytes_out: 0, timeout: 0, refused: 0, other: 0 };
+  return {
+    active: 0,
+    served: 0,
+    bytes_in: 0,
+    bytes_out: 0,
+    timeout: 0,
+    refused: 0,
+    other: 0,
+    connect_buckets: new Array(CONNECT_BUCKETS.length + 1).fill(0),
+    connect_seconds: 0,
+  };
 }
 
 /** Fresh service counters. */
@@ -61,11 +86,15 @@ export function zeroServiceCounters(): ServiceCounters {
   return { accepted: 0, active: 0, served: 0, rejected: 0, no_backend: 0, idle_closed: 0 };
 }
 
-/** Adds `from` into `into`, key by key. */
+/** Adds `from` into `into`, key by key (arrays element by element). */
 function add<T extends object>(into: T, from: T | undefined): T {
   if (!from) return into;
-  const target = into as Record<string, number>;
-  for (const [key, value] of Object.entries(from)) target[key] += value as number;
+  const target = into as Record<string, number | number[]>;
+  for (const [key, value] of Object.entries(from)) {
+    const mine = target[key];
+    if (Array.isArray(mine)) (value as number[]).forEach((v, i) => mine[i] += v);
+    else target[key] = (mine as number) + (value as number);
+  }
   return into;
 }
 

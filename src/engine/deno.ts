@@ -20,6 +20,7 @@ import { dial, DialError } from "./dial.ts";
 import type { Engine, EngineOptions } from "./engine.ts";
 import {
   type BackendCounters,
+  observeConnect,
   type PlaneStats,
   type ServiceCounters,
   zeroCounters,
@@ -188,9 +189,10 @@ async function serve(plane: Plane, session: Session): Promise<void> {
   session.backend = picked.backend.id;
   const counters = countersOf(plane, picked.backend.id);
   try {
-    const moved = await relay(client, picked.upstream, session.activity);
-    counters.bytes_in += moved.aToB;
-    counters.bytes_out += moved.bToA;
+    const moved = await relay(client, picked.upstream, session.activity, (fromClient, n) => {
+      if (fromClient) counters.bytes_in += n;
+      else counters.bytes_out += n;
+    });
     if (moved.bToA === 0 && moved.firstEnd === "b" && !session.closing) {
       hungUp(plane, picked.backend, moved.failed);
     }
@@ -265,7 +267,9 @@ async function connectBackend(
     counters.active++;
     try {
       const timeout = service.runtime.backend_connect_timeout_ms;
+      const started = performance.now();
       const upstream = await dial(backend.host, backend.port, timeout);
+      observeConnect(counters, (performance.now() - started) / 1000);
       connected(plane, backend);
       counters.served++;
       return { upstream, backend };

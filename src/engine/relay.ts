@@ -49,12 +49,16 @@ export interface RelayResult {
   firstEnd: "a" | "b" | null;
 }
 
+/** Hears of bytes as they are forwarded: `aToB` tells the direction. */
+export type Tally = (aToB: boolean, n: number) => void;
+
 /** What both directions of one relay share. */
 interface Shared {
   failed: boolean;
   firstEnd: "a" | "b" | null;
   fail(): void;
   activity?: Activity;
+  tally?: Tally;
 }
 
 /** When bytes last moved, in either direction (epoch ms); the relay keeps it current. */
@@ -65,13 +69,20 @@ export interface Activity {
 /**
  * Relays between `a` and `b`. An end of stream on one side is passed on as
  * a half-close (`closeWrite`) to the other; an error on either side closes
- * both at once. The caller closes both sockets afterwards.
+ * both at once. The caller closes both sockets afterwards. `tally` hears of
+ * every forwarded chunk, so counters move while a long stream runs.
  */
-export async function relay(a: Deno.Conn, b: Deno.Conn, activity?: Activity): Promise<RelayResult> {
+export async function relay(
+  a: Deno.Conn,
+  b: Deno.Conn,
+  activity?: Activity,
+  tally?: Tally,
+): Promise<RelayResult> {
   const shared: Shared = {
     failed: false,
     firstEnd: null,
     activity,
+    tally,
     fail() {
       if (shared.failed) return;
       shared.failed = true;
@@ -104,6 +115,7 @@ async function pump(
       while (written < n) written += await dst.write(buf.subarray(written, n));
       writing = false;
       total += n;
+      shared.tally?.(side === "a", n);
       if (buf === small) {
         if (n === small.length) buf = takeLarge();
       } else if (n < LARGE_BUFFER / 4) {

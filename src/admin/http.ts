@@ -1,0 +1,78 @@
+/**
+ * The admin HTTP endpoint (`admin.listen`), served by the control plane:
+ * `GET /metrics` (Prometheus text format) and `GET /status.json` (what
+ * `bal status --json` prints). With `admin.token`, every request must send
+ * it as `Authorization: Bearer TOKEN`.
+ *
+ * @module
+ */
+import { type AdminSettings, formatAddress } from "../config/mod.ts";
+import { ListenError } from "../errors.ts";
+
+/** What the endpoint serves. */
+export interface AdminHandlers {
+  metrics(): Promise<string>;
+  status(): Promise<unknown>;
+}
+
+/** A running admin endpoint. */
+export interface AdminServer {
+  /** `host:port` it listens on. */
+  address: string;
+  close(): Promise<void>;
+}
+
+/** Whether two settings listen on the same address (a new token needs no new listener). */
+export function sameListen(a: AdminSettings, b: AdminSettings): boolean {
+  return a.listen?.host === b.listen?.host && a.listen?.port === b.listen?.port;
+}
+
+/**
+ * Starts the endpoint on `listen`, or returns null when it is not set. The
+ * token is asked for on each request, so a reload that changes only the
+ * token keeps the listener.
+ */
+export function startAdmin(
+  listen: AdminSettings["listen"],
+  token: () => string | null,
+  handlers: AdminHandlers,
+): AdminServer | null {
+  if (!listen) return null;
+  const { host, port } = listen;
+  const address = formatAddress(host, port);
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve(
+      { hostname: host, port, onListen() {} },
+      (req) => answer(req, token(), handlers),
+    );
+  } catch (err) {
+    const why = err instanceof Deno.errors.AddrInUse ? "address already in use" : String(err);
+    throw new ListenError(`cannot listen on ${address} (admin.listen): ${why}`);
+  }
+  return { address, close: () => server.shutdown() };
+}
+
+async function answer(req: Request, token: string | null, h: AdminHandlers): Promise<Response> {
+  if (token !== null && req.headers.get("authorization") !== `Bearer ${token}`) {
+    return new Response("a bearer token is required (admin.token)\n", {
+      status: 401,
+      headers: { "www-authenticate": 'Bearer realm="bal"' },
+    });
+  }
+  if (req.method !== "GET" && req.method !== "HEAD") {
+    return new Response("only GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
+  }
+  switch (new URL(req.url).pathname) {
+    case "/metrics":
+      return new Response(await h.metrics(), {
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+      });
+    case "/status.json":
+      return Response.json(await h.status());
+    case "/":
+      return new Response("bal admin: GET /metrics (Prometheus), GET /status.json\n");
+    default:
+      return new Response("not found; try /metrics or /status.json\n", { status: 404 });
+  }
+}

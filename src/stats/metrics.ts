@@ -1,0 +1,271 @@
+/**
+ * `GET /metrics`: every metric bal exports, as one table of descriptors
+ * (name, type, help, samples), rendered in the Prometheus text exposition
+ * format. Pure: the admin endpoint gathers the input, as `status` does.
+ * Counters are summed over every data plane and kept across reloads.
+ *
+ * @module
+ */
+import type { Backend, Service } from "../config/mod.ts";
+import type { BackendAdmin } from "../balance/admin.ts";
+import { weightOf } from "../balance/admin.ts";
+import {
+  backendTotal,
+  CONNECT_BUCKETS,
+  type PlaneStats,
+  serviceTotal,
+} from "../engine/counters.ts";
+import type { HealthState } from "../health/state.ts";
+import type { ProtectionState } from "../health/protection.ts";
+import type { Snapshot } from "../snapshot.ts";
+
+/** What the metrics are read from. */
+export interface MetricsInput {
+  version: string;
+  engine: string;
+  /** Epoch ms the process started. */
+  startedAt: number;
+  rssBytes: number;
+  /** Open file descriptors, or null where the OS does not say. */
+  openFds: number | null;
+  snapshot: Snapshot;
+  health: ReadonlyMap<string, HealthState>;
+  admin: ReadonlyMap<string, BackendAdmin>;
+  protection: ReadonlyMap<string, ProtectionState>;
+  planes: readonly PlaneStats[];
+  reloads: { ok: number; failed: number };
+}
+
+type Labels = Record<string, string>;
+interface Sample {
+  labels: Labels;
+  value: number;
+}
+
+/** One metric: how it is named, typed and described, and its samples. */
+interface Descriptor {
+  name: string;
+  type: "counter" | "gauge" | "histogram";
+  help: string;
+  samples(input: MetricsInput): Sample[];
+}
+
+const services = (i: MetricsInput) => i.snapshot.config.services;
+const backends = (i: MetricsInput) => services(i).flatMap((s) => s.backends);
+const ofService = (s: Service): Labels => ({ service: s.name });
+const ofBackend = (b: Backend): Labels => ({ service: b.service, backend: b.address });
+
+/** A per-service sample from the summed service counters. */
+const perService = (value: (c: ReturnType<typeof serviceTotal>) => number) => (i: MetricsInput) =>
+  services(i).map((s) => ({ labels: ofService(s), value: value(serviceTotal(i.planes, s.name)) }));
+
+/** A per-backend sample from the summed backend counters. */
+const perBackend = (value: (c: ReturnType<typeof backendTotal>) => number) => (i: MetricsInput) =>
+  backends(i).map((b) => ({ labels: ofBackend(b), value: value(backendTotal(i.planes, b.id)) }));
+
+/** Every metric bal exports. */
+export const METRICS: readonly Descriptor[] = [
+  {
+    name: "bal_build_info",
+    type: "gauge",
+    help: "Always 1; the labels say which bal runs.",
+    samples: (i) => [{ labels: { version: i.version, engine: i.engine }, value: 1 }],
+  },
+  {
+    name: "bal_process_start_time_seconds",
+    type: "gauge",
+    help: "When the process started, in seconds since the epoch.",
+    samples: (i) => [{ labels: {}, value: i.startedAt / 1000 }],
+  },
+  {
+    name: "bal_process_resident_memory_bytes",
+    type: "gauge",
+    help: "Resident memory of the process.",
+    samples: (i) => [{ labels: {}, value: i.rssBytes }],
+  },
+  {
+    name: "bal_process_open_fds",
+    type: "gauge",
+    help: "Open file descriptors of the process.",
+    samples: (i) => i.openFds === null ? [] : [{ labels: {}, value: i.openFds }],
+  },
+  {
+    name: "bal_config_generation",
+    type: "gauge",
+    help: "The config snapshot in force: 1 at start, one more per successful reload.",
+    samples: (i) => [{ labels: {}, value: i.snapshot.generation }],
+  },
+  {
+    name: "bal_reloads_total",
+    type: "counter",
+    help: "Reloads by outcome.",
+    samples: (i) => [
+      { labels: { outcome: "ok" }, value: i.reloads.ok },
+      { labels: { outcome: "failed" }, value: i.reloads.failed },
+    ],
+  },
+  {
+    name: "bal_connections_accepted_total",
+    type: "counter",
+    help: "Clients a service's listener accepted.",
+    samples: perService((c) => c.accepted),
+  },
+  {
+    name: "bal_connections_served_total",
+    type: "counter",
+    help: "Clients a backend took.",
+    samples: perService((c) => c.served),
+  },
+  {
+    name: "bal_connections_rejected_total",
+    type: "counter",
+    help:
+      "Clients closed without a backend, by cause: limit (max_concurrent_connections) or no_backend.",
+    samples: (i) =>
+      services(i).flatMap((s) => {
+        const c = serviceTotal(i.planes, s.name);
+        return [
+          { labels: { ...ofService(s), cause: "limit" }, value: c.rejected },
+          { labels: { ...ofService(s), cause: "no_backend" }, value: c.no_backend },
+        ];
+      }),
+  },
+  {
+    name: "bal_connections_idle_closed_total",
+    type: "counter",
+    help: "Connections closed after connection_idle_timeout_ms without a byte.",
+    samples: perService((c) => c.idle_closed),
+  },
+  {
+    name: "bal_connections_active",
+    type: "gauge",
+    help: "Live client connections of a service.",
+    samples: perService((c) => c.active),
+  },
+  {
+    name: "bal_protection_mode",
+    type: "gauge",
+    help: "1 while a service's protection mode is on.",
+    samples: (i) =>
+      services(i).map((s) => ({
+        labels: ofService(s),
+        value: i.protection.get(s.name)?.enabled ? 1 : 0,
+      })),
+  },
+  {
+    name: "bal_backend_connections_total",
+    type: "counter",
+    help: "Clients a backend took.",
+    samples: perBackend((c) => c.served),
+  },
+  {
+    name: "bal_backend_active_connections",
+    type: "gauge",
+    help: "Connections assigned to a backend now.",
+    samples: perBackend((c) => c.active),
+  },
+  {
+    name: "bal_backend_received_bytes_total",
+    type: "counter",
+    help: "Bytes from clients forwarded to a backend, counted as they move.",
+    samples: perBackend((c) => c.bytes_in),
+  },
+  {
+    name: "bal_backend_sent_bytes_total",
+    type: "counter",
+    help: "Bytes from a backend forwarded to clients, counted as they move.",
+    samples: perBackend((c) => c.bytes_out),
+  },
+  {
+    name: "bal_backend_connect_failures_total",
+    type: "counter",
+    help: "Failed connects to a backend on the data path, by kind (timeout, refused, other).",
+    samples: (i) =>
+      backends(i).flatMap((b) => {
+        const c = backendTotal(i.planes, b.id);
+        return (["timeout", "refused", "other"] as const).map((kind) => ({
+          labels: { ...ofBackend(b), kind },
+          value: c[kind],
+        }));
+      }),
+  },
+  {
+    name: "bal_backend_connect_duration_seconds",
+    type: "histogram",
+    help: "How long successful connects to a backend took.",
+    samples: () => [],
+  },
+  {
+    name: "bal_backend_up",
+    type: "gauge",
+    help: "1 while a backend is healthy (checks and passive observation).",
+    samples: (i) =>
+      backends(i).map((b) => ({
+        labels: ofBackend(b),
+        value: i.health.get(b.id)?.healthy === false ? 0 : 1,
+      })),
+  },
+  {
+    name: "bal_backend_admin_state",
+    type: "gauge",
+    help: "1 for a backend's admin state (enabled, draining, disabled), 0 for the others.",
+    samples: (i) =>
+      backends(i).flatMap((b) => {
+        const state = i.admin.get(b.id)?.state ?? "enabled";
+        return ["enabled", "draining", "disabled"].map((s) => ({
+          labels: { ...ofBackend(b), state: s },
+          value: s === state ? 1 : 0,
+        }));
+      }),
+  },
+  {
+    name: "bal_backend_weight",
+    type: "gauge",
+    help: "A backend's weight in force (an operator's override, else the config's).",
+    samples: (i) =>
+      backends(i).map((b) => ({ labels: ofBackend(b), value: weightOf(b, i.admin.get(b.id)) })),
+  },
+];
+
+/** The exposition text of every metric. */
+export function renderMetrics(input: MetricsInput): string {
+  const out: string[] = [];
+  for (const m of METRICS) {
+    out.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`);
+    if (m.type === "histogram") out.push(...histogramLines(m.name, input));
+    for (const s of m.samples(input)) {
+      out.push(`${m.name}${labelText(s.labels)} ${number(s.value)}`);
+    }
+  }
+  return out.join("\n") + "\n";
+}
+
+/** The connect-time histogram: cumulative buckets, sum and count per backend. */
+function histogramLines(name: string, input: MetricsInput): string[] {
+  return backends(input).flatMap((b) => {
+    const c = backendTotal(input.planes, b.id);
+    const labels = ofBackend(b);
+    let cumulative = 0;
+    const lines = c.connect_buckets.map((n, k) => {
+      cumulative += n;
+      const le = k < CONNECT_BUCKETS.length ? String(CONNECT_BUCKETS[k]) : "+Inf";
+      return `${name}_bucket${labelText({ ...labels, le })} ${cumulative}`;
+    });
+    return [
+      ...lines,
+      `${name}_sum${labelText(labels)} ${number(c.connect_seconds)}`,
+      `${name}_count${labelText(labels)} ${cumulative}`,
+    ];
+  });
+}
+
+function labelText(labels: Labels): string {
+  const parts = Object.entries(labels).map(([k, v]) =>
+    `${k}="${v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n")}"`
+  );
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+function number(v: number): string {
+  return Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(12)));
+}
