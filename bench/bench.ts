@@ -461,11 +461,34 @@ const median = (xs: number[]) => {
 };
 
 /**
- * What active health checks cost the data path: bal's CPU per short
- * connection at 100 backends, with an HTTP check of each every 500 ms and
- * with checks all but off (one round at start), interleaved round by round.
+ * bal's CPU per short connection under each of two settings (extra config
+ * lines), interleaved round by round: what one feature costs the data path.
  */
-async function checksCost(): Promise<Row> {
+async function costOf(
+  backends: number[],
+  settings: { on: string[]; off: string[] },
+): Promise<{ on: number; off: number }> {
+  const cost: Record<string, number[]> = { on: [], off: [] };
+  for (let round = 0; round < rounds; round++) {
+    for (const [key, extra] of Object.entries(settings)) {
+      const r = await bal.start(backends, { extra });
+      try {
+        // Past start-up work (the first round of checks) that both settings do.
+        await sleep(1000);
+        const cpu = cpuMeter(r.pid!);
+        const s = await short(r.port);
+        const used = cpu.take();
+        cost[key].push((used.user + used.sys) * 1e6 / (s.rate * secs));
+      } finally {
+        await r.stop();
+      }
+    }
+  }
+  return { on: median(cost.on), off: median(cost.off) };
+}
+
+/** Health checks at 100 backends (an HTTP check of each every 500 ms) against checks all but off. */
+async function checksCost(): Promise<{ on: number; off: number }> {
   const ports = Array.from({ length: 100 }, () => freePort());
   const many = spawn(onCpu(0, [
     Deno.execPath(),
@@ -476,31 +499,14 @@ async function checksCost(): Promise<Row> {
     ports.join(","),
   ]));
   await waitPort(ports[ports.length - 1]);
-  const settings: Record<string, string[]> = {
-    on: ["health_check: {type: http, path: /}", "runtime: {health_check_interval_ms: 500}"],
-    off: ["runtime: {health_check_interval_ms: 86400000}"],
-  };
-  const cost: Record<string, number[]> = { on: [], off: [] };
   try {
-    for (let round = 0; round < rounds; round++) {
-      for (const [key, extra] of Object.entries(settings)) {
-        const r = await bal.start(ports, { extra });
-        try {
-          // Past the first round of checks, which both settings run.
-          await sleep(1000);
-          const cpu = cpuMeter(r.pid!);
-          const s = await short(r.port);
-          const used = cpu.take();
-          cost[key].push((used.user + used.sys) * 1e6 / (s.rate * secs));
-        } finally {
-          await r.stop();
-        }
-      }
-    }
+    return await costOf(ports, {
+      on: ["health_check: {type: http, path: /}", "runtime: {health_check_interval_ms: 500}"],
+      off: ["runtime: {health_check_interval_ms: 86400000}"],
+    });
   } finally {
     await stopProcess(many, many.pid);
   }
-  return { checks_on_cpu_us: median(cost.on), checks_off_cpu_us: median(cost.off) };
 }
 
 type Row = Record<string, number>;
@@ -602,7 +608,15 @@ try {
     }
   }
 
-  const checks = !only || only.includes("bal") ? await checksCost() : null;
+  const features = !only || only.includes("bal")
+    ? {
+      checks: await checksCost(),
+      access_log: await costOf([httpA, httpB], {
+        on: ["access_log: true", `access_log_path: ${tmp}/access.log`],
+        off: [],
+      }),
+    }
+    : null;
   const result: Record<string, Row> = {};
   for (const [name, rows] of samples) {
     result[name] = {};
@@ -657,13 +671,16 @@ try {
     );
   }
 
-  if (checks) {
+  if (features) {
+    const { checks, access_log: log } = features;
     console.log(
-      `\nHealth checks at 100 backends: CPU per short connection ${
-        checks.checks_on_cpu_us.toFixed(1)
-      } µs with an HTTP check of each every 500 ms, ${
-        checks.checks_off_cpu_us.toFixed(1)
-      } µs with checks off (${(checks.checks_on_cpu_us / checks.checks_off_cpu_us).toFixed(2)}x)`,
+      `\nCPU per short connection, feature on vs off:\n` +
+        `  health checks at 100 backends (HTTP every 500 ms): ${checks.on.toFixed(1)} vs ${
+          checks.off.toFixed(1)
+        } µs (${(checks.on / checks.off).toFixed(2)}x)\n` +
+        `  access log (one NDJSON line per connection, to a file): ${log.on.toFixed(1)} vs ${
+          log.off.toFixed(1)
+        } µs (${(log.on / log.off).toFixed(2)}x)`,
     );
   }
 
@@ -685,7 +702,7 @@ try {
     },
     results: result,
     scaling,
-    checks,
+    features,
   };
   await Deno.writeTextFile(`${root}bench/results.json`, JSON.stringify(json, null, 2) + "\n");
   console.log(`\nwrote bench/results.json`);

@@ -27,6 +27,8 @@ export interface LogOptions {
   file?: string;
   /** Hand every record to this function instead (a worker thread posting to the control plane). */
   forward?: (record: LogRecord) => void;
+  /** Access-log lines go to this file; without it, where the other lines go. */
+  accessFile?: string | null;
 }
 
 /** The logger of one module, e.g. `logger("proxy")`. */
@@ -53,18 +55,24 @@ let current: LogOptions | null = null;
 export function setupLogging(options: LogOptions): void {
   if (options.file !== current?.file) {
     output?.close();
-    output = options.file
-      ? Deno.openSync(options.file, { append: true, create: true, mode: 0o600 })
-      : null;
+    output = options.file ? openAppend(options.file) : null;
+  }
+  if ((options.accessFile ?? null) !== access.path) {
+    flushAccessLog();
+    access.file?.close();
+    access.path = options.accessFile ?? null;
+    access.file = access.path ? openAppend(access.path) : null;
   }
   current = options;
   const format = options.format === "json" ? formatJson : formatText;
   const target = output;
-  const sink = options.forward ?? ((record: LogRecord) => {
-    const line = encoder.encode(format(record) + "\n");
-    if (target) target.writeSync(line);
-    else Deno.stderr.writeSync(line);
-  });
+  const write = (line: string) => {
+    const bytes = encoder.encode(line + "\n");
+    if (target) target.writeSync(bytes);
+    else Deno.stderr.writeSync(bytes);
+  };
+  const sink = options.forward ?? ((record: LogRecord) => write(format(record)));
+  access.write = write;
   configureSync({
     reset: true,
     sinks: { out: sink },
@@ -75,13 +83,97 @@ export function setupLogging(options: LogOptions): void {
   });
 }
 
+function openAppend(path: string): Deno.FsFile {
+  return Deno.openSync(path, { append: true, create: true, mode: 0o600 });
+}
+
+/** The access log: its file (or null: with the other lines), and lines not written yet. */
+const access = {
+  path: null as string | null,
+  file: null as Deno.FsFile | null,
+  pending: [] as string[],
+  bytes: 0,
+  timer: undefined as ReturnType<typeof setTimeout> | undefined,
+  write: (_line: string) => {},
+};
+/** Access lines are written at least this often, and whenever this many bytes wait. */
+const ACCESS_FLUSH_MS = 200;
+const ACCESS_FLUSH_BYTES = 64 * 1024;
+
+/** What an access line says of one finished connection. */
+export interface AccessFields {
+  service: string;
+  client: string;
+  backend: string | null;
+  bytes_in: number;
+  bytes_out: number;
+  connect_ms: number | null;
+  duration_ms: number;
+  ended: string;
+}
+
+/** Where access lines go: this process's buffer, or (in a worker) the control plane. */
+let accessSink: (line: string) => void = (line) => queueAccess(line);
+
+/** Sends this thread's access lines elsewhere (a worker batches them to the control plane). */
+export function routeAccessLines(sink: (line: string) => void): void {
+  accessSink = sink;
+}
+
+/**
+ * One access line: NDJSON in the shape of every other log line, event
+ * `access`, written whatever `log_level` says. Built and buffered directly,
+ * not through LogTape: one per connection adds up.
+ */
+export function logAccessLine(f: AccessFields): void {
+  accessSink(JSON.stringify({
+    timestamp: new Date().toISOString(),
+    level: "info",
+    message: `${f.client} ${f.service} ${f.backend ?? "-"} ${f.ended}`,
+    module: "access",
+    event: "access",
+    fields: f,
+  }));
+}
+
+/** Lines from a worker, written as if logged here. */
+export function writeAccessLines(lines: readonly string[]): void {
+  for (const line of lines) queueAccess(line);
+}
+
+function queueAccess(line: string): void {
+  access.pending.push(line);
+  access.bytes += line.length + 1;
+  if (access.bytes >= ACCESS_FLUSH_BYTES) return flushAccessLog();
+  if (access.timer === undefined) {
+    access.timer = setTimeout(flushAccessLog, ACCESS_FLUSH_MS);
+    Deno.unrefTimer(access.timer);
+  }
+}
+
+/** Writes the access lines waiting in the buffer (at stop, and before a log file is reopened). */
+export function flushAccessLog(): void {
+  clearTimeout(access.timer);
+  access.timer = undefined;
+  if (access.pending.length === 0) return;
+  const text = access.pending.join("\n");
+  access.pending = [];
+  access.bytes = 0;
+  if (access.file) access.file.writeSync(encoder.encode(text + "\n"));
+  else access.write(text);
+}
+
 /**
  * Reopens the log file, for SIGUSR1 after logrotate moved it away: new lines
  * go to a fresh file at the same path. Without a file, nothing to do.
  */
 export function reopenLog(): void {
-  if (!current?.file) return;
+  if (!current) return;
   const options = current;
+  flushAccessLog();
+  access.file?.close();
+  access.file = null;
+  access.path = null;
   output?.close();
   output = null;
   current = { ...options, file: undefined };
@@ -92,6 +184,13 @@ export function reopenLog(): void {
 export function emitForwarded(record: LogRecord): void {
   const { category, ...rest } = record;
   getLogger([...category]).emit(rest);
+}
+
+/** Changes only where access-log lines go (a reload's new `access_log_path`). */
+export function setAccessFile(path: string | null): void {
+  if (current && (current.accessFile ?? null) !== path) {
+    setupLogging({ ...current, accessFile: path });
+  }
 }
 
 /** Changes only the level, keeping the destination and format. */

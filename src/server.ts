@@ -32,7 +32,15 @@ import {
   writePid,
   writeState,
 } from "./instance.ts";
-import { type LogFormat, logger, reopenLog, setLogLevel, setupLogging } from "./log.ts";
+import {
+  flushAccessLog,
+  type LogFormat,
+  logger,
+  reopenLog,
+  setAccessFile,
+  setLogLevel,
+  setupLogging,
+} from "./log.ts";
 import { plural } from "./text.ts";
 import type { StatePaths } from "./paths.ts";
 import { createRuntime, protectionOf, type Runtime, swapSnapshot } from "./snapshot.ts";
@@ -123,6 +131,7 @@ async function serveLocked(options: ServeOptions): Promise<number> {
     level: config.log_level,
     format: options.daemon ? "json" : options.logFormat,
     file: options.daemon ? paths.log : undefined,
+    accessFile: config.access_log_path,
   });
   if (stalePid !== null) {
     log.warn("replaced the stale pid file of pid {pid}, which is not a running bal", {
@@ -148,6 +157,7 @@ async function serveLocked(options: ServeOptions): Promise<number> {
   control.close();
   stopping.remove();
   globalThis.removeEventListener("unhandledrejection", onUnhandled);
+  flushAccessLog();
   log.info("stopped", { event: "stopped", pid: Deno.pid });
   await removeInstanceFiles(paths, Deno.pid);
   return 0;
@@ -453,6 +463,7 @@ async function reload(running: Running): Promise<void> {
   } else {
     const next = swapSnapshot(runtime, result.config);
     setLogLevel(next.config.log_level);
+    setAccessFile(next.config.access_log_path);
     if (pool) {
       pool.config(next.config);
       for (const [id, health] of runtime.health) pool.health(id, health);

@@ -1,13 +1,14 @@
 /**
  * The admin HTTP endpoint (`admin.listen`), served by the control plane:
- * `GET /metrics` (Prometheus text format) and `GET /status.json` (what
- * `bal status --json` prints). With `admin.token`, every request must send
+ * `GET /` (the dashboard page), `GET /metrics` (Prometheus text format) and
+ * `GET /status.json` (what `bal status --json` prints). With `admin.token`, every request must send
  * it as `Authorization: Bearer TOKEN`.
  *
  * @module
  */
 import { type AdminSettings, formatAddress } from "../config/mod.ts";
 import { ListenError } from "../errors.ts";
+import { DASHBOARD_HTML } from "./dashboard.ts";
 
 /** What the endpoint serves. */
 export interface AdminHandlers {
@@ -54,6 +55,13 @@ export function startAdmin(
 }
 
 async function answer(req: Request, token: string | null, h: AdminHandlers): Promise<Response> {
+  const path = new URL(req.url).pathname;
+  // The page holds no data: it loads without the token, then asks for it.
+  if (path === "/" && req.method === "GET") {
+    return new Response(DASHBOARD_HTML, {
+      headers: { "content-type": "text/html; charset=utf-8" },
+    });
+  }
   if (token !== null && req.headers.get("authorization") !== `Bearer ${token}`) {
     return new Response("a bearer token is required (admin.token)\n", {
       status: 401,
@@ -63,15 +71,13 @@ async function answer(req: Request, token: string | null, h: AdminHandlers): Pro
   if (req.method !== "GET" && req.method !== "HEAD") {
     return new Response("only GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
   }
-  switch (new URL(req.url).pathname) {
+  switch (path) {
     case "/metrics":
       return new Response(await h.metrics(), {
         headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
       });
     case "/status.json":
       return Response.json(await h.status());
-    case "/":
-      return new Response("bal admin: GET /metrics (Prometheus), GET /status.json\n");
     default:
       return new Response("not found; try /metrics or /status.json\n", { status: 404 });
   }

@@ -80,7 +80,16 @@ function program(result: { code: number }): Command {
       .description("show the running bal's live state: services, backends, connections, counters")
       .option("-c, --config <file>", `${CONFIG_HELP}; notes when the running bal uses another`),
     "also health details and reloads",
-  ).action(run((opts: StatusOptions) => statusCommand(opts)));
+  )
+    .addOption(
+      new Option("--watch", "redraw a live table with rates until Ctrl-C").conflicts([
+        "json",
+        "brief",
+      ]),
+    )
+    .option("--interval <seconds>", "seconds between --watch frames (default 2)")
+    .addOption(new Option("--count <frames>").hideHelp())
+    .action(run((opts: StatusOptions) => statusCommand(opts)));
 
   reportOptions(
     bal.command("doctor")

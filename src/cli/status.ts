@@ -4,7 +4,9 @@
  * @module
  */
 import { liveStatus } from "../control.ts";
-import { count } from "../text.ts";
+import { count, quote } from "../text.ts";
+import { BalError } from "../errors.ts";
+import { watch } from "./watch.ts";
 import { WHY_PROTECTION, WHY_UNREACHABLE } from "../doctor.ts";
 import { statePaths } from "../paths.ts";
 import { type BackendStatus, listenAddress, type ServiceStatus, type Status } from "../status.ts";
@@ -16,6 +18,11 @@ export interface StatusOptions {
   json?: boolean;
   brief?: boolean;
   verbose?: boolean;
+  watch?: boolean;
+  /** Seconds between frames with --watch. */
+  interval?: string;
+  /** Frames to draw with --watch before exiting (for scripts). */
+  count?: string;
 }
 
 const kib = (n: number) =>
@@ -24,6 +31,19 @@ const kib = (n: number) =>
 /** `bal status`. */
 export async function statusCommand(options: StatusOptions): Promise<number> {
   const paths = statePaths();
+  if (options.watch) {
+    const interval = Number(options.interval ?? "2");
+    if (!(interval >= 0.1 && interval <= 3600)) {
+      throw new BalError(
+        `--interval takes seconds from 0.1 to 3600, got ${quote(options.interval ?? "")}`,
+      );
+    }
+    return await watch(
+      paths,
+      interval,
+      options.count === undefined ? undefined : Number(options.count),
+    );
+  }
   const s = await liveStatus(paths);
   if (options.json) {
     out(JSON.stringify(s));

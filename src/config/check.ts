@@ -64,6 +64,8 @@ const SERVICE_FORM_KEYS = ["port", "bind_address", "method", "backends"];
 const TOP_KEYS = [
   ...SERVICE_FORM_KEYS,
   "health_check",
+  "access_log",
+  "access_log_path",
   "admin",
   "log_level",
   "workers",
@@ -72,7 +74,7 @@ const TOP_KEYS = [
 ];
 /** Keys of configs written for older bal versions, read and ignored. */
 const LEGACY_KEYS = ["mode"];
-const SERVICE_KEYS = ["name", ...SERVICE_FORM_KEYS, "health_check", "runtime"];
+const SERVICE_KEYS = ["name", ...SERVICE_FORM_KEYS, "health_check", "access_log", "runtime"];
 const BACKEND_KEYS = ["host", "port", "weight", "backup", "max_connections", "health_check"];
 const PORT_RULE = { default: DEFAULTS.port, min: 1, max: 65535 };
 const SERVICE_NAME = /^[a-z0-9_-]{1,32}$/;
@@ -122,12 +124,18 @@ export function checkConfig(text: string, file: string): ConfigCheck {
     places: new Map(),
     locate: (node) => ({ file, ...linePos(node) }),
   };
-  const config = configOf(root, at, position, notes);
+  const config = configOf(root, file, at, position, notes);
   if (errors.length > 0) return { ok: false, errors: unique(errors).sort(byPosition) };
   return { ok: true, config: deepFreeze(config), warnings: notes.warnings, places: notes.places };
 }
 
-function configOf(root: Node, at: Report, position: Position, notes: Notes): Config {
+function configOf(
+  root: Node,
+  file: string,
+  at: Report,
+  position: Position,
+  notes: Notes,
+): Config {
   const fields = mapFields(root, "", TOP_KEYS, at, {
     ignore: LEGACY_KEYS,
     misplaced: (name) => RUNTIME_KEYS.includes(name) ? "; it belongs under `runtime:`" : "",
@@ -157,7 +165,30 @@ function configOf(root: Node, at: Report, position: Position, notes: Notes): Con
   // The global settings are reported (and validated) once, here; services got their own merge.
   const runtime = mergeRuntime(total, [global], servicesField ? at : () => {});
   const admin = adminOf(fields.get("admin"), at);
-  return { admin, log_level, workers, runtime, services, single: !servicesField };
+  const access_log_path = accessLogPath(fields.get("access_log_path"), file, at);
+  if (servicesField && fields.get("access_log")) {
+    at(
+      fields.get("access_log")!.key,
+      "access_log",
+      MIXED_FORMS.replace("port, bind_address, method and backends", "access_log"),
+    );
+  }
+  return { admin, access_log_path, log_level, workers, runtime, services, single: !servicesField };
+}
+
+/** `access_log_path`, made absolute against the config file's directory. */
+function accessLogPath(field: Field | undefined, file: string, at: Report): string | null {
+  if (!field) return null;
+  const v = isScalar(field.value) ? field.value.value : undefined;
+  if (typeof v !== "string" || v.trim() === "" || v.endsWith("/")) {
+    at(
+      field.value ?? field.key,
+      "access_log_path",
+      `expected a file path, got ${describeNode(field.value)}`,
+    );
+    return null;
+  }
+  return v.startsWith("/") ? v : `${file.slice(0, file.lastIndexOf("/") + 1)}${v}`;
 }
 
 const MIXED_FORMS =
@@ -297,7 +328,8 @@ function serviceOf(
     ...backend,
     check: healthCheckOf(check?.field, `${check?.path}`, serviceCheck, runtime, at),
   }));
-  return { name, bind_address, port, method, backends, runtime };
+  const access_log = boolField(fields.get("access_log"), key("access_log"), false, at);
+  return { name, bind_address, port, method, backends, runtime, access_log };
 }
 
 const atServiceLevel = (name: string) =>

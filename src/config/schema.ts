@@ -145,6 +145,8 @@ export interface Service {
   readonly backends: readonly Backend[];
   /** The global `runtime:` with this service's own `runtime:` keys laid over it. */
   readonly runtime: RuntimeSettings;
+  /** Write one access-log line per finished connection. */
+  readonly access_log: boolean;
 }
 
 /** The admin HTTP endpoint (metrics, status.json), off unless `admin.listen` is set. */
@@ -158,6 +160,8 @@ export interface AdminSettings {
 /** A validated, frozen config. */
 export interface Config {
   readonly admin: AdminSettings;
+  /** Where access-log lines go (absolute); null: with the other log lines. */
+  readonly access_log_path: string | null;
   readonly log_level: LogLevel;
   readonly workers: Workers;
   /** The global `runtime:` (tuned for all backends together): what no service overrides. */

@@ -8,7 +8,7 @@
  */
 /// <reference lib="deno.worker" />
 import { describeError } from "../errors.ts";
-import { setLogLevel, setupLogging } from "../log.ts";
+import { routeAccessLines, setLogLevel, setupLogging } from "../log.ts";
 import { createRuntime, type Runtime, swapSnapshot } from "../snapshot.ts";
 import { createDenoEngine } from "./deno.ts";
 import type { Engine } from "./engine.ts";
@@ -40,12 +40,25 @@ self.addEventListener("unhandledrejection", (e) => {
   });
 });
 
+/** Access lines waiting to go to the control plane, sent in batches. */
+let accessBatch: string[] = [];
+const ACCESS_BATCH_MS = 200;
+
+function sendAccess(): void {
+  if (accessBatch.length === 0) return;
+  post({ type: "access", lines: accessBatch });
+  accessBatch = [];
+}
+
 function start(m: Extract<ToWorker, { type: "start" }>): void {
   id = m.id;
   setupLogging({
     level: m.config.log_level,
     format: "json",
     forward: (record) => post({ type: "log", record }),
+  });
+  routeAccessLines((line) => {
+    if (accessBatch.push(line) === 1) Deno.unrefTimer(setTimeout(sendAccess, ACCESS_BATCH_MS));
   });
   runtime = createRuntime(m.config, m.configPath);
   for (const [key, state] of m.health) runtime.health.set(key, state);
@@ -95,6 +108,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       await engine.stopAccepting();
       clearInterval(statsTimer);
       const forced = await engine.drain(m.drainMs);
+      sendAccess();
       sendStats(null);
       return post({ type: "drained", id, forced });
     }

@@ -10,8 +10,8 @@
  *
  * @module
  */
-import type { Backend, Config, Service } from "../config/mod.ts";
-import { episode, logger, rateLimited } from "../log.ts";
+import { type Backend, type Config, formatAddress, type Service } from "../config/mod.ts";
+import { episode, logAccessLine, logger, rateLimited } from "../log.ts";
 import { plural } from "../text.ts";
 import { type BackendView, nextBackend } from "../balance/select.ts";
 import { isClean } from "../health/state.ts";
@@ -40,9 +40,25 @@ interface Session {
   backend: string | null;
   /** Last time bytes moved either way (or the accept). */
   activity: Activity;
-  /** Set when bal closes it (idle, drain, kill): how it ends then says nothing of the backend. */
-  closing: boolean;
+  /** Why bal closed it (idle, drain, kill), or null: how it ended then says nothing of the backend. */
+  closing: Ending | null;
+  /** Epoch ms it was accepted. */
+  started: number;
+  /** How long the backend connect took, once one connected. */
+  connectMs: number | null;
 }
+
+/** How a connection ended, as the access log says it (HAProxy's termination state, in words). */
+export type Ending =
+  | "client_closed"
+  | "backend_closed"
+  | "reset"
+  | "idle_timeout"
+  | "drain_timeout"
+  | "killed"
+  | "limit"
+  | "no_backend"
+  | "error";
 
 /** Everything one data plane holds. */
 interface Plane {
@@ -74,8 +90,8 @@ function serviceCounters(plane: Plane, name: string): ServiceCounters {
   return c;
 }
 
-function closeSession(s: Session): void {
-  s.closing = true;
+function closeSession(s: Session, why: Ending): void {
+  s.closing ??= why;
   closeQuietly(s.client);
   if (s.upstream) closeQuietly(s.upstream);
 }
@@ -120,7 +136,7 @@ export function createDenoEngine(runtime: Runtime, options: EngineOptions): Engi
     backlog: (service) => listeners.backlog(service),
     stopAccepting: () => listeners.closeAll(),
     drain: (timeoutMs) => drain(plane, timeoutMs),
-    kill: (backendId) => closeWhere(plane, (s) => s.backend === backendId),
+    kill: (backendId) => closeWhere(plane, (s) => s.backend === backendId, "killed"),
     stats: () => stats(plane),
   };
 }
@@ -134,6 +150,7 @@ function accept(plane: Plane, service: string, client: Deno.TcpConn): void {
     // overload_policy reject: closed at once, counted, and said at most once a second.
     counters.rejected++;
     closeQuietly(client);
+    logAccess(plane, service, client, { ended: "limit", started: Date.now() });
     const suppressed = plane.gates.overloaded();
     if (suppressed !== null) {
       log.warn("{service} is at max_concurrent_connections ({max}): new clients are closed", {
@@ -153,7 +170,9 @@ function accept(plane: Plane, service: string, client: Deno.TcpConn): void {
     upstream: null,
     backend: null,
     activity: { at: Date.now() },
-    closing: false,
+    closing: null,
+    started: Date.now(),
+    connectMs: null,
   };
   plane.sessions.add(session);
   counters.active++;
@@ -166,7 +185,7 @@ function accept(plane: Plane, service: string, client: Deno.TcpConn): void {
       })
     )
     .finally(() => {
-      closeSession(session);
+      closeSession(session, "error");
       counters.active--;
       plane.sessions.delete(session);
       if (plane.sessions.size === 0) { for (const wake of plane.idleWaiters) wake(); }
@@ -177,11 +196,11 @@ async function serve(plane: Plane, session: Session): Promise<void> {
   const { client } = session;
   client.setNoDelay(true);
   client.setKeepAlive(true);
-  const clientIp = (client.remoteAddr as Deno.NetAddr).hostname;
-  const picked = await connectBackend(plane, session.service, clientIp);
+  const picked = await connectBackend(plane, session);
   const outcome = serviceCounters(plane, session.service);
   if (!picked) {
     outcome.no_backend++;
+    logAccess(plane, session.service, client, { ended: "no_backend", started: session.started });
     return;
   }
   outcome.served++;
@@ -196,9 +215,47 @@ async function serve(plane: Plane, session: Session): Promise<void> {
     if (moved.bToA === 0 && moved.firstEnd === "b" && !session.closing) {
       hungUp(plane, picked.backend, moved.failed);
     }
+    const ended = session.closing ??
+      (moved.failed ? "reset" : moved.firstEnd === "b" ? "backend_closed" : "client_closed");
+    logAccess(plane, session.service, client, {
+      ended,
+      started: session.started,
+      backend: picked.backend.address,
+      bytes_in: moved.aToB,
+      bytes_out: moved.bToA,
+      connect_ms: session.connectMs,
+    });
   } finally {
     counters.active--;
   }
+}
+
+/** One access-log line for a finished connection, when its service asks for them. */
+function logAccess(
+  plane: Plane,
+  service: string,
+  client: Deno.TcpConn,
+  done: {
+    ended: Ending;
+    started: number;
+    backend?: string;
+    bytes_in?: number;
+    bytes_out?: number;
+    connect_ms?: number | null;
+  },
+): void {
+  if (!plane.runtime.snapshot.services.get(service)?.access_log) return;
+  const peer = client.remoteAddr as Deno.NetAddr;
+  logAccessLine({
+    service,
+    client: formatAddress(peer.hostname, peer.port),
+    backend: done.backend ?? null,
+    bytes_in: done.bytes_in ?? 0,
+    bytes_out: done.bytes_out ?? 0,
+    connect_ms: done.connect_ms ?? null,
+    duration_ms: Date.now() - done.started,
+    ended: done.ended,
+  });
 }
 
 /**
@@ -243,9 +300,10 @@ function views(plane: Plane, service: Service): BackendView[] {
  */
 async function connectBackend(
   plane: Plane,
-  name: string,
-  clientIp: string,
+  session: Session,
 ): Promise<{ upstream: Deno.TcpConn; backend: Backend } | null> {
+  const name = session.service;
+  const clientIp = (session.client.remoteAddr as Deno.NetAddr).hostname;
   const service = plane.runtime.snapshot.services.get(name);
   const balancer = plane.runtime.balancers.get(name)?.balancer;
   if (!service || !balancer) return null;
@@ -269,7 +327,9 @@ async function connectBackend(
       const timeout = service.runtime.backend_connect_timeout_ms;
       const started = performance.now();
       const upstream = await dial(backend.host, backend.port, timeout);
-      observeConnect(counters, (performance.now() - started) / 1000);
+      const ms = performance.now() - started;
+      observeConnect(counters, ms / 1000);
+      session.connectMs = Math.round(ms * 100) / 100;
       connected(plane, backend);
       counters.served++;
       return { upstream, backend };
@@ -365,7 +425,7 @@ function sweep(plane: Plane): void {
       serviceCounters(plane, s.service).idle_closed++;
       // Counted once: it stays in the set until its relay has unwound.
       s.activity.at = Infinity;
-      closeSession(s);
+      closeSession(s, "idle_timeout");
     }
   }
   const next = setTimeout(() => sweep(plane), Math.min(1000, Math.max(25, shortest / 4)));
@@ -373,11 +433,11 @@ function sweep(plane: Plane): void {
 }
 
 /** Closes the sessions `which` selects; returns how many. */
-function closeWhere(plane: Plane, which: (s: Session) => boolean): number {
+function closeWhere(plane: Plane, which: (s: Session) => boolean, why: Ending): number {
   let closed = 0;
   for (const s of plane.sessions) {
     if (!which(s)) continue;
-    closeSession(s);
+    closeSession(s, why);
     closed++;
   }
   return closed;
@@ -387,7 +447,7 @@ function closeWhere(plane: Plane, which: (s: Session) => boolean): number {
 function drainRemoved(plane: Plane, service: string, timeoutMs: number): void {
   const timer = setTimeout(() => {
     plane.removedDrains.delete(timer);
-    const forced = closeWhere(plane, (s) => s.service === service);
+    const forced = closeWhere(plane, (s) => s.service === service, "drain_timeout");
     if (forced > 0) {
       log.warn(
         `removed service {service}: closed ${
@@ -415,7 +475,7 @@ async function drain(plane: Plane, timeoutMs: number): Promise<number> {
     clearTimeout(timer);
   }
   for (const timer of plane.removedDrains) clearTimeout(timer);
-  return closeWhere(plane, () => true);
+  return closeWhere(plane, () => true, "drain_timeout");
 }
 
 function stats(plane: Plane): PlaneStats {

@@ -13,7 +13,7 @@ import { ListenError } from "../errors.ts";
 import type { HealthState, Observation } from "../health/state.ts";
 import type { ProtectionState } from "../health/protection.ts";
 import type { BackendAdmin } from "../balance/admin.ts";
-import { emitForwarded } from "../log.ts";
+import { emitForwarded, writeAccessLines } from "../log.ts";
 import type { PlaneStats } from "./counters.ts";
 import type { LogRecord } from "@logtape/logtape";
 import type { Runtime } from "../snapshot.ts";
@@ -47,6 +47,7 @@ export type FromWorker =
   | { type: "result"; id: string; obs: Observation }
   | { type: "no_backend"; service: string; at: number }
   | { type: "log"; record: LogRecord }
+  | { type: "access"; lines: string[] }
   | { type: "stats"; seq: number | null; stats: PlaneStats }
   | { type: "killed"; seq: number; plane: number; count: number }
   | { type: "drained"; id: number; forced: number };
@@ -159,6 +160,8 @@ function listenTo(
           return h.hooks.onNoBackend(m.service, m.at);
         case "log":
           return emitForwarded(m.record);
+        case "access":
+          return writeAccessLines(m.lines);
         case "stats":
           h.stats.set(m.stats.id, m.stats);
           if (m.seq !== null) answer(h.pending, m.seq, m.stats.id, 0);
