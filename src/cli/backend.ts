@@ -8,17 +8,13 @@ import type { Command } from "commander";
 import { command } from "../control.ts";
 import { statePaths } from "../paths.ts";
 import type { ServiceStatus } from "../status.ts";
-import { out } from "./output.ts";
+import { out, type Run } from "./output.ts";
 
 /** Options every `bal backend` command takes. */
 interface BackendOptions {
   config?: string;
   json?: boolean;
 }
-
-type Run = <A extends unknown[]>(
-  action: (...args: A) => Promise<number>,
-) => (...args: A) => Promise<void>;
 
 async function listCommand(service: string | undefined, options: BackendOptions): Promise<number> {
   const reply = await command(statePaths(), { cmd: "backend_list", service });

@@ -18,7 +18,7 @@ import {
   stopCommand,
   type StopCommandOptions,
 } from "./lifecycle.ts";
-import { err } from "./output.ts";
+import { err, type Run } from "./output.ts";
 import { initCommand, startCommand, type StartOptions } from "./start.ts";
 import { statusCommand, type StatusOptions } from "./status.ts";
 
@@ -34,10 +34,9 @@ function reportOptions(command: Command, verbose: string): Command {
 
 /** Builds the command tree; each action stores its exit code in `result`. */
 function program(result: { code: number }): Command {
-  const run =
-    <A extends unknown[]>(action: (...args: A) => Promise<number>) => async (...args: A) => {
-      result.code = await action(...args);
-    };
+  const run: Run = (action) => async (...args) => {
+    result.code = await action(...args);
+  };
   const bal = new Command("bal")
     .description("A small, fast TCP (L4) load balancer. State lives in $BAL_HOME or ~/.bal.")
     .version(`bal ${VERSION}`, "-v, --version", "print the version")
@@ -46,7 +45,15 @@ function program(result: { code: number }): Command {
     .configureOutput({
       outputError: (message, write) => write(`bal: ${message.replace(/^error: /, "")}`),
     });
+  addConfigCommands(bal, run);
+  addReportCommands(bal, run);
+  addControlCommands(bal, run);
+  addBackendCommands(bal, run);
+  return bal;
+}
 
+/** start, init, check: commands that read or write a config file. */
+function addConfigCommands(bal: Command, run: Run): void {
   bal.command("start")
     .description("run bal: in the foreground, or with -d as a background daemon logging to bal.log")
     .option("-c, --config <file>", `${CONFIG_HELP}, written on first start`)
@@ -74,7 +81,10 @@ function program(result: { code: number }): Command {
     .option("--verbose", "also print every backend's settings and every runtime setting in force")
     .option("--strict", "fail (exit 1) on warnings too")
     .action(run((opts: CheckOptions) => checkCommand(opts)));
+}
 
+/** status and doctor: what the running bal and its installation look like. */
+function addReportCommands(bal: Command, run: Run): void {
   reportOptions(
     bal.command("status")
       .description("show the running bal's live state: services, backends, connections, counters")
@@ -99,7 +109,10 @@ function program(result: { code: number }): Command {
       .option("-c, --config <file>", CONFIG_HELP),
     "hints for every check",
   ).action(run((opts: StatusOptions) => doctorCommand(opts)));
+}
 
+/** graceful, stop, restart: acting on the running bal. */
+function addControlCommands(bal: Command, run: Run): void {
   bal.command("graceful")
     .alias("reload")
     .description("reload the running bal's config with no dropped connection (SIGHUP)")
@@ -119,9 +132,6 @@ function program(result: { code: number }): Command {
     )
     .option("-c, --config <file>", `${CONFIG_HELP}; must be the one bal runs with`)
     .action(run((opts: { config?: string }) => restartCommand(opts)));
-
-  addBackendCommands(bal, run);
-  return bal;
 }
 
 /** Runs the CLI with `args` (without the program name) and returns the exit code. */
