@@ -51,6 +51,18 @@ backends:
   - host: 127.0.0.1
     port: 9100
 
+# The admin endpoint: a live dashboard, /metrics for Prometheus and
+# /status.json; off unless set. An address other than loopback needs a token.
+# admin: {listen: "127.0.0.1:9296"}
+
+# One JSON line per finished connection (client, backend, bytes, how it
+# ended), into access_log_path (relative to this file) or bal.log.
+# access_log: true
+# access_log_path: access.log
+
+# Active health checks beyond a TCP connect: send_expect, http, tls, agent.
+# health_check: {type: http, path: /health}
+
 # Several services in one bal: replace port, bind_address, method and
 # backends above with a list (each service may override runtime keys):
 # services:
