@@ -105,9 +105,3 @@ function follow(runtime: Runtime): void {
 export function protectionOf(runtime: Runtime, service: string): ProtectionState {
   return runtime.protection.get(service) ?? initialProtection();
 }
-
-/** Whether protection mode is on for any service. */
-export function anyProtection(runtime: Runtime): boolean {
-  for (const p of runtime.protection.values()) if (p.enabled) return true;
-  return false;
-}
