@@ -326,7 +326,7 @@ function serviceOf(
   if (!parsed || bind_address === undefined) return undefined;
   const backends = parsed.map(({ backend, check }) => ({
     ...backend,
-    check: healthCheckOf(check?.field, `${check?.path}`, serviceCheck, runtime, at),
+    check: check ? healthCheckOf(check.field, check.path, serviceCheck, runtime, at) : serviceCheck,
   }));
   const access_log = boolField(fields.get("access_log"), key("access_log"), false, at);
   return { name, bind_address, port, method, backends, runtime, access_log };

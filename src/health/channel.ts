@@ -7,6 +7,7 @@
  * @module
  */
 import type { TlsCheck } from "../config/mod.ts";
+import { ioReason } from "../errors.ts";
 
 /** A connected check socket. */
 export interface Channel {
@@ -55,7 +56,7 @@ export async function tlsChannel(
   timeoutMs: number,
 ): Promise<TlsChannel> {
   const { connect } = await import("node:tls");
-  const ca = tls.verify && tls.ca_file ? [await Deno.readTextFile(tls.ca_file)] : undefined;
+  const ca = tls.verify && tls.ca_file ? [await readCa(tls.ca_file)] : undefined;
   const socket = connect({
     host,
     port,
@@ -102,6 +103,14 @@ export async function tlsChannel(
     },
     close: () => socket.destroy(),
   };
+}
+
+async function readCa(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (err) {
+    throw new Error(`tls_ca_file ${path}: ${ioReason(err)}`);
+  }
 }
 
 function handshake(
