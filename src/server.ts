@@ -403,11 +403,15 @@ function listenForSignals(running: Running) {
     if (signals === 1) return requested(signal);
     // A second Ctrl-C or TERM means "now": close what is left without waiting.
     const left = running.stats().reduce((sum, p) => sum + p.active, 0);
-    log.warn(`{signal} again: closing ${plural(left, "connection")} still open`, {
-      event: "drain_forced",
-      signal,
-      left,
-    });
+    // A terminal's Ctrl-C can arrive twice (the process group, and a wrapper forwarding it):
+    // only a second signal that cuts something is worth a line.
+    if (left > 0) {
+      log.warn(`{signal} again: closing ${plural(left, "connection")} still open`, {
+        event: "drain_forced",
+        signal,
+        left,
+      });
+    }
     running.engine.drain(0);
     running.pool?.force();
   };
