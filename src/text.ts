@@ -25,6 +25,11 @@ export function count(n: number): string {
   return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
 }
 
+/** A byte count as KiB, or MiB from 1 MiB up: `2.0 KiB`, `3.5 MiB`. */
+export function kib(n: number): string {
+  return n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
+}
+
 /** `1 backend`, `2 backends`: `n` (with thousands separators) and the noun agreeing with it. */
 export function plural(n: number, noun: string): string {
   return `${count(n)} ${noun}${n === 1 ? "" : "s"}`;

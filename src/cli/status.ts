@@ -4,7 +4,7 @@
  * @module
  */
 import { liveStatus } from "../control.ts";
-import { count, quote } from "../text.ts";
+import { count, kib, quote } from "../text.ts";
 import { BalError } from "../errors.ts";
 import { watch } from "./watch.ts";
 import { WHY_PROTECTION, WHY_UNREACHABLE } from "../doctor.ts";
@@ -24,9 +24,6 @@ export interface StatusOptions {
   /** Frames to draw with --watch before exiting (for scripts). */
   count?: string;
 }
-
-const kib = (n: number) =>
-  n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
 
 /** `bal status`. */
 export async function statusCommand(options: StatusOptions): Promise<number> {

@@ -9,7 +9,7 @@
 import { liveStatus } from "../control.ts";
 import type { StatePaths } from "../paths.ts";
 import type { BackendStatus, Status } from "../status.ts";
-import { plural } from "../text.ts";
+import { kib, plural } from "../text.ts";
 
 const encoder = new TextEncoder();
 
@@ -18,9 +18,6 @@ interface Sample {
   status: Status;
   at: number;
 }
-
-const kib = (n: number) =>
-  n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
 
 /** The lines of one frame: a header, then a row per backend with its rates since `before`. */
 export function frame(now: Sample, before: Sample | null): string[] {

@@ -31,6 +31,13 @@ export function formatAddress(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost\.?)$/;
+
+/** Whether `host` names this machine's loopback interface only. */
+export function isLoopback(host: string): boolean {
+  return LOOPBACK.test(host);
+}
+
 /** Whether `host` is a wildcard address that listens on every interface. */
 export function isWildcard(host: string): boolean {
   return host === "0.0.0.0" || host === "::";

@@ -6,16 +6,9 @@
  * @module
  */
 import { isMap, isScalar } from "yaml";
-import { normalizeHost } from "./address.ts";
+import { isLoopback, normalizeHost } from "./address.ts";
 import { describeNode, type Field, isEmpty, mapFields, type Report } from "./fields.ts";
 import type { AdminSettings } from "./schema.ts";
-
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
-
-/** Whether an admin address only serves this machine. */
-export function isLoopback(host: string): boolean {
-  return LOOPBACK.test(host);
-}
 
 /** The admin settings at `admin`, off when the block is absent. */
 export function adminOf(field: Field | undefined, at: Report): AdminSettings {

@@ -5,7 +5,6 @@
  * @module
  */
 export * from "./address.ts";
-export { isLoopback } from "./admin.ts";
 export * from "./check.ts";
 export { closest } from "./fields.ts";
 export * from "./default_text.ts";

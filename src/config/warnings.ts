@@ -4,12 +4,9 @@
  *
  * @module
  */
-import { isWildcard } from "./address.ts";
+import { isLoopback, isWildcard } from "./address.ts";
 import { runtimeDefaults } from "./runtime.ts";
-import { isLoopback } from "./admin.ts";
 import type { Config, Service } from "./schema.ts";
-
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost\.?)$/;
 
 /** Limits of the machine bal runs on that a config can exceed; unknown ones are left out. */
 export interface HostLimits {
@@ -93,8 +90,8 @@ function loopWarnings(config: Config, service: Service, prefix: string): string[
       const bind = s.bind_address;
       // The backend reaches bal's listener: the same address, or loopback when bal listens on it.
       const reaches = b.host === bind ||
-        (LOOPBACK.test(b.host) &&
-          (isWildcard(bind) || isLocalhost(bind) || (isLocalhost(b.host) && LOOPBACK.test(bind))));
+        (isLoopback(b.host) &&
+          (isWildcard(bind) || isLocalhost(bind) || (isLocalhost(b.host) && isLoopback(bind))));
       return reaches && b.port === s.port;
     });
     if (!target) return;

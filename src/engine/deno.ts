@@ -176,7 +176,7 @@ function accept(plane: Plane, service: string, client: Deno.TcpConn): void {
   };
   plane.sessions.add(session);
   counters.active++;
-  serve(plane, session)
+  serve(plane, session, counters)
     .catch((err) =>
       log.debug("connection ended with {error}", {
         event: "connection_error",
@@ -192,12 +192,11 @@ function accept(plane: Plane, service: string, client: Deno.TcpConn): void {
     });
 }
 
-async function serve(plane: Plane, session: Session): Promise<void> {
+async function serve(plane: Plane, session: Session, outcome: ServiceCounters): Promise<void> {
   const { client } = session;
   client.setNoDelay(true);
   client.setKeepAlive(true);
   const picked = await connectBackend(plane, session);
-  const outcome = serviceCounters(plane, session.service);
   if (!picked) {
     outcome.no_backend++;
     logAccess(plane, session.service, client, { ended: "no_backend", started: session.started });

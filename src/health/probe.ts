@@ -10,7 +10,7 @@ import type { Backend, CheckStep, HealthCheck } from "../config/mod.ts";
 import { dial, DialError } from "../engine/dial.ts";
 import { describeError } from "../errors.ts";
 import { parseAgent } from "./agent.ts";
-import { type Channel, tcpChannel, tlsChannel } from "./channel.ts";
+import { type Channel, tcpChannel, type TlsChannel, tlsChannel } from "./channel.ts";
 import { binary, matchEnd, printable, RECEIVE_LIMIT, sendBytes } from "./expect.ts";
 import { httpRequest, httpVerdict } from "./http.ts";
 import type { FailureKind, HealthState, Observation } from "./state.ts";
@@ -109,11 +109,7 @@ async function converse(
 /** A TLS channel's verdict: not trusted when it must be, or expired; null for plain TCP. */
 function tlsVerdict(channel: Channel, check: HealthCheck): Verdict | null {
   if (!check.tls || !("authorized" in channel)) return null;
-  const tls = channel as Channel & {
-    authorized: boolean;
-    authorizationError: string | null;
-    expiresAt: number | null;
-  };
+  const tls = channel as TlsChannel;
   if (check.tls.verify && !tls.authorized) {
     return { error: `TLS certificate not trusted: ${tls.authorizationError ?? "unknown reason"}` };
   }
