@@ -45,8 +45,8 @@ import { plural } from "./text.ts";
 import type { StatePaths } from "./paths.ts";
 import { createRuntime, protectionOf, type Runtime, swapSnapshot } from "./snapshot.ts";
 import { VERSION } from "./build.ts";
-import { createDenoEngine } from "./engine/deno.ts";
-import type { Engine } from "./engine/engine.ts";
+import { chooseEngine, createEngine } from "./engine/choose.ts";
+import type { Engine, EngineName } from "./engine/engine.ts";
 import type { PlaneStats } from "./engine/counters.ts";
 import { startWorkers, type WorkerPool } from "./engine/workers.ts";
 import { serveControl } from "./socket.ts";
@@ -180,6 +180,21 @@ function planeCount(config: Config): number {
   return wanted;
 }
 
+/**
+ * The engine every data plane runs: the config's choice (or BAL_ENGINE's),
+ * native when `auto` and its self-check passes; a fallback says why.
+ */
+function engineFor(config: Config): EngineName {
+  const decision = chooseEngine(config.engine, Deno.env.get("BAL_ENGINE"));
+  if (decision.fallback) {
+    log.warn("engine: native is not available ({reason}); using the deno engine", {
+      event: "engine_fallback",
+      reason: decision.fallback,
+    });
+  }
+  return decision.name;
+}
+
 /** The runtime, the main thread's engine listening, and the worker threads. */
 async function startPlanes(config: Config, configPath: string): Promise<Planes> {
   const runtime = createRuntime(config, configPath);
@@ -212,7 +227,7 @@ async function startPlanes(config: Config, configPath: string): Promise<Planes> 
     recordNoBackend(runtime, service, at);
     syncProtection(service, wasOn);
   };
-  planes.engine = createDenoEngine(runtime, {
+  planes.engine = createEngine(engineFor(config), runtime, {
     id: 0,
     reusePort: count > 1,
     claimPort: true,
@@ -223,7 +238,10 @@ async function startPlanes(config: Config, configPath: string): Promise<Planes> 
   planes.engine.apply(config);
   if (count > 1) {
     try {
-      planes.pool = await startWorkers(count - 1, runtime, { onResult, onNoBackend });
+      planes.pool = await startWorkers(count - 1, planes.engine.name, runtime, {
+        onResult,
+        onNoBackend,
+      });
     } catch (err) {
       await planes.engine.stopAccepting();
       throw err;
@@ -317,6 +335,7 @@ function logStarted(running: Running): void {
       backends,
       method: first.method,
       workers: running.count,
+      engine: running.engine.name,
       pid: Deno.pid,
       config_path: running.options.configPath,
     },
@@ -338,6 +357,7 @@ async function statusOf(running: Running): Promise<Status> {
     planes: running.stats(),
     reloads: running.state.reloads,
     lastReload: running.state.last_reload,
+    engine: running.engine.name,
   });
 }
 
@@ -355,7 +375,7 @@ async function metricsOf(running: Running): Promise<string> {
   const { runtime } = running;
   return renderMetrics({
     version: VERSION,
-    engine: "deno",
+    engine: running.engine.name,
     startedAt: running.startedAt,
     rssBytes: Deno.memoryUsage().rss,
     openFds: await openFds(),
@@ -527,6 +547,13 @@ function applyListeners(running: Running, config: Config): string | null {
 
 /** Settings a reload cannot apply to what is already running, each said once. */
 function warnDeferred(running: Running, config: Config): void {
+  const engine = Deno.env.get("BAL_ENGINE") || config.engine;
+  if (engine !== "auto" && engine !== running.engine.name) {
+    log.warn("engine: a new engine takes effect at restart; the {engine} engine keeps running", {
+      event: "engine_unchanged",
+      engine: running.engine.name,
+    });
+  }
   if (workerCount(config.workers) !== running.count) {
     log.warn(
       `workers: a new count takes effect at restart; ${

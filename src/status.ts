@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { EngineName } from "./engine/engine.ts";
 import { formatAddress, type RuntimeSettings, type Service } from "./config/mod.ts";
 import { type AgentState, type HealthState, isCooling } from "./health/state.ts";
 import { initialProtection, type ProtectionState } from "./health/protection.ts";
@@ -82,6 +83,8 @@ export interface Status extends Partial<Omit<ServiceStatus, "protection_mode">> 
   uptime_s?: number;
   config_path?: string;
   workers?: number;
+  /** The engine moving the bytes (`native` or `deno`). */
+  engine?: EngineName;
   reloads?: { count: number; last: ReloadOutcome | null };
   protection_mode: ProtectionMode;
   services?: ServiceStatus[];
@@ -110,6 +113,7 @@ export interface StatusInput {
   planes: readonly PlaneStats[];
   reloads: number;
   lastReload: ReloadOutcome | null;
+  engine: EngineName;
 }
 
 const iso = (ms: number | null) => ms === null ? null : new Date(ms).toISOString();
@@ -208,6 +212,7 @@ export function buildStatus(input: StatusInput): Status {
     uptime_s: Math.floor((input.now - input.startedAt) / 1000),
     config_path: input.snapshot.configPath,
     workers: input.planes.length,
+    engine: input.engine,
     ...first,
     reloads: { count: input.reloads, last: input.lastReload },
     services,

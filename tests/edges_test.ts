@@ -275,7 +275,9 @@ Deno.test("edges 6: a backend that hangs up before its first byte counts as fail
     const s = JSON.parse((await bal(home, "status", "--json")).stdout);
     const r = s.backends.find((b: { address: string }) => b.address === `127.0.0.1:${rude.port}`);
     assert.ok(r.counters.other >= 1);
-    assert.match(r.last_error, /closed the connection before sending anything/);
+    // Closed or reset: which the relay sees first depends on whether the
+    // client's bytes reached the closed socket (its kernel answers them with a reset).
+    assert.match(r.last_error, /(closed|reset) the connection before sending anything/);
   } finally {
     await d.stop();
     await rude.close();

@@ -63,7 +63,7 @@ function render(s, at) {
     for (const b of svc.backends) before.set(svc.name + "/" + b.address, b);
   }
   document.getElementById("meta").textContent = "pid " + s.pid + ", up " + s.uptime_s + " s, " +
-    s.workers + " data plane(s), config " + s.config_path;
+    s.workers + " data plane(s), " + s.engine + " engine, config " + s.config_path;
   const root = document.getElementById("services");
   root.replaceChildren(...s.services.map((svc) => {
     const head = el("tr", {}, ...["backend", "health", "admin", "weight", "active", "conn/s",

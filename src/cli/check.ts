@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { chooseEngine } from "../engine/choose.ts";
 import {
   allBackends,
   type Config,
@@ -121,6 +122,21 @@ function printServices(c: Config, verbose: boolean): void {
       out(`${indent}backend ${b.address}: weight ${b.weight}${b.backup ? ", backup" : ""}${limit}`);
     }
     for (const [key, value] of Object.entries(s.runtime)) out(`${indent}runtime.${key}: ${value}`);
+  }
+  if (verbose) out(`  engine: ${engineLine(c)}`);
+}
+
+/** The engine the config asks for, and the one a start here would run. */
+function engineLine(c: Config): string {
+  try {
+    const override = Deno.env.get("BAL_ENGINE");
+    const decision = chooseEngine(c.engine, override);
+    const asked = override ? `${c.engine} (BAL_ENGINE=${override})` : c.engine;
+    return decision.fallback
+      ? `${asked}: deno on this machine (native: ${decision.fallback})`
+      : `${asked}: ${decision.name} on this machine`;
+  } catch (err) {
+    return `${c.engine}: ${err instanceof Error ? err.message : String(err)}`;
   }
 }
 

@@ -75,7 +75,8 @@ export async function stopCommand(options: StopCommandOptions): Promise<number> 
       last = active;
     },
     onProgress: (left) => {
-      if (left === last) return;
+      // Nothing to count down unless a drain was announced.
+      if (left === last || last < 0) return;
       last = left;
       // A terminal gets one line counting down; a pipe or file, a line per change.
       if (tty) {

@@ -31,6 +31,7 @@ import {
   type Backend,
   type Config,
   DEFAULTS,
+  ENGINES,
   LOG_LEVELS,
   MAX_WEIGHT,
   MAX_WORKERS,
@@ -69,6 +70,7 @@ const TOP_KEYS = [
   "admin",
   "log_level",
   "workers",
+  "engine",
   "runtime",
   "services",
 ];
@@ -148,6 +150,7 @@ function configOf(
     at,
   );
   const workers = workersField(fields.get("workers"), at);
+  const engine = enumField(fields.get("engine"), "engine", ENGINES, DEFAULTS.engine, at);
   const global = runtimeLayer(fields.get("runtime"), "runtime", at, atTopLevel);
   const servicesField = fields.get("services");
   let services: Service[];
@@ -173,7 +176,16 @@ function configOf(
       MIXED_FORMS.replace("port, bind_address, method and backends", "access_log"),
     );
   }
-  return { admin, access_log_path, log_level, workers, runtime, services, single: !servicesField };
+  return {
+    admin,
+    access_log_path,
+    log_level,
+    workers,
+    engine,
+    runtime,
+    services,
+    single: !servicesField,
+  };
 }
 
 /** `access_log_path`, made absolute against the config file's directory. */

@@ -40,6 +40,12 @@ log_level: ${DEFAULTS.log_level}
 # CPU. Takes effect at start (a reload keeps the running count).
 workers: ${DEFAULTS.workers}
 
+# What moves the bytes: native (Linux: epoll through libc, the least CPU
+# and memory per connection), deno (Deno's own sockets, everywhere), or
+# auto: native where its start-up self-check passes, else deno. Takes
+# effect at start.
+engine: ${DEFAULTS.engine}
+
 # The servers bal forwards to. host is an IP address or a hostname. A
 # backend may also set weight (0-256, default 1; 0 takes no new clients),
 # backup: true (used only while no other backend can take a client) and

@@ -135,6 +135,11 @@ export interface RuntimeSettings extends IntSettings {
 /** Data-plane threads: a count, or `auto` for one per CPU. */
 export type Workers = number | "auto";
 
+/** Which engine moves the bytes: `auto` is native where it works, else deno. */
+export const ENGINES = ["auto", "native", "deno"] as const;
+/** A value of `engine:`. */
+export type EngineChoice = typeof ENGINES[number];
+
 /** One listener and the backends it balances over. */
 export interface Service {
   /** Unique, `[a-z0-9_-]{1,32}`; `default` for the single-service form. */
@@ -164,6 +169,7 @@ export interface Config {
   readonly access_log_path: string | null;
   readonly log_level: LogLevel;
   readonly workers: Workers;
+  readonly engine: EngineChoice;
   /** The global `runtime:` (tuned for all backends together): what no service overrides. */
   readonly runtime: RuntimeSettings;
   /** At least one; listeners never overlap. */
@@ -179,6 +185,7 @@ export const DEFAULTS = {
   method: "round_robin",
   log_level: "info",
   workers: 1,
+  engine: "auto",
   service: "default",
   weight: 1,
 } as const;

@@ -10,7 +10,7 @@
 import { describeError } from "../errors.ts";
 import { routeAccessLines, setLogLevel, setupLogging } from "../log.ts";
 import { createRuntime, type Runtime, swapSnapshot } from "../snapshot.ts";
-import { createDenoEngine } from "./deno.ts";
+import { createEngine } from "./choose.ts";
 import type { Engine } from "./engine.ts";
 import type { FromWorker, ToWorker } from "./workers.ts";
 
@@ -64,7 +64,7 @@ function start(m: Extract<ToWorker, { type: "start" }>): void {
   for (const [key, state] of m.health) runtime.health.set(key, state);
   for (const [key, admin] of m.admin) runtime.admin.set(key, admin);
   for (const [service, state] of m.protection) runtime.protection.set(service, state);
-  engine = createDenoEngine(runtime, {
+  engine = createEngine(m.engine, runtime, {
     id,
     reusePort: true,
     claimPort: false,

@@ -12,8 +12,13 @@ import type { Backend, Config } from "../config/mod.ts";
 import type { Observation } from "../health/state.ts";
 import type { PlaneStats } from "./counters.ts";
 
+/** The engines bal has: `native` (Linux, libc through FFI) and `deno` (Deno.Conn, everywhere). */
+export type EngineName = "native" | "deno";
+
 /** The running data plane of one thread. */
 export interface Engine {
+  /** Which implementation moves the bytes. */
+  readonly name: EngineName;
   /**
    * Makes the listeners match `config`'s services: opens those of new
    * services and of services whose address changed, closes those of

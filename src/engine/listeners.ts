@@ -1,7 +1,9 @@
 /**
- * One data plane's listening sockets, one per service, and their accept
- * loops. A reload's new set of listeners is applied all or nothing, and a
- * listener that moves opens its new socket before closing the old one.
+ * One data plane's listening sockets, one per service. A reload's new set
+ * of listeners is applied all or nothing, and a listener that moves opens
+ * its new socket before closing the old one. How a socket is opened,
+ * served and closed is the engine's ({@link ListenSockets}); the Deno.Conn
+ * engine's sockets and accept loops are {@link denoSockets}.
  *
  * @module
  */
@@ -21,11 +23,21 @@ export interface Wanted {
 }
 
 /** A service's open listener. */
-interface Entry {
-  listener: Deno.TcpListener;
+interface Entry<L> {
+  listener: L;
   bound: Wanted;
   /** The accept loop; it ends once the listener is closed. */
   accepting: Promise<void>;
+}
+
+/**
+ * An engine's listening sockets. `open` throws an Error whose message says
+ * why in a few words; `serve` accepts clients until `close`, and resolves then.
+ */
+export interface ListenSockets<L> {
+  open(want: Wanted, reusePort: boolean): L;
+  serve(service: string, listener: L): Promise<void>;
+  close(listener: L): void;
 }
 
 /** The listeners of one data plane. */
@@ -44,32 +56,23 @@ export interface ListenerSet {
   closeAll(): Promise<void>;
 }
 
-/** How listeners are opened, and where accepted clients go. */
-export interface ListenerOptions {
+/** How listeners are opened. */
+export interface ListenerOptions<L> {
   reusePort: boolean;
   claimPort: boolean;
-  accept(service: string, conn: Deno.TcpConn): void;
+  sockets: ListenSockets<L>;
 }
 
 /** What a listener set holds. */
-interface Listeners {
-  readonly options: ListenerOptions;
-  readonly entries: Map<string, Entry>;
-  /** Listeners we closed on purpose: their accept loops end quietly. */
-  readonly closing: WeakSet<Deno.TcpListener>;
-  readonly acceptFailing: ReturnType<typeof episode>;
+interface Listeners<L> {
+  readonly options: ListenerOptions<L>;
+  readonly entries: Map<string, Entry<L>>;
   stopped: boolean;
 }
 
 /** An empty listener set. */
-export function listenerSet(options: ListenerOptions): ListenerSet {
-  const ls: Listeners = {
-    options,
-    entries: new Map(),
-    closing: new WeakSet(),
-    acceptFailing: episode(),
-    stopped: false,
-  };
+export function listenerSet<L>(options: ListenerOptions<L>): ListenerSet {
+  const ls: Listeners<L> = { options, entries: new Map(), stopped: false };
   return {
     apply: (wanted) => apply(ls, wanted),
     addresses: () =>
@@ -82,7 +85,7 @@ export function listenerSet(options: ListenerOptions): ListenerSet {
     async closeAll() {
       ls.stopped = true;
       const loops = [...ls.entries.values()].map((e) => {
-        close(ls, e.listener);
+        ls.options.sockets.close(e.listener);
         return e.accepting;
       });
       ls.entries.clear();
@@ -91,65 +94,23 @@ export function listenerSet(options: ListenerOptions): ListenerSet {
   };
 }
 
-async function acceptLoop(ls: Listeners, service: string, l: Deno.TcpListener): Promise<void> {
-  for (;;) {
-    let client: Deno.TcpConn;
-    try {
-      client = await l.accept();
-    } catch (err) {
-      if (ls.closing.has(l)) return;
-      // EMFILE and friends: back off instead of spinning, and keep serving.
-      if (ls.acceptFailing.fail()) {
-        log.error("accept failed: {error}; retrying every 50 ms", {
-          event: "accept_failed",
-          service,
-          error: String(err),
-        });
-      }
-      await new Promise((r) => setTimeout(r, 50));
-      continue;
-    }
-    const failures = ls.acceptFailing.recover();
-    if (failures !== null) {
-      log.info(`accepting again after ${plural(failures, "failed accept")}`, {
-        event: "accept_recovered",
-        failures,
-      });
-    }
-    ls.options.accept(service, client);
-  }
-}
-
-function open(ls: Listeners, want: Wanted, claim: boolean): Deno.TcpListener {
-  const { bind_address: hostname, port, backlog } = want;
+function open<L>(ls: Listeners<L>, want: Wanted, claim: boolean): L {
+  const { sockets, reusePort } = ls.options;
   try {
     // A plain bind fails while any socket holds the port, SO_REUSEPORT or not.
-    if (claim) Deno.listen({ hostname, port, transport: "tcp" }).close();
-    return Deno.listen({
-      hostname,
-      port,
-      transport: "tcp",
-      reusePort: ls.options.reusePort,
-      tcpBacklog: backlog,
-    });
+    if (claim) sockets.close(sockets.open(want, false));
+    return sockets.open(want, reusePort);
   } catch (err) {
     throw new ListenError(
-      `cannot listen on ${formatAddress(hostname, port)}: ${listenReason(err)}`,
+      `cannot listen on ${formatAddress(want.bind_address, want.port)}: ${
+        err instanceof Error ? err.message : String(err)
+      }`,
     );
   }
 }
 
-function close(ls: Listeners, l: Deno.TcpListener): void {
-  ls.closing.add(l);
-  try {
-    l.close();
-  } catch {
-    // Already closed.
-  }
-}
-
-function start(ls: Listeners, service: string, listener: Deno.TcpListener, bound: Wanted): Entry {
-  return { listener, bound, accepting: acceptLoop(ls, service, listener) };
+function start<L>(ls: Listeners<L>, service: string, listener: L, bound: Wanted): Entry<L> {
+  return { listener, bound, accepting: ls.options.sockets.serve(service, listener) };
 }
 
 /**
@@ -158,9 +119,9 @@ function start(ls: Listeners, service: string, listener: Deno.TcpListener, bound
  * an overlapping address) is retried once that one is closed; on any
  * failure, what was opened is closed and what was closed is reopened.
  */
-function openAll(ls: Listeners, wanted: ReadonlyMap<string, Wanted>) {
-  const opened = new Map<string, Deno.TcpListener>();
-  const closedEarly: [string, Entry][] = [];
+function openAll<L>(ls: Listeners<L>, wanted: ReadonlyMap<string, Wanted>) {
+  const opened = new Map<string, L>();
+  const closedEarly: [string, Entry<L>][] = [];
   const goingAway = [...ls.entries].filter(([name, e]) => !sameAddress(wanted.get(name), e.bound));
   try {
     for (const [name, want] of wanted) {
@@ -175,13 +136,13 @@ function openAll(ls: Listeners, wanted: ReadonlyMap<string, Wanted>) {
           listenersOverlap(e.bound, want) && !closedEarly.some(([, c]) => c === e)
         );
         if (!blocker) throw err;
-        close(ls, blocker[1].listener);
+        ls.options.sockets.close(blocker[1].listener);
         closedEarly.push(blocker);
         opened.set(name, open(ls, want, false));
       }
     }
   } catch (err) {
-    for (const l of opened.values()) close(ls, l);
+    for (const l of opened.values()) ls.options.sockets.close(l);
     for (const [name, e] of closedEarly) {
       ls.entries.set(name, start(ls, name, open(ls, e.bound, false), e.bound));
     }
@@ -190,17 +151,17 @@ function openAll(ls: Listeners, wanted: ReadonlyMap<string, Wanted>) {
   return opened;
 }
 
-function apply(ls: Listeners, wanted: ReadonlyMap<string, Wanted>): string[] {
+function apply<L>(ls: Listeners<L>, wanted: ReadonlyMap<string, Wanted>): string[] {
   if (ls.stopped) return [];
   const opened = openAll(ls, wanted);
   for (const [name, listener] of opened) {
     const old = ls.entries.get(name);
     ls.entries.set(name, start(ls, name, listener, wanted.get(name)!));
-    if (old) close(ls, old.listener);
+    if (old) ls.options.sockets.close(old.listener);
   }
   const removed = [...ls.entries.keys()].filter((name) => !wanted.has(name));
   for (const name of removed) {
-    close(ls, ls.entries.get(name)!.listener);
+    ls.options.sockets.close(ls.entries.get(name)!.listener);
     ls.entries.delete(name);
   }
   return removed;
@@ -208,6 +169,70 @@ function apply(ls: Listeners, wanted: ReadonlyMap<string, Wanted>): string[] {
 
 function sameAddress(a: Wanted | undefined, b: Wanted): boolean {
   return a !== undefined && a.bind_address === b.bind_address && a.port === b.port;
+}
+
+/**
+ * Deno.Conn listeners: each accepts in a loop of its own and hands clients
+ * to `accept`, backing off 50 ms while accepts fail (EMFILE and friends).
+ */
+export function denoSockets(
+  accept: (service: string, conn: Deno.TcpConn) => void,
+): ListenSockets<Deno.TcpListener> {
+  /** Listeners we closed on purpose: their accept loops end quietly. */
+  const closing = new WeakSet<Deno.TcpListener>();
+  const acceptFailing = episode();
+  return {
+    open({ bind_address: hostname, port, backlog }, reusePort) {
+      try {
+        return Deno.listen({ hostname, port, transport: "tcp", reusePort, tcpBacklog: backlog });
+      } catch (err) {
+        throw new Error(listenReason(err));
+      }
+    },
+    async serve(service, l) {
+      for (;;) {
+        let client: Deno.TcpConn;
+        try {
+          client = await l.accept();
+        } catch (err) {
+          if (closing.has(l)) return;
+          if (acceptFailing.fail()) acceptFailed(service, String(err));
+          await new Promise((r) => setTimeout(r, 50));
+          continue;
+        }
+        acceptRecovered(acceptFailing);
+        accept(service, client);
+      }
+    },
+    close(l) {
+      closing.add(l);
+      try {
+        l.close();
+      } catch {
+        // Already closed.
+      }
+    },
+  };
+}
+
+/** Says that accepting fails (once per episode). */
+export function acceptFailed(service: string, error: string): void {
+  log.error("accept failed: {error}; retrying every 50 ms", {
+    event: "accept_failed",
+    service,
+    error,
+  });
+}
+
+/** Says that accepting works again, when it had failed. */
+export function acceptRecovered(failing: ReturnType<typeof episode>): void {
+  const failures = failing.recover();
+  if (failures !== null) {
+    log.info(`accepting again after ${plural(failures, "failed accept")}`, {
+      event: "accept_recovered",
+      failures,
+    });
+  }
 }
 
 function listenReason(err: unknown): string {

@@ -15,6 +15,7 @@ import type { ProtectionState } from "../health/protection.ts";
 import type { BackendAdmin } from "../balance/admin.ts";
 import { emitForwarded, writeAccessLines } from "../log.ts";
 import type { PlaneStats } from "./counters.ts";
+import type { EngineName } from "./engine.ts";
 import type { LogRecord } from "@logtape/logtape";
 import type { Runtime } from "../snapshot.ts";
 
@@ -25,6 +26,7 @@ export type ToWorker =
     id: number;
     /** All data planes, the main thread's included. */
     planes: number;
+    engine: EngineName;
     config: Config;
     configPath: string;
     health: [string, HealthState][];
@@ -96,6 +98,7 @@ interface Pending {
  */
 export async function startWorkers(
   count: number,
+  engine: EngineName,
   runtime: Runtime,
   hooks: PoolHooks,
 ): Promise<WorkerPool> {
@@ -114,6 +117,7 @@ export async function startWorkers(
         type: "start",
         id: i + 1,
         planes: count + 1,
+        engine,
         config: runtime.snapshot.config,
         configPath: runtime.snapshot.configPath,
         health: [...runtime.health],

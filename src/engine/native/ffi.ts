@@ -1,0 +1,405 @@
+/**
+ * The only module that calls libc. Everything unsafe about the native
+ * engine is here: symbol signatures, struct layouts, pointers and lengths.
+ * Every buffer handed to the kernel is checked against the length passed
+ * with it, so a bug elsewhere becomes an exception, never a write out of
+ * bounds. Calls return the result or `-errno`, as the kernel does, so the
+ * hot path neither throws nor allocates.
+ *
+ * Linux only (x86_64 and aarch64): the constants are Linux's, the same on
+ * both; `struct epoll_event` is packed on x86_64 only.
+ *
+ * @module
+ */
+
+/** Linux constants the engine uses. */
+export const C = {
+  AF_INET: 2,
+  AF_INET6: 10,
+  SOL_SOCKET: 1,
+  SO_REUSEADDR: 2,
+  SO_ERROR: 4,
+  SO_KEEPALIVE: 9,
+  SO_REUSEPORT: 15,
+  IPPROTO_TCP: 6,
+  TCP_NODELAY: 1,
+  EPOLLIN: 0x1,
+  EPOLLOUT: 0x4,
+  EPOLLERR: 0x8,
+  EPOLLHUP: 0x10,
+  EPOLL_CTL_ADD: 1,
+  EPOLL_CTL_DEL: 2,
+  EPOLL_CTL_MOD: 3,
+} as const;
+
+/** errno values the engine tells apart. */
+export const E = {
+  ENOENT: 2,
+  ENOMEM: 12,
+  EACCES: 13,
+  EINTR: 4,
+  EAGAIN: 11,
+  ENFILE: 23,
+  EMFILE: 24,
+  EPIPE: 32,
+  EADDRINUSE: 98,
+  EADDRNOTAVAIL: 99,
+  ECONNABORTED: 103,
+  ECONNRESET: 104,
+  ENOBUFS: 105,
+  ETIMEDOUT: 110,
+  ECONNREFUSED: 111,
+  EINPROGRESS: 115,
+} as const;
+
+const SOCK_STREAM = 1;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const MSG_NOSIGNAL = 0x4000;
+const SHUT_WR = 1;
+const EFD_FLAGS = 0o4000 | 0o2000000;
+
+/** Largest socket address we read or write (sizeof struct sockaddr_storage). */
+export const SOCKADDR_MAX = 128;
+
+const SYMBOLS = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
+  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  listen: { parameters: ["i32", "i32"], result: "i32" },
+  accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
+  epoll_wait_async: {
+    name: "epoll_wait",
+    parameters: ["i32", "buffer", "i32", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  getaddrinfo: { parameters: ["buffer", "buffer", "buffer", "buffer"], result: "i32" },
+  getaddrinfo_async: {
+    name: "getaddrinfo",
+    parameters: ["buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+    nonblocking: true,
+  },
+  freeaddrinfo: { parameters: ["usize"], result: "void" },
+  __errno_location: { parameters: [], result: "usize" },
+  // Addresses travel as integers and memory is read by copying it into our
+  // buffers: Deno's pointer objects and views need --allow-ffi for every
+  // path, while calls into a library need it for that library only.
+  memcpy: { parameters: ["buffer", "usize", "usize"], result: "usize" },
+} as const;
+
+/** Where libc lives, by architecture (Debian's multiarch paths, then the loader's search). */
+const LIBC_PATHS: Record<string, string[]> = {
+  x86_64: ["/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6", "libc.so.6"],
+  aarch64: ["/lib/aarch64-linux-gnu/libc.so.6", "/usr/lib64/libc.so.6", "libc.so.6"],
+};
+
+/**
+ * Deno types `size_t` parameters as bigint, yet takes a number just as well
+ * (exactly, below 2^53): lengths stay numbers, so the hot path does not
+ * allocate a bigint per call.
+ */
+type Sized = (fd: number, buf: Uint8Array, len: number, flags: number) => number | bigint;
+type Lib = Omit<Deno.DynamicLibrary<typeof SYMBOLS>["symbols"], "recv" | "send" | "read" | "write"> & {
+  recv: Sized;
+  send: Sized;
+  read: (fd: number, buf: BufferSource, len: number) => number | bigint;
+  write: (fd: number, buf: BufferSource, len: number) => number | bigint;
+};
+
+let lib: Lib | null = null;
+/** Address of this thread's errno. */
+let errnoAddress: number | bigint = 0;
+/** sizeof(struct epoll_event): packed on x86_64, padded elsewhere. */
+let eventSize = 16;
+let eventDataOffset = 8;
+
+/**
+ * Loads libc once per thread. Throws an Error saying why when this is not
+ * Linux on x86_64 or aarch64, or libc cannot be opened (`--allow-ffi`).
+ */
+export function loadLibc(): void {
+  if (lib) return;
+  const paths = LIBC_PATHS[Deno.build.arch];
+  if (Deno.build.os !== "linux" || !paths) {
+    throw new Error(`the native engine needs Linux on x86_64 or aarch64, not ${Deno.build.target}`);
+  }
+  let lastError: unknown;
+  for (const path of paths) {
+    try {
+      lib = Deno.dlopen(path, SYMBOLS).symbols as unknown as Lib;
+      break;
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  if (!lib) {
+    throw new Error(`cannot load libc: ${lastError instanceof Error ? lastError.message : ""}`);
+  }
+  if (Deno.build.arch === "x86_64") [eventSize, eventDataOffset] = [12, 4];
+  errnoAddress = lib.__errno_location();
+  if (!errnoAddress) throw new Error("cannot find errno");
+}
+
+function libc(): Lib {
+  if (!lib) throw new Error("libc is not loaded: call loadLibc() first");
+  return lib;
+}
+
+/** The calling thread's errno (sync calls only: a nonblocking call runs on another thread). */
+function errno(): number {
+  copyFrom(errnoAddress, errnoBuf, 4);
+  return errnoView.getInt32(0, true);
+}
+
+const errnoBuf = new Uint8Array(4);
+const errnoView = new DataView(errnoBuf.buffer);
+
+/** Copies `len` bytes at address `from` into the start of `into`. */
+function copyFrom(from: number | bigint, into: Uint8Array, len: number): void {
+  checkRange(into, len);
+  if (!from) throw new RangeError("null address");
+  (libc().memcpy as unknown as (d: Uint8Array, s: number | bigint, n: number) => unknown)(
+    into,
+    from,
+    len,
+  );
+}
+
+/** A result as the kernel gives it: the value, or `-errno`. */
+function ret(r: number | bigint): number {
+  const n = Number(r);
+  return n < 0 ? -errno() : n;
+}
+
+function checkRange(buf: Uint8Array, len: number): void {
+  if (!Number.isInteger(len) || len < 0 || len > buf.byteLength) {
+    throw new RangeError(`length ${len} is outside a buffer of ${buf.byteLength} bytes`);
+  }
+}
+
+const intBuf = new Uint8Array(4);
+const intView = new DataView(intBuf.buffer);
+const lenBuf = new Uint8Array(4);
+const lenView = new DataView(lenBuf.buffer);
+
+/** A nonblocking, close-on-exec TCP socket of `family`; fd or -errno. */
+export function socket(family: number): number {
+  return ret(libc().socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+}
+
+/** Sets an int socket option; 0 or -errno. */
+export function setIntOption(fd: number, level: number, name: number, value: number): number {
+  intView.setInt32(0, value, true);
+  return ret(libc().setsockopt(fd, level, name, intBuf, 4));
+}
+
+/** Reads an int socket option (SO_ERROR); the value, or -errno when the call itself failed. */
+export function getIntOption(fd: number, level: number, name: number): number {
+  lenView.setUint32(0, 4, true);
+  const r = ret(libc().getsockopt(fd, level, name, intBuf, lenBuf));
+  return r < 0 ? r : intView.getInt32(0, true);
+}
+
+/** Binds to an encoded socket address; 0 or -errno. */
+export function bind(fd: number, addr: Uint8Array): number {
+  checkRange(addr, addr.byteLength);
+  return ret(libc().bind(fd, addr, addr.byteLength));
+}
+
+/** Starts listening; 0 or -errno. */
+export function listen(fd: number, backlog: number): number {
+  return ret(libc().listen(fd, backlog));
+}
+
+/**
+ * Accepts one client as a nonblocking, close-on-exec socket, writing its
+ * address into `peer` (at least {@link SOCKADDR_MAX} bytes); fd or -errno.
+ */
+export function accept(fd: number, peer: Uint8Array): number {
+  if (peer.byteLength < SOCKADDR_MAX) throw new RangeError("peer buffer too small");
+  lenView.setUint32(0, SOCKADDR_MAX, true);
+  return ret(libc().accept4(fd, peer, lenBuf, SOCK_NONBLOCK | SOCK_CLOEXEC));
+}
+
+/** Starts connecting to an encoded address; 0, or -EINPROGRESS, or another -errno. */
+export function connect(fd: number, addr: Uint8Array): number {
+  checkRange(addr, addr.byteLength);
+  return ret(libc().connect(fd, addr, addr.byteLength));
+}
+
+/** Writes a socket's own address into `out` (at least {@link SOCKADDR_MAX} bytes); 0 or -errno. */
+export function localAddress(fd: number, out: Uint8Array): number {
+  if (out.byteLength < SOCKADDR_MAX) throw new RangeError("address buffer too small");
+  lenView.setUint32(0, SOCKADDR_MAX, true);
+  return ret(libc().getsockname(fd, out, lenBuf));
+}
+
+/** Reads up to `len` bytes into the start of `buf`; bytes (0 at end of stream) or -errno. */
+export function recv(fd: number, buf: Uint8Array, len: number): number {
+  checkRange(buf, len);
+  return ret(libc().recv(fd, buf, len, 0));
+}
+
+/** Sends the first `len` bytes of `buf`, never raising SIGPIPE; bytes sent or -errno. */
+export function send(fd: number, buf: Uint8Array, len: number): number {
+  checkRange(buf, len);
+  return ret(libc().send(fd, buf, len, MSG_NOSIGNAL));
+}
+
+/** Half-closes: no more writes; 0 or -errno. */
+export function shutdownWrite(fd: number): number {
+  return ret(libc().shutdown(fd, SHUT_WR));
+}
+
+/** Closes a descriptor. The caller forgets it at once: the kernel may reuse the number. */
+export function close(fd: number): void {
+  libc().close(fd);
+}
+
+/** A new close-on-exec epoll instance; fd or -errno. */
+export function epollCreate(): number {
+  return ret(libc().epoll_create1(SOCK_CLOEXEC));
+}
+
+const ctlBuf = new Uint8Array(16);
+const ctlView = new DataView(ctlBuf.buffer);
+
+/**
+ * Adds, changes or removes `fd` in an epoll set. `token` (a uint32) comes
+ * back with its events instead of the fd, so an event for a closed and
+ * reused fd number cannot reach the wrong connection. 0 or -errno.
+ */
+export function epollCtl(ep: number, op: number, fd: number, events: number, token: number): number {
+  ctlView.setUint32(0, events, true);
+  ctlView.setUint32(eventDataOffset, token, true);
+  ctlView.setUint32(eventDataOffset + 4, 0, true);
+  return ret(libc().epoll_ctl(ep, op, fd, ctlBuf));
+}
+
+/** Room for `max` epoll events, read with {@link eventsAt} and {@link tokenAt}. */
+export interface EventBuffer {
+  readonly bytes: Uint8Array;
+  readonly view: DataView;
+  readonly max: number;
+}
+
+/** An event buffer for up to `max` events. */
+export function eventBuffer(max: number): EventBuffer {
+  const bytes = new Uint8Array(max * 16);
+  return { bytes, view: new DataView(bytes.buffer), max };
+}
+
+/** Waits up to `timeoutMs` on this thread; events, or -errno. */
+export function epollWait(ep: number, out: EventBuffer, timeoutMs: number): number {
+  return ret(libc().epoll_wait(ep, out.bytes, out.max, timeoutMs));
+}
+
+/**
+ * Waits up to `timeoutMs` on a helper thread, leaving the event loop free;
+ * events, or -1 on an error (errno is the helper's, so unknown: EINTR in
+ * practice). `out` must not be read or reused until it resolves.
+ */
+export function epollWaitAsync(ep: number, out: EventBuffer, timeoutMs: number): Promise<number> {
+  return libc().epoll_wait_async(ep, out.bytes, out.max, timeoutMs);
+}
+
+/** The event mask of the `i`th event. */
+export function eventsAt(out: EventBuffer, i: number): number {
+  return out.view.getUint32(i * eventSize, true);
+}
+
+/** The token of the `i`th event. */
+export function tokenAt(out: EventBuffer, i: number): number {
+  return out.view.getUint32(i * eventSize + eventDataOffset, true);
+}
+
+/** A nonblocking eventfd; fd or -errno. */
+export function eventFd(): number {
+  return ret(libc().eventfd(0, EFD_FLAGS));
+}
+
+const counterBuf = new Uint8Array(8);
+
+/** Adds 1 to an eventfd (wakes its epoll waiter). */
+export function signalEventFd(fd: number): void {
+  counterBuf.fill(0);
+  counterBuf[0] = 1;
+  libc().write(fd, counterBuf, 8);
+}
+
+/** Resets an eventfd to 0. */
+export function clearEventFd(fd: number): void {
+  libc().read(fd, counterBuf, 8);
+}
+
+/** struct addrinfo on 64-bit Linux: ai_family at 4, ai_addrlen at 16, ai_addr at 24, ai_next at 40. */
+const AI = { family: 4, addrlen: 16, addr: 24, next: 40, size: 48, socktype: 8 };
+
+/**
+ * Resolves a host name the way the system does (/etc/hosts, then DNS, as
+ * nsswitch says), on a helper thread. Resolves to encoded socket addresses
+ * without a port, or rejects with the resolver's reason.
+ */
+export async function resolve(host: string): Promise<Uint8Array[]> {
+  const q = lookupQuery(host);
+  return lookupResult(host, await libc().getaddrinfo_async(q.name, null, q.hints, q.result), q);
+}
+
+/** {@link resolve} on this thread, blocking it: for the few names a reload listens on. */
+export function resolveSync(host: string): Uint8Array[] {
+  const q = lookupQuery(host);
+  return lookupResult(host, libc().getaddrinfo(q.name, null, q.hints, q.result), q);
+}
+
+interface LookupQuery {
+  name: Uint8Array;
+  hints: Uint8Array;
+  result: Uint8Array;
+}
+
+function lookupQuery(host: string): LookupQuery {
+  const hints = new Uint8Array(AI.size);
+  new DataView(hints.buffer).setInt32(AI.socktype, SOCK_STREAM, true);
+  return { name: new TextEncoder().encode(host + "\0"), hints, result: new Uint8Array(8) };
+}
+
+/** Copies the addresses out of getaddrinfo's list and frees it. */
+function lookupResult(host: string, code: number, q: LookupQuery): Uint8Array[] {
+  if (code !== 0) throw new Error(`cannot resolve ${host} (getaddrinfo error ${code})`);
+  const first = new DataView(q.result.buffer).getBigUint64(0, true);
+  const entry = new Uint8Array(AI.size);
+  const view = new DataView(entry.buffer);
+  const found: Uint8Array[] = [];
+  try {
+    for (let p = first; p !== 0n && found.length < 64;) {
+      copyFrom(p, entry, AI.size);
+      const family = view.getInt32(AI.family, true);
+      const len = view.getUint32(AI.addrlen, true);
+      const addr = view.getBigUint64(AI.addr, true);
+      if ((family === C.AF_INET || family === C.AF_INET6) && addr && len <= SOCKADDR_MAX) {
+        const bytes = new Uint8Array(len);
+        copyFrom(addr, bytes, len);
+        found.push(bytes);
+      }
+      p = view.getBigUint64(AI.next, true);
+    }
+  } finally {
+    if (first) libc().freeaddrinfo(first);
+  }
+  return found;
+}

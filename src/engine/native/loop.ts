@@ -1,0 +1,210 @@
+/**
+ * The native engine's event loop: one epoll set, the handlers of its
+ * descriptors by token, and one timer heap (connect and idle timeouts).
+ *
+ * It shares its thread with Deno's own event loop, which must stay free for
+ * the control plane's messages, health checks and signals. So while events
+ * keep coming it polls epoll without waiting (a synchronous call, the
+ * cheapest there is), and every few rounds, or when there is nothing to do,
+ * it awaits an `epoll_wait` that runs on a helper thread: Deno's loop runs
+ * meanwhile, and the answer comes back as one more of its events. An
+ * eventfd in the set wakes that wait early (a stop, an earlier timer).
+ *
+ * Tokens, not descriptors, identify registrations: a descriptor closed
+ * while its events were in flight, and its number reused by the kernel,
+ * never reaches the new owner's handler.
+ *
+ * @module
+ */
+import * as sys from "./ffi.ts";
+
+/** Called with the epoll event mask of its descriptor. */
+export type Handler = (events: number) => void;
+
+/** A timer set on the loop; `cancel` makes it a no-op. */
+export interface Timer {
+  readonly at: number;
+  fn: (() => void) | null;
+}
+
+/** The loop of one data plane. */
+export interface Loop {
+  /** Watches `fd` for `events`; returns its token. Throws when epoll refuses. */
+  add(fd: number, events: number, handler: Handler): number;
+  /**
+   * Changes what a registered `fd` is watched for, and optionally its
+   * handler. With no events the fd leaves the epoll set (its token stays):
+   * epoll reports a hang-up even to an fd watched for nothing, and
+   * level-triggered, it would wake the loop until the fd is read.
+   */
+  modify(token: number, fd: number, events: number, handler?: Handler): void;
+  /** Stops watching `fd` and forgets its token (before the fd is closed). */
+  remove(token: number, fd: number): void;
+  /** Calls `fn` once, at epoch ms `at` or soon after. */
+  timer(at: number, fn: () => void): Timer;
+  /** Ends the loop after the current round; resolves once it has ended. */
+  stop(): Promise<void>;
+}
+
+/** Rounds of synchronous polling before Deno's loop gets a turn. */
+const BURST = 16;
+/** The longest a wait lasts with no timer due (bounds how late a stop or a new timer is seen). */
+const MAX_WAIT_MS = 1000;
+
+interface State {
+  readonly ep: number;
+  readonly wakeFd: number;
+  readonly handlers: Map<number, Handler>;
+  readonly heap: Timer[];
+  nextToken: number;
+  stopped: boolean;
+  /** Epoch ms the helper thread's wait ends, or 0 when none is running. */
+  waitingUntil: number;
+}
+
+/** Creates the loop and starts it running. Throws when epoll or eventfd cannot be made. */
+export function createLoop(): Loop {
+  const ep = sys.epollCreate();
+  if (ep < 0) throw new Error(`epoll_create1 failed (errno ${-ep})`);
+  const wakeFd = sys.eventFd();
+  if (wakeFd < 0) {
+    sys.close(ep);
+    throw new Error(`eventfd failed (errno ${-wakeFd})`);
+  }
+  const st: State = {
+    ep,
+    wakeFd,
+    handlers: new Map(),
+    heap: [],
+    nextToken: 1,
+    stopped: false,
+    waitingUntil: 0,
+  };
+  const loop: Loop = {
+    add(fd, events, handler) {
+      const token = newToken(st);
+      const r = sys.epollCtl(ep, sys.C.EPOLL_CTL_ADD, fd, events, token);
+      if (r < 0) throw new Error(`epoll_ctl add failed (errno ${-r})`);
+      st.handlers.set(token, handler);
+      return token;
+    },
+    modify(token, fd, events, handler) {
+      if (events === 0) {
+        sys.epollCtl(ep, sys.C.EPOLL_CTL_DEL, fd, 0, 0);
+      } else if (sys.epollCtl(ep, sys.C.EPOLL_CTL_MOD, fd, events, token) === -sys.E.ENOENT) {
+        sys.epollCtl(ep, sys.C.EPOLL_CTL_ADD, fd, events, token);
+      }
+      if (handler) st.handlers.set(token, handler);
+    },
+    remove(token, fd) {
+      if (st.handlers.delete(token)) sys.epollCtl(ep, sys.C.EPOLL_CTL_DEL, fd, 0, 0);
+    },
+    timer(at, fn) {
+      const t: Timer = { at, fn };
+      push(st.heap, t);
+      if (st.waitingUntil > 0 && at < st.waitingUntil) sys.signalEventFd(wakeFd);
+      return t;
+    },
+    stop: () => {
+      st.stopped = true;
+      sys.signalEventFd(wakeFd);
+      return running;
+    },
+  };
+  loop.add(wakeFd, sys.C.EPOLLIN, () => sys.clearEventFd(wakeFd));
+  const running = run(st).finally(() => {
+    sys.close(wakeFd);
+    sys.close(ep);
+  });
+  return loop;
+}
+
+function newToken(st: State): number {
+  // uint32 tokens, 0 never used; skip any still registered after a wrap.
+  do st.nextToken = st.nextToken >= 0xffffffff ? 1 : st.nextToken + 1; while (
+    st.handlers.has(st.nextToken)
+  );
+  return st.nextToken;
+}
+
+async function run(st: State): Promise<void> {
+  const syncBuf = sys.eventBuffer(256);
+  const asyncBuf = sys.eventBuffer(256);
+  while (!st.stopped) {
+    let rounds = 0;
+    for (; rounds < BURST; rounds++) {
+      const n = sys.epollWait(st.ep, syncBuf, 0);
+      if (n <= 0) break;
+      dispatch(st, syncBuf, n);
+      runTimers(st);
+    }
+    runTimers(st);
+    if (st.stopped) break;
+    const timeout = rounds === BURST ? 0 : untilNextTimer(st);
+    st.waitingUntil = Date.now() + timeout;
+    const n = await sys.epollWaitAsync(st.ep, asyncBuf, timeout);
+    st.waitingUntil = 0;
+    if (n > 0) dispatch(st, asyncBuf, n);
+    runTimers(st);
+  }
+}
+
+function dispatch(st: State, buf: sys.EventBuffer, n: number): void {
+  for (let i = 0; i < n; i++) {
+    // A handler earlier in this batch may have removed this one: then its token is gone.
+    const handler = st.handlers.get(sys.tokenAt(buf, i));
+    if (handler) handler(sys.eventsAt(buf, i));
+  }
+}
+
+function untilNextTimer(st: State): number {
+  const next = st.heap[0];
+  if (!next) return MAX_WAIT_MS;
+  return Math.max(0, Math.min(MAX_WAIT_MS, Math.ceil(next.at - Date.now())));
+}
+
+function runTimers(st: State): void {
+  if (st.heap.length === 0) return;
+  const now = Date.now();
+  while (st.heap.length > 0 && st.heap[0].at <= now) {
+    const t = pop(st.heap)!;
+    const fn = t.fn;
+    t.fn = null;
+    fn?.();
+  }
+}
+
+/** Makes a timer a no-op (it leaves the heap when due). */
+export function cancel(t: Timer | null): void {
+  if (t) t.fn = null;
+}
+
+function push(heap: Timer[], t: Timer): void {
+  heap.push(t);
+  let i = heap.length - 1;
+  while (i > 0) {
+    const parent = (i - 1) >> 1;
+    if (heap[parent].at <= t.at) break;
+    heap[i] = heap[parent];
+    i = parent;
+  }
+  heap[i] = t;
+}
+
+function pop(heap: Timer[]): Timer | undefined {
+  const top = heap[0];
+  const last = heap.pop();
+  if (heap.length === 0 || !last) return top;
+  let i = 0;
+  for (;;) {
+    const l = 2 * i + 1;
+    if (l >= heap.length) break;
+    const r = l + 1;
+    const c = r < heap.length && heap[r].at < heap[l].at ? r : l;
+    if (heap[c].at >= last.at) break;
+    heap[i] = heap[c];
+    i = c;
+  }
+  heap[i] = last;
+  return top;
+}
