@@ -179,8 +179,9 @@ const direct: Target = {
     Promise.resolve({ port: backends[0], pid: null, stop: () => Promise.resolve() }),
 };
 
-const bal: Target = {
-  name: "bal",
+/** bal on one engine: `bal` is the native one (what `engine: auto` runs on Linux), `bal-deno` the other. */
+const balOn = (engine: "native" | "deno"): Target => ({
+  name: engine === "native" ? "bal" : "bal-deno",
   async start(backends, opts = {}) {
     const port = freePort();
     const home = Deno.makeTempDirSync({ dir: tmp, prefix: "bal-" });
@@ -192,7 +193,7 @@ const bal: Target = {
       ...backends.map((b) => `  - "127.0.0.1:${b}"`),
     ];
     if (opts.workers) lines.push(`workers: ${opts.workers}`);
-    lines.push(...opts.extra ?? []);
+    lines.push(`engine: ${engine}`, ...opts.extra ?? []);
     Deno.writeTextFileSync(`${home}/config.yaml`, lines.join("\n") + "\n");
     // The real CLI with the release flags, as `deno task bal start` runs it.
     const argv = onCpu(opts.cpu === undefined ? 1 : opts.cpu, [
@@ -210,7 +211,9 @@ const bal: Target = {
     await waitPort(port);
     return { port, pid: child.pid, stop: () => stopProcess(child, child.pid) };
   },
-};
+});
+const bal = balOn("native");
+const balDeno = balOn("deno");
 
 const haproxy: Target = {
   name: "haproxy",
@@ -278,10 +281,14 @@ const hasNginxStream = has("nginx") && (() => {
 const targets = [
   direct,
   bal,
+  balDeno,
   ...(has("haproxy") ? [haproxy] : []),
   ...(hasNginxStream ? [nginx] : []),
 ]
-  .filter((t) => !only || only.includes(t.name) || t.name === "direct");
+  .filter((t) =>
+    !only || only.includes(t.name) || t.name === "direct" ||
+    (only.includes("bal") && t.name.startsWith("bal"))
+  );
 
 function loadArgv(
   workload: string,
@@ -593,17 +600,25 @@ try {
     }
   }
 
-  // All cores: short connections through bal with 1 and 2 workers, unpinned.
+  // All cores: short connections through bal with 1 and 2 workers, unpinned,
+  // with the CPU they took, since the load generator shares the machine.
   const scaling: Row = {};
   if (!only || only.includes("bal")) {
-    for (const workers of [1, 2]) {
-      const r = await bal.start([httpA, httpB], { workers, cpu: null });
-      try {
-        scaling[`workers_${workers}_short_per_s`] = (await short(r.port, null)).rate;
-      } catch (err) {
-        console.log(`workers ${workers}: ${err}`);
-      } finally {
-        await r.stop();
+    for (const t of [bal, balDeno]) {
+      for (const workers of [1, 2]) {
+        const r = await t.start([httpA, httpB], { workers, cpu: null });
+        const key = `${t.name}_workers_${workers}`;
+        try {
+          const cpu = cpuMeter(r.pid!);
+          const rate = (await short(r.port, null)).rate;
+          const used = cpu.take();
+          scaling[`${key}_short_per_s`] = rate;
+          scaling[`${key}_per_cpu_s`] = rate * secs / (used.user + used.sys);
+        } catch (err) {
+          console.log(`${key}: ${err}`);
+        } finally {
+          await r.stop();
+        }
       }
     }
   }
@@ -664,9 +679,8 @@ try {
   if (result.haproxy) table("Ratio to HAProxy 1-thread", ratio("haproxy"));
   if (Object.keys(scaling).length) {
     console.log(
-      `\nAll cores, unpinned, short conn/s through bal: ${
-        Object.entries(scaling).map(([k, v]) => `${k.replace("_short_per_s", "")}=${Math.round(v)}`)
-          .join(", ")
+      `\nAll cores, unpinned, short connections through bal (conn/s; conn per CPU-second): ${
+        Object.entries(scaling).map(([k, v]) => `${k}=${Math.round(v)}`).join(", ")
       }`,
     );
   }

@@ -66,7 +66,9 @@ export async function statusCommand(options: StatusOptions): Promise<number> {
   if (wanted !== s.config_path) out(`  note: it runs with ${s.config_path}, not ${wanted}`);
   const method = services.length === 1 ? `${services[0].method}, ` : "";
   out(
-    `  up ${s.uptime_s} s, ${method}${plural(s.workers!, "data plane")}, ${s.engine} engine, config ${s.config_path}`,
+    `  up ${s.uptime_s} s, ${method}${
+      plural(s.workers!, "data plane")
+    }, ${s.engine} engine, config ${s.config_path}`,
   );
   for (const service of services) printService(service, services.length > 1, options.verbose);
   if (options.verbose && s.reloads) {

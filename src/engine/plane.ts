@@ -215,7 +215,8 @@ export function endingOf(
   failed: boolean,
   firstEnd: "client" | "backend" | null,
 ): Ending {
-  return closing ?? (failed ? "reset" : firstEnd === "backend" ? "backend_closed" : "client_closed");
+  return closing ??
+    (failed ? "reset" : firstEnd === "backend" ? "backend_closed" : "client_closed");
 }
 
 /**

@@ -15,7 +15,7 @@ import { episode } from "../../log.ts";
 import type { Runtime } from "../../snapshot.ts";
 import type { Engine, EngineOptions } from "../engine.ts";
 import type { ServiceCounters } from "../counters.ts";
-import { acceptFailed, acceptRecovered, type ListenSockets, listenerSet } from "../listeners.ts";
+import { acceptFailed, acceptRecovered, listenerSet, type ListenSockets } from "../listeners.ts";
 import {
   admit,
   closeWhere,
@@ -226,7 +226,9 @@ function dialNext(plane: NativePlane, s: Session): void {
 function retryAfterLookup(plane: NativePlane, s: Session, backend: Backend): void {
   if (s.finished) return void countersOf(plane, backend.id).active--;
   const address = plane.addresses.of(backend);
-  if (address instanceof Uint8Array) return connectTo(plane, s, backend, address, performance.now());
+  if (address instanceof Uint8Array) {
+    return connectTo(plane, s, backend, address, performance.now());
+  }
   const reason = typeof address === "string" ? address : `cannot resolve ${backend.host}`;
   dialFailedThen(plane, s, backend, "other", reason);
 }

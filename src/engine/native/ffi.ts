@@ -114,12 +114,14 @@ const LIBC_PATHS: Record<string, string[]> = {
  * allocate a bigint per call.
  */
 type Sized = (fd: number, buf: Uint8Array, len: number, flags: number) => number | bigint;
-type Lib = Omit<Deno.DynamicLibrary<typeof SYMBOLS>["symbols"], "recv" | "send" | "read" | "write"> & {
-  recv: Sized;
-  send: Sized;
-  read: (fd: number, buf: BufferSource, len: number) => number | bigint;
-  write: (fd: number, buf: BufferSource, len: number) => number | bigint;
-};
+type Lib =
+  & Omit<Deno.DynamicLibrary<typeof SYMBOLS>["symbols"], "recv" | "send" | "read" | "write">
+  & {
+    recv: Sized;
+    send: Sized;
+    read: (fd: number, buf: BufferSource, len: number) => number | bigint;
+    write: (fd: number, buf: BufferSource, len: number) => number | bigint;
+  };
 
 let lib: Lib | null = null;
 /** Address of this thread's errno. */
@@ -284,7 +286,13 @@ const ctlView = new DataView(ctlBuf.buffer);
  * back with its events instead of the fd, so an event for a closed and
  * reused fd number cannot reach the wrong connection. 0 or -errno.
  */
-export function epollCtl(ep: number, op: number, fd: number, events: number, token: number): number {
+export function epollCtl(
+  ep: number,
+  op: number,
+  fd: number,
+  events: number,
+  token: number,
+): number {
   ctlView.setUint32(0, events, true);
   ctlView.setUint32(eventDataOffset, token, true);
   ctlView.setUint32(eventDataOffset + 4, 0, true);
