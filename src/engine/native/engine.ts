@@ -40,10 +40,13 @@ import {
 } from "../plane.ts";
 import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
-import { type Relay, side, startRelay } from "./relay.ts";
+import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
 import { decodeAddress, familyOf } from "./sockaddr.ts";
 import { describeErrno, dialFailure, listenAddress, openListener, tune } from "./sockets.ts";
 import { type AddressBook, addressBook } from "./resolve.ts";
+
+/** What `tried` becomes once connected: nothing more is tried, so one empty set serves all. */
+const CONNECTED: Set<string> = new Set();
 
 /** A connect under way. */
 interface Dialing {
@@ -58,7 +61,8 @@ interface Dialing {
 interface Session extends SessionBase {
   readonly clientFd: number;
   readonly counters: ServiceCounters;
-  readonly tried: Set<string>;
+  /** Backends offered so far (let go once one connects). */
+  tried: Set<string>;
   dialing: Dialing | null;
   relay: Relay | null;
   /** The backend it is relayed to. */
@@ -169,7 +173,7 @@ function nativeSockets(
       }),
     close(l) {
       if (l.fd < 0) return;
-      if (l.token) loop.remove(l.token, l.fd);
+      loop.forget(l.token);
       sys.close(l.fd);
       l.fd = -1;
       l.closed();
@@ -181,7 +185,6 @@ function nativeSockets(
 function onClient(plane: NativePlane, service: string, fd: number, peer: Peer): void {
   const counters = admit(plane, service, peer);
   if (!counters) return sys.close(fd);
-  tune(fd);
   const now = Date.now();
   const s: Session = {
     service,
@@ -252,7 +255,8 @@ function connectTo(
   const timeoutMs = plane.runtime.snapshot.services.get(s.service)?.runtime
     .backend_connect_timeout_ms ?? 0;
   const d: Dialing = { fd, token: 0, timer: null!, backend, begun };
-  d.token = plane.loop.add(fd, sys.C.EPOLLOUT, (ev) => onConnectEvent(plane, s, d, ev));
+  // Registered once for the connect and the relay after it: edge-triggered, see relay.ts.
+  d.token = plane.loop.add(fd, RELAY_EVENTS, (ev) => onConnectEvent(plane, s, d, ev));
   d.timer = plane.loop.timer(Date.now() + timeoutMs, () => {
     abandonDial(plane, d);
     s.dialing = null;
@@ -262,8 +266,11 @@ function connectTo(
 }
 
 function onConnectEvent(plane: NativePlane, s: Session, d: Dialing, ev: number): void {
+  // Writable without an error is connected; only a failure needs SO_ERROR to say why.
+  if (ev & sys.C.EPOLLOUT && !(ev & (sys.C.EPOLLERR | sys.C.EPOLLHUP))) {
+    return connected(plane, s, d, ev);
+  }
   const err = sys.getIntOption(d.fd, sys.C.SOL_SOCKET, sys.C.SO_ERROR);
-  if (err === 0 && ev & sys.C.EPOLLOUT) return connected(plane, s, d);
   abandonDial(plane, d);
   s.dialing = null;
   const f = dialFailure(err > 0 ? err : sys.E.ECONNRESET);
@@ -273,7 +280,7 @@ function onConnectEvent(plane: NativePlane, s: Session, d: Dialing, ev: number):
 /** Stops a connect under way: its socket closed, its timer off. */
 function abandonDial(plane: NativePlane, d: Dialing): void {
   cancel(d.timer);
-  plane.loop.remove(d.token, d.fd);
+  plane.loop.forget(d.token);
   sys.close(d.fd);
 }
 
@@ -289,15 +296,14 @@ function dialFailedThen(
 }
 
 /** The backend took the connection: relay until both directions are done. */
-function connected(plane: NativePlane, s: Session, d: Dialing): void {
+function connected(plane: NativePlane, s: Session, d: Dialing, events: number): void {
   cancel(d.timer);
   s.dialing = null;
+  s.tried = CONNECTED;
   s.to = d.backend;
   dialed(plane, s, d.backend, performance.now() - d.begun);
   s.counters.served++;
-  const counters = countersOf(plane, d.backend.id);
   s.relay = {
-    loop: plane.loop,
     a: side(s.clientFd),
     b: side(d.fd, d.token),
     aToB: 0,
@@ -306,13 +312,10 @@ function connected(plane: NativePlane, s: Session, d: Dialing): void {
     firstEnd: null,
     done: false,
     activity: s.activity,
-    tally: (fromClient, n) => {
-      if (fromClient) counters.bytes_in += n;
-      else counters.bytes_out += n;
-    },
+    counters: countersOf(plane, d.backend.id),
     onEnd: () => finish(plane, s),
   };
-  startRelay(s.relay);
+  startRelay(plane.loop, s.relay, events);
 }
 
 /** No backend took the client: it is closed and counted. */
@@ -337,8 +340,8 @@ function finish(plane: NativePlane, s: Session): void {
   }
   const r = s.relay;
   if (r) {
-    loop.remove(r.a.token, r.a.fd);
-    loop.remove(r.b.token, r.b.fd);
+    loop.forget(r.a.token);
+    loop.forget(r.b.token);
     sys.close(r.b.fd);
   }
   sys.close(s.clientFd);

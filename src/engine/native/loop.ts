@@ -38,8 +38,13 @@ export interface Loop {
    * level-triggered, it would wake the loop until the fd is read.
    */
   modify(token: number, fd: number, events: number, handler?: Handler): void;
-  /** Stops watching `fd` and forgets its token (before the fd is closed). */
-  remove(token: number, fd: number): void;
+  /** Gives a token another handler, watching its fd as before. */
+  rebind(token: number, handler: Handler): void;
+  /**
+   * Forgets a token whose fd the caller closes at once: closing an fd
+   * takes it out of the epoll set, so no system call is spent on that.
+   */
+  forget(token: number): void;
   /** Calls `fn` once, at epoch ms `at` or soon after. */
   timer(at: number, fn: () => void): Timer;
   /** Ends the loop after the current round; resolves once it has ended. */
@@ -96,8 +101,11 @@ export function createLoop(): Loop {
       }
       if (handler) st.handlers.set(token, handler);
     },
-    remove(token, fd) {
-      if (st.handlers.delete(token)) sys.epollCtl(ep, sys.C.EPOLL_CTL_DEL, fd, 0, 0);
+    rebind(token, handler) {
+      if (st.handlers.has(token)) st.handlers.set(token, handler);
+    },
+    forget(token) {
+      st.handlers.delete(token);
     },
     timer(at, fn) {
       const t: Timer = { at, fn };

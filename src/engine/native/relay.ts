@@ -1,13 +1,18 @@
 /**
  * The native engine's relay between a client and a backend socket, both
- * nonblocking and watched by the loop (level-triggered).
+ * nonblocking and registered once, edge-triggered, for reads, writes and
+ * hang-ups: the loop reports each change of readiness once, the relay keeps
+ * it in two flags per socket, and no epoll_ctl is spent while bytes flow
+ * (measured on this machine, a system call costs about a microsecond of
+ * kernel entry alone; level-triggered watching took five epoll_ctl per
+ * short connection, this takes two).
  *
  * Bytes go through one buffer shared by the whole data plane: a read is
  * sent on at once, so nothing stays in it. Only when a peer is slow (its
  * send returns short or EAGAIN) does the rest move to a buffer of that
- * connection's own, the source stops being read, and the slow side is
- * watched for EPOLLOUT until it has taken everything: backpressure, with no
- * memory held by connections whose peers keep up, idle ones included.
+ * connection's own, and its source is not read until the slow side has
+ * taken everything: backpressure, with no memory held by connections whose
+ * peers keep up, idle ones included.
  *
  * An end of stream is passed on as `shutdown(SHUT_WR)` once what was read
  * before it is delivered (half-close); a reset or error on either side ends
@@ -20,18 +25,24 @@ import type { Loop } from "./loop.ts";
 
 /** Size of the plane's shared buffer (one per thread). */
 export const SHARED_BUFFER = 64 * 1024;
-/** Reads per readiness event before other sockets get a turn. */
-const READS_PER_EVENT = 4;
 const shared = new Uint8Array(SHARED_BUFFER);
+
+/** What a relayed socket is registered for, once. */
+export const RELAY_EVENTS = sys.C.EPOLLIN | sys.C.EPOLLOUT | sys.C.EPOLLRDHUP | sys.C.EPOLLET;
+const READ_EVENTS = sys.C.EPOLLIN | sys.C.EPOLLRDHUP | sys.C.EPOLLHUP | sys.C.EPOLLERR;
+const WRITE_EVENTS = sys.C.EPOLLOUT | sys.C.EPOLLHUP | sys.C.EPOLLERR;
 
 /** One socket of a relay. */
 export interface Side {
   readonly fd: number;
   token: number;
-  /** What the loop watches it for now. */
-  mask: number;
-  /** Still reading from it (its end of stream not seen yet). */
+  /** Readiness reported and not used up yet (a read that came back short or EAGAIN uses it up). */
+  readable: boolean;
+  writable: boolean;
+  /** Still reading from it (its end of stream not read yet). */
   reading: boolean;
+  /** Its peer's FIN (or a reset) has arrived: read on to the end, whatever a short read suggests. */
+  closing: boolean;
   /** Bytes read from the other side that this one has not taken yet. */
   pending: Uint8Array | null;
   /** Half-close it once `pending` is delivered. */
@@ -40,7 +51,6 @@ export interface Side {
 
 /** A relay between a client (`a`) and a backend (`b`). */
 export interface Relay {
-  readonly loop: Loop;
   readonly a: Side;
   readonly b: Side;
   aToB: number;
@@ -52,86 +62,108 @@ export interface Relay {
   done: boolean;
   /** Epoch ms bytes last moved. */
   readonly activity: { at: number };
-  /** Hears of bytes as they are read: `aToB` tells the direction. */
-  readonly tally: (aToB: boolean, n: number) => void;
+  /** The backend's byte counters, moved as bytes are read. */
+  readonly counters: { bytes_in: number; bytes_out: number };
   /** Called once, when both directions are done or one failed. */
   readonly onEnd: () => void;
 }
 
 /** A side of a relay for an open socket. */
 export function side(fd: number, token = 0): Side {
-  return { fd, token, mask: 0, reading: true, pending: null, shutAfterFlush: false };
+  return {
+    fd,
+    token,
+    readable: false,
+    writable: false,
+    reading: true,
+    closing: false,
+    pending: null,
+    shutAfterFlush: false,
+  };
 }
 
 /**
- * Starts relaying: the client is added to the loop, the backend (already
- * there from its connect) gets the relay's handler.
+ * Starts relaying: the client joins the loop (its readiness is reported
+ * at once); the backend, registered at its connect, gets the relay's
+ * handler, and the event that said it connected is used now (its edges
+ * will not come again).
  */
-export function startRelay(r: Relay): void {
-  const { loop, a, b } = r;
-  a.mask = sys.C.EPOLLIN;
-  a.token = loop.add(a.fd, a.mask, (ev) => onEvent(r, a, b, ev));
-  b.mask = sys.C.EPOLLIN;
-  loop.modify(b.token, b.fd, b.mask, (ev) => onEvent(r, b, a, ev));
+export function startRelay(loop: Loop, r: Relay, backendEvents: number): void {
+  const { a, b } = r;
+  a.token = loop.add(a.fd, RELAY_EVENTS, (ev) => onEvent(r, a, ev));
+  loop.rebind(b.token, (ev) => onEvent(r, b, ev));
+  onEvent(r, b, backendEvents);
 }
 
-const READABLE = sys.C.EPOLLIN | sys.C.EPOLLERR | sys.C.EPOLLHUP;
-
-function onEvent(r: Relay, x: Side, y: Side, ev: number): void {
+/** Notes what an event says of a socket's readiness, then moves what can move. */
+function onEvent(r: Relay, x: Side, ev: number): void {
   if (r.done) return;
-  if (ev & sys.C.EPOLLOUT && x.pending) flush(r, x, y);
-  if (r.done) return;
-  // A hang-up still leaves what was received to read: it ends as a read of 0.
-  if (x.reading && !y.pending && ev & READABLE) readFrom(r, x, y);
-  // A socket error (a reset): the connection is gone, whatever is left.
+  if (ev & READ_EVENTS) x.readable = true;
+  if (ev & (sys.C.EPOLLRDHUP | sys.C.EPOLLHUP | sys.C.EPOLLERR)) x.closing = true;
+  if (ev & WRITE_EVENTS) x.writable = true;
+  progress(r);
+  // A socket error that no read or write met (the side was held back):
+  // the connection is gone all the same, and the edge will not come again.
   if (!r.done && ev & sys.C.EPOLLERR) fail(r, x);
 }
 
-function readFrom(r: Relay, x: Side, y: Side): void {
-  for (let i = 0; i < READS_PER_EVENT; i++) {
+/** Moves what can move both ways, then ends the relay if both directions are done. */
+function progress(r: Relay): void {
+  pump(r, r.a, r.b);
+  if (!r.done) pump(r, r.b, r.a);
+  if (r.done) return;
+  const { a, b } = r;
+  if (a.reading || b.reading || a.pending || b.pending || a.shutAfterFlush || b.shutAfterFlush) {
+    return;
+  }
+  r.done = true;
+  r.onEnd();
+}
+
+/** Direction x → y: first what waits for y, then fresh reads from x until one side blocks. */
+function pump(r: Relay, x: Side, y: Side): void {
+  if (y.pending && y.writable) flush(r, y);
+  while (!r.done && !y.pending && x.reading && x.readable) {
     const n = sys.recv(x.fd, shared, SHARED_BUFFER);
     if (n > 0) {
       r.activity.at = Date.now();
-      if (x === r.a) r.aToB += n;
-      else r.bToA += n;
-      r.tally(x === r.a, n);
-      forward(r, x, y, n);
-      if (r.done || y.pending || n < SHARED_BUFFER) return;
+      if (x === r.a) {
+        r.aToB += n;
+        r.counters.bytes_in += n;
+      } else {
+        r.bToA += n;
+        r.counters.bytes_out += n;
+      }
+      // A short read emptied the socket: the next arrival is a new edge. Not
+      // so for a FIN that came with the data: its edge is spent already.
+      if (n < SHARED_BUFFER && !x.closing) x.readable = false;
+      forward(r, y, n);
     } else if (n === 0) {
-      return ended(r, x, y);
-    } else if (n === -sys.E.EAGAIN || n === -sys.E.EINTR) {
-      return;
-    } else {
-      return fail(r, x);
+      ended(r, x, y);
+    } else if (n === -sys.E.EAGAIN) {
+      x.readable = false;
+    } else if (n !== -sys.E.EINTR) {
+      fail(r, x);
     }
   }
 }
 
 /** Sends `n` bytes of the shared buffer to `y`; what it does not take waits in `y.pending`. */
-function forward(r: Relay, x: Side, y: Side, n: number): void {
-  const sent = sys.send(y.fd, shared, n);
+function forward(r: Relay, y: Side, n: number): void {
+  const sent = y.writable ? sys.send(y.fd, shared, n) : -sys.E.EAGAIN;
   if (sent === n) return;
   if (sent < 0 && sent !== -sys.E.EAGAIN && sent !== -sys.E.EINTR) return fail(r, y);
+  y.writable = false;
   y.pending = shared.slice(Math.max(0, sent), n);
-  watch(r, x, y);
 }
 
-/** `x`'s stream ended: passed on to `y` once `y` has what came before it. */
-function ended(r: Relay, x: Side, y: Side): void {
-  x.reading = false;
-  r.firstEnd ??= x === r.a ? "a" : "b";
-  if (y.pending) y.shutAfterFlush = true;
-  else sys.shutdownWrite(y.fd);
-  watch(r, x, y);
-  finishIfDone(r);
-}
-
-/** Sends what waits for `x`, and once all of it is gone, reads from `y` again. */
-function flush(r: Relay, x: Side, y: Side): void {
+/** Sends what waits for `x`; once all of it is gone, a pending half-close follows. */
+function flush(r: Relay, x: Side): void {
   const pending = x.pending!;
   const sent = sys.send(x.fd, pending, pending.byteLength);
   if (sent < 0 && sent !== -sys.E.EAGAIN && sent !== -sys.E.EINTR) return fail(r, x);
   if (sent < pending.byteLength) {
+    x.writable = false;
     x.pending = pending.subarray(Math.max(0, sent));
     return;
   }
@@ -141,29 +173,16 @@ function flush(r: Relay, x: Side, y: Side): void {
     x.shutAfterFlush = false;
     sys.shutdownWrite(x.fd);
   }
-  watch(r, x, y);
-  finishIfDone(r);
 }
 
-/** Watches both sides for what they need now: reads unless the other side is backed up, writes while backed up. */
-function watch(r: Relay, x: Side, y: Side): void {
-  setMask(r, x, (x.reading && !y.pending ? sys.C.EPOLLIN : 0) | (x.pending ? sys.C.EPOLLOUT : 0));
-  setMask(r, y, (y.reading && !x.pending ? sys.C.EPOLLIN : 0) | (y.pending ? sys.C.EPOLLOUT : 0));
-}
-
-function setMask(r: Relay, s: Side, mask: number): void {
-  if (s.mask === mask) return;
-  s.mask = mask;
-  r.loop.modify(s.token, s.fd, mask);
-}
-
-function finishIfDone(r: Relay): void {
-  const { a, b } = r;
-  if (a.reading || b.reading || a.pending || b.pending || a.shutAfterFlush || b.shutAfterFlush) {
-    return;
-  }
-  r.done = true;
-  r.onEnd();
+/** `x`'s stream ended: passed on to `y` once `y` has what came before it. */
+function ended(r: Relay, x: Side, y: Side): void {
+  x.reading = false;
+  x.readable = false;
+  r.firstEnd ??= x === r.a ? "a" : "b";
+  if (y.pending) y.shutAfterFlush = true;
+  // When y's own stream is over too, the relay is done: closing sends the FIN.
+  else if (y.reading || x.pending || x.shutAfterFlush) sys.shutdownWrite(y.fd);
 }
 
 /** A failure on `x` (reset, broken pipe, error): the relay ends at once. */

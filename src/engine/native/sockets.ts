@@ -47,10 +47,14 @@ export function dialFailure(errno: number): { kind: DialFailure; message: string
   return { kind: LOCAL.has(errno) ? "local" : "other", message: describeErrno(errno) };
 }
 
-/** Sets TCP_NODELAY and SO_KEEPALIVE, as the Deno.Conn engine does on both sides. */
+/**
+ * Sets TCP_NODELAY: bytes are relayed as they come, never held back to
+ * coalesce. Accepted sockets inherit it from their listener, so only
+ * listeners and backend sockets need the call. No SO_KEEPALIVE, as in
+ * HAProxy's default: `connection_idle_timeout_ms` ends dead connections.
+ */
 export function tune(fd: number): void {
   sys.setIntOption(fd, sys.C.IPPROTO_TCP, sys.C.TCP_NODELAY, 1);
-  sys.setIntOption(fd, sys.C.SOL_SOCKET, sys.C.SO_KEEPALIVE, 1);
 }
 
 /**
@@ -65,6 +69,7 @@ export function openListener(want: Wanted, address: Uint8Array, reusePort: boole
     throw new Error(REASONS[-r] ?? describeErrno(-r));
   };
   sys.setIntOption(fd, sys.C.SOL_SOCKET, sys.C.SO_REUSEADDR, 1);
+  tune(fd);
   if (reusePort) sys.setIntOption(fd, sys.C.SOL_SOCKET, sys.C.SO_REUSEPORT, 1);
   let r = sys.bind(fd, address);
   if (r < 0) fail(r);
