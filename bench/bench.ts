@@ -1,5 +1,5 @@
 /**
- * `deno task bench [--quick] [--only bal,haproxy,...] [--rounds N]`: bal's
+ * `deno task bench [--quick] [--only bal,haproxy,...] [--rounds N] [--soak]`: bal's
  * speed and memory against a direct connection (the ceiling) and, when
  * installed, HAProxy (`mode tcp`, one thread) and nginx (`stream`, one
  * worker), measured in the same run on loopback.
@@ -543,7 +543,48 @@ console.log(
     }; targets: ${targets.map((t) => t.name).join(", ")}`,
 );
 
+/**
+ * `--soak`: each bal engine holds as many idle proxied connections as the
+ * fd limit allows for three minutes, its RSS sampled every 15 s: memory
+ * that grows while nothing happens is a leak.
+ */
+async function soak(): Promise<void> {
+  for (const t of [bal, balDeno]) {
+    const r = await t.start([httpA, httpB], {
+      extra: ["runtime: {max_concurrent_connections: 20000}"],
+    });
+    const holder = spawn(loadArgv("hold", r.port, ["--count", String(bigHold)]), {
+      stdin: "piped",
+    });
+    try {
+      const reader = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      const { value } = await within(reader.read(), 120_000, `holding ${bigHold} connections`);
+      const samples: number[] = [];
+      for (let i = 0; i <= 12; i++) {
+        if (i > 0) await sleep(15_000);
+        samples.push(Math.round(rssKiB(r.pid!) / 1024 * 10) / 10);
+      }
+      const drift = samples[samples.length - 1] - samples[0];
+      console.log(
+        `soak ${t.name}: ${value!.trim()}; RSS MB every 15 s: ${samples.join(", ")}; drift ${
+          drift.toFixed(1)
+        } MB`,
+      );
+      await reader.cancel();
+    } finally {
+      await holder.stdin.close().catch(() => {});
+      await holder.status;
+      await r.stop();
+    }
+  }
+}
+
 try {
+  if (args.includes("--soak")) {
+    await soak();
+    await cleanup();
+    Deno.exit(0);
+  }
   for (let round = 1; round <= rounds; round++) {
     for (const t of targets) {
       const row: Row = {};
@@ -721,11 +762,14 @@ try {
   await Deno.writeTextFile(`${root}bench/results.json`, JSON.stringify(json, null, 2) + "\n");
   console.log(`\nwrote bench/results.json`);
 } finally {
-  for (const child of [backend]) {
-    try {
-      child?.kill("SIGTERM");
-    } catch { /* already exited */ }
-    await child?.status;
-  }
+  await cleanup();
+}
+
+/** Ends the backends and removes the temporary directory. */
+async function cleanup(): Promise<void> {
+  try {
+    backend.kill("SIGTERM");
+  } catch { /* already exited */ }
+  await backend.status;
   await Deno.remove(tmp, { recursive: true }).catch(() => {});
 }

@@ -10,6 +10,7 @@ import {
   missingTool,
   nameBackend,
   readAll,
+  readN,
   ROOT,
   runCommand,
   startDaemon,
@@ -119,6 +120,8 @@ Deno.test("access log: one NDJSON line per finished connection, saying how it en
     c.close();
     const held = await Deno.connect({ hostname: "127.0.0.1", port });
     await writeAll(held, text("x"));
+    // Its echo read, so closing sends a FIN: a socket closed with unread bytes sends a reset.
+    assert.equal((await readN(held, 1)).length, 1);
     const refused = await Deno.connect({ hostname: "127.0.0.1", port });
     await readAll(refused);
     refused.close();
