@@ -11,7 +11,7 @@ import {
   ipv6Bytes,
   withPort,
 } from "../src/engine/native/sockaddr.ts";
-import { loadLibc } from "../src/engine/native/ffi.ts";
+import { close, E, eventFd, loadLibc, readCounter } from "../src/engine/native/ffi.ts";
 import { cancel, createLoop } from "../src/engine/native/loop.ts";
 import {
   bal,
@@ -65,6 +65,15 @@ Deno.test("native: the loop runs timers in order, never a cancelled one, and sto
   await done;
   await loop.stop();
   assert.deepEqual(fired, [10, 20, 30, 40, 50]);
+  // Its descriptors are closed now, and the kernel hands their numbers out again: a second
+  // stop must not write to whatever took them (here, probably, a new eventfd).
+  const reused = Array.from({ length: 4 }, () => eventFd());
+  await loop.stop();
+  const probe = new Uint8Array(8);
+  for (const fd of reused) {
+    assert.equal(readCounter(fd, probe), -E.EAGAIN, `fd ${fd} was written to`);
+    close(fd);
+  }
 });
 
 /** `bal` with BAL_ENGINE set (an empty value leaves the choice to the config). */

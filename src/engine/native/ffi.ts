@@ -121,8 +121,8 @@ type Lib =
   & {
     recv: Sized;
     send: Sized;
-    read: (fd: number, buf: BufferSource, len: number) => number | bigint;
-    write: (fd: number, buf: BufferSource, len: number) => number | bigint;
+    read: (fd: number, buf: Uint8Array, len: number) => number | bigint;
+    write: (fd: number, buf: Uint8Array, len: number) => number | bigint;
   };
 
 let lib: Lib | null = null;
@@ -355,6 +355,12 @@ export function signalEventFd(fd: number): void {
 /** Resets an eventfd to 0. */
 export function clearEventFd(fd: number): void {
   libc().read(fd, counterBuf, 8);
+}
+
+/** Reads an eventfd's 8-byte counter into `into`; 8, or -errno (-EAGAIN when it is 0). */
+export function readCounter(fd: number, into: Uint8Array): number {
+  checkRange(into, 8);
+  return ret(libc().read(fd, into, 8));
 }
 
 /** struct addrinfo on 64-bit Linux: ai_family at 4, ai_addrlen at 16, ai_addr at 24, ai_next at 40. */

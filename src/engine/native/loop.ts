@@ -114,8 +114,11 @@ export function createLoop(): Loop {
       return t;
     },
     stop: () => {
-      st.stopped = true;
-      sys.signalEventFd(wakeFd);
+      // Once: after the loop ends its eventfd is closed, and the number may belong to a socket.
+      if (!st.stopped) {
+        st.stopped = true;
+        sys.signalEventFd(wakeFd);
+      }
       return running;
     },
   };
