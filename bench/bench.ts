@@ -156,7 +156,14 @@ interface Target {
   name: string;
   start(
     backends: number[],
-    opts?: { workers?: number; cpu?: number | null; extra?: string[] },
+    opts?: {
+      workers?: number;
+      cpu?: number | null;
+      /** Config lines (bal only). */
+      extra?: string[];
+      /** `runtime:` keys (bal only). */
+      runtime?: Record<string, number>;
+    },
   ): Promise<Running>;
 }
 
@@ -193,7 +200,9 @@ const balOn = (engine: "native" | "deno"): Target => ({
       ...backends.map((b) => `  - "127.0.0.1:${b}"`),
     ];
     if (opts.workers) lines.push(`workers: ${opts.workers}`);
-    lines.push(`engine: ${engine}`, ...opts.extra ?? []);
+    // As HAProxy and nginx get maxconn and worker_connections: room for the biggest hold.
+    const runtime = { max_concurrent_connections: bigHold + 20, ...opts.runtime };
+    lines.push(`engine: ${engine}`, `runtime: ${JSON.stringify(runtime)}`, ...opts.extra ?? []);
     Deno.writeTextFileSync(`${home}/config.yaml`, lines.join("\n") + "\n");
     // The real CLI with the release flags, as `deno task bal start` runs it.
     const argv = onCpu(opts.cpu === undefined ? 1 : opts.cpu, [
@@ -473,12 +482,12 @@ const median = (xs: number[]) => {
  */
 async function costOf(
   backends: number[],
-  settings: { on: string[]; off: string[] },
+  settings: Record<"on" | "off", { extra?: string[]; runtime?: Record<string, number> }>,
 ): Promise<{ on: number; off: number }> {
   const cost: Record<string, number[]> = { on: [], off: [] };
   for (let round = 0; round < rounds; round++) {
-    for (const [key, extra] of Object.entries(settings)) {
-      const r = await bal.start(backends, { extra });
+    for (const [key, setting] of Object.entries(settings)) {
+      const r = await bal.start(backends, setting);
       try {
         // Past start-up work (the first round of checks) that both settings do.
         await sleep(1000);
@@ -508,8 +517,11 @@ async function checksCost(): Promise<{ on: number; off: number }> {
   await waitPort(ports[ports.length - 1]);
   try {
     return await costOf(ports, {
-      on: ["health_check: {type: http, path: /}", "runtime: {health_check_interval_ms: 500}"],
-      off: ["runtime: {health_check_interval_ms: 86400000}"],
+      on: {
+        extra: ["health_check: {type: http, path: /}"],
+        runtime: { health_check_interval_ms: 500 },
+      },
+      off: { runtime: { health_check_interval_ms: 86400000 } },
     });
   } finally {
     await stopProcess(many, many.pid);
@@ -550,9 +562,7 @@ console.log(
  */
 async function soak(): Promise<void> {
   for (const t of [bal, balDeno]) {
-    const r = await t.start([httpA, httpB], {
-      extra: ["runtime: {max_concurrent_connections: 20000}"],
-    });
+    const r = await t.start([httpA, httpB]);
     const holder = spawn(loadArgv("hold", r.port, ["--count", String(bigHold)]), {
       stdin: "piped",
     });
@@ -668,8 +678,8 @@ try {
     ? {
       checks: await checksCost(),
       access_log: await costOf([httpA, httpB], {
-        on: ["access_log: true", `access_log_path: ${tmp}/access.log`],
-        off: [],
+        on: { extra: ["access_log: true", `access_log_path: ${tmp}/access.log`] },
+        off: {},
       }),
     }
     : null;
