@@ -54,15 +54,21 @@ Deno.test("native: socket addresses encode and decode IPv4 and IPv6 as Deno writ
   assert.throws(() => encodeAddress("127.0.0.1", 70000), RangeError);
 });
 
-Deno.test("native: the loop runs timers in order, never a cancelled one, and stops", async () => {
+Deno.test("native: the loop runs timers in order, never a cancelled one, survives one that throws, and stops", async () => {
   loadLibc();
-  const loop = createLoop();
+  const errors: unknown[] = [];
+  const loop = createLoop((err) => errors.push(err));
   const fired: number[] = [];
   const now = Date.now();
   const done = new Promise<void>((resolve) => loop.timer(now + 60, resolve));
   for (const at of [40, 10, 30, 20, 50]) loop.timer(now + at, () => fired.push(at));
   cancel(loop.timer(now + 25, () => fired.push(25)));
+  // A bug in one callback is reported, and the others still run.
+  loop.timer(now + 15, () => {
+    throw new Error("boom");
+  });
   await done;
+  assert.deepEqual(errors.map(String), ["Error: boom"]);
   await loop.stop();
   assert.deepEqual(fired, [10, 20, 30, 40, 50]);
   // Its descriptors are closed now, and the kernel hands their numbers out again: a second

@@ -11,7 +11,8 @@
  * @module
  */
 import type { Backend, Config } from "../../config/mod.ts";
-import { episode } from "../../log.ts";
+import { episode, logger, rateLimited } from "../../log.ts";
+import { describeError } from "../../errors.ts";
 import type { Runtime } from "../../snapshot.ts";
 import type { Engine, EngineOptions } from "../engine.ts";
 import type { ServiceCounters } from "../counters.ts";
@@ -48,6 +49,20 @@ import { type AddressBook, addressBook } from "./resolve.ts";
 /** What `tried` becomes once connected: nothing more is tried, so one empty set serves all. */
 const CONNECTED: Set<string> = new Set();
 
+const log = logger("proxy");
+const internalErrors = rateLimited(1000);
+
+/** A bug in a handler: said (at most once a second), and the loop serves on. */
+function loopError(err: unknown): void {
+  const suppressed = internalErrors();
+  if (suppressed === null) return;
+  log.error("native engine: unexpected error, still serving: {error}", {
+    event: "internal_error",
+    error: describeError(err),
+    suppressed,
+  });
+}
+
 /** A connect under way. */
 interface Dialing {
   fd: number;
@@ -79,7 +94,7 @@ interface NativePlane extends Plane<Session> {
 /** Creates the native engine; libc must be loaded (see `select.ts`). */
 export function createNativeEngine(runtime: Runtime, options: EngineOptions): Engine {
   sys.loadLibc();
-  const loop = createLoop();
+  const loop = createLoop(loopError);
   const plane: NativePlane = Object.assign(
     createPlane<Session>(runtime, options, (s) => finish(plane, s)),
     { loop, addresses: addressBook() },
@@ -166,11 +181,11 @@ function nativeSockets(
       token: 0,
       closed: () => {},
     }),
-    serve: (service, l) =>
-      new Promise<void>((resolve) => {
-        l.closed = resolve;
-        l.token = loop.add(l.fd, sys.C.EPOLLIN, () => acceptBatch(service, l));
-      }),
+    serve(service, l) {
+      l.token = loop.add(l.fd, sys.C.EPOLLIN, () => acceptBatch(service, l));
+      if (l.token < 0) throw new Error(`cannot watch the listener: ${describeErrno(-l.token)}`);
+      return new Promise<void>((resolve) => l.closed = resolve);
+    },
     close(l) {
       if (l.fd < 0) return;
       loop.forget(l.token);
@@ -257,6 +272,10 @@ function connectTo(
   const d: Dialing = { fd, token: 0, timer: null!, backend, begun };
   // Registered once for the connect and the relay after it: edge-triggered, see relay.ts.
   d.token = plane.loop.add(fd, RELAY_EVENTS, (ev) => onConnectEvent(plane, s, d, ev));
+  if (d.token < 0) {
+    sys.close(fd);
+    return dialFailedThen(plane, s, backend, "local", describeErrno(-d.token));
+  }
   d.timer = plane.loop.timer(Date.now() + timeoutMs, () => {
     abandonDial(plane, d);
     s.dialing = null;

@@ -29,7 +29,7 @@ export interface Timer {
 
 /** The loop of one data plane. */
 export interface Loop {
-  /** Watches `fd` for `events`; returns its token. Throws when epoll refuses. */
+  /** Watches `fd` for `events`; returns its token, or -errno when epoll refuses (ENOMEM, ENOSPC). */
   add(fd: number, events: number, handler: Handler): number;
   /**
    * Changes what a registered `fd` is watched for, and optionally its
@@ -61,14 +61,19 @@ interface State {
   readonly wakeFd: number;
   readonly handlers: Map<number, Handler>;
   readonly heap: Timer[];
+  readonly onError: (err: unknown) => void;
   nextToken: number;
   stopped: boolean;
   /** Epoch ms the helper thread's wait ends, or 0 when none is running. */
   waitingUntil: number;
 }
 
-/** Creates the loop and starts it running. Throws when epoll or eventfd cannot be made. */
-export function createLoop(): Loop {
+/**
+ * Creates the loop and starts it running. Throws when epoll or eventfd
+ * cannot be made. A handler or timer that throws is a bug: `onError` hears
+ * of it, and the loop goes on with the others.
+ */
+export function createLoop(onError: (err: unknown) => void): Loop {
   const ep = sys.epollCreate();
   if (ep < 0) throw new Error(`epoll_create1 failed (errno ${-ep})`);
   const wakeFd = sys.eventFd();
@@ -81,6 +86,7 @@ export function createLoop(): Loop {
     wakeFd,
     handlers: new Map(),
     heap: [],
+    onError,
     nextToken: 1,
     stopped: false,
     waitingUntil: 0,
@@ -89,7 +95,7 @@ export function createLoop(): Loop {
     add(fd, events, handler) {
       const token = newToken(st);
       const r = sys.epollCtl(ep, sys.C.EPOLL_CTL_ADD, fd, events, token);
-      if (r < 0) throw new Error(`epoll_ctl add failed (errno ${-r})`);
+      if (r < 0) return r;
       st.handlers.set(token, handler);
       return token;
     },
@@ -164,7 +170,12 @@ function dispatch(st: State, buf: sys.EventBuffer, n: number): void {
   for (let i = 0; i < n; i++) {
     // A handler earlier in this batch may have removed this one: then its token is gone.
     const handler = st.handlers.get(sys.tokenAt(buf, i));
-    if (handler) handler(sys.eventsAt(buf, i));
+    if (!handler) continue;
+    try {
+      handler(sys.eventsAt(buf, i));
+    } catch (err) {
+      st.onError(err);
+    }
   }
 }
 
@@ -181,7 +192,11 @@ function runTimers(st: State): void {
     const t = pop(st.heap)!;
     const fn = t.fn;
     t.fn = null;
-    fn?.();
+    try {
+      fn?.();
+    } catch (err) {
+      st.onError(err);
+    }
   }
 }
 

@@ -91,6 +91,7 @@ export function side(fd: number, token = 0): Side {
 export function startRelay(loop: Loop, r: Relay, backendEvents: number): void {
   const { a, b } = r;
   a.token = loop.add(a.fd, RELAY_EVENTS, (ev) => onEvent(r, a, ev));
+  if (a.token < 0) return fail(r, a);
   loop.rebind(b.token, (ev) => onEvent(r, b, ev));
   onEvent(r, b, backendEvents);
 }
