@@ -20,13 +20,13 @@ import { denoSockets, listenerSet } from "./listeners.ts";
 import { closeQuietly, relay } from "./relay.ts";
 import {
   admit,
+  applyListeners,
   closeWhere,
   countersOf,
   createPlane,
   dialed,
   dialFailed,
   drain,
-  drainRemoved,
   ended,
   endingOf,
   hungUp,
@@ -65,19 +65,7 @@ export function createDenoEngine(runtime: Runtime, options: EngineOptions): Engi
   });
   return {
     name: "deno",
-    apply(config: Config) {
-      const before = runtime.snapshot.services;
-      const wanted = new Map(config.services.map((s) => [s.name, {
-        bind_address: s.bind_address,
-        port: s.port,
-        backlog: s.runtime.tcp_backlog,
-      }]));
-      for (const name of listeners.apply(wanted)) {
-        const drainMs = before.get(name)?.runtime.shutdown_drain_timeout_ms ??
-          config.runtime.shutdown_drain_timeout_ms;
-        drainRemoved(plane, name, drainMs);
-      }
-    },
+    apply: (config: Config) => applyListeners(plane, listeners, config),
     listening: () => listeners.addresses(),
     backlog: (service) => listeners.backlog(service),
     stopAccepting: () => listeners.closeAll(),

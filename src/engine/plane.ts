@@ -9,7 +9,8 @@
  *
  * @module
  */
-import { type Backend, formatAddress, type Service } from "../config/mod.ts";
+import { type Backend, type Config, formatAddress, type Service } from "../config/mod.ts";
+import type { ListenerSet } from "./listeners.ts";
 import { episode, logAccessLine, logger, rateLimited } from "../log.ts";
 import { plural } from "../text.ts";
 import { type BackendView, nextBackend } from "../balance/select.ts";
@@ -413,8 +414,30 @@ export function closeWhere<S extends SessionBase>(
   return closed;
 }
 
+/**
+ * Makes a plane's listeners match `config`'s services (all or nothing, see
+ * listeners.ts); the connections of services it stops listening for drain.
+ */
+export function applyListeners<S extends SessionBase>(
+  plane: Plane<S>,
+  listeners: ListenerSet,
+  config: Config,
+): void {
+  const before = plane.runtime.snapshot.services;
+  const wanted = new Map(config.services.map((s) => [s.name, {
+    bind_address: s.bind_address,
+    port: s.port,
+    backlog: s.runtime.tcp_backlog,
+  }]));
+  for (const name of listeners.apply(wanted)) {
+    const drainMs = before.get(name)?.runtime.shutdown_drain_timeout_ms ??
+      config.runtime.shutdown_drain_timeout_ms;
+    drainRemoved(plane, name, drainMs);
+  }
+}
+
 /** A removed service's live connections finish, or are closed at its drain timeout. */
-export function drainRemoved<S extends SessionBase>(
+function drainRemoved<S extends SessionBase>(
   plane: Plane<S>,
   service: string,
   timeoutMs: number,

@@ -19,13 +19,13 @@ import type { ServiceCounters } from "../counters.ts";
 import { acceptFailed, acceptRecovered, listenerSet, type ListenSockets } from "../listeners.ts";
 import {
   admit,
+  applyListeners,
   closeWhere,
   countersOf,
   createPlane,
   dialed,
   dialFailed,
   drain,
-  drainRemoved,
   ended,
   endingOf,
   hungUp,
@@ -111,17 +111,7 @@ export function createNativeEngine(runtime: Runtime, options: EngineOptions): En
   return {
     name: "native",
     apply(config: Config) {
-      const before = runtime.snapshot.services;
-      const wanted = new Map(config.services.map((s) => [s.name, {
-        bind_address: s.bind_address,
-        port: s.port,
-        backlog: s.runtime.tcp_backlog,
-      }]));
-      for (const name of listeners.apply(wanted)) {
-        const drainMs = before.get(name)?.runtime.shutdown_drain_timeout_ms ??
-          config.runtime.shutdown_drain_timeout_ms;
-        drainRemoved(plane, name, drainMs);
-      }
+      applyListeners(plane, listeners, config);
       plane.addresses.refresh(config);
     },
     listening: () => listeners.addresses(),
