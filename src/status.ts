@@ -70,6 +70,17 @@ export interface ServiceStatus {
   /** Clients closed because no backend took them. */
   no_backend_connections: number;
   idle_closed_connections: number;
+  /** Clients closed before any backend was tried, by cause. */
+  refused_by_cause: {
+    /** At `max_concurrent_connections` (as `rejected_connections`). */
+    limit: number;
+    /** By the allow/deny lists. */
+    acl: number;
+    /** At `max_connections_per_client`. */
+    client_limit: number;
+    /** Over `connection_rate_per_client`. */
+    client_rate: number;
+  };
   last_check_time: string | null;
   /** The settings in force for it, defaults included. */
   runtime: RuntimeSettings;
@@ -196,6 +207,12 @@ export function serviceStatus(input: StatusInput, service: Service): ServiceStat
     rejected_connections: c.rejected,
     no_backend_connections: c.no_backend,
     idle_closed_connections: c.idle_closed,
+    refused_by_cause: {
+      limit: c.rejected,
+      acl: c.denied,
+      client_limit: c.client_limited,
+      client_rate: c.rate_limited,
+    },
     last_check_time: iso(checks.length ? Math.max(...checks) : null),
     runtime: service.runtime,
     protection_mode: protectionMode(input.protection.get(service.name) ?? initialProtection()),

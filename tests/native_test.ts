@@ -4,13 +4,8 @@
  * whichever engine runs: backpressure to a slow reader.
  */
 import * as assert from "node:assert/strict";
-import { normalizeHost } from "../src/config/mod.ts";
-import {
-  decodeAddress,
-  encodeAddress,
-  ipv6Bytes,
-  withPort,
-} from "../src/engine/native/sockaddr.ts";
+import { ipv6Bytes, normalizeHost } from "../src/config/mod.ts";
+import { decodeAddress, encodeAddress, withPort } from "../src/engine/native/sockaddr.ts";
 import { close, E, eventFd, loadLibc, readCounter } from "../src/engine/native/ffi.ts";
 import { cancel, createLoop } from "../src/engine/native/loop.ts";
 import {

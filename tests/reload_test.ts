@@ -289,6 +289,8 @@ Deno.test("reload: every runtime key is reloaded without a restart (status shows
     connection_idle_timeout_ms: 60_000,
     tcp_backlog: 1024,
     slow_start_ms: 0,
+    max_connections_per_client: 0,
+    connection_rate_per_client: 0,
   };
   const after = {
     health_check_interval_ms: 300,
@@ -308,6 +310,8 @@ Deno.test("reload: every runtime key is reloaded without a restart (status shows
     connection_idle_timeout_ms: 50_000,
     tcp_backlog: 2048,
     slow_start_ms: 500,
+    max_connections_per_client: 50,
+    connection_rate_per_client: 500,
   };
   const config = writeConfig(home, { port, backends: [dead, echo.port], runtime: before });
   const d = await startDaemon(home, config, port);

@@ -93,7 +93,9 @@ function printService(s: ServiceStatus, several: boolean, verbose?: boolean): vo
     );
   }
   out(
-    `${indent}connections: ${s.connections_accepted} accepted: ${s.connections_served} served, ${s.rejected_connections} rejected at the limit, ${s.no_backend_connections} found no backend; ${s.idle_closed_connections} closed idle`,
+    `${indent}connections: ${s.connections_accepted} accepted: ${s.connections_served} served, ${s.rejected_connections} rejected at the limit, ${s.no_backend_connections} found no backend${
+      clientRefusals(s)
+    }; ${s.idle_closed_connections} closed idle`,
   );
   const shown = verbose ? s.backends : s.backends.slice(0, LIST_LIMIT);
   for (const b of shown) printBackend(b, indent, verbose);
@@ -170,4 +172,16 @@ function printVerdict(s: Status, services: ServiceStatus[]): void {
   } else {
     out("next: bal graceful after editing the config; bal stop to drain and stop");
   }
+}
+
+/** `, 3 denied by allow/deny, ...` for the per-client refusals that happened; "" when none did. */
+function clientRefusals(s: Partial<ServiceStatus>): string {
+  const r = s.refused_by_cause;
+  if (!r) return "";
+  const parts = [
+    [r.acl, "denied by allow/deny"],
+    [r.client_limit, "over max_connections_per_client"],
+    [r.client_rate, "over connection_rate_per_client"],
+  ].filter(([n]) => (n as number) > 0).map(([n, what]) => `${n} ${what}`);
+  return parts.length ? `, ${parts.join(", ")}` : "";
 }

@@ -27,6 +27,7 @@ import {
 import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./runtime.ts";
 import { healthCheckOf, tcpCheck } from "./health_check.ts";
 import { adminOf } from "./admin.ts";
+import { aclOf } from "./acl.ts";
 import {
   type Backend,
   type Config,
@@ -61,7 +62,7 @@ interface Notes {
 }
 
 /** Keys of the single-service form, which live inside a service in the `services:` form. */
-const SERVICE_FORM_KEYS = ["port", "bind_address", "method", "backends"];
+const SERVICE_FORM_KEYS = ["port", "bind_address", "method", "backends", "allow", "deny"];
 const TOP_KEYS = [
   ...SERVICE_FORM_KEYS,
   "health_check",
@@ -341,7 +342,8 @@ function serviceOf(
     check: check ? healthCheckOf(check.field, check.path, serviceCheck, runtime, at) : serviceCheck,
   }));
   const access_log = boolField(fields.get("access_log"), key("access_log"), false, at);
-  return { name, bind_address, port, method, backends, runtime, access_log };
+  const acl = aclOf(fields.get("allow"), fields.get("deny"), key, at);
+  return { name, bind_address, port, method, backends, runtime, access_log, acl };
 }
 
 const atServiceLevel = (name: string) =>

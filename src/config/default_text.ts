@@ -66,6 +66,13 @@ backends:
 # access_log: true
 # access_log_path: access.log
 
+# Who may connect: addresses or CIDR blocks, IPv4 or IPv6. deny wins;
+# without allow, everyone not denied. A refused client is closed at once.
+# Per-client limits are the runtime keys max_connections_per_client and
+# connection_rate_per_client (below).
+# allow: ["10.0.0.0/8", "127.0.0.1"]
+# deny: ["10.0.0.66"]
+
 # Active health checks beyond a TCP connect: send_expect, http, tls, agent.
 # health_check: {type: http, path: /health}
 

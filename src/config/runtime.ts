@@ -57,6 +57,9 @@ export const RUNTIME_RULES: { readonly [K in keyof IntSettings]: IntRule } = {
   tcp_backlog: { min: 1, max: 65535, tuned: same(4096) },
   // 0 turns slow start off: a backend that comes back up gets its full share at once.
   slow_start_ms: { min: 0, max: DAY_MS, tuned: same(0) },
+  // 0 turns each per-client limit off.
+  max_connections_per_client: { min: 0, max: 1_000_000, tuned: same(0) },
+  connection_rate_per_client: { min: 0, max: 1_000_000, tuned: same(0) },
 };
 
 /** Every key a `runtime:` block may hold. */
@@ -169,5 +172,9 @@ export const RUNTIME_NOTES: { readonly [K in keyof RuntimeSettings]: string } = 
   tcp_backlog:
     "clients waiting to be accepted; the kernel caps it at net.core.somaxconn. Set when the listener opens",
   slow_start_ms: "a backend back up ramps from 10 % to its full weight over this long; 0 = at once",
+  max_connections_per_client:
+    "connections one client address may hold open at once (per data plane); 0 = no limit",
+  connection_rate_per_client:
+    "new connections per second one client address may open (per data plane); 0 = no limit",
   overload_policy: "reject: closed at once, counted, logged once a second",
 };

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { Acl } from "../route/acl.ts";
 
 /** Log levels the config accepts, least severe first. */
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
@@ -120,6 +121,8 @@ export interface IntSettings {
   readonly connection_idle_timeout_ms: number;
   readonly tcp_backlog: number;
   readonly slow_start_ms: number;
+  readonly max_connections_per_client: number;
+  readonly connection_rate_per_client: number;
 }
 
 /** What happens to a client beyond `max_concurrent_connections`. */
@@ -152,6 +155,8 @@ export interface Service {
   readonly runtime: RuntimeSettings;
   /** Write one access-log line per finished connection. */
   readonly access_log: boolean;
+  /** Who may connect (`allow:`, `deny:`). */
+  readonly acl: Acl;
 }
 
 /** The admin HTTP endpoint (metrics, status.json), off unless `admin.listen` is set. */

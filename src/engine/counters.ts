@@ -39,8 +39,9 @@ export function observeConnect(c: BackendCounters, seconds: number): void {
 
 /**
  * What one data plane counted for one service. Each accepted client is
- * counted once more, under what became of it: served, rejected or
- * no_backend (or still active, before a backend took it).
+ * counted once more, under what became of it: served, rejected, no_backend,
+ * denied, client_limited or rate_limited (or still active, before a
+ * backend took it).
  */
 export interface ServiceCounters {
   /** Clients accepted on its listener. */
@@ -55,6 +56,12 @@ export interface ServiceCounters {
   no_backend: number;
   /** Connections closed after `connection_idle_timeout_ms` without a byte. */
   idle_closed: number;
+  /** Clients refused by the allow/deny lists. */
+  denied: number;
+  /** Clients refused at `max_connections_per_client`. */
+  client_limited: number;
+  /** Clients refused over `connection_rate_per_client`. */
+  rate_limited: number;
 }
 
 /** Everything one data plane counted, as the control plane collects it; the totals are over every service. */
@@ -83,7 +90,17 @@ export function zeroCounters(): BackendCounters {
 
 /** Fresh service counters. */
 export function zeroServiceCounters(): ServiceCounters {
-  return { accepted: 0, active: 0, served: 0, rejected: 0, no_backend: 0, idle_closed: 0 };
+  return {
+    accepted: 0,
+    active: 0,
+    served: 0,
+    rejected: 0,
+    no_backend: 0,
+    idle_closed: 0,
+    denied: 0,
+    client_limited: 0,
+    rate_limited: 0,
+  };
 }
 
 /** Adds `from` into `into`, key by key (arrays element by element). */

@@ -11,6 +11,17 @@
  */
 import { type Backend, type Config, formatAddress, type Service } from "../config/mod.ts";
 import type { ListenerSet } from "./listeners.ts";
+import { aclAllows } from "../route/acl.ts";
+import {
+  checkClient,
+  clientLeft,
+  type ClientLimits,
+  type ClientRefusal,
+  type ClientTable,
+  clientTable,
+  countClient,
+  pruneBuckets,
+} from "../route/client_limits.ts";
 import { episode, logAccessLine, logger, rateLimited } from "../log.ts";
 import { plural } from "../text.ts";
 import { type BackendView, nextBackend } from "../balance/select.ts";
@@ -39,6 +50,9 @@ export type Ending =
   | "killed"
   | "limit"
   | "no_backend"
+  | "denied"
+  | "client_limit"
+  | "client_rate"
   | "error";
 
 /** A client's address, as sockets report it. */
@@ -62,6 +76,8 @@ export interface SessionBase {
   started: number;
   /** How long the backend connect took, once one connected. */
   connectMs: number | null;
+  /** Counted against `max_connections_per_client` (set by {@link started}). */
+  clientCounted?: boolean;
 }
 
 /** Everything one data plane holds, whatever its engine. */
@@ -73,10 +89,13 @@ export interface Plane<S extends SessionBase> {
   readonly idleWaiters: Set<() => void>;
   readonly perBackend: Map<string, BackendCounters>;
   readonly perService: Map<string, ServiceCounters>;
+  /** Per-client limits' state, by service. */
+  readonly clients: Map<string, ClientTable>;
   readonly gates: {
     noBackend: () => number | null;
     overloaded: () => number | null;
     outOfResources: ReturnType<typeof episode>;
+    refused: Record<Refusal, () => number | null>;
   };
   /** Drain timers of services a reload removed. */
   readonly removedDrains: Set<ReturnType<typeof setTimeout>>;
@@ -97,10 +116,16 @@ export function createPlane<S extends SessionBase>(
     idleWaiters: new Set(),
     perBackend: new Map(),
     perService: new Map(),
+    clients: new Map(),
     gates: {
       noBackend: rateLimited(1000),
       overloaded: rateLimited(1000),
       outOfResources: episode(),
+      refused: {
+        denied: rateLimited(1000),
+        client_limit: rateLimited(1000),
+        client_rate: rateLimited(1000),
+      },
     },
     removedDrains: new Set(),
     close(s, why) {
@@ -140,8 +165,13 @@ export function admit<S extends SessionBase>(
 ): ServiceCounters | null {
   const counters = serviceCounters(plane, service);
   counters.accepted++;
-  const max = plane.runtime.snapshot.services.get(service)?.runtime.max_concurrent_connections ?? 0;
-  if (counters.active < Math.ceil(max / plane.options.planes)) return counters;
+  const svc = plane.runtime.snapshot.services.get(service);
+  if (svc && !aclAllows(svc.acl, peer.hostname)) return refuse(plane, svc, peer, "denied");
+  const max = svc?.runtime.max_concurrent_connections ?? 0;
+  if (counters.active < Math.ceil(max / plane.options.planes)) {
+    const refusal = svc && clientRefusal(plane, svc, peer.hostname);
+    return refusal ? refuse(plane, svc, peer, refusal) : counters;
+  }
   // overload_policy reject: closed at once, counted, and said at most once a second.
   counters.rejected++;
   logAccess(plane, service, peer, { ended: "limit", started: Date.now() });
@@ -159,6 +189,62 @@ export function admit<S extends SessionBase>(
   return null;
 }
 
+/** Why a client was refused before any backend was tried, beyond the service's own limit. */
+export type Refusal = "denied" | ClientRefusal;
+
+const REFUSALS: Record<Refusal, { counter: keyof ServiceCounters; message: string }> = {
+  denied: { counter: "denied", message: "not allowed by the allow/deny lists" },
+  client_limit: { counter: "client_limited", message: "at max_connections_per_client" },
+  client_rate: { counter: "rate_limited", message: "over connection_rate_per_client" },
+};
+
+/** A client refused for `why`: counted, its access line, and said at most once a second. */
+function refuse<S extends SessionBase>(
+  plane: Plane<S>,
+  service: Service,
+  peer: Peer,
+  why: Refusal,
+): null {
+  const { counter, message } = REFUSALS[why];
+  serviceCounters(plane, service.name)[counter]++;
+  logAccess(plane, service.name, peer, { ended: why, started: Date.now() });
+  const suppressed = plane.gates.refused[why]();
+  if (suppressed !== null) {
+    log.warn(`{client} refused by {service}: ${message}`, {
+      event: `client_${why === "denied" ? "denied" : why === "client_limit" ? "limit" : "rate"}`,
+      service: service.name,
+      client: peer.hostname,
+      suppressed,
+    });
+  }
+  return null;
+}
+
+/** The client's limits in force for `service`. */
+function limitsOf(service: Service): ClientLimits {
+  return {
+    maxConnections: service.runtime.max_connections_per_client,
+    ratePerSecond: service.runtime.connection_rate_per_client,
+  };
+}
+
+function clientTableOf<S extends SessionBase>(plane: Plane<S>, service: string): ClientTable {
+  let table = plane.clients.get(service);
+  if (!table) plane.clients.set(service, table = clientTable());
+  return table;
+}
+
+/** Whether a client is over a per-client limit (a rate token is taken when it is not). */
+function clientRefusal<S extends SessionBase>(
+  plane: Plane<S>,
+  service: Service,
+  client: string,
+): ClientRefusal | null {
+  const limits = limitsOf(service);
+  if (limits.maxConnections <= 0 && limits.ratePerSecond <= 0) return null;
+  return checkClient(clientTableOf(plane, service.name), client, limits, Date.now());
+}
+
 /** Takes a session in: it counts as active from now until {@link ended}. */
 export function started<S extends SessionBase>(
   plane: Plane<S>,
@@ -167,6 +253,11 @@ export function started<S extends SessionBase>(
 ): void {
   plane.sessions.add(s);
   counters.active++;
+  const service = plane.runtime.snapshot.services.get(s.service);
+  if (service && service.runtime.max_connections_per_client > 0) {
+    countClient(clientTableOf(plane, s.service), s.peer.hostname);
+    s.clientCounted = true;
+  }
 }
 
 /** A session is over: forgotten, and a drain waiting for the last one is woken. */
@@ -177,6 +268,7 @@ export function ended<S extends SessionBase>(
 ): void {
   if (!plane.sessions.delete(s)) return;
   counters.active--;
+  if (s.clientCounted) clientLeft(clientTableOf(plane, s.service), s.peer.hostname);
   if (plane.sessions.size === 0) { for (const wake of plane.idleWaiters) wake(); }
 }
 
@@ -385,6 +477,8 @@ export function sweepIdle<S extends SessionBase>(plane: Plane<S>, now: number): 
   for (const s of services.values()) {
     const ms = s.runtime.connection_idle_timeout_ms;
     if (ms > 0) shortest = Math.min(shortest, ms);
+    const table = plane.clients.get(s.name);
+    if (table) pruneBuckets(table, s.runtime.connection_rate_per_client, now);
   }
   for (const s of plane.sessions) {
     const idleMs = services.get(s.service)?.runtime.connection_idle_timeout_ms ??
@@ -487,6 +581,9 @@ export function stats<S extends SessionBase>(plane: Plane<S>): PlaneStats {
     rejected: sum("rejected"),
     no_backend: sum("no_backend"),
     idle_closed: sum("idle_closed"),
+    denied: sum("denied"),
+    client_limited: sum("client_limited"),
+    rate_limited: sum("rate_limited"),
     services: copy(plane.perService),
     backends: copy(plane.perBackend),
   };

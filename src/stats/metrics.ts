@@ -120,13 +120,16 @@ export const METRICS: readonly Descriptor[] = [
     name: "bal_connections_rejected_total",
     type: "counter",
     help:
-      "Clients closed without a backend, by cause: limit (max_concurrent_connections) or no_backend.",
+      "Clients closed without a backend, by cause: limit (max_concurrent_connections), no_backend, acl (allow/deny), client_limit (max_connections_per_client) or client_rate (connection_rate_per_client).",
     samples: (i) =>
       services(i).flatMap((s) => {
         const c = serviceTotal(i.planes, s.name);
         return [
           { labels: { ...ofService(s), cause: "limit" }, value: c.rejected },
           { labels: { ...ofService(s), cause: "no_backend" }, value: c.no_backend },
+          { labels: { ...ofService(s), cause: "acl" }, value: c.denied },
+          { labels: { ...ofService(s), cause: "client_limit" }, value: c.client_limited },
+          { labels: { ...ofService(s), cause: "client_rate" }, value: c.rate_limited },
         ];
       }),
   },

@@ -8,7 +8,8 @@
 
 const AF_INET = 2;
 const AF_INET6 = 10;
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+import { ipv4Bytes, ipv6Bytes } from "../../config/address.ts";
 
 /** An address and port as text, as Deno.NetAddr has them. */
 export interface HostPort {
@@ -18,51 +19,7 @@ export interface HostPort {
 
 /** Whether `host` is an IP literal (as opposed to a name to resolve). */
 export function isIpLiteral(host: string): boolean {
-  return IPV4.test(host) || host.includes(":");
-}
-
-function ipv4Bytes(host: string): number[] | null {
-  const m = IPV4.exec(host);
-  if (!m) return null;
-  const bytes = m.slice(1).map(Number);
-  return bytes.every((b) => b <= 255) ? bytes : null;
-}
-
-/** The 16 bytes of an IPv6 literal (`::`, embedded IPv4 and brackets allowed), or null. */
-export function ipv6Bytes(text: string): Uint8Array | null {
-  const host = text.startsWith("[") && text.endsWith("]") ? text.slice(1, -1) : text;
-  const halves = host.split("::");
-  if (halves.length > 2 || host.length > 45) return null;
-  const groups = (part: string): number[] | null => {
-    if (part === "") return [];
-    const out: number[] = [];
-    const pieces = part.split(":");
-    for (let i = 0; i < pieces.length; i++) {
-      const p = pieces[i];
-      if (i === pieces.length - 1 && p.includes(".")) {
-        const v4 = ipv4Bytes(p);
-        if (!v4) return null;
-        out.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
-      } else if (/^[0-9a-fA-F]{1,4}$/.test(p)) {
-        out.push(parseInt(p, 16));
-      } else {
-        return null;
-      }
-    }
-    return out;
-  };
-  const head = groups(halves[0]);
-  const tail = halves.length === 2 ? groups(halves[1]) : [];
-  if (!head || !tail) return null;
-  const missing = 8 - head.length - tail.length;
-  if (halves.length === 1 ? missing !== 0 : missing < 1) return null;
-  const all = [...head, ...new Array(halves.length === 2 ? missing : 0).fill(0), ...tail];
-  const bytes = new Uint8Array(16);
-  all.forEach((g, i) => {
-    bytes[i * 2] = g >> 8;
-    bytes[i * 2 + 1] = g & 0xff;
-  });
-  return bytes;
+  return ipv4Bytes(host) !== null || host.includes(":");
 }
 
 /** Encodes an IP literal and port as a socket address; throws a RangeError for anything else. */
