@@ -145,6 +145,8 @@ Deno.test("acl: allowed clients are served, denied and unlisted ones closed at o
   });
   const d = await startDaemon(home, config, port);
   try {
+    const check = await bal(home, "check", "--verbose", "-c", config);
+    assert.match(check.stdout, /allow: 127\.0\.0\.0\/30\n.*deny: 127\.0\.0\.3\n/);
     assert.equal(await askFrom("127.0.0.2", port), "A");
     assert.equal(await askFrom("127.0.0.3", port), "", "denied");
     assert.equal(await askFrom("127.0.0.4", port), "", "not in the allow list");

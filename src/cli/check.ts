@@ -121,6 +121,8 @@ function printServices(c: Config, verbose: boolean): void {
       const limit = b.max_connections === null ? "" : `, max_connections ${b.max_connections}`;
       out(`${indent}backend ${b.address}: weight ${b.weight}${b.backup ? ", backup" : ""}${limit}`);
     }
+    if (s.acl.allow) out(`${indent}allow: ${s.acl.allow.map((c) => c.text).join(", ")}`);
+    if (s.acl.deny.length) out(`${indent}deny: ${s.acl.deny.map((c) => c.text).join(", ")}`);
     for (const [key, value] of Object.entries(s.runtime)) out(`${indent}runtime.${key}: ${value}`);
   }
   if (verbose) out(`  engine: ${engineLine(c)}`);
