@@ -80,6 +80,8 @@ export interface ServiceStatus {
     client_limit: number;
     /** Over `connection_rate_per_client`. */
     client_rate: number;
+    /** PROXY protocol header refused (untrusted source, malformed, too long, too late). */
+    proxy: number;
   };
   last_check_time: string | null;
   /** The settings in force for it, defaults included. */
@@ -212,6 +214,7 @@ export function serviceStatus(input: StatusInput, service: Service): ServiceStat
       acl: c.denied,
       client_limit: c.client_limited,
       client_rate: c.rate_limited,
+      proxy: c.proxy_refused,
     },
     last_check_time: iso(checks.length ? Math.max(...checks) : null),
     runtime: service.runtime,

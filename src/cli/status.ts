@@ -182,6 +182,7 @@ function clientRefusals(s: Partial<ServiceStatus>): string {
     [r.acl, "denied by allow/deny"],
     [r.client_limit, "over max_connections_per_client"],
     [r.client_rate, "over connection_rate_per_client"],
+    [r.proxy, "with a refused PROXY header"],
   ].filter(([n]) => (n as number) > 0).map(([n, what]) => `${n} ${what}`);
   return parts.length ? `, ${parts.join(", ")}` : "";
 }

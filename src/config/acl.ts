@@ -22,7 +22,8 @@ export function aclOf(
   };
 }
 
-function cidrList(field: Field, path: string, at: Report): Cidr[] {
+/** A list of addresses or CIDR blocks, each checked with its own position. */
+export function cidrList(field: Field, path: string, at: Report): Cidr[] {
   if (!isSeq(field.value)) {
     at(
       field.value ?? field.key,

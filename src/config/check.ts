@@ -27,7 +27,7 @@ import {
 import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./runtime.ts";
 import { healthCheckOf, tcpCheck } from "./health_check.ts";
 import { adminOf } from "./admin.ts";
-import { aclOf } from "./acl.ts";
+import { aclOf, cidrList } from "./acl.ts";
 import {
   type Backend,
   type Config,
@@ -62,7 +62,17 @@ interface Notes {
 }
 
 /** Keys of the single-service form, which live inside a service in the `services:` form. */
-const SERVICE_FORM_KEYS = ["port", "bind_address", "method", "backends", "allow", "deny"];
+const SERVICE_FORM_KEYS = [
+  "port",
+  "bind_address",
+  "method",
+  "backends",
+  "allow",
+  "deny",
+  "send_proxy",
+  "accept_proxy",
+  "proxy_trusted",
+];
 const TOP_KEYS = [
   ...SERVICE_FORM_KEYS,
   "health_check",
@@ -78,7 +88,16 @@ const TOP_KEYS = [
 /** Keys of configs written for older bal versions, read and ignored. */
 const LEGACY_KEYS = ["mode"];
 const SERVICE_KEYS = ["name", ...SERVICE_FORM_KEYS, "health_check", "access_log", "runtime"];
-const BACKEND_KEYS = ["host", "port", "weight", "backup", "max_connections", "health_check"];
+const BACKEND_KEYS = [
+  "host",
+  "port",
+  "weight",
+  "backup",
+  "max_connections",
+  "send_proxy",
+  "health_check",
+];
+const SEND_PROXY = ["v1", "v2"] as const;
 const PORT_RULE = { default: DEFAULTS.port, min: 1, max: 65535 };
 const SERVICE_NAME = /^[a-z0-9_-]{1,32}$/;
 
@@ -336,14 +355,34 @@ function serviceOf(
     runtime,
     at,
   );
+  const proxy = proxyOf(fields, key, at);
   if (!parsed || bind_address === undefined) return undefined;
-  const backends = parsed.map(({ backend, check }) => ({
+  const backends = parsed.map(({ backend, check, sendProxy }) => ({
     ...backend,
+    send_proxy: sendProxy === undefined ? proxy.send_proxy : sendProxy === "off" ? null : sendProxy,
     check: check ? healthCheckOf(check.field, check.path, serviceCheck, runtime, at) : serviceCheck,
   }));
   const access_log = boolField(fields.get("access_log"), key("access_log"), false, at);
   const acl = aclOf(fields.get("allow"), fields.get("deny"), key, at);
-  return { name, bind_address, port, method, backends, runtime, access_log, acl };
+  return { name, bind_address, port, method, backends, runtime, access_log, acl, ...proxy };
+}
+
+/** The PROXY protocol settings of a service: what it sends, whether and from whom it accepts one. */
+function proxyOf(fields: Map<string, Field>, key: (k: string) => string, at: Report) {
+  const send = fields.get("send_proxy");
+  const send_proxy = send ? enumField(send, key("send_proxy"), SEND_PROXY, "v1", at) : null;
+  const acceptField = fields.get("accept_proxy");
+  const accept_proxy = boolField(acceptField, key("accept_proxy"), false, at);
+  const trusted = fields.get("proxy_trusted");
+  const proxy_trusted = trusted ? cidrList(trusted, key("proxy_trusted"), at) : [];
+  if (accept_proxy && !trusted) {
+    at(
+      acceptField!.value ?? acceptField!.key,
+      key("accept_proxy"),
+      "needs proxy_trusted: the addresses of the proxies in front, e.g. proxy_trusted: [10.0.0.5]; a header from any other address is refused",
+    );
+  }
+  return { send_proxy, accept_proxy, proxy_trusted };
 }
 
 const atServiceLevel = (name: string) =>
@@ -351,8 +390,10 @@ const atServiceLevel = (name: string) =>
 
 /** A backend before its check is resolved, and its own `health_check:` if it has one. */
 interface ParsedBackend {
-  backend: Omit<Backend, "check">;
+  backend: Omit<Backend, "check" | "send_proxy">;
   check?: { field: Field; path: string };
+  /** Its own `send_proxy`, when it sets one. */
+  sendProxy: "v1" | "v2" | "off" | undefined;
 }
 
 function backendsOf(
@@ -406,7 +447,7 @@ function backend(
     backup: false,
     max_connections: null,
   },
-): Omit<Backend, "check"> {
+): Omit<Backend, "check" | "send_proxy"> {
   const address = formatAddress(host, port);
   return { host, port, address, service, id: `${service}/${address}`, ...extra };
 }
@@ -430,7 +471,7 @@ function backendItem(
       );
       return undefined;
     }
-    return { backend: backend(service, host, port) };
+    return { backend: backend(service, host, port), sendProxy: undefined };
   }
   if (!isMap(item)) {
     at(item, path, `expected a mapping {host, port}, got ${describeNode(item)}`);
@@ -454,11 +495,16 @@ function backendItem(
   const max_connections = max
     ? intField(max, `${path}.max_connections`, { default: 0, min: 1, max: 1_000_000 }, at)
     : null;
+  const send = fields.get("send_proxy");
+  const sendProxy = send
+    ? enumField(send, `${path}.send_proxy`, [...SEND_PROXY, "off"] as const, "off", at)
+    : undefined;
   if (host === undefined) return undefined;
   const check = fields.get("health_check");
   return {
     backend: backend(service, host, port, { weight, backup, max_connections }),
     check: check && { field: check, path: `${path}.health_check` },
+    sendProxy,
   };
 }
 

@@ -57,6 +57,8 @@ export const RUNTIME_RULES: { readonly [K in keyof IntSettings]: IntRule } = {
   tcp_backlog: { min: 1, max: 65535, tuned: same(4096) },
   // 0 turns slow start off: a backend that comes back up gets its full share at once.
   slow_start_ms: { min: 0, max: DAY_MS, tuned: same(0) },
+  // With accept_proxy: a client whose header is not complete by then is closed.
+  proxy_header_timeout_ms: { min: 1, max: DAY_MS, tuned: same(3000) },
   // 0 turns each per-client limit off.
   max_connections_per_client: { min: 0, max: 1_000_000, tuned: same(0) },
   connection_rate_per_client: { min: 0, max: 1_000_000, tuned: same(0) },
@@ -172,6 +174,8 @@ export const RUNTIME_NOTES: { readonly [K in keyof RuntimeSettings]: string } = 
   tcp_backlog:
     "clients waiting to be accepted; the kernel caps it at net.core.somaxconn. Set when the listener opens",
   slow_start_ms: "a backend back up ramps from 10 % to its full weight over this long; 0 = at once",
+  proxy_header_timeout_ms:
+    "with accept_proxy, a client whose PROXY header is not complete by then is closed",
   max_connections_per_client:
     "connections one client address may hold open at once (per data plane); 0 = no limit",
   connection_rate_per_client:

@@ -5,7 +5,8 @@
  *
  * @module
  */
-import type { Acl } from "../route/acl.ts";
+import type { Acl, Cidr } from "../route/acl.ts";
+import type { ProxyVersion } from "../route/proxy_protocol.ts";
 
 /** Log levels the config accepts, least severe first. */
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
@@ -39,6 +40,8 @@ export interface Backend {
   readonly max_connections: number | null;
   /** How its health is checked (its own `health_check:`, else its service's, else TCP). */
   readonly check: HealthCheck;
+  /** The PROXY protocol header it is sent first (its own `send_proxy`, else its service's), or null. */
+  readonly send_proxy: ProxyVersion | null;
 }
 
 /** Kinds of active health check. */
@@ -121,6 +124,7 @@ export interface IntSettings {
   readonly connection_idle_timeout_ms: number;
   readonly tcp_backlog: number;
   readonly slow_start_ms: number;
+  readonly proxy_header_timeout_ms: number;
   readonly max_connections_per_client: number;
   readonly connection_rate_per_client: number;
 }
@@ -157,6 +161,12 @@ export interface Service {
   readonly access_log: boolean;
   /** Who may connect (`allow:`, `deny:`). */
   readonly acl: Acl;
+  /** The PROXY protocol header its backends are sent, unless a backend says otherwise. */
+  readonly send_proxy: ProxyVersion | null;
+  /** Clients come through proxies that send a PROXY protocol header first. */
+  readonly accept_proxy: boolean;
+  /** The only sources a PROXY header is taken from (required with `accept_proxy`). */
+  readonly proxy_trusted: readonly Cidr[];
 }
 
 /** The admin HTTP endpoint (metrics, status.json), off unless `admin.listen` is set. */

@@ -62,6 +62,8 @@ export interface ServiceCounters {
   client_limited: number;
   /** Clients refused over `connection_rate_per_client`. */
   rate_limited: number;
+  /** Clients whose PROXY header was refused (untrusted source, malformed, too long, too late). */
+  proxy_refused: number;
 }
 
 /** Everything one data plane counted, as the control plane collects it; the totals are over every service. */
@@ -100,6 +102,7 @@ export function zeroServiceCounters(): ServiceCounters {
     denied: 0,
     client_limited: 0,
     rate_limited: 0,
+    proxy_refused: 0,
   };
 }
 

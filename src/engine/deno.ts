@@ -18,8 +18,10 @@ import type { ServiceCounters } from "./counters.ts";
 import type { Runtime } from "../snapshot.ts";
 import { denoSockets, listenerSet } from "./listeners.ts";
 import { closeQuietly, relay } from "./relay.ts";
+import { readProxyHeader } from "./proxy_read.ts";
 import {
   admit,
+  admitPeer,
   applyListeners,
   closeWhere,
   countersOf,
@@ -32,8 +34,11 @@ import {
   hungUp,
   logAccess,
   noBackend,
+  type Peer,
   pick,
   type Plane,
+  preface,
+  proxyRefused,
   type SessionBase,
   started,
   stats,
@@ -46,6 +51,10 @@ const log = logger("proxy");
 interface Session extends SessionBase {
   client: Deno.TcpConn;
   upstream: Deno.TcpConn | null;
+  /** Where the client reached the proxy in front, from its PROXY header. */
+  destination: Peer | null;
+  /** Bytes the client sent after its PROXY header, for the backend. */
+  early: Uint8Array | null;
 }
 
 type DenoPlane = Plane<Session>;
@@ -85,6 +94,8 @@ function accept(plane: DenoPlane, service: string, client: Deno.TcpConn): void {
     peer,
     client,
     upstream: null,
+    destination: null,
+    early: null,
     backend: null,
     activity: { at: Date.now() },
     closing: null,
@@ -110,6 +121,7 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
   const { client } = session;
   client.setNoDelay(true);
   client.setKeepAlive(true);
+  if (!(await inspect(plane, session))) return;
   const picked = await connectBackend(plane, session);
   if (!picked) {
     outcome.no_backend++;
@@ -123,6 +135,14 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
   session.upstream = picked.upstream;
   const counters = countersOf(plane, picked.backend.id);
   try {
+    const first = preface(
+      picked.backend,
+      session.peer,
+      () => session.destination ?? client.localAddr as Deno.NetAddr,
+      session.early,
+    );
+    // A backend that will not take them fails the relay that follows.
+    if (first) await writeAll(picked.upstream, first).catch(() => closeQuietly(picked.upstream));
     const moved = await relay(client, picked.upstream, session.activity, (fromClient, n) => {
       if (fromClient) counters.bytes_in += n;
       else counters.bytes_out += n;
@@ -142,6 +162,35 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
   } finally {
     counters.active--;
   }
+}
+
+/**
+ * With `accept_proxy`, reads the client's PROXY header; its address then
+ * decides (allow/deny, per-client limits). False when the client was
+ * refused (counted, logged; the caller closes it).
+ */
+async function inspect(plane: DenoPlane, session: Session): Promise<boolean> {
+  const service = plane.runtime.snapshot.services.get(session.service);
+  if (!service?.accept_proxy) return true;
+  const read = await readProxyHeader(session.client, service.runtime.proxy_header_timeout_ms);
+  if (typeof read === "string") {
+    proxyRefused(plane, session, read);
+    session.closing = "proxy_refused";
+  } else {
+    if (read.source) session.peer = read.source;
+    session.destination = read.destination;
+    session.early = read.rest.length > 0 ? read.rest : null;
+    if (admitPeer(plane, session)) return true;
+  }
+  logAccess(plane, session.service, session.peer, {
+    ended: session.closing ?? "error",
+    started: session.started,
+  });
+  return false;
+}
+
+async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+  for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
 }
 
 /**

@@ -12,6 +12,7 @@
 import { type Backend, type Config, formatAddress, type Service } from "../config/mod.ts";
 import type { ListenerSet } from "./listeners.ts";
 import { aclAllows } from "../route/acl.ts";
+import { writeProxyHeader } from "../route/proxy_protocol.ts";
 import {
   checkClient,
   clientLeft,
@@ -53,6 +54,7 @@ export type Ending =
   | "denied"
   | "client_limit"
   | "client_rate"
+  | "proxy_refused"
   | "error";
 
 /** A client's address, as sockets report it. */
@@ -125,6 +127,7 @@ export function createPlane<S extends SessionBase>(
         denied: rateLimited(1000),
         client_limit: rateLimited(1000),
         client_rate: rateLimited(1000),
+        proxy_refused: rateLimited(1000),
       },
     },
     removedDrains: new Set(),
@@ -153,10 +156,13 @@ export function serviceCounters<S extends SessionBase>(
 }
 
 /**
- * A new client of `service`: counted, and refused when the service is at
- * its `max_concurrent_connections` (this plane's share). Returns the
- * service's counters when the client may go on, null when it was refused
- * (the caller closes it).
+ * A new client of `service`: counted, and refused when its address may not
+ * connect (allow/deny, per-client limits; with `accept_proxy`, a source
+ * outside `proxy_trusted`, the client's own address being checked once its
+ * header is read, by {@link admitPeer}) or the service is at its
+ * `max_concurrent_connections` (this plane's share). Returns the service's
+ * counters when the client may go on, null when it was refused (the
+ * caller closes it).
  */
 export function admit<S extends SessionBase>(
   plane: Plane<S>,
@@ -166,10 +172,15 @@ export function admit<S extends SessionBase>(
   const counters = serviceCounters(plane, service);
   counters.accepted++;
   const svc = plane.runtime.snapshot.services.get(service);
-  if (svc && !aclAllows(svc.acl, peer.hostname)) return refuse(plane, svc, peer, "denied");
+  if (svc?.accept_proxy && !trusted(svc, peer.hostname)) {
+    return refuse(plane, svc, peer, "proxy_refused", "not in proxy_trusted");
+  }
+  if (svc && !svc.accept_proxy && !aclAllows(svc.acl, peer.hostname)) {
+    return refuse(plane, svc, peer, "denied");
+  }
   const max = svc?.runtime.max_concurrent_connections ?? 0;
   if (counters.active < Math.ceil(max / plane.options.planes)) {
-    const refusal = svc && clientRefusal(plane, svc, peer.hostname);
+    const refusal = svc && !svc.accept_proxy && clientRefusal(plane, svc, peer.hostname);
     return refusal ? refuse(plane, svc, peer, refusal) : counters;
   }
   // overload_policy reject: closed at once, counted, and said at most once a second.
@@ -190,34 +201,103 @@ export function admit<S extends SessionBase>(
 }
 
 /** Why a client was refused before any backend was tried, beyond the service's own limit. */
-export type Refusal = "denied" | ClientRefusal;
+export type Refusal = "denied" | ClientRefusal | "proxy_refused";
 
-const REFUSALS: Record<Refusal, { counter: keyof ServiceCounters; message: string }> = {
-  denied: { counter: "denied", message: "not allowed by the allow/deny lists" },
-  client_limit: { counter: "client_limited", message: "at max_connections_per_client" },
-  client_rate: { counter: "rate_limited", message: "over connection_rate_per_client" },
+const REFUSALS: Record<
+  Refusal,
+  { counter: keyof ServiceCounters; event: string; message: string }
+> = {
+  denied: {
+    counter: "denied",
+    event: "client_denied",
+    message: "not allowed by the allow/deny lists",
+  },
+  client_limit: {
+    counter: "client_limited",
+    event: "client_limit",
+    message: "at max_connections_per_client",
+  },
+  client_rate: {
+    counter: "rate_limited",
+    event: "client_rate",
+    message: "over connection_rate_per_client",
+  },
+  proxy_refused: {
+    counter: "proxy_refused",
+    event: "proxy_refused",
+    message: "PROXY protocol header refused",
+  },
 };
 
-/** A client refused for `why`: counted, its access line, and said at most once a second. */
+/**
+ * A client refused for `why`: counted, and said at most once a second;
+ * with `logLine` (the default) its access line too, else its session's
+ * end writes it.
+ */
 function refuse<S extends SessionBase>(
   plane: Plane<S>,
   service: Service,
   peer: Peer,
   why: Refusal,
+  detail?: string,
+  logLine = true,
 ): null {
-  const { counter, message } = REFUSALS[why];
+  const { counter, event, message } = REFUSALS[why];
   serviceCounters(plane, service.name)[counter]++;
-  logAccess(plane, service.name, peer, { ended: why, started: Date.now() });
+  if (logLine) logAccess(plane, service.name, peer, { ended: why, started: Date.now() });
   const suppressed = plane.gates.refused[why]();
   if (suppressed !== null) {
-    log.warn(`{client} refused by {service}: ${message}`, {
-      event: `client_${why === "denied" ? "denied" : why === "client_limit" ? "limit" : "rate"}`,
+    log.warn(`{client} refused by {service}: ${message}${detail ? ` (${detail})` : ""}`, {
+      event,
       service: service.name,
       client: peer.hostname,
+      ...(detail ? { reason: detail } : {}),
       suppressed,
     });
   }
   return null;
+}
+
+/** Whether a PROXY header may be taken from `source`. */
+function trusted(service: Service, source: string): boolean {
+  return aclAllows({ allow: service.proxy_trusted, deny: [] }, source);
+}
+
+/**
+ * A client whose PROXY header was refused (malformed, too long, not in
+ * time): counted and said; the caller closes it as `proxy_refused`.
+ */
+export function proxyRefused<S extends SessionBase>(plane: Plane<S>, s: S, reason: string): void {
+  const service = plane.runtime.snapshot.services.get(s.service);
+  if (service) refuse(plane, service, s.peer, "proxy_refused", reason, false);
+}
+
+/**
+ * Once a PROXY header gave the client's address (`s.peer`): the allow/deny
+ * lists and per-client limits, as {@link admit} applies them to clients
+ * without one. False when refused (counted and said; the caller closes the
+ * session with `s.closing` set).
+ */
+export function admitPeer<S extends SessionBase>(plane: Plane<S>, s: S): boolean {
+  const service = plane.runtime.snapshot.services.get(s.service);
+  if (!service) return true;
+  const refusal = aclAllows(service.acl, s.peer.hostname)
+    ? clientRefusal(plane, service, s.peer.hostname)
+    : "denied";
+  if (refusal) {
+    refuse(plane, service, s.peer, refusal, undefined, false);
+    s.closing = refusal;
+    return false;
+  }
+  countIfLimited(plane, service, s);
+  return true;
+}
+
+/** Counts a session against its client's `max_connections_per_client`, when that is on. */
+function countIfLimited<S extends SessionBase>(plane: Plane<S>, service: Service, s: S): void {
+  if (service.runtime.max_connections_per_client <= 0) return;
+  countClient(clientTableOf(plane, s.service), s.peer.hostname);
+  s.clientCounted = true;
 }
 
 /** The client's limits in force for `service`. */
@@ -254,10 +334,8 @@ export function started<S extends SessionBase>(
   plane.sessions.add(s);
   counters.active++;
   const service = plane.runtime.snapshot.services.get(s.service);
-  if (service && service.runtime.max_connections_per_client > 0) {
-    countClient(clientTableOf(plane, s.service), s.peer.hostname);
-    s.clientCounted = true;
-  }
+  // With accept_proxy, the client's address is known once its header is read (admitPeer).
+  if (service && !service.accept_proxy) countIfLimited(plane, service, s);
 }
 
 /** A session is over: forgotten, and a drain waiting for the last one is woken. */
@@ -376,6 +454,27 @@ export function pick<S extends SessionBase>(
   tried.add(backend.id);
   countersOf(plane, backend.id).active++;
   return backend;
+}
+
+/**
+ * What a backend is sent before the client's own bytes: its PROXY header
+ * (`send_proxy`: the client and where it reached bal, or the proxy in
+ * front), then what the client sent after its own PROXY header. Null when
+ * neither applies.
+ */
+export function preface(
+  backend: Backend,
+  client: Peer,
+  destination: () => Peer | null,
+  early: Uint8Array | null,
+): Uint8Array | null {
+  if (!backend.send_proxy) return early;
+  const header = writeProxyHeader(backend.send_proxy, client, destination());
+  if (!early) return header;
+  const both = new Uint8Array(header.length + early.length);
+  both.set(header);
+  both.set(early, header.length);
+  return both;
 }
 
 /** A dial that succeeded after `ms`: counted, timed, and told to health when it has use for it. */
@@ -584,6 +683,7 @@ export function stats<S extends SessionBase>(plane: Plane<S>): PlaneStats {
     denied: sum("denied"),
     client_limited: sum("client_limited"),
     rate_limited: sum("rate_limited"),
+    proxy_refused: sum("proxy_refused"),
     services: copy(plane.perService),
     backends: copy(plane.perBackend),
   };

@@ -130,6 +130,7 @@ export const METRICS: readonly Descriptor[] = [
           { labels: { ...ofService(s), cause: "acl" }, value: c.denied },
           { labels: { ...ofService(s), cause: "client_limit" }, value: c.client_limited },
           { labels: { ...ofService(s), cause: "client_rate" }, value: c.rate_limited },
+          { labels: { ...ofService(s), cause: "proxy" }, value: c.proxy_refused },
         ];
       }),
   },

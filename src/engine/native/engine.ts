@@ -19,6 +19,7 @@ import type { ServiceCounters } from "../counters.ts";
 import { acceptFailed, acceptRecovered, listenerSet, type ListenSockets } from "../listeners.ts";
 import {
   admit,
+  admitPeer,
   applyListeners,
   closeWhere,
   countersOf,
@@ -34,6 +35,8 @@ import {
   type Peer,
   pick,
   type Plane,
+  preface,
+  proxyRefused,
   type SessionBase,
   started,
   stats,
@@ -42,6 +45,7 @@ import {
 import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
+import { type Inspection, inspectProxy } from "./inspect.ts";
 import { decodeAddress, familyOf } from "./sockaddr.ts";
 import { describeErrno, dialFailure, listenAddress, openListener, tune } from "./sockets.ts";
 import { type AddressBook, addressBook } from "./resolve.ts";
@@ -83,6 +87,12 @@ interface Session extends SessionBase {
   /** The backend it is relayed to. */
   to: Backend | null;
   finished: boolean;
+  /** Its PROXY header being read (`accept_proxy`), or the read that took it. */
+  inspection: Inspection | null;
+  /** Where the client reached the proxy in front, from its PROXY header. */
+  destination: Peer | null;
+  /** Bytes the client sent after its PROXY header, for the backend. */
+  early: Uint8Array | null;
 }
 
 /** A native data plane: the shared bookkeeping, its loop and its backends' addresses. */
@@ -206,9 +216,37 @@ function onClient(plane: NativePlane, service: string, fd: number, peer: Peer): 
     relay: null,
     to: null,
     finished: false,
+    inspection: null,
+    destination: null,
+    early: null,
   };
   started(plane, s, counters);
+  const svc = plane.runtime.snapshot.services.get(service);
+  if (svc?.accept_proxy) return inspect(plane, s, svc.runtime.proxy_header_timeout_ms);
   dialNext(plane, s);
+}
+
+/** Reads the client's PROXY header: its address then decides (allow/deny, limits) and balances. */
+function inspect(plane: NativePlane, s: Session, timeoutMs: number): void {
+  s.inspection = inspectProxy(plane.loop, s.clientFd, timeoutMs, (read) => {
+    if (typeof read === "string") {
+      proxyRefused(plane, s, read);
+      s.closing = "proxy_refused";
+      return finish(plane, s);
+    }
+    if (read.source) s.peer = read.source;
+    s.destination = read.destination;
+    s.early = read.rest.length > 0 ? read.rest : null;
+    if (!admitPeer(plane, s)) return finish(plane, s);
+    dialNext(plane, s);
+  });
+  if (!s.inspection) finish(plane, s);
+}
+
+/** bal's own end of the client's connection, for a PROXY header's destination. */
+function localEnd(fd: number): Peer | null {
+  const buf = new Uint8Array(sys.SOCKADDR_MAX);
+  return sys.localAddress(fd, buf) === 0 ? decodeAddress(buf) : null;
 }
 
 /** Dials the next backend the policy offers, or gives up on the client. */
@@ -313,7 +351,7 @@ function connected(plane: NativePlane, s: Session, d: Dialing, events: number): 
   dialed(plane, s, d.backend, performance.now() - d.begun);
   s.counters.served++;
   s.relay = {
-    a: side(s.clientFd),
+    a: side(s.clientFd, s.inspection?.token ?? 0),
     b: side(d.fd, d.token),
     aToB: 0,
     bToA: 0,
@@ -324,7 +362,14 @@ function connected(plane: NativePlane, s: Session, d: Dialing, events: number): 
     counters: countersOf(plane, d.backend.id),
     onEnd: () => finish(plane, s),
   };
-  startRelay(plane.loop, s.relay, events);
+  s.relay.b.pending = preface(
+    d.backend,
+    s.peer,
+    () => s.destination ?? localEnd(s.clientFd),
+    s.early,
+  );
+  s.early = null;
+  startRelay(plane.loop, s.relay, events, s.inspection?.events() ?? 0);
 }
 
 /** No backend took the client: it is closed and counted. */
@@ -342,6 +387,8 @@ function finish(plane: NativePlane, s: Session): void {
   if (s.finished) return;
   s.finished = true;
   const { loop } = plane;
+  s.inspection?.stop();
+  if (!s.relay && s.inspection) loop.forget(s.inspection.token);
   if (s.dialing) {
     abandonDial(plane, s.dialing);
     countersOf(plane, s.dialing.backend.id).active--;

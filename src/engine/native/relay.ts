@@ -84,16 +84,27 @@ export function side(fd: number, token = 0): Side {
 
 /**
  * Starts relaying: the client joins the loop (its readiness is reported
- * at once); the backend, registered at its connect, gets the relay's
- * handler, and the event that said it connected is used now (its edges
- * will not come again).
+ * at once), unless it is there already (its PROXY header was read: then
+ * `clientEvents` are the events seen meanwhile, and it is read on from
+ * where the header ended); the backend, registered at its connect, gets
+ * the relay's handler, and the event that said it connected is used now
+ * (edges come once). What `b.pending` holds (a PROXY header, the client's
+ * early bytes) goes to the backend before anything else.
  */
-export function startRelay(loop: Loop, r: Relay, backendEvents: number): void {
+export function startRelay(
+  loop: Loop,
+  r: Relay,
+  backendEvents: number,
+  clientEvents: number,
+): void {
   const { a, b } = r;
-  a.token = loop.add(a.fd, RELAY_EVENTS, (ev) => onEvent(r, a, ev));
+  const handler = (ev: number) => onEvent(r, a, ev);
+  if (a.token > 0) loop.rebind(a.token, handler);
+  else a.token = loop.add(a.fd, RELAY_EVENTS, handler);
   if (a.token < 0) return fail(r, a);
   loop.rebind(b.token, (ev) => onEvent(r, b, ev));
   onEvent(r, b, backendEvents);
+  if (clientEvents) onEvent(r, a, clientEvents | sys.C.EPOLLIN);
 }
 
 /** Notes what an event says of a socket's readiness, then moves what can move. */

@@ -1,0 +1,194 @@
+/**
+ * The PROXY protocol (HAProxy's, versions 1 and 2): the header a proxy
+ * writes before the first byte of a connection to say whose connection it
+ * is. Reading takes the bytes received so far and says whether they are a
+ * whole header, the start of one, or not one; writing builds a header.
+ * Pure: bytes in, bytes or a verdict out.
+ *
+ * @module
+ */
+import { ipv4Bytes, ipv6Bytes } from "../config/address.ts";
+import { addressBytes } from "./acl.ts";
+
+/** An address and port as sockets report them. */
+export interface Endpoint {
+  hostname: string;
+  port: number;
+}
+
+/** What the bytes received so far are. */
+export type ProxyParse =
+  | { kind: "incomplete" }
+  | { kind: "invalid"; reason: string }
+  | {
+    kind: "header";
+    /** Bytes the header takes; what follows is the client's own data. */
+    length: number;
+    version: 1 | 2;
+    /** The client, or null to keep the connection's own peer (v2 LOCAL, v1 UNKNOWN, other families). */
+    source: Endpoint | null;
+    destination: Endpoint | null;
+  };
+
+/** Longest v1 header, CRLF included (the specification's limit). */
+const V1_MAX = 107;
+/** Longest v2 header bal reads: 16 bytes, the addresses and room for TLVs it skips. */
+export const V2_MAX = 16 + 2048;
+const V2_SIGNATURE = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
+const V1_PREFIX = [0x50, 0x52, 0x4f, 0x58, 0x59, 0x20]; // "PROXY "
+
+/** Reads a PROXY header (v1 or v2, told apart by their first bytes) at the start of `buf`. */
+export function parseProxyHeader(buf: Uint8Array): ProxyParse {
+  if (startsLike(buf, V2_SIGNATURE)) {
+    return buf.length < V2_SIGNATURE.length ? { kind: "incomplete" } : parseV2(buf);
+  }
+  if (startsLike(buf, V1_PREFIX)) {
+    return buf.length < V1_PREFIX.length ? { kind: "incomplete" } : parseV1(buf);
+  }
+  return { kind: "invalid", reason: "no PROXY protocol header" };
+}
+
+/** Whether `buf` and `prefix` agree on their common length. */
+function startsLike(buf: Uint8Array, prefix: readonly number[]): boolean {
+  const n = Math.min(buf.length, prefix.length);
+  for (let i = 0; i < n; i++) if (buf[i] !== prefix[i]) return false;
+  return true;
+}
+
+function parseV1(buf: Uint8Array): ProxyParse {
+  const end = buf.subarray(0, Math.min(buf.length, V1_MAX)).indexOf(0x0a);
+  if (end < 0) {
+    return buf.length >= V1_MAX
+      ? { kind: "invalid", reason: `v1 header longer than ${V1_MAX} bytes` }
+      : { kind: "incomplete" };
+  }
+  if (end === 0 || buf[end - 1] !== 0x0d) {
+    return { kind: "invalid", reason: "v1 header without CRLF" };
+  }
+  const line = String.fromCharCode(...buf.subarray(0, end - 1));
+  const parts = line.split(" ");
+  const header = { kind: "header" as const, length: end + 1, version: 1 as const };
+  if (parts[1] === "UNKNOWN") return { ...header, source: null, destination: null };
+  if ((parts[1] !== "TCP4" && parts[1] !== "TCP6") || parts.length !== 6) {
+    return {
+      kind: "invalid",
+      reason: `v1 header is not TCP4, TCP6 or UNKNOWN: ${quoteLine(line)}`,
+    };
+  }
+  const family = parts[1] === "TCP4" ? 4 : 16;
+  const source = endpoint(parts[2], parts[4], family);
+  const destination = endpoint(parts[3], parts[5], family);
+  if (!source || !destination) {
+    return { kind: "invalid", reason: `v1 header with a bad address or port: ${quoteLine(line)}` };
+  }
+  return { ...header, source, destination };
+}
+
+function quoteLine(line: string): string {
+  return JSON.stringify(line.length > 60 ? line.slice(0, 60) + "..." : line);
+}
+
+function endpoint(address: string, port: string, family: 4 | 16): Endpoint | null {
+  if (!/^(0|[1-9]\d{0,4})$/.test(port) || Number(port) > 65535) return null;
+  if (family === 4) return ipv4Bytes(address) ? { hostname: address, port: Number(port) } : null;
+  const bytes = ipv6Bytes(address);
+  return bytes ? { hostname: addressText(bytes), port: Number(port) } : null;
+}
+
+function parseV2(buf: Uint8Array): ProxyParse {
+  if (buf.length < 16) return { kind: "incomplete" };
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const version = buf[12] >> 4;
+  const command = buf[12] & 0x0f;
+  if (version !== 2) return { kind: "invalid", reason: `v2 header of version ${version}` };
+  if (command > 1) return { kind: "invalid", reason: `v2 header with command ${command}` };
+  const length = 16 + view.getUint16(14);
+  if (length > V2_MAX) return { kind: "invalid", reason: `v2 header longer than ${V2_MAX} bytes` };
+  if (buf.length < length) return { kind: "incomplete" };
+  const header = { kind: "header" as const, length, version: 2 as const };
+  const family = buf[13];
+  // LOCAL (a proxy's own health check) and families other than TCP keep the connection's peer.
+  if (command === 0 || (family !== 0x11 && family !== 0x21)) {
+    return { ...header, source: null, destination: null };
+  }
+  const size = family === 0x11 ? 4 : 16;
+  if (length < 16 + size * 2 + 4) {
+    return { kind: "invalid", reason: "v2 header too short for its addresses" };
+  }
+  const text = (at: number) => addressText(buf.subarray(at, at + size));
+  return {
+    ...header,
+    source: { hostname: text(16), port: view.getUint16(16 + size * 2) },
+    destination: { hostname: text(16 + size), port: view.getUint16(16 + size * 2 + 2) },
+  };
+}
+
+/** IPv4 dotted, or IPv6 in RFC 5952 form with an IPv4-mapped address written as Deno does. */
+function addressText(bytes: Uint8Array): string {
+  if (bytes.length === 4) return bytes.join(".");
+  if (bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff) {
+    return `::ffff:${bytes.subarray(12).join(".")}`;
+  }
+  const groups = Array.from(
+    { length: 8 },
+    (_, i) => ((bytes[2 * i] << 8) | bytes[2 * i + 1]).toString(16),
+  );
+  return new URL(`http://[${groups.join(":")}]/`).hostname.slice(1, -1);
+}
+
+/** The PROXY header version a service or backend sends. */
+export type ProxyVersion = "v1" | "v2";
+
+/**
+ * The header that says a client at `source` reached bal at `destination`.
+ * Both sides are written in one family: IPv4 when both are IPv4 (an
+ * IPv4-mapped IPv6 address counts as IPv4), else IPv6, IPv4 ones mapped.
+ * Addresses that are not IP addresses (or no destination) make the header
+ * that says nothing: `PROXY UNKNOWN`, or v2's LOCAL.
+ */
+export function writeProxyHeader(
+  version: ProxyVersion,
+  source: Endpoint,
+  destination: Endpoint | null,
+): Uint8Array {
+  const src = addressBytes(source.hostname);
+  const dst = destination && addressBytes(destination.hostname);
+  if (!src || !dst || !destination) return unknownHeader(version);
+  const v4 = src.length === 4 && dst.length === 4;
+  const [a, b] = v4 ? [src, dst] : [toV6(src), toV6(dst)];
+  if (version === "v1") {
+    const line = `PROXY ${v4 ? "TCP4" : "TCP6"} ${addressText(a)} ${
+      addressText(b)
+    } ${source.port} ${destination.port}\r\n`;
+    return new TextEncoder().encode(line);
+  }
+  const size = v4 ? 4 : 16;
+  const out = new Uint8Array(16 + size * 2 + 4);
+  out.set(V2_SIGNATURE);
+  out[12] = 0x21; // version 2, PROXY
+  out[13] = v4 ? 0x11 : 0x21; // TCP over IPv4 or IPv6
+  const view = new DataView(out.buffer);
+  view.setUint16(14, size * 2 + 4);
+  out.set(a, 16);
+  out.set(b, 16 + size);
+  view.setUint16(16 + size * 2, source.port);
+  view.setUint16(16 + size * 2 + 2, destination.port);
+  return out;
+}
+
+function unknownHeader(version: ProxyVersion): Uint8Array {
+  if (version === "v1") return new TextEncoder().encode("PROXY UNKNOWN\r\n");
+  const out = new Uint8Array(16);
+  out.set(V2_SIGNATURE);
+  out[12] = 0x20; // version 2, LOCAL; family UNSPEC, no addresses
+  return out;
+}
+
+function toV6(bytes: Uint8Array): Uint8Array {
+  if (bytes.length === 16) return bytes;
+  const out = new Uint8Array(16);
+  out[10] = 0xff;
+  out[11] = 0xff;
+  out.set(bytes, 12);
+  return out;
+}
