@@ -261,3 +261,44 @@ Deno.test("accept_proxy: an untrusted source, a malformed header and a header to
     echoLine.close();
   }
 });
+
+Deno.test({
+  name: "health_check_send_proxy: checks of an accept-proxy backend pass with it and fail without",
+  ignore: noHaproxy,
+  fn: async () => {
+    const hPort = freePort();
+    const h = await haproxy(
+      `frontend f\n  mode http\n  bind 127.0.0.1:${hPort} accept-proxy\n  http-request return status 200 content-type text/plain string ok\n`,
+      [hPort],
+    );
+    try {
+      for (const sends of [true, false]) {
+        const home = tempHome();
+        const port = freePort();
+        const config = writeConfig(home, {
+          port,
+          backends: [hPort],
+          extra: `health_check: {type: http, path: /}\n${
+            sends ? "health_check_send_proxy: true\n" : ""
+          }`,
+        });
+        const d = await startDaemon(home, config, port);
+        try {
+          await waitFor(`the check to say ${sends ? "up" : "down"}`, async () => {
+            const s = JSON.parse((await bal(home, "status", "--json")).stdout);
+            const b = s.backends[0];
+            return sends
+              ? b.consecutive_successes >= 3 && b.reachable
+              : b.consecutive_failures >= 3 && !b.reachable;
+          }).catch(async (err) => {
+            throw new Error(`${err}: ${(await bal(home, "status", "--json")).stdout}`);
+          });
+        } finally {
+          await d.stop();
+        }
+      }
+    } finally {
+      await h.stop();
+    }
+  },
+});

@@ -109,3 +109,52 @@ Deno.test("proxy protocol: 10,000 random and mutated inputs never throw, and len
     if (r.kind === "header") assert.ok(r.length > 0 && r.length <= bytes.length);
   }
 });
+
+Deno.test("config: send_proxy per service and backend, accept_proxy needs proxy_trusted, with positions", async () => {
+  const { checkConfig, parseConfig } = await import("../src/config/mod.ts");
+  const F = "/etc/bal/p.yaml";
+  const c = parseConfig(
+    `services:\n  - name: a\n    port: 80\n    send_proxy: v2\n    accept_proxy: true\n    proxy_trusted: [10.0.0.5, "10.1.0.0/16"]\n    backends:\n      - "10.0.0.1:80"\n      - {host: 10.0.0.2, port: 80, send_proxy: v1}\n      - {host: 10.0.0.3, port: 80, send_proxy: "off"}\n    runtime: {proxy_header_timeout_ms: 500}\n`,
+    F,
+  );
+  const s = c.services[0];
+  assert.deepEqual(s.backends.map((b) => b.send_proxy), ["v2", "v1", null]);
+  assert.equal(s.accept_proxy, true);
+  assert.deepEqual(s.proxy_trusted.map((t) => t.text), ["10.0.0.5", "10.1.0.0/16"]);
+  assert.equal(s.runtime.proxy_header_timeout_ms, 500);
+  const plain = parseConfig(`port: 80\nbackends: ["10.0.0.1:80"]\n`, F).services[0];
+  assert.deepEqual([plain.send_proxy, plain.accept_proxy, plain.backends[0].send_proxy], [
+    null,
+    false,
+    null,
+  ]);
+  const r = checkConfig(
+    `port: 80\nsend_proxy: v3\naccept_proxy: true\nbackends: [{host: 10.0.0.1, port: 80, send_proxy: yes}]\n`,
+    F,
+  );
+  assert.deepEqual(r.ok ? [] : r.errors.map((e) => e.message), [
+    `${F}:2:13: send_proxy: expected one of "v1", "v2", got the text "v3"; did you mean "v1"?`,
+    `${F}:3:15: accept_proxy: needs proxy_trusted: the addresses of the proxies in front, e.g. proxy_trusted: [10.0.0.5]; a header from any other address is refused`,
+    `${F}:4:51: backends[0].send_proxy: expected one of "v1", "v2", "off", got the text "yes"`,
+  ]);
+});
+
+Deno.test("config: health_check_send_proxy sends the backend's version (v1 by default), and not over TLS", async () => {
+  const { checkConfig, parseConfig } = await import("../src/config/mod.ts");
+  const F = "/etc/bal/h.yaml";
+  const c = parseConfig(
+    `port: 80\nhealth_check_send_proxy: true\nbackends: ["10.0.0.1:80", {host: 10.0.0.2, port: 80, send_proxy: v2}]\n`,
+    F,
+  );
+  assert.deepEqual(c.services[0].backends.map((b) => [b.send_proxy, b.check_send_proxy]), [
+    [null, "v1"],
+    ["v2", "v2"],
+  ]);
+  const r = checkConfig(
+    `port: 80\nhealth_check_send_proxy: true\nhealth_check: {type: tls}\nbackends: ["10.0.0.1:443"]\n`,
+    F,
+  );
+  assert.deepEqual(r.ok ? [] : r.errors.map((e) => e.message), [
+    `${F}:2:26: health_check_send_proxy: not supported with a TLS check (backend 10.0.0.1:443); use a tcp or http check`,
+  ]);
+});

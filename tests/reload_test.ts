@@ -289,6 +289,7 @@ Deno.test("reload: every runtime key is reloaded without a restart (status shows
     connection_idle_timeout_ms: 60_000,
     tcp_backlog: 1024,
     slow_start_ms: 0,
+    proxy_header_timeout_ms: 3000,
     max_connections_per_client: 0,
     connection_rate_per_client: 0,
   };
@@ -310,6 +311,7 @@ Deno.test("reload: every runtime key is reloaded without a restart (status shows
     connection_idle_timeout_ms: 50_000,
     tcp_backlog: 2048,
     slow_start_ms: 500,
+    proxy_header_timeout_ms: 2000,
     max_connections_per_client: 50,
     connection_rate_per_client: 500,
   };

@@ -72,6 +72,7 @@ const SERVICE_FORM_KEYS = [
   "send_proxy",
   "accept_proxy",
   "proxy_trusted",
+  "health_check_send_proxy",
 ];
 const TOP_KEYS = [
   ...SERVICE_FORM_KEYS,
@@ -357,11 +358,28 @@ function serviceOf(
   );
   const proxy = proxyOf(fields, key, at);
   if (!parsed || bind_address === undefined) return undefined;
-  const backends = parsed.map(({ backend, check, sendProxy }) => ({
-    ...backend,
-    send_proxy: sendProxy === undefined ? proxy.send_proxy : sendProxy === "off" ? null : sendProxy,
-    check: check ? healthCheckOf(check.field, check.path, serviceCheck, runtime, at) : serviceCheck,
-  }));
+  const checkSendProxy = fields.get("health_check_send_proxy");
+  const sendsToChecks = boolField(checkSendProxy, key("health_check_send_proxy"), false, at);
+  const backends = parsed.map(({ backend, check, sendProxy }) => {
+    const send_proxy = sendProxy === undefined
+      ? proxy.send_proxy
+      : sendProxy === "off"
+      ? null
+      : sendProxy;
+    const ownCheck = check
+      ? healthCheckOf(check.field, check.path, serviceCheck, runtime, at)
+      : serviceCheck;
+    // As HAProxy's check-send-proxy: the backend's own version, v1 when it sends none.
+    const check_send_proxy = sendsToChecks ? send_proxy ?? "v1" : null;
+    if (check_send_proxy && ownCheck.tls && ownCheck.type !== "agent") {
+      at(
+        checkSendProxy!.value ?? checkSendProxy!.key,
+        key("health_check_send_proxy"),
+        `not supported with a TLS check (backend ${backend.address}); use a tcp or http check`,
+      );
+    }
+    return { ...backend, send_proxy, check_send_proxy, check: ownCheck };
+  });
   const access_log = boolField(fields.get("access_log"), key("access_log"), false, at);
   const acl = aclOf(fields.get("allow"), fields.get("deny"), key, at);
   return { name, bind_address, port, method, backends, runtime, access_log, acl, ...proxy };
@@ -390,7 +408,7 @@ const atServiceLevel = (name: string) =>
 
 /** A backend before its check is resolved, and its own `health_check:` if it has one. */
 interface ParsedBackend {
-  backend: Omit<Backend, "check" | "send_proxy">;
+  backend: Omit<Backend, "check" | "send_proxy" | "check_send_proxy">;
   check?: { field: Field; path: string };
   /** Its own `send_proxy`, when it sets one. */
   sendProxy: "v1" | "v2" | "off" | undefined;
@@ -447,7 +465,7 @@ function backend(
     backup: false,
     max_connections: null,
   },
-): Omit<Backend, "check" | "send_proxy"> {
+): Omit<Backend, "check" | "send_proxy" | "check_send_proxy"> {
   const address = formatAddress(host, port);
   return { host, port, address, service, id: `${service}/${address}`, ...extra };
 }

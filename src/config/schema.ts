@@ -42,6 +42,8 @@ export interface Backend {
   readonly check: HealthCheck;
   /** The PROXY protocol header it is sent first (its own `send_proxy`, else its service's), or null. */
   readonly send_proxy: ProxyVersion | null;
+  /** The PROXY header its health checks send first (`health_check_send_proxy`), or null. */
+  readonly check_send_proxy: ProxyVersion | null;
 }
 
 /** Kinds of active health check. */

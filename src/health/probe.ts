@@ -13,6 +13,7 @@ import { parseAgent } from "./agent.ts";
 import { type Channel, tcpChannel, type TlsChannel, tlsChannel } from "./channel.ts";
 import { binary, matchEnd, printable, RECEIVE_LIMIT, sendBytes } from "./expect.ts";
 import { httpRequest, httpVerdict } from "./http.ts";
+import { writeProxyHeader } from "../route/proxy_protocol.ts";
 import type { FailureKind, HealthState, Observation } from "./state.ts";
 
 /** Why a check failed (a step and what it saw), or null when it passed. */
@@ -40,7 +41,7 @@ export async function probe(
   const deadline = Date.now() + check.timeout_ms;
   let channel: Channel;
   try {
-    channel = await open(backend.host, port, check);
+    channel = await open(backend, port, check);
   } catch (err) {
     if (err instanceof DialError) {
       return err.kind === "local" ? null : failed(err.kind, err.message);
@@ -68,12 +69,26 @@ export async function probe(
   }
 }
 
-/** Connects as the check needs: TLS for `tls` and `http` with `tls`, else plain TCP. */
-async function open(host: string, port: number, check: HealthCheck): Promise<Channel> {
+/**
+ * Connects as the check needs: TLS for `tls` and `http` with `tls`, else
+ * plain TCP, which starts with a PROXY header (the check's own addresses)
+ * when `health_check_send_proxy` asks for one.
+ */
+async function open(backend: Backend, port: number, check: HealthCheck): Promise<Channel> {
   if (check.tls && check.type !== "agent") {
-    return await tlsChannel(host, port, check.tls, check.timeout_ms);
+    return await tlsChannel(backend.host, port, check.tls, check.timeout_ms);
   }
-  return tcpChannel(await dial(host, port, check.timeout_ms));
+  const conn = await dial(backend.host, port, check.timeout_ms);
+  const channel = tcpChannel(conn);
+  if (backend.check_send_proxy && check.type !== "agent") {
+    const header = writeProxyHeader(
+      backend.check_send_proxy,
+      conn.localAddr as Deno.NetAddr,
+      conn.remoteAddr as Deno.NetAddr,
+    );
+    await channel.write(header).catch(() => {});
+  }
+  return channel;
 }
 
 /** What the check says over an open channel. */
