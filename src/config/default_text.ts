@@ -73,6 +73,12 @@ backends:
 # allow: ["10.0.0.0/8", "127.0.0.1"]
 # deny: ["10.0.0.66"]
 
+# PROXY protocol: tell backends who the client is (v1 or v2; per backend
+# too), and/or read the header of proxies in front (only from proxy_trusted).
+# send_proxy: v2
+# accept_proxy: true
+# proxy_trusted: ["10.0.0.5"]
+
 # Active health checks beyond a TCP connect: send_expect, http, tls, agent.
 # health_check: {type: http, path: /health}
 

@@ -120,7 +120,7 @@ export const METRICS: readonly Descriptor[] = [
     name: "bal_connections_rejected_total",
     type: "counter",
     help:
-      "Clients closed without a backend, by cause: limit (max_concurrent_connections), no_backend, acl (allow/deny), client_limit (max_connections_per_client) or client_rate (connection_rate_per_client).",
+      "Clients closed without a backend, by cause: limit (max_concurrent_connections), no_backend, acl (allow/deny), client_limit (max_connections_per_client), client_rate (connection_rate_per_client) or proxy (PROXY header refused).",
     samples: (i) =>
       services(i).flatMap((s) => {
         const c = serviceTotal(i.planes, s.name);
