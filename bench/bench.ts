@@ -681,8 +681,8 @@ try {
         on: { extra: ["access_log: true", `access_log_path: ${tmp}/access.log`] },
         off: {},
       }),
-      // The backend reads up to the blank line, so a PROXY header ahead of the request is fine.
-      send_proxy: await costOf([httpA, httpB], { on: { extra: ["send_proxy: v2"] }, off: {} }),
+      // The backend reads up to the blank line, so a v1 header (one line) ahead of the request is fine.
+      send_proxy: await costOf([httpA, httpB], { on: { extra: ["send_proxy: v1"] }, off: {} }),
     }
     : null;
   const result: Record<string, Row> = {};
@@ -748,7 +748,7 @@ try {
         `  access log (one NDJSON line per connection, to a file): ${log.on.toFixed(1)} vs ${
           log.off.toFixed(1)
         } µs (${(log.on / log.off).toFixed(2)}x)\n` +
-        `  send_proxy: v2 (a PROXY header to the backend per connection): ${
+        `  send_proxy: v1 (a PROXY header to the backend per connection): ${
           proxy.on.toFixed(1)
         } vs ${proxy.off.toFixed(1)} µs (${(proxy.on / proxy.off).toFixed(2)}x)`,
     );
