@@ -173,6 +173,8 @@ async function inspect(plane: DenoPlane, session: Session): Promise<boolean> {
   const service = plane.runtime.snapshot.services.get(session.service);
   if (!service?.accept_proxy) return true;
   const read = await readProxyHeader(session.client, service.runtime.proxy_header_timeout_ms);
+  // Closed by bal meanwhile (a drain, a kill): that is how it ended, not a refused header.
+  if (session.closing) return false;
   if (typeof read === "string") {
     proxyRefused(plane, session, read);
     session.closing = "proxy_refused";

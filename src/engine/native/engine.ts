@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { Backend, Config } from "../../config/mod.ts";
+import { type Backend, type Config, isWildcard } from "../../config/mod.ts";
 import { episode, logger, rateLimited } from "../../log.ts";
 import { describeError } from "../../errors.ts";
 import type { Runtime } from "../../snapshot.ts";
@@ -46,7 +46,7 @@ import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
 import { type Inspection, inspectProxy } from "./inspect.ts";
-import { decodeAddress, familyOf } from "./sockaddr.ts";
+import { decodeAddress, familyOf, isIpLiteral } from "./sockaddr.ts";
 import { describeErrno, dialFailure, listenAddress, openListener, tune } from "./sockets.ts";
 import { type AddressBook, addressBook } from "./resolve.ts";
 
@@ -243,6 +243,15 @@ function inspect(plane: NativePlane, s: Session, timeoutMs: number): void {
   if (!s.inspection) finish(plane, s);
 }
 
+/** bal's own end of the client's connection when its listener says it (an IP, not a wildcard). */
+function boundEnd(plane: NativePlane, s: Session): Peer | null {
+  const service = plane.runtime.snapshot.services.get(s.service);
+  if (!service || isWildcard(service.bind_address) || !isIpLiteral(service.bind_address)) {
+    return null;
+  }
+  return { hostname: service.bind_address, port: service.port };
+}
+
 /** bal's own end of the client's connection, for a PROXY header's destination. */
 function localEnd(fd: number): Peer | null {
   const buf = new Uint8Array(sys.SOCKADDR_MAX);
@@ -362,14 +371,14 @@ function connected(plane: NativePlane, s: Session, d: Dialing, events: number): 
     counters: countersOf(plane, d.backend.id),
     onEnd: () => finish(plane, s),
   };
-  s.relay.b.pending = preface(
+  const first = preface(
     d.backend,
     s.peer,
-    () => s.destination ?? localEnd(s.clientFd),
+    () => s.destination ?? boundEnd(plane, s) ?? localEnd(s.clientFd),
     s.early,
   );
   s.early = null;
-  startRelay(plane.loop, s.relay, events, s.inspection?.events() ?? 0);
+  startRelay(plane.loop, s.relay, events, s.inspection?.events() ?? 0, first);
 }
 
 /** No backend took the client: it is closed and counted. */
