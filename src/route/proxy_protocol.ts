@@ -136,6 +136,9 @@ function addressText(bytes: Uint8Array): string {
   return new URL(`http://[${groups.join(":")}]/`).hostname.slice(1, -1);
 }
 
+/** An IPv4 address in its canonical dotted form (no leading zeros). */
+const DOTTED = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
 /** The PROXY header version a service or backend sends. */
 export type ProxyVersion = "v1" | "v2";
 
@@ -151,6 +154,15 @@ export function writeProxyHeader(
   source: Endpoint,
   destination: Endpoint | null,
 ): Uint8Array {
+  // The common case, per connection: addresses as sockets give them, written as they are.
+  if (
+    version === "v1" && destination && DOTTED.test(source.hostname) &&
+    DOTTED.test(destination.hostname)
+  ) {
+    return new TextEncoder().encode(
+      `PROXY TCP4 ${source.hostname} ${destination.hostname} ${source.port} ${destination.port}\r\n`,
+    );
+  }
   const src = addressBytes(source.hostname);
   const dst = destination && addressBytes(destination.hostname);
   if (!src || !dst || !destination) return unknownHeader(version);

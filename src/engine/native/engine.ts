@@ -243,13 +243,20 @@ function inspect(plane: NativePlane, s: Session, timeoutMs: number): void {
   if (!s.inspection) finish(plane, s);
 }
 
+/** What {@link boundEnd} found per service (services are frozen, one object per snapshot). */
+const boundEnds = new WeakMap<object, Peer | null>();
+
 /** bal's own end of the client's connection when its listener says it (an IP, not a wildcard). */
 function boundEnd(plane: NativePlane, s: Session): Peer | null {
   const service = plane.runtime.snapshot.services.get(s.service);
-  if (!service || isWildcard(service.bind_address) || !isIpLiteral(service.bind_address)) {
-    return null;
+  if (!service) return null;
+  let end = boundEnds.get(service);
+  if (end === undefined) {
+    const named = !isWildcard(service.bind_address) && isIpLiteral(service.bind_address);
+    end = named ? { hostname: service.bind_address, port: service.port } : null;
+    boundEnds.set(service, end);
   }
-  return { hostname: service.bind_address, port: service.port };
+  return end;
 }
 
 /** bal's own end of the client's connection, for a PROXY header's destination. */

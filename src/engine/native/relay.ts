@@ -99,12 +99,14 @@ export function startRelay(
   preface: Uint8Array | null,
 ): void {
   const { a, b } = r;
+  // Before the client joins the loop: what this reads is not reported again as ready.
+  if (preface) sendPreface(r, preface, (backendEvents & WRITE_EVENTS) !== 0);
+  if (r.done) return;
   const handler = (ev: number) => onEvent(r, a, ev);
   if (a.token > 0) loop.rebind(a.token, handler);
   else a.token = loop.add(a.fd, RELAY_EVENTS, handler);
   if (a.token < 0) return fail(r, a);
   loop.rebind(b.token, (ev) => onEvent(r, b, ev));
-  if (preface) sendPreface(r, preface, (backendEvents & WRITE_EVENTS) !== 0);
   onEvent(r, b, backendEvents);
   if (clientEvents) onEvent(r, a, clientEvents | sys.C.EPOLLIN);
 }
