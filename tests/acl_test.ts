@@ -19,6 +19,7 @@ import {
   freePort,
   nameBackend,
   startDaemon,
+  talkFrom,
   tempHome,
   waitFor,
   writeConfig,
@@ -107,22 +108,7 @@ Deno.test("config: allow, deny and the per-client limits, with positions for wha
 });
 
 /** Connects from `local` (a loopback address) and reads what the backend says, "" when closed. */
-function askFrom(local: string, port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: "127.0.0.1", port, localAddress: local });
-    let got = "";
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`no answer or close within 10 s for ${local}`));
-    }, 10_000);
-    socket.on("data", (d) => got += d.toString());
-    socket.on("error", () => {}); // a refused client may see a reset; the close follows
-    socket.on("close", () => {
-      clearTimeout(timer);
-      resolve(got);
-    });
-  });
-}
+const askFrom = (local: string, port: number) => talkFrom("127.0.0.1", port, local);
 
 /** Opens a connection from `local` and resolves once the backend's name arrived; the socket stays open. */
 function holdFrom(local: string, port: number): Promise<net.Socket> {

@@ -434,3 +434,33 @@ export function missingTool(tool: string): boolean {
   });
   return !which.outputSync().success;
 }
+
+/**
+ * Connects to `host:port` from the local address `local` (any 127/8 address
+ * is this machine's loopback, so tests can be different clients), sends
+ * `send` if given, and resolves to all it got once the connection closes
+ * ("" when refused). Deno.connect cannot choose its local address; node:net can.
+ */
+export async function talkFrom(
+  host: string,
+  port: number,
+  local: string,
+  send?: Uint8Array | string,
+): Promise<string> {
+  const net = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ host, port, localAddress: local });
+    let got = "";
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`${host}:${port} from ${local}: not closed within 10 s`));
+    }, 10_000);
+    if (send !== undefined) socket.on("connect", () => socket.write(send));
+    socket.on("data", (d: Uint8Array) => got += decoder.decode(d));
+    socket.on("error", () => {}); // a refused client may see a reset; the close follows
+    socket.on("close", () => {
+      clearTimeout(timer);
+      resolve(got);
+    });
+  });
+}

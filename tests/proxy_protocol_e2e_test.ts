@@ -6,12 +6,12 @@
  * it on. Clients come from 127.0.0.2-4 (all loopback) to be told apart.
  */
 import assert from "node:assert/strict";
-import * as net from "node:net";
 import {
   bal,
   freePort,
   missingTool,
   startDaemon,
+  talkFrom,
   tempHome,
   waitFor,
   writeConfig,
@@ -53,25 +53,22 @@ async function haproxy(config: string, ports: number[]): Promise<{ stop(): Promi
 }
 
 /** An HTTP GET from `local` to `host:port`; resolves to the response body ("" when closed). */
-function get(host: string, port: number, local: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host, port, localAddress: local });
-    let got = "";
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error(`no answer within 10 s from ${host}:${port}`));
-    }, 10_000);
-    socket.on(
-      "connect",
-      () => socket.write(`GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n`),
-    );
-    socket.on("data", (d) => got += d.toString());
-    socket.on("error", () => {});
-    socket.on("close", () => {
-      clearTimeout(timer);
-      resolve(got.split("\r\n\r\n").slice(1).join("\r\n\r\n"));
-    });
-  });
+async function get(host: string, port: number, local: string): Promise<string> {
+  const got = await talkFrom(
+    host,
+    port,
+    local,
+    "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+  );
+  return got.split("\r\n\r\n").slice(1).join("\r\n\r\n");
+}
+
+/** Makes a test config listen on `host` instead of 127.0.0.1. */
+function listenOn(config: string, host: string): void {
+  Deno.writeTextFileSync(
+    config,
+    Deno.readTextFileSync(config).replace("bind_address: 127.0.0.1", `bind_address: "${host}"`),
+  );
 }
 
 /** The local port of a connection `get` would make is not known in advance: match it loosely. */
@@ -101,13 +98,7 @@ for (const version of ["v1", "v2"] as const) {
           backends: [family === "IPv4" ? `"${host}:${hPort}"` : `"[${host}]:${hPort}"`],
           extra: `send_proxy: ${version}`,
         });
-        Deno.writeTextFileSync(
-          config,
-          Deno.readTextFileSync(config).replace(
-            "bind_address: 127.0.0.1",
-            `bind_address: "${host}"`,
-          ),
-        );
+        listenOn(config, host);
         const d = await startDaemon(home, config, port);
         try {
           const body = await get(host, port, client);
@@ -147,13 +138,7 @@ for (const version of ["v1", "v2"] as const) {
             version === "v1" ? "v2" : "v1"
           }\naccess_log: true`,
         });
-        Deno.writeTextFileSync(
-          config,
-          Deno.readTextFileSync(config).replace(
-            "bind_address: 127.0.0.1",
-            `bind_address: "${host}"`,
-          ),
-        );
+        listenOn(config, host);
         const d = await startDaemon(home, config, port);
         try {
           const body = await get(host, hFront, client);
@@ -184,23 +169,8 @@ for (const version of ["v1", "v2"] as const) {
 }
 
 /** Sends `bytes` from `local` to bal and resolves to what comes back before the close. */
-function exchange(port: number, local: string, bytes: Uint8Array | null): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: "127.0.0.1", port, localAddress: local });
-    let got = "";
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error("not closed within 10 s"));
-    }, 10_000);
-    if (bytes) socket.on("connect", () => socket.write(bytes));
-    socket.on("data", (d) => got += d.toString());
-    socket.on("error", () => {});
-    socket.on("close", () => {
-      clearTimeout(timer);
-      resolve(got);
-    });
-  });
-}
+const exchange = (port: number, local: string, bytes: Uint8Array | null) =>
+  talkFrom("127.0.0.1", port, local, bytes ?? undefined);
 
 Deno.test("accept_proxy: an untrusted source, a malformed header and a header too late are refused, counted and said; the header's address is what allow/deny see", async () => {
   // Replies with the first line it gets: the PROXY header bal sends it.
