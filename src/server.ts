@@ -600,8 +600,16 @@ async function shutdown(running: Running, signal: string): Promise<void> {
   const { engine, pool, runtime } = running;
   const drainMs = drainTimeout(runtime.snapshot.config);
   // Every data plane stops accepting now; the workers start draining as they do.
-  const workersDrained = pool?.drain(drainMs) ?? Promise.resolve(0);
+  const workers = pool?.drain(drainMs);
+  const workersDrained = workers?.drained ?? Promise.resolve(0);
   await engine.stopAccepting();
+  // "stopped accepting" is said once it is true of every plane (a worker that does not
+  // answer within a second is not waited for: it is being ended anyway).
+  if (workers) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([workers.closed, new Promise((r) => timer = setTimeout(r, 1000))]);
+    clearTimeout(timer);
+  }
   running.checks.stop();
   const active = running.stats().reduce((sum, p) => sum + p.active, 0);
   log.info(

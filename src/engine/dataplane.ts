@@ -106,6 +106,7 @@ self.onmessage = async (e: MessageEvent<ToWorker>) => {
       return post({ type: "killed", seq: m.seq, plane: id, count: engine.kill(m.id) });
     case "stop": {
       await engine.stopAccepting();
+      post({ type: "closed", id });
       clearInterval(statsTimer);
       const forced = await engine.drain(m.drainMs);
       sendAccess();

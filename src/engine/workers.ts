@@ -52,6 +52,7 @@ export type FromWorker =
   | { type: "access"; lines: string[] }
   | { type: "stats"; seq: number | null; stats: PlaneStats }
   | { type: "killed"; seq: number; plane: number; count: number }
+  | { type: "closed"; id: number }
   | { type: "drained"; id: number; forced: number };
 
 /** The running worker threads. */
@@ -70,8 +71,12 @@ export interface WorkerPool {
   refresh(timeoutMs: number): Promise<void>;
   /** Closes one backend's live connections on every worker; resolves to how many. */
   kill(id: string, timeoutMs: number): Promise<number>;
-  /** Stops accepting everywhere and drains; resolves to the connections closed at the timeout. */
-  drain(drainMs: number): Promise<number>;
+  /**
+   * Stops accepting everywhere and drains: `closed` resolves once every
+   * worker's listeners are closed, `drained` to the connections closed at
+   * the timeout.
+   */
+  drain(drainMs: number): { closed: Promise<void>; drained: Promise<number> };
   /** Closes what is left at once (a second stop signal). */
   force(): void;
   /** Ends the threads. */
@@ -172,6 +177,8 @@ function listenTo(
           return;
         case "killed":
           return answer(h.pending, m.seq, m.plane, m.count);
+        case "closed":
+          return h.drained.get(-m.id)?.(0);
         case "drained":
           return h.drained.get(m.id)?.(m.forced);
       }
@@ -226,11 +233,12 @@ function poolOf(
     },
     kill: (id, timeoutMs) => ask((seq) => ({ type: "kill", seq, id }), timeoutMs),
     drain(drainMs) {
-      const done = workers.map((_, i) =>
-        new Promise<number>((resolve) => drained.set(i + 1, resolve))
-      );
+      // A worker's listeners closing is keyed by its negated id, its drain by its id.
+      const wait = (key: number) => new Promise<number>((resolve) => drained.set(key, resolve));
+      const closed = Promise.all(workers.map((_, i) => wait(-(i + 1)))).then(() => {});
+      const done = Promise.all(workers.map((_, i) => wait(i + 1)));
       send({ type: "stop", drainMs });
-      return Promise.all(done).then((forced) => forced.reduce((a, b) => a + b, 0));
+      return { closed, drained: done.then((forced) => forced.reduce((a, b) => a + b, 0)) };
     },
     force: () => send({ type: "force" }),
     terminate: () => workers.forEach((w) => w.terminate()),
