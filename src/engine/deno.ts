@@ -20,8 +20,6 @@ import { denoSockets, listenerSet } from "./listeners.ts";
 import { closeQuietly, relay } from "./relay.ts";
 import { readProxyHeader } from "./proxy_read.ts";
 import {
-  admit,
-  admitPeer,
   applyListeners,
   closeWhere,
   countersOf,
@@ -29,7 +27,6 @@ import {
   dialed,
   dialFailed,
   drain,
-  ended,
   endingOf,
   hungUp,
   logAccess,
@@ -38,12 +35,11 @@ import {
   pick,
   type Plane,
   preface,
-  proxyRefused,
   type SessionBase,
-  started,
   stats,
   sweepIdle,
 } from "./plane.ts";
+import { admit, admitPeer, ended, proxyRefused, started } from "./admission.ts";
 
 const log = logger("proxy");
 

@@ -18,8 +18,6 @@ import type { Engine, EngineOptions } from "../engine.ts";
 import type { ServiceCounters } from "../counters.ts";
 import { acceptFailed, acceptRecovered, listenerSet, type ListenSockets } from "../listeners.ts";
 import {
-  admit,
-  admitPeer,
   applyListeners,
   closeWhere,
   countersOf,
@@ -27,7 +25,6 @@ import {
   dialed,
   dialFailed,
   drain,
-  ended,
   endingOf,
   hungUp,
   logAccess,
@@ -36,12 +33,11 @@ import {
   pick,
   type Plane,
   preface,
-  proxyRefused,
   type SessionBase,
-  started,
   stats,
   sweepIdle,
 } from "../plane.ts";
+import { admit, admitPeer, ended, proxyRefused, started } from "../admission.ts";
 import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
