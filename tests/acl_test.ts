@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import * as net from "node:net";
-import { checkConfig, parseConfig } from "../src/config/mod.ts";
+import { checkConfig, configWarnings, parseConfig } from "../src/config/mod.ts";
 import { aclAllows, addressBytes, contains, parseCidr } from "../src/route/acl.ts";
 import {
   checkClient,
@@ -253,3 +253,19 @@ async function askStays(local: string, port: number): Promise<string> {
     return "";
   }
 }
+
+Deno.test("config: warns of an empty allow list and of proxy_trusted without accept_proxy", () => {
+  const c = parseConfig(
+    `port: 80\nbind_address: 0.0.0.0\nbackends: ["10.0.0.1:80"]\nallow: []\nproxy_trusted: [10.0.0.5]\n`,
+    F,
+  );
+  assert.deepEqual(configWarnings(c), [
+    "allow: an empty list refuses every client; remove it to let in everyone not denied",
+    "proxy_trusted: has no effect without accept_proxy: true (no PROXY header is read)",
+  ]);
+  const fine = parseConfig(
+    `port: 80\nbind_address: 0.0.0.0\nbackends: ["10.0.0.1:80"]\nallow: [10.0.0.0/8]\naccept_proxy: true\nproxy_trusted: [10.0.0.5]\n`,
+    F,
+  );
+  assert.deepEqual(configWarnings(fine), []);
+});

@@ -32,8 +32,25 @@ function servicesWarnings(config: Config, host: HostLimits): string[] {
     return [
       ...serviceWarnings(service, prefix, host),
       ...loopWarnings(config, service, prefix),
+      ...clientWarnings(service, prefix),
     ];
   });
+}
+
+/** Who-may-connect settings that do nothing, or shut everyone out. */
+function clientWarnings(service: Service, prefix: string): string[] {
+  const warnings: string[] = [];
+  if (service.acl.allow?.length === 0) {
+    warnings.push(
+      `${prefix}allow: an empty list refuses every client; remove it to let in everyone not denied`,
+    );
+  }
+  if (service.proxy_trusted.length > 0 && !service.accept_proxy) {
+    warnings.push(
+      `${prefix}proxy_trusted: has no effect without accept_proxy: true (no PROXY header is read)`,
+    );
+  }
+  return warnings;
 }
 
 function serviceWarnings(service: Service, prefix: string, host: HostLimits): string[] {
