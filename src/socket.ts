@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { writeAll } from "./engine/relay.ts";
 import { describeError } from "./errors.ts";
 
 /** Largest request read, in bytes. */
@@ -55,11 +56,6 @@ async function answer(conn: Deno.Conn, handler: Handler): Promise<void> {
     };
   }
   await writeAll(conn, encoder.encode(JSON.stringify(reply) + "\n"));
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
 }
 
 /** Listens on `path` (replacing a stale socket file) and answers with `handler`. */

@@ -71,6 +71,29 @@ export function ipv6Bytes(text: string): Uint8Array | null {
   return bytes;
 }
 
+/**
+ * An address's bytes as text: IPv4 dotted, IPv6 in RFC 5952 form (the
+ * longest run of zero groups as "::"), an IPv4-mapped IPv6 address ending
+ * in dotted IPv4, as Deno writes it.
+ */
+export function ipText(b: Uint8Array): string {
+  if (b.length === 4) return b.join(".");
+  const g = Array.from({ length: 8 }, (_, i) => (b[i * 2] << 8) | b[i * 2 + 1]);
+  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) {
+    return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
+  }
+  let best = -1, bestLen = 1;
+  for (let i = 0; i < 8;) {
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(":");
+  if (best < 0) return hex(g);
+  return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
+}
+
 /** `host:port`, with brackets around IPv6 literals. */
 export function formatAddress(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;

@@ -17,7 +17,7 @@ import type { Engine, EngineOptions } from "./engine.ts";
 import type { ServiceCounters } from "./counters.ts";
 import type { Runtime } from "../snapshot.ts";
 import { denoSockets, listenerSet } from "./listeners.ts";
-import { closeQuietly, relay } from "./relay.ts";
+import { closeQuietly, relay, writeAll } from "./relay.ts";
 import { readProxyHeader } from "./proxy_read.ts";
 import {
   applyListeners,
@@ -185,10 +185,6 @@ async function inspect(plane: DenoPlane, session: Session): Promise<boolean> {
     started: session.started,
   });
   return false;
-}
-
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  for (let off = 0; off < data.length;) off += await conn.write(data.subarray(off));
 }
 
 /**

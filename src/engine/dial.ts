@@ -15,7 +15,8 @@ import type { FailureKind } from "../health/state.ts";
 export type DialFailure = FailureKind | "local";
 
 /** Linux errno of failures on bal's side: EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL. */
-const LOCAL_ERRNO = /\(os error (24|23|105|12|99)\)/;
+export const LOCAL_ERRNOS: readonly number[] = [24, 23, 105, 12, 99];
+const LOCAL_ERRNO = new RegExp(`\\(os error (${LOCAL_ERRNOS.join("|")})\\)`);
 
 /** A connect that failed, with its kind. */
 export class DialError extends Error {

@@ -6,15 +6,12 @@
  *
  * @module
  */
-import { type Endpoint, parseProxyHeader, V2_MAX } from "../route/proxy_protocol.ts";
+import {
+  HEADER_READ_MAX,
+  type ProxyHeaderRead,
+  proxyHeaderReader,
+} from "../route/proxy_protocol.ts";
 import { closeQuietly } from "./relay.ts";
-
-/** A header read: who the client is (null: keep the socket's peer) and what followed it. */
-export interface ProxyHeaderRead {
-  source: Endpoint | null;
-  destination: Endpoint | null;
-  rest: Uint8Array;
-}
 
 /**
  * Reads a PROXY header from `conn`: the header, or why there is none
@@ -30,8 +27,8 @@ export async function readProxyHeader(
     timedOut = true;
     closeQuietly(conn);
   }, timeoutMs);
-  const chunk = new Uint8Array(V2_MAX + 512);
-  let got = new Uint8Array(0);
+  const chunk = new Uint8Array(HEADER_READ_MAX);
+  const read = proxyHeaderReader();
   try {
     for (;;) {
       const n = await conn.read(chunk).catch(() => null);
@@ -40,16 +37,8 @@ export async function readProxyHeader(
           ? `no complete PROXY header within ${timeoutMs} ms`
           : "closed before a complete PROXY header";
       }
-      const joined = new Uint8Array(got.length + n);
-      joined.set(got);
-      joined.set(chunk.subarray(0, n), got.length);
-      got = joined;
-      const r = parseProxyHeader(got);
-      if (r.kind === "invalid") return r.reason;
-      if (r.kind === "header") {
-        return { source: r.source, destination: r.destination, rest: got.slice(r.length) };
-      }
-      if (got.length > V2_MAX) return `PROXY header longer than ${V2_MAX} bytes`;
+      const result = read(chunk.subarray(0, n));
+      if (result !== null) return result;
     }
   } finally {
     clearTimeout(timer);

@@ -135,6 +135,11 @@ async function pump(
   return total;
 }
 
+/** Writes all of `bytes` (a write may take fewer). */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
+}
+
 /** Closes a socket that may already be closed. */
 export function closeQuietly(conn: Deno.Conn): void {
   try {

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { ipv4Bytes, ipv6Bytes } from "../config/address.ts";
+import { ipText, ipv4Bytes, ipv6Bytes } from "../config/address.ts";
 import { addressBytes } from "./acl.ts";
 
 /** An address and port as sockets report them. */
@@ -92,7 +92,7 @@ function endpoint(address: string, port: string, family: 4 | 16): Endpoint | nul
   if (!/^(0|[1-9]\d{0,4})$/.test(port) || Number(port) > 65535) return null;
   if (family === 4) return ipv4Bytes(address) ? { hostname: address, port: Number(port) } : null;
   const bytes = ipv6Bytes(address);
-  return bytes ? { hostname: addressText(bytes), port: Number(port) } : null;
+  return bytes ? { hostname: ipText(bytes), port: Number(port) } : null;
 }
 
 function parseV2(buf: Uint8Array): ProxyParse {
@@ -115,7 +115,7 @@ function parseV2(buf: Uint8Array): ProxyParse {
   if (length < 16 + size * 2 + 4) {
     return { kind: "invalid", reason: "v2 header too short for its addresses" };
   }
-  const text = (at: number) => addressText(buf.subarray(at, at + size));
+  const text = (at: number) => ipText(buf.subarray(at, at + size));
   return {
     ...header,
     source: { hostname: text(16), port: view.getUint16(16 + size * 2) },
@@ -123,17 +123,35 @@ function parseV2(buf: Uint8Array): ProxyParse {
   };
 }
 
-/** IPv4 dotted, or IPv6 in RFC 5952 form with an IPv4-mapped address written as Deno does. */
-function addressText(bytes: Uint8Array): string {
-  if (bytes.length === 4) return bytes.join(".");
-  if (bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff) {
-    return `::ffff:${bytes.subarray(12).join(".")}`;
-  }
-  const groups = Array.from(
-    { length: 8 },
-    (_, i) => ((bytes[2 * i] << 8) | bytes[2 * i + 1]).toString(16),
-  );
-  return new URL(`http://[${groups.join(":")}]/`).hostname.slice(1, -1);
+/** A header read: who the client is (null: keep the socket's peer) and what followed the header. */
+export interface ProxyHeaderRead {
+  source: Endpoint | null;
+  destination: Endpoint | null;
+  rest: Uint8Array;
+}
+
+/** Room for one read while a header is awaited: the longest header bal reads, and some. */
+export const HEADER_READ_MAX = V2_MAX + 512;
+
+/**
+ * Collects a client's first bytes as they arrive: each chunk in gives the
+ * header (and what followed it), why there is none, or null while more
+ * is needed.
+ */
+export function proxyHeaderReader(): (chunk: Uint8Array) => ProxyHeaderRead | string | null {
+  let got = new Uint8Array(0);
+  return (chunk) => {
+    const joined = new Uint8Array(got.length + chunk.length);
+    joined.set(got);
+    joined.set(chunk, got.length);
+    got = joined;
+    const r = parseProxyHeader(got);
+    if (r.kind === "invalid") return r.reason;
+    if (r.kind === "header") {
+      return { source: r.source, destination: r.destination, rest: got.slice(r.length) };
+    }
+    return got.length > V2_MAX ? `PROXY header longer than ${V2_MAX} bytes` : null;
+  };
 }
 
 /** An IPv4 address in its canonical dotted form (no leading zeros). */
@@ -169,8 +187,8 @@ export function writeProxyHeader(
   const v4 = src.length === 4 && dst.length === 4;
   const [a, b] = v4 ? [src, dst] : [toV6(src), toV6(dst)];
   if (version === "v1") {
-    const line = `PROXY ${v4 ? "TCP4" : "TCP6"} ${addressText(a)} ${
-      addressText(b)
+    const line = `PROXY ${v4 ? "TCP4" : "TCP6"} ${ipText(a)} ${
+      ipText(b)
     } ${source.port} ${destination.port}\r\n`;
     return new TextEncoder().encode(line);
   }

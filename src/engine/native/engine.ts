@@ -42,8 +42,14 @@ import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
 import { type Inspection, inspectProxy } from "./inspect.ts";
-import { decodeAddress, familyOf, isIpLiteral } from "./sockaddr.ts";
-import { describeErrno, dialFailure, listenAddress, openListener, tune } from "./sockets.ts";
+import { decodeAddress, isIpLiteral } from "./sockaddr.ts";
+import {
+  describeErrno,
+  dialFailure,
+  listenAddress,
+  openListener,
+  startConnect,
+} from "./sockets.ts";
 import { type AddressBook, addressBook } from "./resolve.ts";
 
 /** What `tried` becomes once connected: nothing more is tried, so one empty set serves all. */
@@ -298,13 +304,9 @@ function connectTo(
   address: Uint8Array,
   begun: number,
 ): void {
-  const fd = sys.socket(familyOf(address));
-  if (fd < 0) return dialFailedThen(plane, s, backend, "local", describeErrno(-fd));
-  tune(fd);
-  const r = sys.connect(fd, address);
-  if (r !== 0 && r !== -sys.E.EINPROGRESS) {
-    sys.close(fd);
-    const f = dialFailure(-r);
+  const { fd, errno } = startConnect(address);
+  if (fd < 0) {
+    const f = dialFailure(errno);
     return dialFailedThen(plane, s, backend, f.kind, f.message);
   }
   const timeoutMs = plane.runtime.snapshot.services.get(s.service)?.runtime

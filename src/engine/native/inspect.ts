@@ -6,17 +6,14 @@
  *
  * @module
  */
-import { type Endpoint, parseProxyHeader, V2_MAX } from "../../route/proxy_protocol.ts";
+import {
+  HEADER_READ_MAX,
+  type ProxyHeaderRead,
+  proxyHeaderReader,
+} from "../../route/proxy_protocol.ts";
 import * as sys from "./ffi.ts";
 import { cancel, type Loop } from "./loop.ts";
 import { RELAY_EVENTS } from "./relay.ts";
-
-/** A header read: who the client is (null: keep the socket's peer) and what followed the header. */
-export interface ProxyHeaderRead {
-  source: Endpoint | null;
-  destination: Endpoint | null;
-  rest: Uint8Array;
-}
 
 /** A header being read. */
 export interface Inspection {
@@ -32,7 +29,7 @@ export interface Inspection {
 }
 
 /** Room for the longest header bal reads and one read beyond it. */
-const scratch = new Uint8Array(V2_MAX + 512);
+const scratch = new Uint8Array(HEADER_READ_MAX);
 
 /**
  * Reads a PROXY header from `fd`; `done` hears once: the header, or why
@@ -45,7 +42,7 @@ export function inspectProxy(
   timeoutMs: number,
   done: (result: ProxyHeaderRead | string) => void,
 ): Inspection | null {
-  let got = new Uint8Array(0);
+  const read = proxyHeaderReader();
   let over = false;
   let seen = 0;
   const finish = (result: ProxyHeaderRead | string) => {
@@ -65,16 +62,8 @@ export function inspectProxy(
       if (n === -sys.E.EAGAIN) return;
       if (n === -sys.E.EINTR) continue;
       if (n <= 0) return finish(n === 0 ? "closed before a complete PROXY header" : "reset");
-      const joined = new Uint8Array(got.length + n);
-      joined.set(got);
-      joined.set(scratch.subarray(0, n), got.length);
-      got = joined;
-      const r = parseProxyHeader(got);
-      if (r.kind === "invalid") return finish(r.reason);
-      if (r.kind === "header") {
-        return finish({ source: r.source, destination: r.destination, rest: got.slice(r.length) });
-      }
-      if (got.length > V2_MAX) return finish(`PROXY header longer than ${V2_MAX} bytes`);
+      const result = read(scratch.subarray(0, n));
+      if (result !== null) return finish(result);
     }
   });
   if (token < 0) {

@@ -9,7 +9,7 @@
 const AF_INET = 2;
 const AF_INET6 = 10;
 
-import { ipv4Bytes, ipv6Bytes } from "../../config/address.ts";
+import { ipText, ipv4Bytes, ipv6Bytes } from "../../config/address.ts";
 
 /** An address and port as text, as Deno.NetAddr has them. */
 export interface HostPort {
@@ -56,25 +56,6 @@ export function withPort(addr: Uint8Array, port: number): Uint8Array {
   return out;
 }
 
-/** IPv6 text in RFC 5952 form; IPv4-mapped addresses end in dotted IPv4, as Deno writes them. */
-function ipv6Text(b: Uint8Array): string {
-  const g = Array.from({ length: 8 }, (_, i) => (b[i * 2] << 8) | b[i * 2 + 1]);
-  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) {
-    return `::ffff:${b[12]}.${b[13]}.${b[14]}.${b[15]}`;
-  }
-  // The longest run of two or more zero groups becomes "::".
-  let best = -1, bestLen = 1;
-  for (let i = 0; i < 8;) {
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) [best, bestLen] = [i, j - i];
-    i = j === i ? i + 1 : j;
-  }
-  const hex = (xs: number[]) => xs.map((x) => x.toString(16)).join(":");
-  if (best < 0) return hex(g);
-  return `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
-}
-
 /** Decodes a socket address the kernel wrote; null for a family other than IPv4/IPv6. */
 export function decodeAddress(addr: Uint8Array): HostPort | null {
   if (addr.byteLength < 16) return null;
@@ -85,7 +66,7 @@ export function decodeAddress(addr: Uint8Array): HostPort | null {
     return { hostname: `${addr[4]}.${addr[5]}.${addr[6]}.${addr[7]}`, port };
   }
   if (family === AF_INET6 && addr.byteLength >= 24) {
-    return { hostname: ipv6Text(addr.subarray(8, 24)), port };
+    return { hostname: ipText(addr.subarray(8, 24)), port };
   }
   return null;
 }

@@ -7,7 +7,7 @@
  */
 import * as sys from "./ffi.ts";
 import { encodeAddress, familyOf, isIpLiteral, withPort } from "./sockaddr.ts";
-import type { DialFailure } from "../dial.ts";
+import { type DialFailure, LOCAL_ERRNOS } from "../dial.ts";
 import type { Wanted } from "../listeners.ts";
 
 const REASONS: Record<number, string> = {
@@ -31,14 +31,8 @@ export function describeErrno(errno: number): string {
   return `${REASONS[errno] ?? "system error"} (os error ${errno})`;
 }
 
-/** errno values that are this machine's fault, not the backend's. */
-const LOCAL = new Set<number>([
-  sys.E.EMFILE,
-  sys.E.ENFILE,
-  sys.E.ENOBUFS,
-  sys.E.ENOMEM,
-  sys.E.EADDRNOTAVAIL,
-]);
+/** errno values that are this machine's fault, not the backend's (as the deno engine has them). */
+const LOCAL = new Set<number>(LOCAL_ERRNOS);
 
 /** The failure kind of a connect that failed with `errno`, and its message. */
 export function dialFailure(errno: number): { kind: DialFailure; message: string } {
@@ -53,7 +47,7 @@ export function dialFailure(errno: number): { kind: DialFailure; message: string
  * listeners and backend sockets need the call. No SO_KEEPALIVE, as in
  * HAProxy's default: `connection_idle_timeout_ms` ends dead connections.
  */
-export function tune(fd: number): void {
+function tune(fd: number): void {
   sys.setIntOption(fd, sys.C.IPPROTO_TCP, sys.C.TCP_NODELAY, 1);
 }
 
