@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { allBackends, type Backend, type Config, type Service } from "./config/mod.ts";
+import { allBackends, type Backend, type Config, poolsOf, type Service } from "./config/mod.ts";
 import { type HealthTable, syncHealth } from "./health/state.ts";
 import { initialProtection, type ProtectionState } from "./health/protection.ts";
 import { type AdminTable, pruneAdmin } from "./balance/admin.ts";
@@ -42,7 +42,7 @@ export interface Runtime {
   readonly admin: AdminTable;
   /** Protection mode per service; each state replaced whole on change, survives reloads. */
   readonly protection: Map<string, ProtectionState>;
-  /** Each service's balancer on this data plane; survives reloads while the method stays. */
+  /** Each pool's balancer on this data plane (by poolKey); survives reloads while the method stays. */
   readonly balancers: Map<string, PlaneBalancer>;
 }
 
@@ -83,20 +83,21 @@ function follow(runtime: Runtime): void {
   const { services, backends } = runtime.snapshot;
   syncHealth(runtime.health, [...backends.keys()]);
   pruneAdmin(runtime.admin, new Set(backends.keys()));
-  for (const name of [...runtime.protection.keys(), ...runtime.balancers.keys()]) {
-    if (services.has(name)) continue;
-    runtime.protection.delete(name);
-    runtime.balancers.delete(name);
+  for (const name of runtime.protection.keys()) {
+    if (!services.has(name)) runtime.protection.delete(name);
+  }
+  const pools = new Map([...services.values()].flatMap(poolsOf));
+  for (const key of runtime.balancers.keys()) {
+    if (!pools.has(key)) runtime.balancers.delete(key);
   }
   for (const service of services.values()) {
     if (!runtime.protection.has(service.name)) {
       runtime.protection.set(service.name, initialProtection());
     }
-    if (runtime.balancers.get(service.name)?.method !== service.method) {
-      runtime.balancers.set(service.name, {
-        method: service.method,
-        balancer: createBalancer(service.method),
-      });
+  }
+  for (const [key, pool] of pools) {
+    if (runtime.balancers.get(key)?.method !== pool.method) {
+      runtime.balancers.set(key, { method: pool.method, balancer: createBalancer(pool.method) });
     }
   }
 }

@@ -18,6 +18,8 @@ import type { Snapshot } from "./snapshot.ts";
 export interface BackendStatus {
   service: string;
   address: string;
+  /** The SNI route of its service it serves, or null. */
+  route: string | null;
   /** Healthy by the checks and passive observation. */
   reachable: boolean;
   /** An operator's `bal backend` state: `enabled`, `draining` or `disabled`. */
@@ -82,6 +84,8 @@ export interface ServiceStatus {
     client_rate: number;
     /** PROXY protocol header refused (untrusted source, malformed, too long, too late). */
     proxy: number;
+    /** No route for the server name the client asked for (or for none), and no default_route. */
+    route: number;
   };
   last_check_time: string | null;
   /** The settings in force for it, defaults included. */
@@ -159,6 +163,7 @@ function backendStatus(
   return {
     service: b.service,
     address: b.address,
+    route: b.route,
     reachable: h?.healthy ?? true,
     admin_state: admin?.state ?? "enabled",
     weight: weightOf(b, admin),
@@ -215,6 +220,7 @@ export function serviceStatus(input: StatusInput, service: Service): ServiceStat
       client_limit: c.client_limited,
       client_rate: c.rate_limited,
       proxy: c.proxy_refused,
+      route: c.no_route,
     },
     last_check_time: iso(checks.length ? Math.max(...checks) : null),
     runtime: service.runtime,

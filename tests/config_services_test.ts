@@ -179,3 +179,104 @@ Deno.test("config services: warnings name the service's key path, and a backend 
     `services[0].backends[0]: 127.0.0.1:7002 is service "b"'s listen address; connections to it would loop back into bal`,
   ]);
 });
+
+const ROUTED = `services:
+  - name: tls
+    port: 443
+    method: least_connections
+    routes:
+      - name: app
+        sni: [App.Example.com, "*.app.example.com."]
+        backends: ["10.0.0.1:443", "10.0.0.2:443"]
+      - sni: [api.example.com]
+        method: source_hash
+        backends: [{host: 10.0.0.3, port: 443, weight: 2}]
+      - name: rest
+        backends: ["10.0.0.9:443"]
+    default_route: rest
+`;
+
+Deno.test("config routes: names lowercased, methods inherited, backends tagged with their route", () => {
+  const [tls] = parseConfig(ROUTED, F).services;
+  assert.deepEqual(
+    tls.routes.map((r) => [r.name, r.sni, r.method, r.backends.map((b) => b.address)]),
+    [
+      ["app", ["app.example.com", "*.app.example.com"], "least_connections", [
+        "10.0.0.1:443",
+        "10.0.0.2:443",
+      ]],
+      ["api.example.com", ["api.example.com"], "source_hash", ["10.0.0.3:443"]],
+      ["rest", [], "least_connections", ["10.0.0.9:443"]],
+    ],
+  );
+  assert.equal(tls.default_route, "rest");
+  // Every route's backends are the service's: health, admin and status see one list.
+  assert.deepEqual(tls.backends.map((b) => [b.id, b.route, b.weight]), [
+    ["tls/10.0.0.1:443", "app", 1],
+    ["tls/10.0.0.2:443", "app", 1],
+    ["tls/10.0.0.3:443", "api.example.com", 2],
+    ["tls/10.0.0.9:443", "rest", 1],
+  ]);
+  assert.equal(tls.runtime.tls_hello_timeout_ms, 5000);
+  assert.deepEqual(
+    configWarnings(parseConfig(ROUTED, F)),
+    [
+      "services[0].bind_address: not set, so bal listens on every interface (0.0.0.0); write `bind_address: 0.0.0.0` to mean it, or 127.0.0.1 for local clients only",
+    ].slice(1),
+  );
+});
+
+Deno.test("config routes: each mistake names its place", () => {
+  const bad = (from: string, to: string) => errorsOf(ROUTED.replace(from, to));
+  assert.deepEqual(bad("    default_route: rest", "    default_route: nope"), [
+    `${F}:14:20: services[0].default_route: expected the name of one of the routes ("app", "api.example.com", "rest"), got the text "nope"`,
+  ]);
+  assert.deepEqual(bad("[api.example.com]", "[api..example.com]"), [
+    `${F}:9:15: services[0].routes[1].sni[0]: "api..example.com" is not a DNS name (letters, digits, \`-\`, \`_\` and dots; labels of 1-63)`,
+  ]);
+  assert.deepEqual(bad("[api.example.com]", '["api.*.com"]'), [
+    `${F}:9:15: services[0].routes[1].sni[0]: "api.*.com" is wrong: a wildcard is \`*.\` followed by a name (\`*.example.com\`), nothing else`,
+  ]);
+  assert.deepEqual(bad('["10.0.0.9:443"]', '["10.0.0.2:443"]'), [
+    `${F}:13:20: services[0].routes[2].backends[0]: backend 10.0.0.2:443 is also in services[0].routes[0].backends[1]; a backend serves one route`,
+  ]);
+  assert.deepEqual(bad("      - name: rest\n", "      - \n"), [
+    `${F}:13:9: services[0].routes[2].name: missing; a route without \`sni\` needs a name for default_route`,
+    `${F}:14:20: services[0].default_route: expected the name of one of the routes ("app", "api.example.com"), got the text "rest"`,
+  ]);
+  assert.deepEqual(bad("    routes:", '    backends: ["10.0.0.1:1"]\n    routes:'), [
+    `${F}:5:5: services[0].backends: cannot stand beside \`routes:\`; list each route's backends in it, and name the route other clients go to with default_route`,
+  ]);
+  assert.deepEqual(
+    errorsOf('port: 1\nbackends: ["10.0.0.1:1"]\ndefault_route: x\n'),
+    [
+      `${F}:3:1: default_route: goes with \`routes:\`; without routes every client goes to backends`,
+    ],
+  );
+});
+
+Deno.test("config routes: check warns of a route that can never match, and of a name listed in vain", () => {
+  const c = parseConfig(
+    `bind_address: 127.0.0.1
+port: 443
+routes:
+  - name: a
+    sni: [a.test, "*.test"]
+    backends: ["10.0.0.1:1"]
+  - name: b
+    sni: [a.test, b.test]
+    backends: ["10.0.0.2:1"]
+  - name: c
+    sni: ["*.test"]
+    backends: ["10.0.0.3:1"]
+  - name: d
+    backends: ["10.0.0.4:1"]
+`,
+    F,
+  );
+  assert.deepEqual(configWarnings(c), [
+    'routes[1].sni: "a.test" is also in route "a", which comes first and gets it',
+    'routes[2]: route "c" can never be chosen: every name it lists belongs to an earlier route (a)',
+    'routes[3]: route "d" can never be chosen: it has no `sni` and is not the default_route',
+  ]);
+});

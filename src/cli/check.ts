@@ -13,6 +13,7 @@ import {
   type HostLimits,
   isWildcard,
   readConfig,
+  type Route,
 } from "../config/mod.ts";
 import { ConfigError } from "../errors.ts";
 import { count, quote } from "../text.ts";
@@ -97,6 +98,12 @@ export async function checkCommand(options: CheckOptions): Promise<number> {
   return 0;
 }
 
+/** A route in a line: its names, method and backends. */
+function routeLine(r: Route, isDefault: boolean): string {
+  const names = [...r.sni, ...(isDefault ? ["default_route"] : [])].join(", ") || "no names";
+  return `route ${r.name} (${names}): ${r.method}, ${r.backends.map((b) => b.address).join(", ")}`;
+}
+
 /**
  * The normalized services; with `verbose`, each backend's settings and every
  * runtime key in force. The single-service form prints as it always did.
@@ -116,6 +123,7 @@ function printServices(c: Config, verbose: boolean): void {
         : `  service ${s.name}: listen ${listen}, ${s.method}`,
     );
     out(`${indent}${backendSummary(s.backends.map((b) => b.address), verbose)}`);
+    for (const r of s.routes) out(`${indent}${routeLine(r, r.name === s.default_route)}`);
     if (!verbose) continue;
     for (const b of s.backends) {
       const limit = b.max_connections === null ? "" : `, max_connections ${b.max_connections}`;

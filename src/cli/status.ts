@@ -127,6 +127,7 @@ function printBackend(b: BackendStatus, indent: string, verbose?: boolean): void
     : `; cooling down ${b.cooldown_remaining_ms} ms more (${b.connect_failure_streak} failed connects in a row)`;
   const admin = b.admin_state === "enabled" ? "" : ` [${b.admin_state}]`;
   const traits = [
+    b.route === null || b.route === undefined ? "" : `route ${b.route}`,
     b.weight === 1 ? "" : `weight ${b.weight}`,
     b.backup ? "backup" : "",
     b.max_connections === null ? "" : `max ${b.max_connections}`,
@@ -183,6 +184,7 @@ function clientRefusals(s: Partial<ServiceStatus>): string {
     [r.client_limit, "over max_connections_per_client"],
     [r.client_rate, "over connection_rate_per_client"],
     [r.proxy, "with a refused PROXY header"],
+    [r.route, "with no route for their server name"],
   ].filter(([n]) => (n as number) > 0).map(([n, what]) => `${n} ${what}`);
   return parts.length ? `, ${parts.join(", ")}` : "";
 }

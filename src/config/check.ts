@@ -11,8 +11,7 @@
  */
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
 import { ConfigError, type ConfigLocation, ioReason } from "../errors.ts";
-import { quote } from "../text.ts";
-import { formatAddress, listenersOverlap, normalizeHost } from "./address.ts";
+import { formatAddress, listenersOverlap } from "./address.ts";
 import {
   boolField,
   deepFreeze,
@@ -28,13 +27,13 @@ import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./r
 import { healthCheckOf, tcpCheck } from "./health_check.ts";
 import { adminOf } from "./admin.ts";
 import { aclOf, cidrList } from "./acl.ts";
+import { backendsOf, PORT_RULE, SEND_PROXY } from "./backends.ts";
+import { routesOf } from "./routes.ts";
 import {
-  type Backend,
   type Config,
   DEFAULTS,
   ENGINES,
   LOG_LEVELS,
-  MAX_WEIGHT,
   MAX_WORKERS,
   METHODS,
   type Service,
@@ -73,6 +72,8 @@ const SERVICE_FORM_KEYS = [
   "accept_proxy",
   "proxy_trusted",
   "health_check_send_proxy",
+  "routes",
+  "default_route",
 ];
 const TOP_KEYS = [
   ...SERVICE_FORM_KEYS,
@@ -89,17 +90,6 @@ const TOP_KEYS = [
 /** Keys of configs written for older bal versions, read and ignored. */
 const LEGACY_KEYS = ["mode"];
 const SERVICE_KEYS = ["name", ...SERVICE_FORM_KEYS, "health_check", "access_log", "runtime"];
-const BACKEND_KEYS = [
-  "host",
-  "port",
-  "weight",
-  "backup",
-  "max_connections",
-  "send_proxy",
-  "health_check",
-];
-const SEND_PROXY = ["v1", "v2"] as const;
-const PORT_RULE = { default: DEFAULTS.port, min: 1, max: 65535 };
 const SERVICE_NAME = /^[a-z0-9_-]{1,32}$/;
 
 /** Files larger than this are refused before parsing: no config needs it. */
@@ -344,7 +334,20 @@ function serviceOf(
     );
   }
   const method = enumField(fields.get("method"), key("method"), METHODS, DEFAULTS.method, at);
-  const parsed = backendsOf(fields.get("backends"), key("backends"), name, node, at);
+  const routed = fields.get("routes")
+    ? routesOf(fields, key, name, method, at)
+    : { routes: [], default_route: null, parsed: undefined };
+  const parsed = fields.get("routes")
+    ? routed.parsed
+    : backendsOf(fields.get("backends"), key("backends"), name, node, at);
+  const defaultField = fields.get("default_route");
+  if (defaultField && !fields.get("routes")) {
+    at(
+      defaultField.key,
+      key("default_route"),
+      "goes with `routes:`; without routes every client goes to backends",
+    );
+  }
   const layers = [global];
   if (prefix) layers.push(runtimeLayer(fields.get("runtime"), key("runtime"), at, atServiceLevel));
   const runtime = mergeRuntime(parsed?.length ?? 0, layers, at);
@@ -382,7 +385,24 @@ function serviceOf(
   });
   const access_log = boolField(fields.get("access_log"), key("access_log"), false, at);
   const acl = aclOf(fields.get("allow"), fields.get("deny"), key, at);
-  return { name, bind_address, port, method, backends, runtime, access_log, acl, ...proxy };
+  const routes = routed.routes.map((r) => ({
+    ...r,
+    backends: backends.filter((b) => b.route === r.name),
+  }));
+  const { default_route } = routed;
+  return {
+    name,
+    bind_address,
+    port,
+    method,
+    backends,
+    runtime,
+    access_log,
+    acl,
+    ...proxy,
+    routes,
+    default_route,
+  };
 }
 
 /** The PROXY protocol settings of a service: what it sends, whether and from whom it accepts one. */
@@ -405,126 +425,6 @@ function proxyOf(fields: Map<string, Field>, key: (k: string) => string, at: Rep
 
 const atServiceLevel = (name: string) =>
   SERVICE_KEYS.includes(name) && name !== "runtime" ? "; it belongs in the service itself" : "";
-
-/** A backend before its check is resolved, and its own `health_check:` if it has one. */
-interface ParsedBackend {
-  backend: Omit<Backend, "check" | "send_proxy" | "check_send_proxy">;
-  check?: { field: Field; path: string };
-  /** Its own `send_proxy`, when it sets one. */
-  sendProxy: "v1" | "v2" | "off" | undefined;
-}
-
-function backendsOf(
-  field: Field | undefined,
-  path: string,
-  service: string,
-  parent: Node,
-  at: Report,
-): ParsedBackend[] | undefined {
-  if (!field) {
-    at(
-      parent,
-      path,
-      "missing; list at least one backend, e.g. `backends: [{host: 127.0.0.1, port: 9000}]`",
-    );
-    return undefined;
-  }
-  if (!isSeq(field.value) || field.value.items.length === 0) {
-    at(
-      field.value ?? field.key,
-      path,
-      `expected a non-empty list of backends, got ${describeNode(field.value)}`,
-    );
-    return undefined;
-  }
-  const backends: ParsedBackend[] = [];
-  const seen = new Map<string, number>();
-  field.value.items.forEach((item, i) => {
-    const itemPath = `${path}[${i}]`;
-    const parsed = backendItem(item as Node, itemPath, service, at);
-    if (!parsed) return;
-    const { backend } = parsed;
-    const first = seen.get(backend.address);
-    if (first !== undefined) {
-      at(item as Node, itemPath, `duplicate backend ${backend.address} (also ${path}[${first}])`);
-      return;
-    }
-    seen.set(backend.address, i);
-    backends.push(parsed);
-  });
-  return backends;
-}
-
-/** A backend with its identity filled in. */
-function backend(
-  service: string,
-  host: string,
-  port: number,
-  extra: Pick<Backend, "weight" | "backup" | "max_connections"> = {
-    weight: DEFAULTS.weight,
-    backup: false,
-    max_connections: null,
-  },
-): Omit<Backend, "check" | "send_proxy" | "check_send_proxy"> {
-  const address = formatAddress(host, port);
-  return { host, port, address, service, id: `${service}/${address}`, ...extra };
-}
-
-/** One backend: `{host, port, weight?, backup?, max_connections?}`, or the shorthand `host:port`. */
-function backendItem(
-  item: Node,
-  path: string,
-  service: string,
-  at: Report,
-): ParsedBackend | undefined {
-  if (isScalar(item) && typeof item.value === "string") {
-    const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(item.value.trim());
-    const host = m ? normalizeHost(m[1]) : undefined;
-    const port = m ? Number(m[2]) : 0;
-    if (!host || port < 1 || port > 65535) {
-      at(
-        item,
-        path,
-        `${quote(item.value)} is not a backend; write {host: HOST, port: PORT} or "HOST:PORT"`,
-      );
-      return undefined;
-    }
-    return { backend: backend(service, host, port), sendProxy: undefined };
-  }
-  if (!isMap(item)) {
-    at(item, path, `expected a mapping {host, port}, got ${describeNode(item)}`);
-    return undefined;
-  }
-  const fields = mapFields(item, path, BACKEND_KEYS, at);
-  const hostF = fields.get("host");
-  const portF = fields.get("port");
-  if (!hostF) at(item, `${path}.host`, "missing; expected an IP address or hostname");
-  if (!portF) at(item, `${path}.port`, "missing; expected an integer from 1 to 65535");
-  if (!hostF || !portF) return undefined;
-  const host = hostField(hostF, `${path}.host`, at);
-  const port = intField(portF, `${path}.port`, PORT_RULE, at);
-  const weight = intField(fields.get("weight"), `${path}.weight`, {
-    default: DEFAULTS.weight,
-    min: 0,
-    max: MAX_WEIGHT,
-  }, at);
-  const backup = boolField(fields.get("backup"), `${path}.backup`, false, at);
-  const max = fields.get("max_connections");
-  const max_connections = max
-    ? intField(max, `${path}.max_connections`, { default: 0, min: 1, max: 1_000_000 }, at)
-    : null;
-  const send = fields.get("send_proxy");
-  const sendProxy = send
-    ? enumField(send, `${path}.send_proxy`, [...SEND_PROXY, "off"] as const, "off", at)
-    : undefined;
-  if (host === undefined) return undefined;
-  const check = fields.get("health_check");
-  return {
-    backend: backend(service, host, port, { weight, backup, max_connections }),
-    check: check && { field: check, path: `${path}.health_check` },
-    sendProxy,
-  };
-}
 
 function workersField(field: Field | undefined, at: Report): Workers {
   if (!field) return DEFAULTS.workers;

@@ -59,6 +59,8 @@ export const RUNTIME_RULES: { readonly [K in keyof IntSettings]: IntRule } = {
   slow_start_ms: { min: 0, max: DAY_MS, tuned: same(0) },
   // With accept_proxy: a client whose header is not complete by then is closed.
   proxy_header_timeout_ms: { min: 1, max: DAY_MS, tuned: same(3000) },
+  // With routes: a client without a complete ClientHello by then goes to the default route.
+  tls_hello_timeout_ms: { min: 1, max: DAY_MS, tuned: same(5000) },
   // 0 turns each per-client limit off.
   max_connections_per_client: { min: 0, max: 1_000_000, tuned: same(0) },
   connection_rate_per_client: { min: 0, max: 1_000_000, tuned: same(0) },
@@ -176,6 +178,8 @@ export const RUNTIME_NOTES: { readonly [K in keyof RuntimeSettings]: string } = 
   slow_start_ms: "a backend back up ramps from 10 % to its full weight over this long; 0 = at once",
   proxy_header_timeout_ms:
     "with accept_proxy, a client whose PROXY header is not complete by then is closed",
+  tls_hello_timeout_ms:
+    "with routes, a client whose TLS ClientHello is not complete by then goes to default_route",
   max_connections_per_client:
     "connections one client address may hold open at once (per data plane); 0 = no limit",
   connection_rate_per_client:

@@ -44,6 +44,19 @@ export interface Backend {
   readonly send_proxy: ProxyVersion | null;
   /** The PROXY header its health checks send first (`health_check_send_proxy`), or null. */
   readonly check_send_proxy: ProxyVersion | null;
+  /** The route of its service it serves, or null when the service has no routes. */
+  readonly route: string | null;
+}
+
+/** A pool of a service chosen by the TLS server name (SNI) a client asks for. */
+export interface Route {
+  /** Unique within its service; defaults to its first `sni` pattern. */
+  readonly name: string;
+  /** Exact names and `*.suffix` wildcards, lowercase; empty for a route only reached as the default. */
+  readonly sni: readonly string[];
+  readonly method: Method;
+  /** Its own backends (also in its service's `backends`, each with `route` set). */
+  readonly backends: readonly Backend[];
 }
 
 /** Kinds of active health check. */
@@ -127,6 +140,7 @@ export interface IntSettings {
   readonly tcp_backlog: number;
   readonly slow_start_ms: number;
   readonly proxy_header_timeout_ms: number;
+  readonly tls_hello_timeout_ms: number;
   readonly max_connections_per_client: number;
   readonly connection_rate_per_client: number;
 }
@@ -169,6 +183,13 @@ export interface Service {
   readonly accept_proxy: boolean;
   /** The only sources a PROXY header is taken from (required with `accept_proxy`). */
   readonly proxy_trusted: readonly Cidr[];
+  /**
+   * SNI routes: each client's ClientHello is read and its server name picks
+   * one. Empty: every client goes to `backends` by `method`.
+   */
+  readonly routes: readonly Route[];
+  /** The route a client without a matching name goes to; null: such a client is closed. */
+  readonly default_route: string | null;
 }
 
 /** The admin HTTP endpoint (metrics, status.json), off unless `admin.listen` is set. */
@@ -217,6 +238,20 @@ export function workerCount(workers: Workers): number {
   return workers === "auto"
     ? Math.min(MAX_WORKERS, Math.max(1, navigator.hardwareConcurrency))
     : workers;
+}
+
+/** What one balancer picks from: a service without routes, or one route of a service. */
+export type Pool = Pick<Service | Route, "method" | "backends">;
+
+/** The key of a pool's balancer: the service's name, or `service/route`. */
+export function poolKey(service: Service, route: Route | null): string {
+  return route ? `${service.name}/${route.name}` : service.name;
+}
+
+/** A service's pools with their keys: itself, or each of its routes. */
+export function poolsOf(service: Service): [string, Pool][] {
+  if (service.routes.length === 0) return [[service.name, service]];
+  return service.routes.map((r) => [poolKey(service, r), r]);
 }
 
 /** Every backend of every service, in config order. */

@@ -7,6 +7,7 @@
 import { isLoopback, isWildcard } from "./address.ts";
 import { runtimeDefaults } from "./runtime.ts";
 import type { Config, Service } from "./schema.ts";
+import { unreachableRoutes } from "../route/sni.ts";
 
 /** Limits of the machine bal runs on that a config can exceed; unknown ones are left out. */
 export interface HostLimits {
@@ -33,7 +34,27 @@ function servicesWarnings(config: Config, host: HostLimits): string[] {
       ...serviceWarnings(service, prefix, host),
       ...loopWarnings(config, service, prefix),
       ...clientWarnings(service, prefix),
+      ...routeWarnings(service, prefix),
     ];
+  });
+}
+
+/** SNI routes a client can never reach, and names a later route lists in vain. */
+function routeWarnings(service: Service, prefix: string): string[] {
+  const { routes, default_route } = service;
+  const unreachable = new Map(unreachableRoutes(routes, default_route).map((u) => [u.route, u]));
+  const owner = new Map<string, string>();
+  return routes.flatMap((route, i) => {
+    const where = `${prefix}routes[${i}]`;
+    const never = unreachable.get(route.name);
+    if (never) return [`${where}: route "${route.name}" can never be chosen: ${never.why}`];
+    return route.sni.flatMap((pattern) => {
+      const first = owner.get(pattern);
+      if (first === undefined) owner.set(pattern, route.name);
+      return first === undefined || first === route.name
+        ? []
+        : [`${where}.sni: "${pattern}" is also in route "${first}", which comes first and gets it`];
+    });
   });
 }
 

@@ -72,7 +72,7 @@ export function admit<S extends SessionBase>(
 }
 
 /** Why a client was refused before any backend was tried, beyond the service's own limit. */
-export type Refusal = "denied" | ClientRefusal | "proxy_refused";
+export type Refusal = "denied" | ClientRefusal | "proxy_refused" | "no_route";
 
 const REFUSALS: Record<
   Refusal,
@@ -98,6 +98,11 @@ const REFUSALS: Record<
     event: "proxy_refused",
     message: "PROXY protocol header refused",
   },
+  no_route: {
+    counter: "no_route",
+    event: "no_route",
+    message: "no route for its server name, and no default_route",
+  },
 };
 
 /**
@@ -105,7 +110,7 @@ const REFUSALS: Record<
  * with `logLine` (the default) its access line too, else its session's
  * end writes it.
  */
-function refuse<S extends SessionBase>(
+export function refuse<S extends SessionBase>(
   plane: Plane<S>,
   service: Service,
   peer: Peer,

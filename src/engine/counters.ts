@@ -64,6 +64,8 @@ export interface ServiceCounters {
   rate_limited: number;
   /** Clients whose PROXY header was refused (untrusted source, malformed, too long, too late). */
   proxy_refused: number;
+  /** Clients of a service with routes whose server name no route takes, with no default_route. */
+  no_route: number;
 }
 
 /** Everything one data plane counted, as the control plane collects it; the totals are over every service. */
@@ -103,6 +105,7 @@ export function zeroServiceCounters(): ServiceCounters {
     client_limited: 0,
     rate_limited: 0,
     proxy_refused: 0,
+    no_route: 0,
   };
 }
 

@@ -17,8 +17,9 @@ import type { Engine, EngineOptions } from "./engine.ts";
 import type { ServiceCounters } from "./counters.ts";
 import type { Runtime } from "../snapshot.ts";
 import { denoSockets, listenerSet } from "./listeners.ts";
-import { closeQuietly, relay, writeAll } from "./relay.ts";
-import { readProxyHeader } from "./proxy_read.ts";
+import { closeQuietly, relay, type Stream, writeAll } from "./relay.ts";
+import { readPreface } from "./preface_read.ts";
+import { inspected, inspector } from "./inspect.ts";
 import {
   applyListeners,
   closeWhere,
@@ -31,7 +32,6 @@ import {
   hungUp,
   logAccess,
   noBackend,
-  type Peer,
   pick,
   type Plane,
   preface,
@@ -39,18 +39,16 @@ import {
   stats,
   sweepIdle,
 } from "./plane.ts";
-import { admit, admitPeer, ended, proxyRefused, started } from "./admission.ts";
+import { admit, ended, started } from "./admission.ts";
 
 const log = logger("proxy");
 
 /** One client and, once dialed, its backend connection. */
 interface Session extends SessionBase {
   client: Deno.TcpConn;
+  /** What the relay reads the client from: the socket, or a read the inspect step left pending. */
+  from: Stream;
   upstream: Deno.TcpConn | null;
-  /** Where the client reached the proxy in front, from its PROXY header. */
-  destination: Peer | null;
-  /** Bytes the client sent after its PROXY header, for the backend. */
-  early: Uint8Array | null;
 }
 
 type DenoPlane = Plane<Session>;
@@ -89,9 +87,11 @@ function accept(plane: DenoPlane, service: string, client: Deno.TcpConn): void {
     service,
     peer,
     client,
+    from: client,
     upstream: null,
     destination: null,
     early: null,
+    route: null,
     backend: null,
     activity: { at: Date.now() },
     closing: null,
@@ -130,6 +130,9 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
   outcome.served++;
   session.upstream = picked.upstream;
   const counters = countersOf(plane, picked.backend.id);
+  // What the client sent while inspected is its bytes too.
+  const early = session.early?.length ?? 0;
+  counters.bytes_in += early;
   try {
     const first = preface(
       picked.backend,
@@ -139,7 +142,7 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
     );
     // A backend that will not take them fails the relay that follows.
     if (first) await writeAll(picked.upstream, first).catch(() => closeQuietly(picked.upstream));
-    const moved = await relay(client, picked.upstream, session.activity, (fromClient, n) => {
+    const moved = await relay(session.from, picked.upstream, session.activity, (fromClient, n) => {
       if (fromClient) counters.bytes_in += n;
       else counters.bytes_out += n;
     });
@@ -151,7 +154,7 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
       ended: endingOf(session.closing, moved.failed, firstEnd),
       started: session.started,
       backend: picked.backend.address,
-      bytes_in: moved.aToB,
+      bytes_in: moved.aToB + early,
       bytes_out: moved.bToA,
       connect_ms: session.connectMs,
     });
@@ -161,25 +164,19 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
 }
 
 /**
- * With `accept_proxy`, reads the client's PROXY header; its address then
- * decides (allow/deny, per-client limits). False when the client was
+ * Reads what the client must send first (a PROXY header with
+ * `accept_proxy`, a ClientHello for a service with routes): it decides who
+ * the client is, whether it may go on and its route. False when it was
  * refused (counted, logged; the caller closes it).
  */
 async function inspect(plane: DenoPlane, session: Session): Promise<boolean> {
-  const service = plane.runtime.snapshot.services.get(session.service);
-  if (!service?.accept_proxy) return true;
-  const read = await readProxyHeader(session.client, service.runtime.proxy_header_timeout_ms);
-  // Closed by bal meanwhile (a drain, a kill): that is how it ended, not a refused header.
+  const reader = inspector(plane, session);
+  if (!reader) return true;
+  const { read, from } = await readPreface(session.client, reader);
+  session.from = from;
+  // Closed by bal meanwhile (a drain, a kill): that is how it ended, not a refusal.
   if (session.closing) return false;
-  if (typeof read === "string") {
-    proxyRefused(plane, session, read);
-    session.closing = "proxy_refused";
-  } else {
-    if (read.source) session.peer = read.source;
-    session.destination = read.destination;
-    session.early = read.rest.length > 0 ? read.rest : null;
-    if (admitPeer(plane, session)) return true;
-  }
+  if (inspected(plane, session, read)) return true;
   logAccess(plane, session.service, session.peer, {
     ended: session.closing ?? "error",
     started: session.started,
@@ -200,7 +197,7 @@ async function connectBackend(
   if (!service) return null;
   const tried = new Set<string>();
   for (;;) {
-    const backend = pick(plane, service, tried, session.peer.hostname);
+    const backend = pick(plane, service, session.route, tried, session.peer.hostname);
     if (!backend) break;
     try {
       const timeout = service.runtime.backend_connect_timeout_ms;

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { type Backend, type Config, formatAddress, type Service } from "../config/mod.ts";
+import { type Backend, type Config, formatAddress, poolKey, type Service } from "../config/mod.ts";
 import type { ListenerSet } from "./listeners.ts";
 import { writeProxyHeader } from "../route/proxy_protocol.ts";
 import { type ClientTable, pruneBuckets } from "../route/client_limits.ts";
@@ -47,6 +47,7 @@ export type Ending =
   | "client_limit"
   | "client_rate"
   | "proxy_refused"
+  | "no_route"
   | "error";
 
 /** A client's address, as sockets report it. */
@@ -72,6 +73,12 @@ export interface SessionBase {
   connectMs: number | null;
   /** Counted against `max_connections_per_client` (set by {@link started}). */
   clientCounted?: boolean;
+  /** Where the client reached the proxy in front, from its PROXY header. */
+  destination: Peer | null;
+  /** What the client sent before a backend was picked (after a PROXY header), for the backend. */
+  early: Uint8Array | null;
+  /** The route its server name chose (a service with routes), else null. */
+  route: string | null;
 }
 
 /** Everything one data plane holds, whatever its engine. */
@@ -120,6 +127,7 @@ export function createPlane<S extends SessionBase>(
         client_limit: rateLimited(1000),
         client_rate: rateLimited(1000),
         proxy_refused: rateLimited(1000),
+        no_route: rateLimited(1000),
       },
     },
     removedDrains: new Set(),
@@ -214,10 +222,13 @@ export function hungUp<S extends SessionBase>(
   });
 }
 
-/** Views of a service's backends for selection: health, admin state, live count. */
-function views<S extends SessionBase>(plane: Plane<S>, service: Service): BackendView[] {
+/** Views of a pool's backends for selection: health, admin state, live count. */
+function views<S extends SessionBase>(
+  plane: Plane<S>,
+  backends: readonly Backend[],
+): BackendView[] {
   const { health, admin } = plane.runtime;
-  return service.backends.map((backend) => ({
+  return backends.map((backend) => ({
     backend,
     health: health.get(backend.id),
     admin: admin.get(backend.id),
@@ -226,21 +237,26 @@ function views<S extends SessionBase>(plane: Plane<S>, service: Service): Backen
 }
 
 /**
- * The next backend to dial for a client, or null when the policy has none
- * left or `tried` reached `max_failover_attempts`. The backend counts the
- * client as active from now, so concurrent picks see it: the caller undoes
- * that with {@link dialFailed}, or when the relay ends.
+ * The next backend to dial for a client (of `route`, when its service has
+ * routes), or null when the policy has none left or `tried` reached
+ * `max_failover_attempts`. The backend counts the client as active from
+ * now, so concurrent picks see it: the caller undoes that with
+ * {@link dialFailed}, or when the relay ends.
  */
 export function pick<S extends SessionBase>(
   plane: Plane<S>,
   service: Service,
+  route: string | null,
   tried: Set<string>,
   client: string,
 ): Backend | null {
-  const balancer = plane.runtime.balancers.get(service.name)?.balancer;
+  const r = route === null ? null : service.routes.find((x) => x.name === route);
+  // A reload may have removed the route the client was given.
+  if (r === undefined) return null;
+  const balancer = plane.runtime.balancers.get(poolKey(service, r))?.balancer;
   if (!balancer || tried.size >= service.runtime.max_failover_attempts) return null;
   const backend = nextBackend(
-    views(plane, service),
+    views(plane, (r ?? service).backends),
     tried,
     balancer,
     { client, random: Math.random },
@@ -481,6 +497,7 @@ export function stats<S extends SessionBase>(plane: Plane<S>): PlaneStats {
     client_limited: sum("client_limited"),
     rate_limited: sum("rate_limited"),
     proxy_refused: sum("proxy_refused"),
+    no_route: sum("no_route"),
     services: copy(plane.perService),
     backends: copy(plane.perBackend),
   };

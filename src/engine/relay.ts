@@ -33,6 +33,9 @@ function giveLarge(buf: Uint8Array<ArrayBuffer>): void {
   if (pool.length < POOL_LIMIT) pool.push(buf);
 }
 
+/** What a relay needs of a socket. */
+export type Stream = Pick<Deno.Conn, "read" | "write" | "closeWrite" | "close">;
+
 /** Bytes forwarded in each direction. */
 export interface RelayResult {
   /** From `a` to `b`. */
@@ -73,8 +76,8 @@ export interface Activity {
  * every forwarded chunk, so counters move while a long stream runs.
  */
 export async function relay(
-  a: Deno.Conn,
-  b: Deno.Conn,
+  a: Stream,
+  b: Stream,
   activity?: Activity,
   tally?: Tally,
 ): Promise<RelayResult> {
@@ -95,8 +98,8 @@ export async function relay(
 }
 
 async function pump(
-  src: Deno.Conn,
-  dst: Deno.Conn,
+  src: Stream,
+  dst: Stream,
   side: "a" | "b",
   shared: Shared,
 ): Promise<number> {
@@ -136,12 +139,12 @@ async function pump(
 }
 
 /** Writes all of `bytes` (a write may take fewer). */
-export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+export async function writeAll(conn: Stream, bytes: Uint8Array): Promise<void> {
   for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
 }
 
 /** Closes a socket that may already be closed. */
-export function closeQuietly(conn: Deno.Conn): void {
+export function closeQuietly(conn: Stream): void {
   try {
     conn.close();
   } catch {

@@ -120,7 +120,7 @@ export const METRICS: readonly Descriptor[] = [
     name: "bal_connections_rejected_total",
     type: "counter",
     help:
-      "Clients closed without a backend, by cause: limit (max_concurrent_connections), no_backend, acl (allow/deny), client_limit (max_connections_per_client), client_rate (connection_rate_per_client) or proxy (PROXY header refused).",
+      "Clients closed without a backend, by cause: limit (max_concurrent_connections), no_backend, acl (allow/deny), client_limit (max_connections_per_client), client_rate (connection_rate_per_client), proxy (PROXY header refused) or route (no SNI route and no default_route).",
     samples: (i) =>
       services(i).flatMap((s) => {
         const c = serviceTotal(i.planes, s.name);
@@ -131,6 +131,7 @@ export const METRICS: readonly Descriptor[] = [
           { labels: { ...ofService(s), cause: "client_limit" }, value: c.client_limited },
           { labels: { ...ofService(s), cause: "client_rate" }, value: c.rate_limited },
           { labels: { ...ofService(s), cause: "proxy" }, value: c.proxy_refused },
+          { labels: { ...ofService(s), cause: "route" }, value: c.no_route },
         ];
       }),
   },

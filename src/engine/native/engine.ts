@@ -37,11 +37,13 @@ import {
   stats,
   sweepIdle,
 } from "../plane.ts";
-import { admit, admitPeer, ended, proxyRefused, started } from "../admission.ts";
+import { admit, ended, started } from "../admission.ts";
 import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
-import { type Inspection, inspectProxy } from "./inspect.ts";
+import { inspectClient, type Inspection } from "./inspect.ts";
+import { inspected, inspector } from "../inspect.ts";
+import type { PrefaceReader } from "../../route/preface.ts";
 import { decodeAddress, isIpLiteral } from "./sockaddr.ts";
 import {
   describeErrno,
@@ -89,12 +91,8 @@ interface Session extends SessionBase {
   /** The backend it is relayed to. */
   to: Backend | null;
   finished: boolean;
-  /** Its PROXY header being read (`accept_proxy`), or the read that took it. */
+  /** Its first bytes being read (PROXY header, ClientHello), or the read that took them. */
   inspection: Inspection | null;
-  /** Where the client reached the proxy in front, from its PROXY header. */
-  destination: Peer | null;
-  /** Bytes the client sent after its PROXY header, for the backend. */
-  early: Uint8Array | null;
 }
 
 /** A native data plane: the shared bookkeeping, its loop and its backends' addresses. */
@@ -221,25 +219,18 @@ function onClient(plane: NativePlane, service: string, fd: number, peer: Peer): 
     inspection: null,
     destination: null,
     early: null,
+    route: null,
   };
   started(plane, s, counters);
-  const svc = plane.runtime.snapshot.services.get(service);
-  if (svc?.accept_proxy) return inspect(plane, s, svc.runtime.proxy_header_timeout_ms);
+  const reader = inspector(plane, s);
+  if (reader) return inspect(plane, s, reader);
   dialNext(plane, s);
 }
 
-/** Reads the client's PROXY header: its address then decides (allow/deny, limits) and balances. */
-function inspect(plane: NativePlane, s: Session, timeoutMs: number): void {
-  s.inspection = inspectProxy(plane.loop, s.clientFd, timeoutMs, (read) => {
-    if (typeof read === "string") {
-      proxyRefused(plane, s, read);
-      s.closing = "proxy_refused";
-      return finish(plane, s);
-    }
-    if (read.source) s.peer = read.source;
-    s.destination = read.destination;
-    s.early = read.rest.length > 0 ? read.rest : null;
-    if (!admitPeer(plane, s)) return finish(plane, s);
+/** Reads what the client sends first (PROXY header, ClientHello): it decides who and where. */
+function inspect(plane: NativePlane, s: Session, reader: PrefaceReader): void {
+  s.inspection = inspectClient(plane.loop, s.clientFd, reader, (read) => {
+    if (!inspected(plane, s, read)) return finish(plane, s);
     dialNext(plane, s);
   });
   if (!s.inspection) finish(plane, s);
@@ -272,7 +263,7 @@ function dialNext(plane: NativePlane, s: Session): void {
   if (s.finished) return;
   const service = plane.runtime.snapshot.services.get(s.service);
   if (!service) return refuse(plane, s);
-  const backend = pick(plane, service, s.tried, s.peer.hostname);
+  const backend = pick(plane, service, s.route, s.tried, s.peer.hostname);
   if (!backend) {
     noBackend(plane, service, s.tried.size);
     return refuse(plane, s);
@@ -364,16 +355,20 @@ function connected(plane: NativePlane, s: Session, d: Dialing, events: number): 
   s.to = d.backend;
   dialed(plane, s, d.backend, performance.now() - d.begun);
   s.counters.served++;
+  // What the client sent while inspected is its bytes too.
+  const early = s.early?.length ?? 0;
+  const counters = countersOf(plane, d.backend.id);
+  counters.bytes_in += early;
   s.relay = {
     a: side(s.clientFd, s.inspection?.token ?? 0),
     b: side(d.fd, d.token),
-    aToB: 0,
+    aToB: early,
     bToA: 0,
     failed: false,
     firstEnd: null,
     done: false,
     activity: s.activity,
-    counters: countersOf(plane, d.backend.id),
+    counters,
     onEnd: () => finish(plane, s),
   };
   const first = preface(

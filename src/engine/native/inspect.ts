@@ -1,18 +1,16 @@
 /**
- * The native engine's inspect step: with `accept_proxy`, the PROXY
- * protocol header is read from a new client before any backend is picked,
- * on the loop, within `proxy_header_timeout_ms`. What arrives after the
- * header is kept for the backend.
+ * The native engine's inspect step: what a new client must send before a
+ * backend is picked (a PROXY header with `accept_proxy`, a TLS ClientHello
+ * for a service with routes), read on the loop within its deadline. What
+ * decides is `../inspect.ts`; this only moves the bytes into the reader.
  *
  * @module
  */
-import {
-  HEADER_READ_MAX,
-  type ProxyHeaderRead,
-  proxyHeaderReader,
-} from "../../route/proxy_protocol.ts";
+import type { Preface, PrefaceReader } from "../../route/preface.ts";
+import { HELLO_MAX } from "../../route/client_hello.ts";
+import { HEADER_READ_MAX } from "../../route/proxy_protocol.ts";
 import * as sys from "./ffi.ts";
-import { cancel, type Loop } from "./loop.ts";
+import { cancel, type Loop, type Timer } from "./loop.ts";
 import { RELAY_EVENTS } from "./relay.ts";
 
 /** A header being read. */
@@ -28,42 +26,46 @@ export interface Inspection {
   stop(): void;
 }
 
-/** Room for the longest header bal reads and one read beyond it. */
-const scratch = new Uint8Array(HEADER_READ_MAX);
+/** Room for the longest preface bal reads: a PROXY header and a ClientHello, and some. */
+const scratch = new Uint8Array(HEADER_READ_MAX + HELLO_MAX);
 
 /**
- * Reads a PROXY header from `fd`; `done` hears once: the header, or why
- * there is none (malformed, too long, closed first, not in time). Returns
- * null when the loop would not watch the socket.
+ * Feeds what `fd` sends to `reader`; `done` hears once: the preface, or
+ * why the client is refused (see PrefaceReader). Returns null when the
+ * loop would not watch the socket.
  */
-export function inspectProxy(
+export function inspectClient(
   loop: Loop,
   fd: number,
-  timeoutMs: number,
-  done: (result: ProxyHeaderRead | string) => void,
+  reader: PrefaceReader,
+  done: (result: Preface | string) => void,
 ): Inspection | null {
-  const read = proxyHeaderReader();
   let over = false;
   let seen = 0;
-  const finish = (result: ProxyHeaderRead | string) => {
+  const finish = (result: Preface | string) => {
     if (over) return;
     over = true;
     cancel(timer);
     done(result);
   };
-  const timer = loop.timer(
-    Date.now() + timeoutMs,
-    () => finish(`no complete PROXY header within ${timeoutMs} ms`),
-  );
+  const arm = () => loop.timer(reader.deadline, () => finish(reader.end("timeout")));
+  let timer: Timer = arm();
+  let armedAt = reader.deadline;
   const token = loop.add(fd, RELAY_EVENTS, (ev) => {
     seen |= ev;
     while (!over) {
       const n = sys.recv(fd, scratch, scratch.length);
       if (n === -sys.E.EAGAIN) return;
       if (n === -sys.E.EINTR) continue;
-      if (n <= 0) return finish(n === 0 ? "closed before a complete PROXY header" : "reset");
-      const result = read(scratch.subarray(0, n));
+      // A reset too: the relay that may follow sees it again.
+      if (n <= 0) return finish(reader.end("closed"));
+      const result = reader.feed(scratch.subarray(0, n), Date.now());
       if (result !== null) return finish(result);
+      if (reader.deadline !== armedAt) {
+        cancel(timer);
+        timer = arm();
+        armedAt = reader.deadline;
+      }
     }
   });
   if (token < 0) {
