@@ -1,5 +1,5 @@
 /**
- * `deno task bench [--quick] [--only bal,haproxy,...] [--rounds N] [--soak]`: bal's
+ * `deno task bench [--quick] [--only bal,haproxy,features,...] [--rounds N] [--soak]`: bal's
  * speed and memory against a direct connection (the ceiling) and, when
  * installed, HAProxy (`mode tcp`, one thread) and nginx (`stream`, one
  * worker), measured in the same run on loopback.
@@ -163,6 +163,8 @@ interface Target {
       extra?: string[];
       /** `runtime:` keys (bal only). */
       runtime?: Record<string, number>;
+      /** The backends as an SNI route that the bench's ClientHello asks for (bal only). */
+      routed?: boolean;
     },
   ): Promise<Running>;
 }
@@ -192,12 +194,14 @@ const balOn = (engine: "native" | "deno"): Target => ({
   async start(backends, opts = {}) {
     const port = freePort();
     const home = Deno.makeTempDirSync({ dir: tmp, prefix: "bal-" });
+    const list = backends.map((b) => `"127.0.0.1:${b}"`).join(", ");
     const lines = [
       `port: ${port}`,
       "bind_address: 127.0.0.1",
       "log_level: info",
-      "backends:",
-      ...backends.map((b) => `  - "127.0.0.1:${b}"`),
+      ...opts.routed
+        ? ["routes:", `  - sni: [${HELLO_SNI}, "*.example.net"]`, `    backends: [${list}]`]
+        : [`backends: [${list}]`],
     ];
     if (opts.workers) lines.push(`workers: ${opts.workers}`);
     // As HAProxy and nginx get maxconn and worker_connections: room for the biggest hold.
@@ -337,6 +341,7 @@ async function wrk(
   port: number,
   close: boolean,
   cpu: number | null = 0,
+  script?: string,
 ): Promise<Record<string, number>> {
   const out = await run(onCpu(cpu, [
     "wrk",
@@ -345,6 +350,7 @@ async function wrk(
     `-d${secs}s`,
     "--latency",
     ...(close ? ["-H", "Connection: close"] : []),
+    ...(script ? ["-s", script] : []),
     `http://127.0.0.1:${port}/`,
   ]));
   const errors =
@@ -365,6 +371,30 @@ const short = (port: number, cpu: number | null = 0) =>
   useWrk
     ? wrk(port, true, cpu)
     : load("short", port, ["--conns", "50", "--secs", String(secs)], cpu);
+
+/** The server name in the ClientHello the SNI workload sends (a capture of openssl s_client). */
+const HELLO_SNI = "app.example.com";
+
+/**
+ * A wrk script whose every request is a TLS ClientHello followed by an HTTP
+ * request on a fresh connection: the backend, which reads up to the blank
+ * line, answers as usual, and bal has a server name to route on.
+ */
+function helloScript(): string {
+  const hex = Deno.readTextFileSync(`${root}tests/fixtures/client_hello/tls13_sni.hex`).trim();
+  const path = `${tmp}/hello.lua`;
+  Deno.writeTextFileSync(
+    path,
+    `local raw = ("${hex}"):gsub("..", function(cc) return string.char(tonumber(cc, 16)) end)
+local req = raw .. "GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+request = function() return req end
+`,
+  );
+  return path;
+}
+
+/** Short connections that each open with a ClientHello (needs wrk). */
+const shortHello = (port: number) => wrk(port, true, 0, helloScript());
 const keepalive = (port: number) =>
   useWrk ? wrk(port, false) : load("keepalive", port, ["--conns", "50", "--secs", String(secs)]);
 
@@ -482,7 +512,11 @@ const median = (xs: number[]) => {
  */
 async function costOf(
   backends: number[],
-  settings: Record<"on" | "off", { extra?: string[]; runtime?: Record<string, number> }>,
+  settings: Record<
+    "on" | "off",
+    { extra?: string[]; runtime?: Record<string, number>; routed?: boolean }
+  >,
+  load: (port: number) => Promise<Record<string, number>> = short,
 ): Promise<{ on: number; off: number }> {
   const cost: Record<string, number[]> = { on: [], off: [] };
   for (let round = 0; round < rounds; round++) {
@@ -492,7 +526,7 @@ async function costOf(
         // Past start-up work (the first round of checks) that both settings do.
         await sleep(1000);
         const cpu = cpuMeter(r.pid!);
-        const s = await short(r.port);
+        const s = await load(r.port);
         const used = cpu.take();
         cost[key].push((used.user + used.sys) * 1e6 / (s.rate * secs));
       } finally {
@@ -674,7 +708,8 @@ try {
     }
   }
 
-  const features = !only || only.includes("bal")
+  // `--only features`: what each feature costs bal, without the comparison rounds.
+  const features = !only || only.includes("bal") || only.includes("features")
     ? {
       checks: await checksCost(),
       access_log: await costOf([httpA, httpB], {
@@ -683,6 +718,10 @@ try {
       }),
       // The backend reads up to the blank line, so a v1 header (one line) ahead of the request is fine.
       send_proxy: await costOf([httpA, httpB], { on: { extra: ["send_proxy: v1"] }, off: {} }),
+      // Both settings get the same bytes (a ClientHello, then a request); only one reads it.
+      sni: useWrk
+        ? await costOf([httpA, httpB], { on: { routed: true }, off: {} }, shortHello)
+        : null,
     }
     : null;
   const result: Record<string, Row> = {};
@@ -739,7 +778,7 @@ try {
   }
 
   if (features) {
-    const { checks, access_log: log, send_proxy: proxy } = features;
+    const { checks, access_log: log, send_proxy: proxy, sni } = features;
     console.log(
       `\nCPU per short connection, feature on vs off:\n` +
         `  health checks at 100 backends (HTTP every 500 ms): ${checks.on.toFixed(1)} vs ${
@@ -750,7 +789,12 @@ try {
         } µs (${(log.on / log.off).toFixed(2)}x)\n` +
         `  send_proxy: v1 (a PROXY header to the backend per connection): ${
           proxy.on.toFixed(1)
-        } vs ${proxy.off.toFixed(1)} µs (${(proxy.on / proxy.off).toFixed(2)}x)`,
+        } vs ${proxy.off.toFixed(1)} µs (${(proxy.on / proxy.off).toFixed(2)}x)\n` +
+        (sni
+          ? `  SNI route (ClientHello read, name matched) vs plain forwarding, same bytes: ${
+            sni.on.toFixed(1)
+          } vs ${sni.off.toFixed(1)} µs (${(sni.on / sni.off).toFixed(2)}x)`
+          : "  SNI route: needs wrk"),
     );
   }
 

@@ -290,6 +290,7 @@ Deno.test("reload: every runtime key is reloaded without a restart (status shows
     tcp_backlog: 1024,
     slow_start_ms: 0,
     proxy_header_timeout_ms: 3000,
+    tls_hello_timeout_ms: 5000,
     max_connections_per_client: 0,
     connection_rate_per_client: 0,
   };
@@ -312,6 +313,7 @@ Deno.test("reload: every runtime key is reloaded without a restart (status shows
     tcp_backlog: 2048,
     slow_start_ms: 500,
     proxy_header_timeout_ms: 2000,
+    tls_hello_timeout_ms: 700,
     max_connections_per_client: 50,
     connection_rate_per_client: 500,
   };

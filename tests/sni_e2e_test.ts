@@ -11,9 +11,11 @@
 import assert from "node:assert/strict";
 import {
   bal,
+  echoBackend,
   freePort,
   missingTool,
   readAll,
+  readN,
   serveTcp,
   sha256,
   startDaemon,
@@ -300,5 +302,46 @@ routes:
   } finally {
     await d.stop();
     await app.close();
+  }
+});
+
+Deno.test("sni routing: a reload that moves a name to another route applies to new clients; a live one keeps its backend", async () => {
+  const first = echoBackend();
+  const second = recorder("second");
+  const home = tempHome();
+  const port = freePort();
+  const write = (to: number) =>
+    config(
+      home,
+      port,
+      `routes:
+  - name: app
+    sni: [app.example.com]
+    backends: ["127.0.0.1:${to}"]
+`,
+    );
+  const path = write(first.port);
+  const d = await startDaemon(home, path, port);
+  try {
+    const hello = captured("tls13_sni");
+    const live = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(live, hello);
+    assert.deepEqual(await readN(live, hello.length), hello, "echoed by the first backend");
+    write(second.port);
+    assert.equal((await bal(home, "graceful", "-c", path)).code, 0);
+    await waitFor("reload", () => d.log().some((l) => l.event === "reload_ok"));
+    const fresh = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(fresh, hello);
+    await fresh.closeWrite();
+    assert.equal(str(await readAll(fresh)), `second ${hello.length} ${sha256(hello)}`);
+    fresh.close();
+    // The live connection still moves bytes both ways through the first backend.
+    await writeAll(live, text("still here"));
+    assert.equal(str(await readN(live, 10)), "still here");
+    live.close();
+  } finally {
+    await d.stop();
+    await first.close();
+    await second.close();
   }
 });
