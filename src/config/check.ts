@@ -27,15 +27,20 @@ import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./r
 import { healthCheckOf, tcpCheck } from "./health_check.ts";
 import { adminOf } from "./admin.ts";
 import { aclOf, cidrList } from "./acl.ts";
-import { backendsOf, PORT_RULE, SEND_PROXY } from "./backends.ts";
-import { routesOf } from "./routes.ts";
+import { backendsOf, type ParsedBackend, PORT_RULE, SEND_PROXY } from "./backends.ts";
+import { routesOf, type RoutesRead } from "./routes.ts";
+import type { ProxyVersion } from "../route/proxy_protocol.ts";
 import {
+  type Backend,
   type Config,
   DEFAULTS,
   ENGINES,
+  type HealthCheck,
   LOG_LEVELS,
   MAX_WORKERS,
+  type Method,
   METHODS,
+  type RuntimeSettings,
   type Service,
   type Workers,
 } from "./schema.ts";
@@ -334,20 +339,8 @@ function serviceOf(
     );
   }
   const method = enumField(fields.get("method"), key("method"), METHODS, DEFAULTS.method, at);
-  const routed = fields.get("routes")
-    ? routesOf(fields, key, name, method, at)
-    : { routes: [], default_route: null, parsed: undefined };
-  const parsed = fields.get("routes")
-    ? routed.parsed
-    : backendsOf(fields.get("backends"), key("backends"), name, node, at);
-  const defaultField = fields.get("default_route");
-  if (defaultField && !fields.get("routes")) {
-    at(
-      defaultField.key,
-      key("default_route"),
-      "goes with `routes:`; without routes every client goes to backends",
-    );
-  }
+  const routed = backendsAndRoutes(fields, key, name, method, node, at);
+  const { parsed } = routed;
   const layers = [global];
   if (prefix) layers.push(runtimeLayer(fields.get("runtime"), key("runtime"), at, atServiceLevel));
   const runtime = mergeRuntime(parsed?.length ?? 0, layers, at);
@@ -361,28 +354,15 @@ function serviceOf(
   );
   const proxy = proxyOf(fields, key, at);
   if (!parsed || bind_address === undefined) return undefined;
-  const checkSendProxy = fields.get("health_check_send_proxy");
-  const sendsToChecks = boolField(checkSendProxy, key("health_check_send_proxy"), false, at);
-  const backends = parsed.map(({ backend, check, sendProxy }) => {
-    const send_proxy = sendProxy === undefined
-      ? proxy.send_proxy
-      : sendProxy === "off"
-      ? null
-      : sendProxy;
-    const ownCheck = check
-      ? healthCheckOf(check.field, check.path, serviceCheck, runtime, at)
-      : serviceCheck;
-    // As HAProxy's check-send-proxy: the backend's own version, v1 when it sends none.
-    const check_send_proxy = sendsToChecks ? send_proxy ?? "v1" : null;
-    if (check_send_proxy && ownCheck.tls && ownCheck.type !== "agent") {
-      at(
-        checkSendProxy!.value ?? checkSendProxy!.key,
-        key("health_check_send_proxy"),
-        `not supported with a TLS check (backend ${backend.address}); use a tcp or http check`,
-      );
-    }
-    return { ...backend, send_proxy, check_send_proxy, check: ownCheck };
-  });
+  const backends = resolveBackends(
+    parsed,
+    fields,
+    key,
+    proxy.send_proxy,
+    serviceCheck,
+    runtime,
+    at,
+  );
   const access_log = boolField(fields.get("access_log"), key("access_log"), false, at);
   const acl = aclOf(fields.get("allow"), fields.get("deny"), key, at);
   const routes = routed.routes.map((r) => ({
@@ -403,6 +383,62 @@ function serviceOf(
     routes,
     default_route,
   };
+}
+
+/** A service's backends: its `backends:` list, or its routes' with `routes:`. */
+function backendsAndRoutes(
+  fields: Map<string, Field>,
+  key: (k: string) => string,
+  service: string,
+  method: Method,
+  node: Node,
+  at: Report,
+): RoutesRead {
+  if (fields.get("routes")) return routesOf(fields, key, service, method, at);
+  const defaultField = fields.get("default_route");
+  if (defaultField) {
+    at(
+      defaultField.key,
+      key("default_route"),
+      "goes with `routes:`; without routes every client goes to backends",
+    );
+  }
+  const parsed = backendsOf(fields.get("backends"), key("backends"), service, node, at);
+  return { routes: [], default_route: null, parsed };
+}
+
+/** Backends with their health check and PROXY headers resolved against their service's. */
+function resolveBackends(
+  parsed: readonly ParsedBackend[],
+  fields: Map<string, Field>,
+  key: (k: string) => string,
+  serviceSendProxy: ProxyVersion | null,
+  serviceCheck: HealthCheck,
+  runtime: RuntimeSettings,
+  at: Report,
+): Backend[] {
+  const checkSendProxy = fields.get("health_check_send_proxy");
+  const sendsToChecks = boolField(checkSendProxy, key("health_check_send_proxy"), false, at);
+  return parsed.map(({ backend, check, sendProxy }) => {
+    const send_proxy = sendProxy === undefined
+      ? serviceSendProxy
+      : sendProxy === "off"
+      ? null
+      : sendProxy;
+    const ownCheck = check
+      ? healthCheckOf(check.field, check.path, serviceCheck, runtime, at)
+      : serviceCheck;
+    // As HAProxy's check-send-proxy: the backend's own version, v1 when it sends none.
+    const check_send_proxy = sendsToChecks ? send_proxy ?? "v1" : null;
+    if (check_send_proxy && ownCheck.tls && ownCheck.type !== "agent") {
+      at(
+        checkSendProxy!.value ?? checkSendProxy!.key,
+        key("health_check_send_proxy"),
+        `not supported with a TLS check (backend ${backend.address}); use a tcp or http check`,
+      );
+    }
+    return { ...backend, send_proxy, check_send_proxy, check: ownCheck };
+  });
 }
 
 /** The PROXY protocol settings of a service: what it sends, whether and from whom it accepts one. */
