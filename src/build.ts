@@ -41,10 +41,9 @@ export function flagsOfTask(command: string): string[] {
  * - `--allow-run`: `start -d` re-runs bal detached; `stop`/`graceful` send
  *   signals; process state comes from `cat /proc/PID/stat` or `ps`, since
  *   Deno wants `--allow-all` to read `/proc/PID` itself.
- * - `--allow-env=HOME,BAL_HOME,INIT_CWD,...`: the state directory, the
- *   caller's directory under `deno task` (relative `-c` paths), and exactly
- *   the variables the commander and yaml packages read (NO_COLOR,
- *   FORCE_COLOR, CLICOLOR_FORCE, LOG_STREAM, LOG_TOKENS); nothing else.
+ * - `--allow-env=HOME,BAL_HOME,BAL_ENGINE,INIT_CWD`: the state directory,
+ *   the engine override, and the caller's directory under `deno task`
+ *   (relative `-c` paths); nothing else.
  * - `--unstable-net`: `reusePort` on the listener, so `workers` data planes
  *   share the port.
  * - `--v8-flags=--max-semi-space-size=4`: a 4 MB young generation per

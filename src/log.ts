@@ -1,20 +1,41 @@
 /**
  * Logging: one JSON object per line in `bal.log` (daemon) or readable lines
- * on the terminal, on top of LogTape.
+ * on the terminal.
  *
  * Modules log through {@link logger} with a stable `event` name in the
- * properties; every other property lands in `fields`.
+ * properties; every other property lands in `fields`. A message may name
+ * properties in braces (`{backend} is down`), filled in when it is written.
+ * Its own code rather than a logging library: the one bal used (LogTape)
+ * came from npm and cost start-up Deno's Node compatibility layer.
  *
  * @module
  */
-import {
-  configureSync,
-  getLogger,
-  type Logger,
-  type LogLevel as TapeLevel,
-  type LogRecord,
-} from "@logtape/logtape";
 import type { LogLevel } from "./config/schema.ts";
+
+/** One line to log, before it is formatted. */
+export interface LogRecord {
+  /** The module that logged it, e.g. `proxy`. */
+  module: string;
+  level: LogLevel;
+  /** The message with its `{property}` names filled in. */
+  message: string;
+  properties: Record<string, unknown>;
+  /** Epoch ms. */
+  timestamp: number;
+}
+
+/** What a module logs with. */
+export interface Logger {
+  debug(message: string, properties?: Record<string, unknown>): void;
+  info(message: string, properties?: Record<string, unknown>): void;
+  warn(message: string, properties?: Record<string, unknown>): void;
+  error(message: string, properties?: Record<string, unknown>): void;
+}
+
+const RANK: Record<LogLevel, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+
+/** Where records go once logging is set up, and the least severe level written; none before. */
+const route = { sink: null as ((record: LogRecord) => void) | null, lowest: RANK.info };
 
 /** How log lines are written. */
 export type LogFormat = "text" | "json";
@@ -33,15 +54,27 @@ export interface LogOptions {
 
 /** The logger of one module, e.g. `logger("proxy")`. */
 export function logger(module: string): Logger {
-  return getLogger(["bal", module]);
+  const at = (level: LogLevel) => (message: string, properties: Record<string, unknown> = {}) => {
+    if (!route.sink || RANK[level] < route.lowest) return;
+    route.sink({
+      module,
+      level,
+      message: fillIn(message, properties),
+      properties,
+      timestamp: Date.now(),
+    });
+  };
+  return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
 }
 
-const TAPE_LEVEL: Record<LogLevel, TapeLevel> = {
-  debug: "debug",
-  info: "info",
-  warn: "warning",
-  error: "error",
-};
+/** `{name}` in a message replaced by that property (text as is, anything else as JSON). */
+function fillIn(message: string, properties: Record<string, unknown>): string {
+  return message.replace(/\{(\w+)\}/g, (whole, name: string) => {
+    if (!(name in properties)) return whole;
+    const value = properties[name];
+    return typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
+  });
+}
 
 const encoder = new TextEncoder();
 let output: Deno.FsFile | null = null;
@@ -71,16 +104,9 @@ export function setupLogging(options: LogOptions): void {
     if (target) target.writeSync(bytes);
     else Deno.stderr.writeSync(bytes);
   };
-  const sink = options.forward ?? ((record: LogRecord) => write(format(record)));
+  route.sink = options.forward ?? ((record: LogRecord) => write(format(record)));
+  route.lowest = RANK[options.level];
   access.write = write;
-  configureSync({
-    reset: true,
-    sinks: { out: sink },
-    loggers: [
-      { category: ["bal"], sinks: ["out"], lowestLevel: TAPE_LEVEL[options.level] },
-      { category: ["logtape", "meta"], sinks: ["out"], lowestLevel: "warning" },
-    ],
-  });
 }
 
 function openAppend(path: string): Deno.FsFile {
@@ -180,10 +206,9 @@ export function reopenLog(): void {
   setupLogging(options);
 }
 
-/** Writes a record a worker thread forwarded, as if logged here. */
+/** Writes a record a worker thread forwarded (it kept only what its level lets through). */
 export function emitForwarded(record: LogRecord): void {
-  const { category, ...rest } = record;
-  getLogger([...category]).emit(rest);
+  route.sink?.(record);
 }
 
 /** Changes only where access-log lines go (a reload's new `access_log_path`). */
@@ -198,19 +223,6 @@ export function setLogLevel(level: LogLevel): void {
   if (current && current.level !== level) setupLogging({ ...current, level });
 }
 
-/** The level names of the config, not LogTape's (`warn`, not `warning`). */
-function levelName(level: TapeLevel): string {
-  return level === "warning" ? "warn" : level === "fatal" ? "error" : level;
-}
-
-function renderMessage(record: LogRecord): string {
-  return record.message.map((part, i) => i % 2 === 0 ? part : display(part)).join("");
-}
-
-function display(value: unknown): string {
-  return typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
-}
-
 function splitProperties(
   record: LogRecord,
 ): { event: string | null; fields: Record<string, unknown> } {
@@ -223,9 +235,9 @@ export function formatJson(record: LogRecord): string {
   const { event, fields } = splitProperties(record);
   return JSON.stringify({
     timestamp: new Date(record.timestamp).toISOString(),
-    level: levelName(record.level),
-    message: renderMessage(record),
-    module: record.category.slice(1).join(".") || record.category.join("."),
+    level: record.level,
+    message: record.message,
+    module: record.module,
     event,
     fields,
   });
@@ -234,10 +246,9 @@ export function formatJson(record: LogRecord): string {
 /** `TIME LEVEL module: message (event)`, for people. */
 export function formatText(record: LogRecord): string {
   const { event } = splitProperties(record);
-  const module = record.category.slice(1).join(".") || record.category.join(".");
-  const level = levelName(record.level).toUpperCase().padEnd(5);
+  const level = record.level.toUpperCase().padEnd(5);
   const time = new Date(record.timestamp).toISOString();
-  return `${time} ${level} ${module}: ${renderMessage(record)}${event ? ` [${event}]` : ""}`;
+  return `${time} ${level} ${record.module}: ${record.message}${event ? ` [${event}]` : ""}`;
 }
 
 /**

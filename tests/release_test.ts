@@ -1,6 +1,7 @@
 /** Release and service files: the workflow, the systemd unit, the launchd plist, the READMEs. */
 import assert from "node:assert/strict";
-import { parse } from "yaml";
+// @ts-types="@types/js-yaml"
+import { load as parse } from "js-yaml";
 import { missingTool, ROOT } from "./helpers.ts";
 
 const read = (path: string) => Deno.readTextFileSync(`${ROOT}${path}`);

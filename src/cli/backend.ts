@@ -4,11 +4,11 @@
  *
  * @module
  */
-import type { Command } from "commander";
 import { command } from "../control.ts";
+import { type CommandSpec, type Options, type OptionSpec, stringOption } from "./args.ts";
 import { statePaths } from "../paths.ts";
 import type { ServiceStatus } from "../status.ts";
-import { out, type Run } from "./output.ts";
+import { out } from "./output.ts";
 
 /** Options every `bal backend` command takes. */
 interface BackendOptions {
@@ -56,40 +56,49 @@ async function setCommand(
   return 0;
 }
 
-/** Adds `bal backend ...` to the program. */
-export function addBackendCommands(bal: Command, run: Run): void {
-  const group = bal.command("backend")
-    .description("list backends, or drain, disable, enable or reweight one live (no reload)");
-  const common = (c: Command) =>
-    c.option("-c, --config <file>", "config file (the state directory decides which bal)")
-      .option("--json", "print only JSON");
-  common(group.command("list [service]").description("every backend with its state"))
-    .action(run((service: string | undefined, o: BackendOptions) => listCommand(service, o)));
-  const actions: [string, string][] = [
-    ["drain", "no new connections; live ones finish"],
-    ["enable", "take new connections again"],
-  ];
-  for (const [action, what] of actions) {
-    common(group.command(`${action} <service> <host:port>`).description(what))
-      .action(run((s: string, b: string, o: BackendOptions) => setCommand(s, b, { action }, o)));
-  }
-  common(
-    group.command("disable <service> <host:port>").description(
-      "no new connections; with --kill the live ones are closed too",
-    ),
-  ).option("--kill", "also close its live connections")
-    .action(
-      run((s: string, b: string, o: BackendOptions & { kill?: boolean }) =>
-        setCommand(s, b, { action: "disable", kill: o.kill === true }, o)
-      ),
-    );
-  common(
-    group.command("weight <service> <host:port> <weight>").description(
-      "set its weight (0-256; 0 takes no new connections); kept across reloads",
-    ),
-  ).action(
-    run((s: string, b: string, w: string, o: BackendOptions) =>
-      setCommand(s, b, { action: "weight", weight: /^\d+$/.test(w) ? Number(w) : w }, o)
-    ),
-  );
+const COMMON: OptionSpec[] = [
+  { flags: "-c, --config <file>", help: "config file (the state directory decides which bal)" },
+  { flags: "--json", help: "print only JSON" },
+];
+
+/** The options every `bal backend` command takes, typed. */
+function common(o: Options): BackendOptions {
+  return { config: stringOption(o.config), json: o.json === true };
 }
+
+/** Sets one backend's state: drain, enable. */
+const setter = (action: "drain" | "enable", help: string): CommandSpec => ({
+  usage: `${action} <service> <host:port>`,
+  help,
+  options: COMMON,
+  run: ([s, b], o) => setCommand(s, b, { action }, common(o)),
+});
+
+/** `bal backend ...`. */
+export const backendCommands: CommandSpec = {
+  usage: "backend",
+  help: "list backends, or drain, disable, enable or reweight one live (no reload)",
+  commands: [
+    {
+      usage: "list [service]",
+      help: "every backend with its state",
+      options: COMMON,
+      run: ([service], o) => listCommand(service, common(o)),
+    },
+    setter("drain", "no new connections; live ones finish"),
+    setter("enable", "take new connections again"),
+    {
+      usage: "disable <service> <host:port>",
+      help: "no new connections; with --kill the live ones are closed too",
+      options: [...COMMON, { flags: "--kill", help: "also close its live connections" }],
+      run: ([s, b], o) => setCommand(s, b, { action: "disable", kill: o.kill === true }, common(o)),
+    },
+    {
+      usage: "weight <service> <host:port> <weight>",
+      help: "set its weight (0-256; 0 takes no new connections); kept across reloads",
+      options: COMMON,
+      run: ([s, b, w], o) =>
+        setCommand(s, b, { action: "weight", weight: /^\d+$/.test(w) ? Number(w) : w }, common(o)),
+    },
+  ],
+};

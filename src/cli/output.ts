@@ -7,11 +7,6 @@
 import { absolute, type StatePaths, statePaths } from "../paths.ts";
 export { plural } from "../text.ts";
 
-/** Wraps a command's action so its exit code becomes the CLI's. */
-export type Run = <A extends unknown[]>(
-  action: (...args: A) => Promise<number>,
-) => (...args: A) => Promise<void>;
-
 /** A line of output. */
 export const out = (line: string): void => console.log(line);
 

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { isScalar, isSeq, type Node } from "yaml";
+import { isScalar, isSeq, type Node } from "./yaml.ts";
 import { type Acl, type Cidr, OPEN_ACL, parseCidr } from "../route/acl.ts";
 import { describeNode, type Field, type Report } from "./fields.ts";
 

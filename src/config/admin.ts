@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { isMap, isScalar } from "yaml";
+import { isMap, isScalar } from "./yaml.ts";
 import { isLoopback, normalizeHost } from "./address.ts";
 import { describeNode, type Field, isEmpty, mapFields, type Report } from "./fields.ts";
 import type { AdminSettings } from "./schema.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { isMap, isScalar, isSeq, type Node } from "yaml";
+import { isMap, isScalar, isSeq, type Node } from "./yaml.ts";
 import { quote } from "../text.ts";
 import { formatAddress, normalizeHost } from "./address.ts";
 import {

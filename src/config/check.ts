@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { isMap, isScalar, isSeq, LineCounter, type Node, parseDocument } from "yaml";
+import { isMap, isScalar, isSeq, linePos as offsetPos, type Node, parseYaml } from "./yaml.ts";
 import { ConfigError, type ConfigLocation, ioReason } from "../errors.ts";
 import { formatAddress, listenersOverlap } from "./address.ts";
 import {
@@ -108,12 +108,11 @@ type Position = (node: Node | null | undefined) => string;
  * each with the file, key path, line and column.
  */
 export function checkConfig(text: string, file: string): ConfigCheck {
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
+  const doc = parseYaml(text);
   const errors: ConfigError[] = [];
   const linePos = (node: Node | null | undefined): { line?: number; col?: number } => {
     const offset = node?.range?.[0];
-    return offset === undefined ? {} : lines.linePos(offset);
+    return offset === undefined ? {} : offsetPos(text, offset);
   };
   const at: Report = (node, keyPath, reason) =>
     errors.push(new ConfigError({ file, ...linePos(node) }, keyPath, reason));
@@ -122,13 +121,13 @@ export function checkConfig(text: string, file: string): ConfigCheck {
     return line === undefined ? "" : `${line}:${col}`;
   };
 
-  for (const e of doc.errors) {
-    const pos = lines.linePos(e.pos[0]);
-    errors.push(new ConfigError({ file, ...pos }, "", `invalid YAML: ${yamlReason(e.message)}`));
+  if ("error" in doc) {
+    const pos = offsetPos(text, doc.error.offset);
+    const reason = `invalid YAML: ${yamlReason(doc.error.reason)}`;
+    return { ok: false, errors: [new ConfigError({ file, ...pos }, "", reason)] };
   }
-  if (errors.length > 0) return { ok: false, errors };
 
-  const root = doc.contents;
+  const root = doc.root;
   if (root === null || (isScalar(root) && root.value === null)) {
     at(root, "", "the file is empty; it needs at least a `backends:` list");
     return { ok: false, errors };
@@ -522,13 +521,14 @@ function fileError(file: string, reason: string): ConfigCheck {
   return { ok: false, errors: [new ConfigError({ file }, "", reason)] };
 }
 
-/** yaml's message without its own position suffix (we print ours). */
-function yamlReason(message: string): string {
+/** js-yaml's reason in our words where they are unclear (the position is printed apart). */
+function yamlReason(reason: string): string {
   // The parser recurses per nesting level and reports its own stack overflow.
-  if (message.includes("call stack")) return "nested too deeply";
-  if (message.includes("multiple documents")) {
+  if (reason.includes("call stack")) return "nested too deeply";
+  if (reason.includes("single document")) {
     return "the file holds several YAML documents (a second `---`); a config is one document";
   }
-  const line = message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "");
+  if (reason.includes("duplicated mapping key")) return "the same key twice in one mapping";
+  const line = reason.split("\n")[0];
   return line.length > 200 ? `${line.slice(0, 200)}…` : line;
 }

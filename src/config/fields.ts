@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { isMap, isPair, isScalar, isSeq, type Node } from "yaml";
+import { isMap, isPair, isScalar, isSeq, type Node } from "./yaml.ts";
 import { quote } from "../text.ts";
 import { normalizeHost } from "./address.ts";
 

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { isMap, isScalar, isSeq, type Node } from "yaml";
+import { isMap, isScalar, isSeq, type Node } from "./yaml.ts";
 import { normalizePattern, patternProblem } from "../route/sni.ts";
 import { backendsOf, type ParsedBackend } from "./backends.ts";
 import { describeNode, enumField, type Field, mapFields, type Report } from "./fields.ts";

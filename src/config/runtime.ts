@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { isMap, type Node } from "yaml";
+import { isMap, type Node } from "./yaml.ts";
 import {
   describeNode,
   enumField,

@@ -13,10 +13,9 @@ import { ListenError } from "../errors.ts";
 import type { HealthState, Observation } from "../health/state.ts";
 import type { ProtectionState } from "../health/protection.ts";
 import type { BackendAdmin } from "../balance/admin.ts";
-import { emitForwarded, writeAccessLines } from "../log.ts";
+import { emitForwarded, type LogRecord, writeAccessLines } from "../log.ts";
 import type { PlaneStats } from "./counters.ts";
 import type { EngineName } from "./engine.ts";
-import type { LogRecord } from "@logtape/logtape";
 import type { Runtime } from "../snapshot.ts";
 
 /** Messages to a worker thread. */
