@@ -1,5 +1,5 @@
 /**
- * `deno task bench [--quick] [--only bal,haproxy,features,...] [--rounds N] [--soak]`: bal's
+ * `deno task bench [--quick] [--only bal,haproxy,features,...] [--features sni,...] [--rounds N] [--soak]`: bal's
  * speed and memory against a direct connection (the ceiling) and, when
  * installed, HAProxy (`mode tcp`, one thread) and nginx (`stream`, one
  * worker), measured in the same run on loopback.
@@ -722,17 +722,25 @@ try {
   }
 
   // `--only features`: what each feature costs bal, without the comparison rounds.
+  // `--features sni,send_proxy`: only those (each is a few minutes).
+  const picked = flag("features")?.split(",");
+  const want = (name: string) => !picked || picked.includes(name);
+  const none = { on: NaN, off: NaN };
   const features = !only || only.includes("bal") || only.includes("features")
     ? {
-      checks: await checksCost(),
-      access_log: await costOf([httpA, httpB], {
-        on: { extra: ["access_log: true", `access_log_path: ${tmp}/access.log`] },
-        off: {},
-      }),
+      checks: want("checks") ? await checksCost() : none,
+      access_log: want("access_log")
+        ? await costOf([httpA, httpB], {
+          on: { extra: ["access_log: true", `access_log_path: ${tmp}/access.log`] },
+          off: {},
+        })
+        : none,
       // The backend reads up to the blank line, so a v1 header (one line) ahead of the request is fine.
-      send_proxy: await costOf([httpA, httpB], { on: { extra: ["send_proxy: v1"] }, off: {} }),
+      send_proxy: want("send_proxy")
+        ? await costOf([httpA, httpB], { on: { extra: ["send_proxy: v1"] }, off: {} })
+        : none,
       // Both settings get the same bytes (a ClientHello, then a request); only one reads it.
-      sni: useWrk
+      sni: useWrk && want("sni")
         ? await costOf([httpA, httpB], { on: { routed: true }, off: {} }, shortHello)
         : null,
     }

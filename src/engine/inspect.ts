@@ -17,6 +17,18 @@ import type { Plane, SessionBase } from "./plane.ts";
 
 const log = logger("proxy");
 
+/**
+ * With routes and no PROXY header to take off first: how long `s` has to
+ * send its ClientHello, which an engine that can may then read without
+ * consuming it. Null otherwise.
+ */
+export function helloOnly<S extends SessionBase>(plane: Plane<S>, s: S): number | null {
+  const service = plane.runtime.snapshot.services.get(s.service);
+  return service && service.routes.length > 0 && !service.accept_proxy
+    ? service.runtime.tls_hello_timeout_ms
+    : null;
+}
+
 /** A reader of what `s` must send before a backend is picked, or null when nothing is read. */
 export function inspector<S extends SessionBase>(plane: Plane<S>, s: S): PrefaceReader | null {
   const service = plane.runtime.snapshot.services.get(s.service);

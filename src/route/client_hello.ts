@@ -47,6 +47,15 @@ export function parseClientHello(buf: Uint8Array): HelloRead | null {
 function helloIn(buf: Uint8Array): HelloRead | null {
   if (buf.length === 0) return null;
   if (buf[0] !== HANDSHAKE) return none("not TLS (the first byte is not a handshake record)");
+  // The usual case, read without copying: the whole ClientHello in the first record.
+  if (buf.length >= RECORD_HEADER + 4 && buf[1] === 3 && buf[5] === CLIENT_HELLO) {
+    const record = (buf[3] << 8) | buf[4];
+    const length = (buf[6] << 16) | (buf[7] << 8) | buf[8];
+    const end = RECORD_HEADER + 4 + length;
+    if (record <= RECORD_MAX && 4 + length <= record && end <= buf.length) {
+      return verdict(serverName(buf, RECORD_HEADER + 4, end));
+    }
+  }
   const body = handshakeBytes(buf);
   if (typeof body === "string") return none(body);
   if (body.length < 4) return null;
@@ -54,10 +63,12 @@ function helloIn(buf: Uint8Array): HelloRead | null {
   const length = (body[1] << 16) | (body[2] << 8) | body[3];
   if (length > HELLO_MAX) return none(`ClientHello of ${length} bytes is over ${HELLO_MAX}`);
   if (body.length < 4 + length) return null;
-  const sni = serverName(body.subarray(4, 4 + length));
-  return typeof sni === "string" && sni.startsWith("!")
-    ? none(sni.slice(1))
-    : { kind: "hello", sni };
+  return verdict(serverName(body, 4, 4 + length));
+}
+
+/** What {@link serverName} found, as a HelloRead. */
+function verdict(sni: string | null): HelloRead {
+  return sni !== null && sni.startsWith("!") ? none(sni.slice(1)) : { kind: "hello", sni };
 }
 
 function none(reason: string): HelloRead {
@@ -106,70 +117,59 @@ function messageLength(parts: readonly Uint8Array[]): number {
   return (head[1] << 16) | (head[2] << 8) | head[3];
 }
 
-/**
- * A ClientHello body's host name, null without one, or a reason prefixed
- * with `!` when the body does not parse.
- */
-function serverName(hello: Uint8Array): string | null {
-  const r = reader(hello);
-  r.skip(2 + 32); // legacy_version, random
-  r.skip(r.u8()); // legacy_session_id
-  r.skip(r.u16()); // cipher_suites
-  r.skip(r.u8()); // legacy_compression_methods
-  if (r.failed()) return "!ClientHello truncated before its extensions";
-  // TLS 1.2 allows a ClientHello without any extensions.
-  if (r.left() === 0) return null;
-  const end = r.u16() + r.pos();
-  if (end > hello.length) return "!extensions longer than the ClientHello";
-  while (r.pos() < end) {
-    const type = r.u16();
-    const size = r.u16();
-    if (r.failed() || r.pos() + size > end) return "!an extension longer than the extensions";
-    if (type === EXT_SERVER_NAME) return hostName(hello.subarray(r.pos(), r.pos() + size));
-    r.skip(size);
-  }
-  return null;
+/** Big-endian 16 bits at `at`. */
+function u16(b: Uint8Array, at: number): number {
+  return (b[at] << 8) | b[at + 1];
 }
 
-/** The host_name entry of a server_name extension (RFC 6066 §3), lowercased. */
-function hostName(ext: Uint8Array): string | null {
-  const r = reader(ext);
-  const end = r.u16() + r.pos();
-  if (end > ext.length) return "!server_name list longer than its extension";
-  while (r.pos() < end) {
-    const type = r.u8();
-    const size = r.u16();
-    if (r.failed() || r.pos() + size > end) return "!server_name entry longer than its list";
+/**
+ * The host name in the ClientHello body `b[start..end)`, null without one,
+ * or a reason prefixed with `!` when the body does not parse. Every offset
+ * is checked against `end` before it is read.
+ */
+function serverName(b: Uint8Array, start: number, end: number): string | null {
+  // legacy_version and random, then the session id, cipher suites and compression methods.
+  let at = start + 2 + 32;
+  if (at + 1 > end) return "!ClientHello truncated before its session id";
+  at += 1 + b[at];
+  if (at + 2 > end) return "!ClientHello truncated before its cipher suites";
+  at += 2 + u16(b, at);
+  if (at + 1 > end) return "!ClientHello truncated before its compression methods";
+  at += 1 + b[at];
+  if (at > end) return "!ClientHello truncated before its extensions";
+  // TLS 1.2 allows a ClientHello without any extensions.
+  if (at === end) return null;
+  if (at + 2 > end) return "!ClientHello truncated in its extensions' length";
+  const last = at + 2 + u16(b, at);
+  if (last > end) return "!extensions longer than the ClientHello";
+  for (at += 2; at + 4 <= last;) {
+    const type = u16(b, at);
+    const size = u16(b, at + 2);
+    at += 4;
+    if (at + size > last) return "!an extension longer than the extensions";
+    if (type === EXT_SERVER_NAME) return hostName(b, at, at + size);
+    at += size;
+  }
+  return at === last ? null : "!extensions end inside an extension header";
+}
+
+/** The host_name entry of a server_name extension `b[start..end)` (RFC 6066 §3), lowercased. */
+function hostName(b: Uint8Array, start: number, end: number): string | null {
+  if (start + 2 > end) return "!server_name list cut short";
+  const last = start + 2 + u16(b, start);
+  if (last > end) return "!server_name list longer than its extension";
+  for (let at = start + 2; at + 3 <= last;) {
+    const type = b[at];
+    const size = u16(b, at + 1);
+    at += 3;
+    if (at + size > last) return "!server_name entry longer than its list";
     if (type === HOST_NAME) {
       let name = "";
-      for (const byte of ext.subarray(r.pos(), r.pos() + size)) name += String.fromCharCode(byte);
+      for (let i = at; i < at + size; i++) name += String.fromCharCode(b[i]);
       name = name.toLowerCase().replace(/\.$/, "");
       return HOSTNAME.test(name) ? name : `!server name ${JSON.stringify(name)} is not a DNS name`;
     }
-    r.skip(size);
+    at += size;
   }
   return null;
-}
-
-/** A bounds-checked big-endian cursor: reads past the end give 0 and mark it failed. */
-function reader(buf: Uint8Array) {
-  let at = 0;
-  let over = false;
-  const take = (n: number) => {
-    if (at + n > buf.length) over = true;
-    at = Math.min(at + n, buf.length);
-    return at - n;
-  };
-  return {
-    u8: () => over || at + 1 > buf.length ? (take(1), 0) : buf[take(1)],
-    u16: () => {
-      if (over || at + 2 > buf.length) return take(2), 0;
-      const i = take(2);
-      return (buf[i] << 8) | buf[i + 1];
-    },
-    skip: (n: number) => void take(n),
-    pos: () => at,
-    left: () => buf.length - at,
-    failed: () => over,
-  };
 }

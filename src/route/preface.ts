@@ -47,15 +47,17 @@ export interface PrefaceReader {
 export function prefaceReader(wanted: PrefaceWanted, now: number): PrefaceReader {
   let proxy = wanted.proxyMs !== null ? proxyHeaderReader() : null;
   let header: ProxyHeaderRead | null = null;
-  let got = new Uint8Array(0);
+  let got: Uint8Array | null = null;
   let deadline = now + (wanted.proxyMs ?? wanted.helloMs ?? 0);
   const done = (hello: HelloRead | null): Preface => ({
     source: header?.source ?? null,
     destination: header?.destination ?? null,
     hello,
-    early: got.length > 0 ? got : null,
+    early: got !== null && got.length > 0 ? got : null,
   });
+  // The bytes are kept (a copy: the caller's buffer is reused), joined when they come in parts.
   const append = (chunk: Uint8Array) => {
+    if (got === null) return void (got = chunk.slice());
     const joined = new Uint8Array(got.length + chunk.length);
     joined.set(got);
     joined.set(chunk, got.length);
@@ -63,7 +65,7 @@ export function prefaceReader(wanted: PrefaceWanted, now: number): PrefaceReader
   };
   const onHello = (): PrefaceStep => {
     if (wanted.helloMs === null) return done(null);
-    const hello = parseClientHello(got);
+    const hello = parseClientHello(got ?? new Uint8Array(0));
     return hello === null ? null : done(hello);
   };
   return {
@@ -83,7 +85,7 @@ export function prefaceReader(wanted: PrefaceWanted, now: number): PrefaceReader
       deadline = now + (wanted.helloMs ?? 0);
       append(read.rest);
       // The header may have come alone: the ClientHello is still to come.
-      return wanted.helloMs !== null && got.length === 0 ? null : onHello();
+      return wanted.helloMs !== null && !got?.length ? null : onHello();
     },
     end(why) {
       if (proxy) {

@@ -41,9 +41,9 @@ import { admit, ended, started } from "../admission.ts";
 import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
-import { inspectClient, type Inspection } from "./inspect.ts";
-import { inspected, inspector } from "../inspect.ts";
-import type { PrefaceReader } from "../../route/preface.ts";
+import { inspectClient, type Inspection, peekHello } from "./inspect.ts";
+import { helloOnly, inspected, inspector } from "../inspect.ts";
+import type { Preface } from "../../route/preface.ts";
 import { decodeAddress, isIpLiteral } from "./sockaddr.ts";
 import {
   describeErrno,
@@ -222,17 +222,17 @@ function onClient(plane: NativePlane, service: string, fd: number, peer: Peer): 
     route: null,
   };
   started(plane, s, counters);
-  const reader = inspector(plane, s);
-  if (reader) return inspect(plane, s, reader);
-  dialNext(plane, s);
-}
-
-/** Reads what the client sends first (PROXY header, ClientHello): it decides who and where. */
-function inspect(plane: NativePlane, s: Session, reader: PrefaceReader): void {
-  s.inspection = inspectClient(plane.loop, s.clientFd, reader, (read) => {
+  const helloMs = helloOnly(plane, s);
+  const reader = helloMs === null ? inspector(plane, s) : null;
+  if (helloMs === null && !reader) return dialNext(plane, s);
+  const then = (read: Preface | string) => {
     if (!inspected(plane, s, read)) return finish(plane, s);
     dialNext(plane, s);
-  });
+  };
+  // Reads what the client sends first (PROXY header, ClientHello): it decides who and where.
+  s.inspection = reader
+    ? inspectClient(plane.loop, s.clientFd, reader, then)
+    : peekHello(plane.loop, s.clientFd, helloMs!, then);
   if (!s.inspection) finish(plane, s);
 }
 
@@ -378,7 +378,10 @@ function connected(plane: NativePlane, s: Session, d: Dialing, events: number): 
     s.early,
   );
   s.early = null;
-  startRelay(plane.loop, s.relay, events, s.inspection?.events() ?? 0, first);
+  startRelay(plane.loop, s.relay, events, {
+    events: s.inspection?.events() ?? 0,
+    drained: s.inspection?.drained() ?? false,
+  }, first);
 }
 
 /** No backend took the client: it is closed and counted. */

@@ -58,6 +58,7 @@ const SOCK_STREAM = 1;
 const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const MSG_NOSIGNAL = 0x4000;
+const MSG_PEEK = 0x2;
 const SHUT_WR = 1;
 const EFD_FLAGS = 0o4000 | 0o2000000;
 
@@ -257,6 +258,12 @@ export function localAddress(fd: number, out: Uint8Array): number {
 export function recv(fd: number, buf: Uint8Array, len: number): number {
   checkRange(buf, len);
   return ret(libc().recv(fd, buf, len, 0));
+}
+
+/** Copies up to `len` waiting bytes into `buf` without taking them; bytes copied, 0 at EOF, or -errno. */
+export function peek(fd: number, buf: Uint8Array, len: number): number {
+  checkRange(buf, len);
+  return ret(libc().recv(fd, buf, len, MSG_PEEK));
 }
 
 /** Sends the first `len` bytes of `buf`, never raising SIGPIPE; bytes sent or -errno. */

@@ -95,12 +95,12 @@ export function startRelay(
   loop: Loop,
   r: Relay,
   backendEvents: number,
-  clientEvents: number,
+  client: { events: number; drained: boolean },
   preface: Uint8Array | null,
 ): void {
   const { a, b } = r;
   // Before the client joins the loop: what this reads is not reported again as ready.
-  if (preface) sendPreface(r, preface, (backendEvents & WRITE_EVENTS) !== 0);
+  if (preface) sendPreface(r, preface, (backendEvents & WRITE_EVENTS) !== 0 && !client.drained);
   if (r.done) return;
   const handler = (ev: number) => onEvent(r, a, ev);
   if (a.token > 0) loop.rebind(a.token, handler);
@@ -108,20 +108,23 @@ export function startRelay(
   if (a.token < 0) return fail(r, a);
   loop.rebind(b.token, (ev) => onEvent(r, b, ev));
   onEvent(r, b, backendEvents);
-  if (clientEvents) onEvent(r, a, clientEvents | sys.C.EPOLLIN);
+  // An inspected client whose socket was emptied is read again at its next edge.
+  const seen = client.drained ? client.events & ~sys.C.EPOLLIN : client.events | sys.C.EPOLLIN;
+  if (client.events) onEvent(r, a, seen);
 }
 
 /**
  * Sends the preface together with what the client has sent already, when
  * it has (the common case: its request waited while bal connected): one
  * send instead of two, which measured 1.19x the CPU per short connection.
- * When the client has nothing yet the preface goes alone, before anything
- * else, as servers that accept the PROXY protocol wait for it.
+ * When the client has nothing yet (or `read` is false: its socket is known
+ * to be empty) the preface goes alone, before anything else, as servers
+ * that accept the PROXY protocol wait for it.
  */
-function sendPreface(r: Relay, preface: Uint8Array, writable: boolean): void {
+function sendPreface(r: Relay, preface: Uint8Array, read: boolean): void {
   const { a, b } = r;
   const room = SHARED_BUFFER - preface.length;
-  const n = writable && room > 0 ? sys.recv(a.fd, shared.subarray(preface.length), room) : -1;
+  const n = read && room > 0 ? sys.recv(a.fd, shared.subarray(preface.length), room) : -1;
   if (n <= 0) {
     b.pending = preface;
     // An end of stream or error is read again, by the relay.
