@@ -43,7 +43,15 @@ import {
 } from "./log.ts";
 import { plural } from "./text.ts";
 import type { StatePaths } from "./paths.ts";
-import { createRuntime, protectionOf, type Runtime, swapSnapshot } from "./snapshot.ts";
+import {
+  createRuntime,
+  protectionOf,
+  type Runtime,
+  type Snapshot,
+  swapSnapshot,
+} from "./snapshot.ts";
+import { type Discovery, startDiscovery } from "./discovery/mod.ts";
+import { expandConfig } from "./discovery/expand.ts";
 import { VERSION } from "./build.ts";
 import { chooseEngine, createEngine } from "./engine/choose.ts";
 import type { Engine, EngineName } from "./engine/engine.ts";
@@ -99,6 +107,10 @@ interface Running extends Planes {
   reloadOutcomes: { ok: number; failed: number };
   /** The admin HTTP endpoint, when `admin.listen` is set. */
   adminServer: AdminServer | null;
+  /** The config as the file says it; the snapshot's is this with discovered backends filled in. */
+  declared: Config;
+  /** DNS names, SRV records and etcd prefixes being followed for backends. */
+  discovery: Discovery;
 }
 
 /**
@@ -300,11 +312,15 @@ async function startRunning(options: ServeOptions, planes: Planes): Promise<Runn
     reloading: Promise.resolve(),
     reloadOutcomes: { ok: 0, failed: 0 },
     adminServer: null,
+    declared: config,
+    discovery: null!,
   };
+  running.discovery = startDiscovery(config, () => applyDiscovered(running));
   try {
     running.adminServer = openAdmin(running, planes.runtime.snapshot.config.admin);
   } catch (err) {
     running.checks.stop();
+    running.discovery.stop();
     await planes.engine.stopAccepting();
     planes.pool?.terminate();
     throw err;
@@ -358,6 +374,7 @@ async function statusOf(running: Running): Promise<Status> {
     reloads: running.state.reloads,
     lastReload: running.state.last_reload,
     engine: running.engine.name,
+    discovery: running.discovery.status(),
   });
 }
 
@@ -467,33 +484,30 @@ function listenForSignals(running: Running) {
  * On any error the running config stays and the reason is logged.
  */
 async function reload(running: Running): Promise<void> {
-  const { runtime, engine, pool, state } = running;
+  const { runtime, engine, state } = running;
   state.reloads++;
   const before = runtime.snapshot.config;
   const result = await readConfig(running.options.configPath);
   let error: string | null = null;
-  if (!result.ok) {
-    error = result.errors.map((e) => e.message).join("; ");
+  // What the file says, with the backends discovery knows of filled in.
+  const wanted = result.ok ? expandConfig(result.config, running.discovery.known) : null;
+  if (!wanted) {
+    error = result.ok ? null : result.errors.map((e) => e.message).join("; ");
   } else {
-    error = applyListeners(running, result.config);
+    error = applyListeners(running, wanted);
   }
   if (error !== null) running.reloadOutcomes.failed++;
   else running.reloadOutcomes.ok++;
-  if (error !== null || !result.ok) {
+  if (error !== null || !result.ok || !wanted) {
     log.error("reload failed, keeping the running config: {error}", {
       event: "reload_failed",
       error,
     });
   } else {
-    const next = swapSnapshot(runtime, result.config);
-    setLogLevel(next.config.log_level);
-    setAccessFile(next.config.access_log_path);
-    if (pool) {
-      pool.config(next.config);
-      for (const [id, health] of runtime.health) pool.health(id, health);
-    }
+    running.declared = result.config;
+    running.discovery.follow(result.config);
+    const next = install(running, wanted);
     warnDeferred(running, next.config);
-    running.checks.checkNow();
     const backends = allBackends(next.config).length;
     log.info(
       `reloaded: generation {generation}, ${plural(backends, "backend")}, listening on {listen}`,
@@ -520,6 +534,40 @@ async function reload(running: Running): Promise<void> {
     listen: state.listen,
   };
   await running.saveState();
+}
+
+/** Makes `config` the one every plane runs, health and checks following. */
+function install(running: Running, config: Config): Snapshot {
+  const { runtime, pool } = running;
+  const next = swapSnapshot(runtime, config);
+  setLogLevel(next.config.log_level);
+  setAccessFile(next.config.access_log_path);
+  if (pool) {
+    pool.config(next.config);
+    for (const [id, health] of runtime.health) pool.health(id, health);
+  }
+  running.checks.checkNow();
+  return next;
+}
+
+/**
+ * Discovery found another set of backends: the file's config with them
+ * filled in becomes the running one, as a reload would make it (new
+ * backends are checked before they get clients; removed ones finish what
+ * they carry).
+ */
+function applyDiscovered(running: Running): void {
+  const before = running.runtime.snapshot.config;
+  const next = install(running, expandConfig(running.declared, running.discovery.known));
+  const { added, removed } = changes(before, next.config);
+  log.info("discovery changed the backends: {added} added, {removed} removed", {
+    event: "discovery_changed",
+    generation: next.generation,
+    added,
+    removed,
+  });
+  running.state.data_planes = running.stats();
+  running.saveState();
 }
 
 /**
@@ -598,6 +646,7 @@ function changes(before: Config, after: Config) {
 /** Stops accepting on every plane, drains, and ends the workers. */
 async function shutdown(running: Running, signal: string): Promise<void> {
   const { engine, pool, runtime } = running;
+  running.discovery.stop();
   const drainMs = drainTimeout(runtime.snapshot.config);
   // Every data plane stops accepting now; the workers start draining as they do.
   const workers = pool?.drain(drainMs);

@@ -6,7 +6,7 @@
  * @module
  */
 import { allBackends, type Backend, type Config, poolsOf, type Service } from "./config/mod.ts";
-import { type HealthTable, syncHealth } from "./health/state.ts";
+import { type HealthTable, initialHealth, syncHealth, unprovenHealth } from "./health/state.ts";
 import { initialProtection, type ProtectionState } from "./health/protection.ts";
 import { type AdminTable, pruneAdmin } from "./balance/admin.ts";
 import { type Balancer, createBalancer } from "./balance/balancer.ts";
@@ -81,7 +81,11 @@ export function swapSnapshot(runtime: Runtime, config: Config): Snapshot {
 /** Brings the tables in line with the snapshot: what stays keeps its state. */
 function follow(runtime: Runtime): void {
   const { services, backends } = runtime.snapshot;
-  syncHealth(runtime.health, [...backends.keys()]);
+  syncHealth(
+    runtime.health,
+    [...backends.keys()],
+    (id) => backends.get(id)?.source === "static" ? initialHealth() : unprovenHealth(),
+  );
   pruneAdmin(runtime.admin, new Set(backends.keys()));
   for (const name of runtime.protection.keys()) {
     if (!services.has(name)) runtime.protection.delete(name);

@@ -6,7 +6,13 @@
  * @module
  */
 import type { EngineName } from "./engine/engine.ts";
-import { formatAddress, type RuntimeSettings, type Service } from "./config/mod.ts";
+import {
+  type BackendSource,
+  formatAddress,
+  type RuntimeSettings,
+  type Service,
+} from "./config/mod.ts";
+import type { EntryStatus } from "./discovery/dns.ts";
 import { type AgentState, type HealthState, isCooling } from "./health/state.ts";
 import { initialProtection, type ProtectionState } from "./health/protection.ts";
 import type { ReloadOutcome } from "./instance.ts";
@@ -20,6 +26,10 @@ export interface BackendStatus {
   address: string;
   /** The SNI route of its service it serves, or null. */
   route: string | null;
+  /** Where it came from: `static` (the file), `dns`, `srv` or `etcd`. */
+  source: BackendSource;
+  /** The name or prefix it was discovered by, or null. */
+  origin: string | null;
   /** Healthy by the checks and passive observation. */
   reachable: boolean;
   /** An operator's `bal backend` state: `enabled`, `draining` or `disabled`. */
@@ -91,6 +101,8 @@ export interface ServiceStatus {
   /** The settings in force for it, defaults included. */
   runtime: RuntimeSettings;
   protection_mode: ProtectionMode;
+  /** Its `dns:`/`srv:` entries: pending, ok or failed, with how many addresses they gave. */
+  discovery: EntryStatus[];
 }
 
 /** What `bal status --json` prints: the first service's keys at the top, and every service. */
@@ -131,6 +143,8 @@ export interface StatusInput {
   reloads: number;
   lastReload: ReloadOutcome | null;
   engine: EngineName;
+  /** How each discovered entry stands. */
+  discovery: readonly EntryStatus[];
 }
 
 const iso = (ms: number | null) => ms === null ? null : new Date(ms).toISOString();
@@ -164,6 +178,8 @@ function backendStatus(
     service: b.service,
     address: b.address,
     route: b.route,
+    source: b.source,
+    origin: b.origin,
     reachable: h?.healthy ?? true,
     admin_state: admin?.state ?? "enabled",
     weight: weightOf(b, admin),
@@ -225,6 +241,7 @@ export function serviceStatus(input: StatusInput, service: Service): ServiceStat
     last_check_time: iso(checks.length ? Math.max(...checks) : null),
     runtime: service.runtime,
     protection_mode: protectionMode(input.protection.get(service.name) ?? initialProtection()),
+    discovery: input.discovery.filter((d) => d.service === service.name),
   };
 }
 

@@ -61,6 +61,8 @@ Deno.test("config: the default file parses to the documented defaults", () => {
     slow_start_ms: 0,
     proxy_header_timeout_ms: 3000,
     tls_hello_timeout_ms: 5000,
+    dns_min_ttl_ms: 1000,
+    dns_max_ttl_ms: 300000,
     max_connections_per_client: 0,
     connection_rate_per_client: 0,
     overload_policy: "reject",
@@ -355,7 +357,7 @@ Deno.test("config: unknown keys are errors with a did-you-mean hint", () => {
   );
   assert.match(
     only(`zzz: 1\n${ONE}`),
-    /zzz: unknown key; expected one of: port, bind_address, method, backends, allow, deny, send_proxy, accept_proxy, proxy_trusted, health_check_send_proxy, routes, default_route, health_check, access_log, access_log_path, admin, log_level, workers, engine, runtime, services/,
+    /zzz: unknown key; expected one of: port, bind_address, method, backends, allow, deny, send_proxy, accept_proxy, proxy_trusted, health_check_send_proxy, routes, default_route, health_check, access_log, access_log_path, admin, log_level, workers, engine, resolver, runtime, services/,
   );
 });
 

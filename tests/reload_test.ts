@@ -291,6 +291,8 @@ Deno.test("reload: every runtime key is reloaded without a restart (status shows
     slow_start_ms: 0,
     proxy_header_timeout_ms: 3000,
     tls_hello_timeout_ms: 5000,
+    dns_min_ttl_ms: 1000,
+    dns_max_ttl_ms: 300000,
     max_connections_per_client: 0,
     connection_rate_per_client: 0,
   };
@@ -314,6 +316,8 @@ Deno.test("reload: every runtime key is reloaded without a restart (status shows
     slow_start_ms: 500,
     proxy_header_timeout_ms: 2000,
     tls_hello_timeout_ms: 700,
+    dns_min_ttl_ms: 2000,
+    dns_max_ttl_ms: 60000,
     max_connections_per_client: 50,
     connection_rate_per_client: 500,
   };

@@ -18,10 +18,13 @@ import {
   type Report,
 } from "./fields.ts";
 import { type Backend, DEFAULTS, MAX_WEIGHT } from "./schema.ts";
+import { normalizePattern, patternProblem } from "../route/sni.ts";
 
 const BACKEND_KEYS = [
   "host",
   "port",
+  "dns",
+  "srv",
   "weight",
   "backup",
   "max_connections",
@@ -101,7 +104,17 @@ function backend(
   },
 ): BackendIdentity {
   const address = formatAddress(host, port);
-  return { host, port, address, service, id: `${service}/${address}`, route: null, ...extra };
+  return {
+    host,
+    port,
+    address,
+    service,
+    id: `${service}/${address}`,
+    route: null,
+    source: "static",
+    origin: null,
+    ...extra,
+  };
 }
 
 /** One backend: `{host, port, weight?, backup?, max_connections?}`, or the shorthand `host:port`. */
@@ -130,13 +143,9 @@ function backendItem(
     return undefined;
   }
   const fields = mapFields(item, path, BACKEND_KEYS, at);
-  const hostF = fields.get("host");
-  const portF = fields.get("port");
-  if (!hostF) at(item, `${path}.host`, "missing; expected an IP address or hostname");
-  if (!portF) at(item, `${path}.port`, "missing; expected an integer from 1 to 65535");
-  if (!hostF || !portF) return undefined;
-  const host = hostField(hostF, `${path}.host`, at);
-  const port = intField(portF, `${path}.port`, PORT_RULE, at);
+  const where = fields.has("dns") || fields.has("srv")
+    ? discoveredAt(fields, path, at)
+    : hostAndPort(fields, item, path, at);
   const weight = intField(fields.get("weight"), `${path}.weight`, {
     default: DEFAULTS.weight,
     min: 0,
@@ -151,11 +160,84 @@ function backendItem(
   const sendProxy = send
     ? enumField(send, `${path}.send_proxy`, [...SEND_PROXY, "off"] as const, "off", at)
     : undefined;
-  if (host === undefined) return undefined;
+  if (!where) return undefined;
   const check = fields.get("health_check");
+  const identity = backend(service, where.host, where.port, { weight, backup, max_connections });
+  const named = where.discovered && {
+    address: where.discovered.address,
+    id: `${service}/${where.discovered.address}`,
+    source: where.discovered.kind,
+    origin: where.host,
+  };
   return {
-    backend: backend(service, host, port, { weight, backup, max_connections }),
+    backend: { ...identity, ...named },
     check: check && { field: check, path: `${path}.health_check` },
     sendProxy,
   };
+}
+
+/** Where a backend is: `host` and `port`, or a name to discover (see {@link discoveredAt}). */
+interface Where {
+  host: string;
+  port: number;
+  /** How the name is resolved, and how the entry is named in messages and ids. */
+  discovered?: { kind: "dns" | "srv"; address: string };
+}
+
+function hostAndPort(
+  fields: Map<string, Field>,
+  item: Node,
+  path: string,
+  at: Report,
+): Where | undefined {
+  const hostF = fields.get("host");
+  const portF = fields.get("port");
+  if (!hostF) at(item, `${path}.host`, "missing; expected an IP address or hostname");
+  if (!portF) at(item, `${path}.port`, "missing; expected an integer from 1 to 65535");
+  if (!hostF || !portF) return undefined;
+  const host = hostField(hostF, `${path}.host`, at);
+  const port = intField(portF, `${path}.port`, PORT_RULE, at);
+  return host === undefined ? undefined : { host, port };
+}
+
+/**
+ * `dns: NAME:PORT` (every A/AAAA address of NAME) or `srv: NAME` (SRV
+ * targets with their own ports), in place of host and port.
+ */
+function discoveredAt(
+  fields: Map<string, Field>,
+  path: string,
+  at: Report,
+): Where | undefined {
+  for (const k of ["host", "port", ...(fields.has("dns") ? ["srv"] : [])]) {
+    const f = fields.get(k);
+    if (f) {
+      at(
+        f.key,
+        `${path}.${k}`,
+        "cannot stand beside dns or srv, which name where the backends are",
+      );
+    }
+  }
+  const kind = fields.has("dns") ? "dns" : "srv";
+  const f = fields.get(kind)!;
+  const text = isScalar(f.value) && typeof f.value.value === "string" ? f.value.value.trim() : "";
+  const m = kind === "dns" ? /^(.+):(\d+)$/.exec(text) : [text, text, ""];
+  const name = m ? normalizePattern(m[1]) : "";
+  const port = m && kind === "dns" ? Number(m[2]) : 0;
+  const bad = !m || patternProblem(name) !== null || name.startsWith("*") ||
+    (kind === "dns" && (port < 1 || port > 65535));
+  if (bad) {
+    const example = kind === "dns" ? `"web.example.com:8080"` : `"_http._tcp.example.com"`;
+    at(
+      f.value ?? f.key,
+      `${path}.${kind}`,
+      `expected a DNS name${kind === "dns" ? " and port" : ""}, e.g. ${example}, got ${
+        describeNode(f.value)
+      }`,
+    );
+    return undefined;
+  }
+  const address = kind === "dns" ? `dns:${name}:${port}` : `srv:${name}`;
+  return { host: name, port, discovered: { kind, address } };
 }

@@ -29,6 +29,7 @@ import { adminOf } from "./admin.ts";
 import { aclOf, cidrList } from "./acl.ts";
 import { backendsOf, type ParsedBackend, PORT_RULE, SEND_PROXY } from "./backends.ts";
 import { routesOf, type RoutesRead } from "./routes.ts";
+import { etcdOf, resolverOf, splitDiscovered } from "./discovery.ts";
 import type { ProxyVersion } from "../route/proxy_protocol.ts";
 import {
   type Backend,
@@ -79,6 +80,7 @@ const SERVICE_FORM_KEYS = [
   "health_check_send_proxy",
   "routes",
   "default_route",
+  "discovery",
 ];
 const TOP_KEYS = [
   ...SERVICE_FORM_KEYS,
@@ -89,6 +91,7 @@ const TOP_KEYS = [
   "log_level",
   "workers",
   "engine",
+  "resolver",
   "runtime",
   "services",
 ];
@@ -166,6 +169,7 @@ function configOf(
   );
   const workers = workersField(fields.get("workers"), at);
   const engine = enumField(fields.get("engine"), "engine", ENGINES, DEFAULTS.engine, at);
+  const resolver = resolverOf(fields.get("resolver"), at);
   const global = runtimeLayer(fields.get("runtime"), "runtime", at, atTopLevel);
   const servicesField = fields.get("services");
   let services: Service[];
@@ -197,6 +201,7 @@ function configOf(
     log_level,
     workers,
     engine,
+    resolver,
     runtime,
     services,
     single: !servicesField,
@@ -339,7 +344,15 @@ function serviceOf(
   }
   const method = enumField(fields.get("method"), key("method"), METHODS, DEFAULTS.method, at);
   const routed = backendsAndRoutes(fields, key, name, method, node, at);
-  const { parsed } = routed;
+  const etcd = etcdOf(fields.get("discovery"), key, name, at);
+  if (etcd && fields.get("routes")) {
+    at(
+      fields.get("discovery")!.key,
+      key("discovery"),
+      "etcd discovery goes with backends:, not routes:",
+    );
+  }
+  const parsed = routed.parsed && etcd ? [...routed.parsed, etcd.entry] : routed.parsed;
   const layers = [global];
   if (prefix) layers.push(runtimeLayer(fields.get("runtime"), key("runtime"), at, atServiceLevel));
   const runtime = mergeRuntime(parsed?.length ?? 0, layers, at);
@@ -353,7 +366,7 @@ function serviceOf(
   );
   const proxy = proxyOf(fields, key, at);
   if (!parsed || bind_address === undefined) return undefined;
-  const backends = resolveBackends(
+  const resolved = resolveBackends(
     parsed,
     fields,
     key,
@@ -362,6 +375,7 @@ function serviceOf(
     runtime,
     at,
   );
+  const { backends, discovered } = splitDiscovered(resolved, etcd?.etcd ?? null);
   const access_log = boolField(fields.get("access_log"), key("access_log"), false, at);
   const acl = aclOf(fields.get("allow"), fields.get("deny"), key, at);
   const routes = routed.routes.map((r) => ({
@@ -381,6 +395,7 @@ function serviceOf(
     ...proxy,
     routes,
     default_route,
+    discovered,
   };
 }
 
@@ -402,7 +417,10 @@ function backendsAndRoutes(
       "goes with `routes:`; without routes every client goes to backends",
     );
   }
-  const parsed = backendsOf(fields.get("backends"), key("backends"), service, node, at);
+  // With etcd discovery a service may have no backends of its own.
+  const parsed = !fields.get("backends") && fields.get("discovery")
+    ? []
+    : backendsOf(fields.get("backends"), key("backends"), service, node, at);
   return { routes: [], default_route: null, parsed };
 }
 

@@ -6,7 +6,7 @@
  */
 export * from "./address.ts";
 export * from "./check.ts";
-export { closest } from "./fields.ts";
+export { closest, deepFreeze } from "./fields.ts";
 export * from "./default_text.ts";
 export { RUNTIME_KEYS, RUNTIME_RULES, runtimeDefaults } from "./runtime.ts";
 export * from "./schema.ts";

@@ -61,6 +61,9 @@ export const RUNTIME_RULES: { readonly [K in keyof IntSettings]: IntRule } = {
   proxy_header_timeout_ms: { min: 1, max: DAY_MS, tuned: same(3000) },
   // With routes: a client without a complete ClientHello by then goes to the default route.
   tls_hello_timeout_ms: { min: 1, max: DAY_MS, tuned: same(5000) },
+  // Discovery re-resolves a name when its records' TTL runs out, kept within these bounds.
+  dns_min_ttl_ms: { min: 100, max: DAY_MS, tuned: same(1000) },
+  dns_max_ttl_ms: { min: 100, max: DAY_MS, tuned: same(300000) },
   // 0 turns each per-client limit off.
   max_connections_per_client: { min: 0, max: 1_000_000, tuned: same(0) },
   connection_rate_per_client: { min: 0, max: 1_000_000, tuned: same(0) },
@@ -180,6 +183,8 @@ export const RUNTIME_NOTES: { readonly [K in keyof RuntimeSettings]: string } = 
     "with accept_proxy, a client whose PROXY header is not complete by then is closed",
   tls_hello_timeout_ms:
     "with routes, a client whose TLS ClientHello is not complete by then goes to default_route",
+  dns_min_ttl_ms: "dns/srv backends: re-resolved no sooner than this, whatever the TTL says",
+  dns_max_ttl_ms: "dns/srv backends: re-resolved at least this often, whatever the TTL says",
   max_connections_per_client:
     "connections one client address may hold open at once (per data plane); 0 = no limit",
   connection_rate_per_client:

@@ -46,6 +46,39 @@ export interface Backend {
   readonly check_send_proxy: ProxyVersion | null;
   /** The route of its service it serves, or null when the service has no routes. */
   readonly route: string | null;
+  /** Where it came from: the file, or discovery (a DNS name, SRV records, etcd). */
+  readonly source: BackendSource;
+  /** The DNS name, SRV name or etcd prefix it was discovered by; null when static. */
+  readonly origin: string | null;
+}
+
+/** Where backends come from. */
+export type BackendSource = "static" | "dns" | "srv" | "etcd";
+
+/**
+ * A backend entry whose addresses are found at run time: `dns: NAME:PORT`
+ * (every A/AAAA address) or `srv: NAME` (SRV targets and ports). Its
+ * settings are a {@link Backend} whose `host` is the name, the template of
+ * every backend found.
+ */
+export interface Discovered {
+  readonly kind: "dns" | "srv" | "etcd";
+  /** The name asked for, lowercase, without a trailing dot; for etcd, the prefix. */
+  readonly name: string;
+  /** The port of every address (`dns`), or null (`srv`: each record has its own). */
+  readonly port: number | null;
+  /** Settings of the backends it yields. */
+  readonly template: Backend;
+  /** etcd: where and under which prefix the backends are keys. */
+  readonly etcd?: EtcdSource;
+}
+
+/** A service's `discovery: {etcd: ...}`. */
+export interface EtcdSource {
+  /** Base URLs of etcd members (`http://127.0.0.1:2379`), tried in turn. */
+  readonly endpoints: readonly string[];
+  /** Every key under it is a backend. */
+  readonly prefix: string;
 }
 
 /** A pool of a service chosen by the TLS server name (SNI) a client asks for. */
@@ -141,6 +174,8 @@ export interface IntSettings {
   readonly slow_start_ms: number;
   readonly proxy_header_timeout_ms: number;
   readonly tls_hello_timeout_ms: number;
+  readonly dns_min_ttl_ms: number;
+  readonly dns_max_ttl_ms: number;
   readonly max_connections_per_client: number;
   readonly connection_rate_per_client: number;
 }
@@ -190,6 +225,8 @@ export interface Service {
   readonly routes: readonly Route[];
   /** The route a client without a matching name goes to; null: such a client is closed. */
   readonly default_route: string | null;
+  /** Backend entries resolved at run time (`dns:`, `srv:`), in file order. */
+  readonly discovered: readonly Discovered[];
 }
 
 /** The admin HTTP endpoint (metrics, status.json), off unless `admin.listen` is set. */
@@ -208,6 +245,8 @@ export interface Config {
   readonly log_level: LogLevel;
   readonly workers: Workers;
   readonly engine: EngineChoice;
+  /** The DNS server discovery asks (`resolver: HOST:PORT`); null: the system's. */
+  readonly resolver: { readonly hostname: string; readonly port: number } | null;
   /** The global `runtime:` (tuned for all backends together): what no service overrides. */
   readonly runtime: RuntimeSettings;
   /** At least one; listeners never overlap. */

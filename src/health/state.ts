@@ -162,8 +162,21 @@ export type HealthTable = Map<string, HealthState>;
  * Makes the table hold exactly the given backends: those that stay keep
  * their state, new ones start fresh, removed ones are forgotten.
  */
-export function syncHealth(table: HealthTable, ids: readonly string[]): void {
+export function syncHealth(
+  table: HealthTable,
+  ids: readonly string[],
+  fresh: (id: string) => HealthState = initialHealth,
+): void {
   const keep = new Set(ids);
   for (const id of table.keys()) if (!keep.has(id)) table.delete(id);
-  for (const id of ids) if (!table.has(id)) table.set(id, initialHealth());
+  for (const id of ids) if (!table.has(id)) table.set(id, fresh(id));
+}
+
+/**
+ * The state of a backend discovery just found: down until a check passes,
+ * so it gets clients only once it is seen to answer (those already known
+ * start up, as bal always has).
+ */
+export function unprovenHealth(): HealthState {
+  return { ...initialHealth(), healthy: false, last_error: "not checked yet" };
 }

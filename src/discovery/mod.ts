@@ -1,0 +1,53 @@
+/**
+ * Discovery for a running bal: DNS names and SRV records (`dns.ts`) and
+ * etcd prefixes (`etcd.ts`, loaded only when a config uses etcd), their
+ * targets in one table that `expand.ts` turns into the running config.
+ *
+ * @module
+ */
+import type { Config } from "../config/mod.ts";
+import { type EntryStatus, startDnsDiscovery } from "./dns.ts";
+import type { EtcdDiscovery } from "./etcd.ts";
+import type { Target } from "./expand.ts";
+
+/** Every source of backends of a running bal. */
+export interface Discovery {
+  /** The last known targets of every discovered entry, by its key. */
+  readonly known: ReadonlyMap<string, readonly Target[]>;
+  /** Makes the entries those of `config` (start, reload): kept ones keep their targets. */
+  follow(config: Config): void;
+  status(): EntryStatus[];
+  stop(): void;
+}
+
+/** Starts discovering `config`'s entries; `changed` hears when any set of targets changes. */
+export function startDiscovery(config: Config, changed: () => void): Discovery {
+  const dns = startDnsDiscovery(config, changed);
+  let etcd: EtcdDiscovery | null = null;
+  let latest = config;
+  let loading = false;
+  let stopped = false;
+  const usesEtcd = (c: Config) =>
+    c.services.some((s) => s.discovered.some((d) => d.kind === "etcd"));
+  const follow = (c: Config) => {
+    latest = c;
+    dns.follow(c);
+    if (etcd) return etcd.follow(c);
+    if (!usesEtcd(c) || loading) return;
+    loading = true;
+    import("./etcd.ts").then((m) => {
+      if (!stopped) etcd = m.startEtcdDiscovery(latest, dns.known, changed);
+    });
+  };
+  follow(config);
+  return {
+    known: dns.known,
+    follow,
+    status: () => [...dns.status(), ...(etcd?.status() ?? [])],
+    stop() {
+      stopped = true;
+      dns.stop();
+      etcd?.stop();
+    },
+  };
+}
