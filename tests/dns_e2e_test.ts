@@ -158,6 +158,12 @@ Deno.test({
         [[`127.0.0.2:${backendPort}`, "dns", "web.test.lan", 2]],
       );
       assert.equal(s.services[0].discovery[0].state, "ok");
+      const text_ = (await bal(home, "status", "-c", path)).stdout;
+      assert.match(text_, /dns web\.test\.lan: 1 address, as of \d{4}-/);
+      assert.match(
+        text_,
+        new RegExp(`up   127\\.0\\.0\\.2:${backendPort} \\(dns web\\.test\\.lan, weight 2\\)`),
+      );
 
       // A live connection to A, and clients arriving all along.
       const live = await Deno.connect({ hostname: "127.0.0.1", port });

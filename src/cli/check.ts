@@ -9,6 +9,7 @@ import {
   type Config,
   type ConfigCheck,
   configWarnings,
+  type Discovered,
   formatAddress,
   type HostLimits,
   isWildcard,
@@ -98,6 +99,27 @@ export async function checkCommand(options: CheckOptions): Promise<number> {
   return 0;
 }
 
+/** A discovered entry in a line: what is looked up, where, and what it is found with. */
+function discoveredLine(d: Discovered, c: Config): string {
+  const t = d.template;
+  const traits = [
+    t.weight === 1 ? "" : `weight ${t.weight}`,
+    t.backup ? "backup" : "",
+    t.max_connections === null ? "" : `max_connections ${t.max_connections}`,
+  ].filter((x) => x).join(", ");
+  const what = d.kind === "dns"
+    ? `dns ${d.name}:${d.port}: every A/AAAA address`
+    : d.kind === "srv"
+    ? `srv ${d.name}: every SRV target`
+    : `etcd ${d.name} at ${d.etcd!.endpoints.join(", ")}: every key under the prefix`;
+  const server = d.kind === "etcd"
+    ? ""
+    : `, resolved by ${
+      c.resolver ? formatAddress(c.resolver.hostname, c.resolver.port) : "the system's resolver"
+    }`;
+  return `${what}${traits ? ` (${traits})` : ""}${server}, when bal runs`;
+}
+
 /** A route in a line: its names, method and backends. */
 function routeLine(r: Route, isDefault: boolean): string {
   const names = [...r.sni, ...(isDefault ? ["default_route"] : [])].join(", ") || "no names";
@@ -124,6 +146,7 @@ function printServices(c: Config, verbose: boolean): void {
     );
     out(`${indent}${backendSummary(s.backends.map((b) => b.address), verbose)}`);
     for (const r of s.routes) out(`${indent}${routeLine(r, r.name === s.default_route)}`);
+    for (const d of s.discovered) out(`${indent}${discoveredLine(d, c)}`);
     if (!verbose) continue;
     for (const b of s.backends) {
       const limit = b.max_connections === null ? "" : `, max_connections ${b.max_connections}`;
@@ -155,6 +178,7 @@ const LIST_LIMIT = 10;
 
 /** `2 backends: a, b`, or for a long list `10,000 backends; first 10: a, b, ...`. */
 function backendSummary(addresses: string[], verbose: boolean): string {
+  if (addresses.length === 0) return "no backends written out";
   if (verbose || addresses.length <= LIST_LIMIT) {
     return `${plural(addresses.length, "backend")}: ${addresses.join(", ")}`;
   }

@@ -10,6 +10,7 @@ import { watch } from "./watch.ts";
 import { WHY_PROTECTION, WHY_UNREACHABLE } from "../doctor.ts";
 import { statePaths } from "../paths.ts";
 import { type BackendStatus, listenAddress, type ServiceStatus, type Status } from "../status.ts";
+import type { EntryStatus } from "../discovery/dns.ts";
 import { configPathOf, out, plural } from "./output.ts";
 
 /** Options of `bal status` and `bal doctor`. */
@@ -97,6 +98,7 @@ function printService(s: ServiceStatus, several: boolean, verbose?: boolean): vo
       clientRefusals(s)
     }; ${s.idle_closed_connections} closed idle`,
   );
+  for (const d of s.discovery ?? []) out(`${indent}${discoveryLine(d)}`);
   const shown = verbose ? s.backends : s.backends.slice(0, LIST_LIMIT);
   for (const b of shown) printBackend(b, indent, verbose);
   const rest = s.backends.slice(shown.length);
@@ -108,6 +110,16 @@ function printService(s: ServiceStatus, several: boolean, verbose?: boolean): vo
       } down); --verbose or \`bal backend list ${s.name}\` lists every one`,
     );
   }
+}
+
+/** How a discovered entry stands, in a line. */
+function discoveryLine(d: EntryStatus): string {
+  const found = `${count(d.targets)} ${d.targets === 1 ? "address" : "addresses"}`;
+  if (d.state === "pending") return `${d.kind} ${d.name}: pending (${d.last_error ?? "asking"})`;
+  if (d.state === "failed") {
+    return `${d.kind} ${d.name}: failing (${d.last_error}); keeping ${found}`;
+  }
+  return `${d.kind} ${d.name}: ${found}, as of ${d.resolved_at}`;
 }
 
 /** Backends listed per service, and unreachable ones named in the verdict, unless --verbose. */
@@ -128,6 +140,7 @@ function printBackend(b: BackendStatus, indent: string, verbose?: boolean): void
   const admin = b.admin_state === "enabled" ? "" : ` [${b.admin_state}]`;
   const traits = [
     b.route === null || b.route === undefined ? "" : `route ${b.route}`,
+    b.origin ? `${b.source} ${b.origin}` : "",
     b.weight === 1 ? "" : `weight ${b.weight}`,
     b.backup ? "backup" : "",
     b.max_connections === null ? "" : `max ${b.max_connections}`,

@@ -77,7 +77,8 @@ function clientWarnings(service: Service, prefix: string): string[] {
 function serviceWarnings(service: Service, prefix: string, host: HostLimits): string[] {
   const warnings: string[] = [...sameServer(service, prefix)];
   const r = service.runtime;
-  const d = runtimeDefaults(service.backends.length);
+  // Tuned by every entry of the file, discovered ones counted once each (as check.ts does).
+  const d = runtimeDefaults(service.backends.length + service.discovered.length);
   // The tuned defaults pair a short interval with a longer timeout on purpose
   // (a round waits for its slowest check, so checks never overlap); only a
   // pair the operator chose is worth a second look.
