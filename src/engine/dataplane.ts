@@ -29,11 +29,11 @@ self.addEventListener("unhandledrejection", (e) => {
   e.preventDefault();
   post({
     type: "log",
+    // Posted as a record, not logged: logging may not be set up yet when it happens.
     record: {
-      category: ["bal", "worker"],
+      module: "worker",
       level: "error",
-      message: [`worker ${id}: unexpected error, still serving: ${describeError(e.reason)}`],
-      rawMessage: "unexpected error",
+      message: `worker ${id}: unexpected error, still serving: ${describeError(e.reason)}`,
       timestamp: Date.now(),
       properties: { event: "internal_error", worker: id },
     },
