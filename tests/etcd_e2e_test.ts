@@ -7,15 +7,14 @@
  */
 import assert from "node:assert/strict";
 import {
+  askName,
   bal,
   freePort,
   missingTool,
+  nameBackend,
   startDaemon,
-  str,
   tempHome,
-  text,
   waitFor,
-  writeAll,
 } from "./helpers.ts";
 
 const noEtcd = missingTool("etcd") || missingTool("etcdctl");
@@ -66,17 +65,6 @@ async function etcdctl(endpoint: string, ...args: string[]): Promise<string> {
   return said;
 }
 
-/** A backend on `host:port` answering each connection with `name`. */
-function named(name: string, host: string, port: number) {
-  const listener = Deno.listen({ hostname: host, port });
-  (async () => {
-    for await (const conn of listener) {
-      writeAll(conn, text(name)).catch(() => {}).finally(() => conn.close());
-    }
-  })().catch(() => {});
-  return { close: () => listener.close() };
-}
-
 function config(home: string, port: number, endpoint: string) {
   const path = `${home}/etcd.yaml`;
   Deno.writeTextFileSync(
@@ -104,14 +92,6 @@ const addresses = async (home: string, path: string): Promise<string[]> => {
   return (s.backends ?? []).map((b: { address: string }) => b.address).sort();
 };
 
-async function answer(port: number): Promise<string> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const buf = new Uint8Array(16);
-  const n = await conn.read(buf).catch(() => null);
-  conn.close();
-  return n === null ? "" : str(buf.subarray(0, n));
-}
-
 Deno.test({
   name:
     "etcd backends: two bal instances converge on each put and del within a second; a lease's key goes with it",
@@ -120,7 +100,7 @@ Deno.test({
     const dir = tempHome();
     const store = await etcd(dir, [freePort(), freePort()]);
     const [pa, pb] = [freePort(), freePort()];
-    const backends = [named("A", "127.0.0.2", pa), named("B", "127.0.0.3", pb)];
+    const backends = [nameBackend("A", pa, "127.0.0.2"), nameBackend("B", pb, "127.0.0.3")];
     const homes = [tempHome(), tempHome()];
     const ports = [freePort(), freePort()];
     const paths = homes.map((h, i) => config(h, ports[i], store.endpoint));
@@ -147,7 +127,7 @@ Deno.test({
       await waitFor(
         "A through both",
         async () =>
-          (await answer(ports[0])) === "A" && (await answer(ports[1])) === "A" || undefined,
+          (await askName(ports[0])) === "A" && (await askName(ports[1])) === "A" || undefined,
       );
       await etcdctl(
         store.endpoint,
@@ -177,7 +157,7 @@ Deno.test({
       await converged("the lease expired", [`127.0.0.3:${pb}`]);
     } finally {
       for (const d of daemons) await d.stop();
-      for (const b of backends) b.close();
+      for (const b of backends) await b.close();
       await store.stop();
     }
   },
@@ -191,18 +171,18 @@ Deno.test({
     const etcdPorts: [number, number] = [freePort(), freePort()];
     let store = await etcd(dir, etcdPorts);
     const pa = freePort();
-    const a = named("A", "127.0.0.4", pa);
-    const b = named("B", "127.0.0.5", pa);
+    const a = nameBackend("A", pa, "127.0.0.4");
+    const b = nameBackend("B", pa, "127.0.0.5");
     const home = tempHome();
     const port = freePort();
     const path = config(home, port, store.endpoint);
     await etcdctl(store.endpoint, "put", "/bal/web/a", `{"host":"127.0.0.4","port":${pa}}`);
     const d = await startDaemon(home, path, port);
     try {
-      await waitFor("A", async () => (await answer(port)) === "A" || undefined);
+      await waitFor("A", async () => (await askName(port)) === "A" || undefined);
       await store.stop();
       await waitFor("the outage said", () => d.log().some((l) => l.event === "discovery_failed"));
-      assert.equal(await answer(port), "A", "the last known set keeps serving");
+      assert.equal(await askName(port), "A", "the last known set keeps serving");
       const s = JSON.parse((await bal(home, "status", "--json", "-c", path)).stdout);
       assert.equal(s.services[0].discovery[0].state, "failed");
       store = await etcd(dir, etcdPorts);
@@ -220,8 +200,8 @@ Deno.test({
       );
     } finally {
       await d.stop();
-      a.close();
-      b.close();
+      await a.close();
+      await b.close();
       await store.stop();
     }
   },

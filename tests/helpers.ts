@@ -296,8 +296,12 @@ export interface Backend {
 }
 
 /** Starts a TCP server that runs `handler` for each connection. */
-export function serveTcp(handler: (conn: Deno.TcpConn) => Promise<void>, port = 0): Backend {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port });
+export function serveTcp(
+  handler: (conn: Deno.TcpConn) => Promise<void>,
+  port = 0,
+  hostname = "127.0.0.1",
+): Backend {
+  const listener = Deno.listen({ hostname, port });
   const conns = new Set<Deno.TcpConn>();
   const tasks = new Set<Promise<void>>();
   const backend: Backend = {
@@ -339,10 +343,14 @@ export function echoBackend(port = 0): Backend {
 }
 
 /** Answers every connection with `name` and closes it, after reading nothing. */
-export function nameBackend(name: string, port = 0): Backend {
-  return serveTcp(async (conn) => {
-    await writeAll(conn, encoder.encode(name));
-  }, port);
+export function nameBackend(name: string, port = 0, hostname = "127.0.0.1"): Backend {
+  return serveTcp(
+    async (conn) => {
+      await writeAll(conn, encoder.encode(name));
+    },
+    port,
+    hostname,
+  );
 }
 
 /** Writes all of `data`. */
