@@ -19,7 +19,7 @@ import type { Runtime } from "../snapshot.ts";
 import { denoSockets, listenerSet } from "./listeners.ts";
 import { closeQuietly, relay, type Stream, writeAll } from "./relay.ts";
 import { readPreface } from "./preface_read.ts";
-import { inspected, inspector } from "./inspect.ts";
+import { inspected, inspector, inspects } from "./inspect.ts";
 import {
   applyListeners,
   closeWhere,
@@ -170,9 +170,9 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
  * refused (counted, logged; the caller closes it).
  */
 async function inspect(plane: DenoPlane, session: Session): Promise<boolean> {
-  const reader = inspector(plane, session);
-  if (!reader) return true;
-  const { read, from } = await readPreface(session.client, reader);
+  const service = plane.runtime.snapshot.services.get(session.service);
+  if (!inspects(service)) return true;
+  const { read, from } = await readPreface(session.client, inspector(plane, session, service));
   session.from = from;
   // Closed by bal meanwhile (a drain, a kill): that is how it ended, not a refusal.
   if (session.closing) return false;

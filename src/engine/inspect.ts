@@ -18,21 +18,23 @@ import type { Plane, SessionBase } from "./plane.ts";
 const log = logger("proxy");
 
 /**
- * With routes and no PROXY header to take off first: how long `s` has to
- * send its ClientHello, which an engine that can may then read without
- * consuming it. Null otherwise.
+ * Whether a client of `service` must send something before a backend is
+ * picked: a PROXY header (`accept_proxy`), a ClientHello (`routes`).
  */
-export function helloOnly<S extends SessionBase>(plane: Plane<S>, s: S): number | null {
-  const service = plane.runtime.snapshot.services.get(s.service);
-  return service && service.routes.length > 0 && !service.accept_proxy
-    ? service.runtime.tls_hello_timeout_ms
-    : null;
+export function inspects(service: Service | undefined): service is Service {
+  return service !== undefined && (service.accept_proxy || service.routes.length > 0);
 }
 
-/** A reader of what `s` must send before a backend is picked, or null when nothing is read. */
-export function inspector<S extends SessionBase>(plane: Plane<S>, s: S): PrefaceReader | null {
-  const service = plane.runtime.snapshot.services.get(s.service);
-  if (!service || (!service.accept_proxy && service.routes.length === 0)) return null;
+/**
+ * A reader of what `s`, a client of `service` (one that {@link inspects}),
+ * must send first. An engine that can peek may read a ClientHello alone
+ * (no `accept_proxy`) without it, within `tls_hello_timeout_ms`.
+ */
+export function inspector<S extends SessionBase>(
+  plane: Plane<S>,
+  s: S,
+  service: Service,
+): PrefaceReader {
   return prefaceReader({
     proxyMs: service.accept_proxy ? service.runtime.proxy_header_timeout_ms : null,
     helloMs: service.routes.length > 0 ? service.runtime.tls_hello_timeout_ms : null,

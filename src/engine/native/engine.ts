@@ -42,7 +42,7 @@ import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
 import { inspectClient, type Inspection, peekHello } from "./inspect.ts";
-import { helloOnly, inspected, inspector } from "../inspect.ts";
+import { inspected, inspector, inspects } from "../inspect.ts";
 import type { Preface } from "../../route/preface.ts";
 import { decodeAddress, isIpLiteral } from "./sockaddr.ts";
 import {
@@ -222,17 +222,16 @@ function onClient(plane: NativePlane, service: string, fd: number, peer: Peer): 
     route: null,
   };
   started(plane, s, counters);
-  const helloMs = helloOnly(plane, s);
-  const reader = helloMs === null ? inspector(plane, s) : null;
-  if (helloMs === null && !reader) return dialNext(plane, s);
+  const svc = plane.runtime.snapshot.services.get(service);
+  if (!inspects(svc)) return dialNext(plane, s);
   const then = (read: Preface | string) => {
     if (!inspected(plane, s, read)) return finish(plane, s);
     dialNext(plane, s);
   };
   // Reads what the client sends first (PROXY header, ClientHello): it decides who and where.
-  s.inspection = reader
-    ? inspectClient(plane.loop, s.clientFd, reader, then)
-    : peekHello(plane.loop, s.clientFd, helloMs!, then);
+  s.inspection = svc.accept_proxy
+    ? inspectClient(plane.loop, s.clientFd, inspector(plane, s, svc), then)
+    : peekHello(plane.loop, s.clientFd, svc.runtime.tls_hello_timeout_ms, then);
   if (!s.inspection) finish(plane, s);
 }
 
