@@ -12,7 +12,7 @@ import {
   type RuntimeSettings,
   type Service,
 } from "./config/mod.ts";
-import type { EntryStatus } from "./discovery/dns.ts";
+import type { EntryStatus } from "./discovery/entry.ts";
 import { type AgentState, type HealthState, isCooling } from "./health/state.ts";
 import { initialProtection, type ProtectionState } from "./health/protection.ts";
 import type { ReloadOutcome } from "./instance.ts";

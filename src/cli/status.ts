@@ -10,7 +10,7 @@ import { watch } from "./watch.ts";
 import { WHY_PROTECTION, WHY_UNREACHABLE } from "../doctor.ts";
 import { statePaths } from "../paths.ts";
 import { type BackendStatus, listenAddress, type ServiceStatus, type Status } from "../status.ts";
-import type { EntryStatus } from "../discovery/dns.ts";
+import type { EntryStatus } from "../discovery/entry.ts";
 import { configPathOf, out, plural } from "./output.ts";
 
 /** Options of `bal status` and `bal doctor`. */

@@ -10,47 +10,31 @@
  * @module
  */
 import type { Config, Discovered } from "../config/mod.ts";
-import { logger } from "../log.ts";
 import { lookup, type Resolver, systemResolver } from "./dns_client.ts";
 import type { Answer } from "./dns_wire.ts";
 import { entryKey, srvWeights, type Target } from "./expand.ts";
-
-const log = logger("discovery");
-
-/** How one entry stands, as status shows it. */
-export interface EntryStatus {
-  service: string;
-  kind: "dns" | "srv" | "etcd";
-  name: string;
-  /** `pending` until a first answer with records; `failed` while lookups fail (the last set stays). */
-  state: "pending" | "ok" | "failed";
-  /** Addresses in the last known set. */
-  targets: number;
-  last_error: string | null;
-  /** ISO time of the last answer with records, or null. */
-  resolved_at: string | null;
-}
+import {
+  byAddress,
+  type DiscoverySource,
+  type EntryState,
+  entryStatus,
+  lookupAnswered,
+  lookupFailed,
+} from "./entry.ts";
 
 /** One entry being resolved. */
-interface Entry {
-  entry: Discovered;
+interface Entry extends EntryState {
   /** TTL bounds of its service. */
   minMs: number;
   maxMs: number;
   targets: Target[] | null;
-  error: string | null;
-  resolvedAt: number | null;
   timer: ReturnType<typeof setTimeout> | null;
 }
 
 /** The DNS side of discovery for a running bal. */
-export interface DnsDiscovery {
+export interface DnsDiscovery extends DiscoverySource {
   /** The last known targets of every entry, by its key. */
   readonly known: Map<string, readonly Target[]>;
-  /** Makes the entries those of `config` (start, reload): kept ones keep their targets. */
-  follow(config: Config): void;
-  status(): EntryStatus[];
-  stop(): void;
 }
 
 /** Starts resolving `config`'s entries; `changed` hears when a set of targets changes. */
@@ -101,7 +85,7 @@ export function startDnsDiscovery(config: Config, changed: () => void): DnsDisco
         }
       }
     },
-    status: () => [...entries.values()].map(statusOf),
+    status: () => [...entries.values()].map((e) => entryStatus(e, e.targets?.length ?? null)),
     stop() {
       stopped = true;
       for (const e of entries.values()) if (e.timer) clearTimeout(e.timer);
@@ -122,28 +106,11 @@ function settle(
   key: string,
   changed: () => void,
 ): number {
-  const { entry } = e;
-  const names = { service: entry.template.service, kind: entry.kind, name: entry.name };
   if (typeof found === "string") {
-    if (e.error === null) {
-      const keeping = e.targets === null
-        ? "no backends from it yet"
-        : `keeping the last ${e.targets.length} addresses`;
-      log.warn(`{kind} {name}: {error}; ${keeping}`, {
-        event: "discovery_failed",
-        ...names,
-        error: found,
-        targets: e.targets?.length ?? 0,
-      });
-    }
-    e.error = found;
+    lookupFailed(e, found, e.targets?.length ?? null);
     return e.minMs;
   }
-  if (e.error !== null && e.targets !== null) {
-    log.info("{kind} {name} answers again", { event: "discovery_recovered", ...names });
-  }
-  e.error = null;
-  e.resolvedAt = Date.now();
+  lookupAnswered(e);
   const sorted = [...found.targets].sort(byAddress);
   if (JSON.stringify(sorted) !== JSON.stringify(e.targets)) {
     e.targets = sorted;
@@ -151,22 +118,6 @@ function settle(
     changed();
   }
   return Math.min(e.maxMs, Math.max(e.minMs, found.ttlMs));
-}
-
-function byAddress(a: Target, b: Target): number {
-  return a.host < b.host ? -1 : a.host > b.host ? 1 : a.port - b.port;
-}
-
-function statusOf(e: Entry): EntryStatus {
-  return {
-    service: e.entry.template.service,
-    kind: e.entry.kind,
-    name: e.entry.name,
-    state: e.targets === null ? "pending" : e.error === null ? "ok" : "failed",
-    targets: e.targets?.length ?? 0,
-    last_error: e.error,
-    resolved_at: e.resolvedAt === null ? null : new Date(e.resolvedAt).toISOString(),
-  };
 }
 
 /** An entry's targets and how long they may be kept, or why there are none. */

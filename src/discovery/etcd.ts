@@ -15,7 +15,14 @@
  */
 import type { Config, Discovered } from "../config/mod.ts";
 import { logger } from "../log.ts";
-import type { EntryStatus } from "./dns.ts";
+import {
+  byAddress,
+  type DiscoverySource,
+  type EntryState,
+  entryStatus,
+  lookupAnswered,
+  lookupFailed,
+} from "./entry.ts";
 import { entryKey, type Target } from "./expand.ts";
 
 const log = logger("discovery");
@@ -24,21 +31,10 @@ const log = logger("discovery");
 const RETRY_MS = [200, 5000] as const;
 
 /** One prefix being watched. */
-interface Watch {
-  entry: Discovered;
+interface Watch extends EntryState {
   /** Keys under the prefix and the target each names. */
   keys: Map<string, Target>;
-  resolved: boolean;
-  error: string | null;
-  resolvedAt: number | null;
   abort: AbortController;
-}
-
-/** The etcd side of discovery (same shape as the DNS side). */
-export interface EtcdDiscovery {
-  follow(config: Config): void;
-  status(): EntryStatus[];
-  stop(): void;
 }
 
 /** Watches `config`'s etcd prefixes; targets go into `known`, `changed` hears of each change. */
@@ -46,9 +42,9 @@ export function startEtcdDiscovery(
   config: Config,
   known: Map<string, readonly Target[]>,
   changed: () => void,
-): EtcdDiscovery {
+): DiscoverySource {
   const watches = new Map<string, Watch>();
-  const discovery: EtcdDiscovery = {
+  const discovery: DiscoverySource = {
     follow(next) {
       const wanted = new Map(
         next.services.flatMap((s) =>
@@ -70,7 +66,6 @@ export function startEtcdDiscovery(
         const w: Watch = {
           entry,
           keys: new Map(),
-          resolved: false,
           error: null,
           resolvedAt: null,
           abort: new AbortController(),
@@ -79,7 +74,8 @@ export function startEtcdDiscovery(
         follow(w, () => publish(w, known, key, changed));
       }
     },
-    status: () => [...watches.values()].map(statusOf),
+    status: () =>
+      [...watches.values()].map((w) => entryStatus(w, w.resolvedAt === null ? null : w.keys.size)),
     stop() {
       for (const w of watches.values()) w.abort.abort();
     },
@@ -99,9 +95,7 @@ function publish(
   key: string,
   changed: () => void,
 ): void {
-  const targets = [...w.keys.values()].sort((a, b) =>
-    a.host < b.host ? -1 : a.host > b.host ? 1 : a.port - b.port
-  );
+  const targets = [...w.keys.values()].sort(byAddress);
   if (JSON.stringify(targets) === JSON.stringify(known.get(key) ?? null)) return;
   known.set(key, targets);
   changed();
@@ -117,7 +111,7 @@ async function follow(w: Watch, publishNow: () => void): Promise<void> {
     if (w.abort.signal.aborted) return;
     if (outcome === "ok") delay = RETRY_MS[0];
     else {
-      failed(w, `${endpoint}: ${outcome}`);
+      lookupFailed(w, `${endpoint}: ${outcome}`, w.resolvedAt === null ? null : w.keys.size);
       delay = Math.min(RETRY_MS[1], delay * 2);
     }
     await sleep(delay, w.abort.signal);
@@ -133,7 +127,7 @@ async function session(w: Watch, endpoint: string, publishNow: () => void): Prom
   if (!read.ok) return `range answered ${read.status}`;
   w.keys.clear();
   for (const kv of body.kvs ?? []) put(w, kv);
-  recovered(w);
+  lookupAnswered(w);
   publishNow();
   const watch = await post(endpoint, "/v3/watch", {
     create_request: { ...range, start_revision: String(Number(body.header?.revision ?? 0) + 1) },
@@ -202,48 +196,6 @@ export function targetOf(value: string): Target | string {
     port: port as number,
     weight: (weight as number | undefined) ?? null,
     backup: false,
-  };
-}
-
-function failed(w: Watch, error: string): void {
-  if (w.error === null) {
-    const keeping = w.resolved
-      ? `keeping the last ${w.keys.size} backends`
-      : "no backends from it yet";
-    log.warn(`etcd {name}: {error}; ${keeping}`, {
-      event: "discovery_failed",
-      service: w.entry.template.service,
-      kind: "etcd",
-      name: w.entry.name,
-      error,
-    });
-  }
-  w.error = error;
-}
-
-function recovered(w: Watch): void {
-  if (w.error !== null && w.resolved) {
-    log.info("etcd {name} answers again", {
-      event: "discovery_recovered",
-      service: w.entry.template.service,
-      kind: "etcd",
-      name: w.entry.name,
-    });
-  }
-  w.error = null;
-  w.resolved = true;
-  w.resolvedAt = Date.now();
-}
-
-function statusOf(w: Watch): EntryStatus {
-  return {
-    service: w.entry.template.service,
-    kind: "etcd",
-    name: w.entry.name,
-    state: !w.resolved ? "pending" : w.error === null ? "ok" : "failed",
-    targets: w.keys.size,
-    last_error: w.error,
-    resolved_at: w.resolvedAt === null ? null : new Date(w.resolvedAt).toISOString(),
   };
 }
 

@@ -6,24 +6,20 @@
  * @module
  */
 import type { Config } from "../config/mod.ts";
-import { type EntryStatus, startDnsDiscovery } from "./dns.ts";
-import type { EtcdDiscovery } from "./etcd.ts";
+import { startDnsDiscovery } from "./dns.ts";
+import type { DiscoverySource } from "./entry.ts";
 import type { Target } from "./expand.ts";
 
 /** Every source of backends of a running bal. */
-export interface Discovery {
+export interface Discovery extends DiscoverySource {
   /** The last known targets of every discovered entry, by its key. */
   readonly known: ReadonlyMap<string, readonly Target[]>;
-  /** Makes the entries those of `config` (start, reload): kept ones keep their targets. */
-  follow(config: Config): void;
-  status(): EntryStatus[];
-  stop(): void;
 }
 
 /** Starts discovering `config`'s entries; `changed` hears when any set of targets changes. */
 export function startDiscovery(config: Config, changed: () => void): Discovery {
   const dns = startDnsDiscovery(config, changed);
-  let etcd: EtcdDiscovery | null = null;
+  let etcd: DiscoverySource | null = null;
   let latest = config;
   let loading = false;
   let stopped = false;
