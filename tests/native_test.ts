@@ -176,3 +176,31 @@ Deno.test("engines: a client that stops reading holds the backend back, then get
     await pusher.close();
   }
 });
+
+Deno.test("native: system calls with a length stay optimized (no deoptimization loop in FFI calls)", async () => {
+  // Deno's optimized FFI call takes a size_t only as a BigInt: a number deoptimized the caller
+  // on every optimized call, and V8 recompiled it over and over (hundreds of times a minute
+  // under load, each call meanwhile on the slow path).
+  const script = `
+    import * as sys from ${
+    JSON.stringify(new URL("../src/engine/native/ffi.ts", import.meta.url).href)
+  };
+    sys.loadLibc();
+    const buf = new Uint8Array(64);
+    let sum = 0;
+    for (let i = 0; i < 300_000; i++) {
+      // fd -1: each call fails at once (EBADF), and reading errno is one more call with a length.
+      sum += sys.recv(-1, buf, 16 + (i & 7)) + sys.peek(-1, buf, 8) + sys.send(-1, buf, 4);
+    }
+    console.log(sum < 0 ? "done" : "unexpected");
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--v8-flags=--trace-deopt", script],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+  assert.ok(out.success && text.includes("done"), text.slice(-2000));
+  const loops = text.split("\n").filter((l) => l.includes("reason: not a BigInt"));
+  assert.equal(loops.length, 0, loops.slice(0, 3).join("\n"));
+});
