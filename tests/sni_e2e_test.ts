@@ -289,16 +289,26 @@ routes:
     assert.equal(str(await readAll(routed)), `app ${expected.length} ${sha256(expected)}`);
     routed.close();
 
+    // A header, then silence: the ClientHello's deadline (400 ms) applies from the header on,
+    // not the header's own (proxy_header_timeout_ms, 3000 by default).
+    const silent = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(silent, text(header));
+    const began = performance.now();
+    assert.equal((await readAll(silent)).length, 0, "closed without a byte");
+    const waited = performance.now() - began;
+    assert.ok(waited > 300 && waited < 2500, `closed after ${Math.round(waited)} ms`);
+    silent.close();
+
     const status = JSON.parse((await bal(home, "status", "--json", "-c", path)).stdout);
-    assert.equal(status.refused_by_cause.route, 1);
+    assert.equal(status.refused_by_cause.route, 2);
     const said = d.log().find((l) => l.event === "no_route");
     assert.ok(said, "the refusal is logged");
     assert.match(String(said.message), /192\.0\.2\.9/);
-    const access = d.log().filter((l) => l.event === "access").map((l) => l.fields) as {
-      ended: string;
-      client: string;
-    }[];
-    assert.deepEqual(access.map((a) => a.ended).sort(), ["client_closed", "no_route"]);
+    const accessLines = () => d.log().filter((l) => l.event === "access");
+    // The line of a refused client follows its close.
+    await waitFor("three access lines", () => accessLines().length === 3);
+    const access = accessLines().map((l) => l.fields) as { ended: string; client: string }[];
+    assert.deepEqual(access.map((a) => a.ended).sort(), ["client_closed", "no_route", "no_route"]);
     assert.ok(access.every((a) => a.client.startsWith("192.0.2.9:")), JSON.stringify(access));
   } finally {
     await d.stop();

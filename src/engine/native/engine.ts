@@ -41,7 +41,7 @@ import { admit, ended, started } from "../admission.ts";
 import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
-import { inspectClient, type Inspection, peekHello } from "./inspect.ts";
+import { inspectClient, type Inspection, peekHello, stopInspection } from "./inspect.ts";
 import { inspected, inspector, inspects } from "../inspect.ts";
 import type { Preface } from "../../route/preface.ts";
 import { decodeAddress, isIpLiteral } from "./sockaddr.ts";
@@ -378,8 +378,8 @@ function connected(plane: NativePlane, s: Session, d: Dialing, events: number): 
   );
   s.early = null;
   startRelay(plane.loop, s.relay, events, {
-    events: s.inspection?.events() ?? 0,
-    drained: s.inspection?.drained() ?? false,
+    events: s.inspection?.events ?? 0,
+    drained: s.inspection?.drained ?? false,
   }, first);
 }
 
@@ -398,8 +398,10 @@ function finish(plane: NativePlane, s: Session): void {
   if (s.finished) return;
   s.finished = true;
   const { loop } = plane;
-  s.inspection?.stop();
-  if (!s.relay && s.inspection) loop.forget(s.inspection.token);
+  if (s.inspection) {
+    stopInspection(s.inspection);
+    if (!s.relay) loop.forget(s.inspection.token);
+  }
   if (s.dialing) {
     abandonDial(plane, s.dialing);
     countersOf(plane, s.dialing.backend.id).active--;

@@ -4,6 +4,10 @@
  * for a service with routes), read on the loop within its deadline. What
  * decides is `../inspect.ts`; this only moves the bytes into the reader.
  *
+ * Every routed client passes through here, so an inspection is one plain
+ * object and one handler: the closures and map entries an earlier version
+ * made per client cost measurably more CPU and garbage per connection.
+ *
  * @module
  */
 import type { Preface, PrefaceReader } from "../../route/preface.ts";
@@ -13,22 +17,31 @@ import * as sys from "./ffi.ts";
 import type { Loop } from "./loop.ts";
 import { RELAY_EVENTS } from "./relay.ts";
 
-/** A client being inspected. */
+/** A client being inspected: what its socket showed so far, kept for the relay that follows. */
 export interface Inspection {
   /** The client's registration on the loop; the relay takes it over. */
-  token: number;
-  /**
-   * Every event the socket reported while inspected: the relay starts from
-   * them, since an edge (a FIN that came with the header, say) comes once.
-   */
-  events(): number;
+  readonly token: number;
+  /** Every event the socket reported: the relay starts from them (edges come once). */
+  events: number;
   /**
    * The last read emptied the socket (a short read, no end of stream
    * seen): the relay need not read it before its next edge.
    */
-  drained(): boolean;
-  /** Stops reading without a verdict (the caller closes the socket). */
-  stop(): void;
+  drained: boolean;
+  /** Epoch ms it gives up; 0 once it is over (a verdict, or stopped). */
+  until: number;
+}
+
+/** What an inspection reads with, and whom it tells. */
+interface Reading extends Inspection {
+  token: number;
+  readonly fd: number;
+  /** Fed what the client sends, taken off the socket (accept_proxy); null: a ClientHello is peeked. */
+  readonly reader: PrefaceReader | null;
+  /** How long a peeked ClientHello may take, for the reason a timeout gives. */
+  readonly helloMs: number;
+  /** Hears once: the preface, or why the client is refused (see PrefaceReader). */
+  readonly done: (result: Preface | string) => void;
 }
 
 /** Room for the longest preface bal reads: a PROXY header and a ClientHello, and some. */
@@ -38,49 +51,22 @@ const scratch = new Uint8Array(HEADER_READ_MAX + HELLO_MAX);
 const SWEEP_MS = 50;
 
 /**
- * Inspections under way per loop, each with its timeout: swept every
- * SWEEP_MS rather than given a timer each, since nearly every client
- * sends its preface at once and a timer per connection cost measurably
- * more (two heap operations each, the heap holding every recent client).
+ * Inspections under way per loop, swept every SWEEP_MS rather than given a
+ * timer each: nearly every client sends its preface at once, and a timer per
+ * connection cost two heap operations, the heap holding every recent client.
  */
 const underWay = new WeakMap<Loop, Waiting>();
 
-/** A loop's inspections: each one's timeout and its deadline (epoch ms), and whether a sweep is due. */
+/** A loop's inspections under way, and whether a sweep is due. */
 interface Waiting {
-  deadlines: Map<() => void, () => number>;
+  list: Reading[];
   sweeping: boolean;
-}
-
-function watchDeadline(loop: Loop, timeout: () => void, deadline: () => number): void {
-  let waiting = underWay.get(loop);
-  if (!waiting) underWay.set(loop, waiting = { deadlines: new Map(), sweeping: false });
-  waiting.deadlines.set(timeout, deadline);
-  if (!waiting.sweeping) {
-    waiting.sweeping = true;
-    loop.timer(Date.now() + SWEEP_MS, () => sweep(loop, waiting));
-  }
-}
-
-function unwatch(loop: Loop, timeout: () => void): void {
-  underWay.get(loop)?.deadlines.delete(timeout);
-}
-
-function sweep(loop: Loop, waiting: Waiting): void {
-  const now = Date.now();
-  for (const [timeout, deadline] of waiting.deadlines) {
-    if (deadline() > now) continue;
-    waiting.deadlines.delete(timeout);
-    timeout();
-  }
-  waiting.sweeping = waiting.deadlines.size > 0;
-  if (waiting.sweeping) loop.timer(now + SWEEP_MS, () => sweep(loop, waiting));
 }
 
 /**
  * Feeds what `fd` sends to `reader`, taking it off the socket (a PROXY
- * header is not passed on); `done` hears once: the preface, or why the
- * client is refused (see PrefaceReader). Returns null when the loop would
- * not watch the socket.
+ * header is not passed on); `done` hears once. Returns null when the loop
+ * would not watch the socket.
  */
 export function inspectClient(
   loop: Loop,
@@ -88,31 +74,7 @@ export function inspectClient(
   reader: PrefaceReader,
   done: (result: Preface | string) => void,
 ): Inspection | null {
-  let seen = 0;
-  let drained = false;
-  const step = (): Preface | string | null => {
-    for (;;) {
-      const n = sys.recv(fd, scratch, scratch.length);
-      if (n === -sys.E.EAGAIN) {
-        drained = !(seen & sys.C.EPOLLRDHUP);
-        return null;
-      }
-      if (n === -sys.E.EINTR) continue;
-      // A reset too: the relay that may follow sees it again.
-      if (n <= 0) return reader.end("closed");
-      drained = n < scratch.length && !(seen & sys.C.EPOLLRDHUP);
-      const result = reader.feed(scratch.subarray(0, n), Date.now());
-      if (result !== null) return result;
-    }
-  };
-  return inspecting(loop, fd, step, {
-    deadline: () => reader.deadline,
-    timeout: () => reader.end("timeout"),
-    done,
-    saw: (ev) => seen |= ev,
-    events: () => seen,
-    drained: () => drained,
-  });
+  return watch(loop, fd, reader, 0, done);
 }
 
 /**
@@ -127,79 +89,105 @@ export function peekHello(
   timeoutMs: number,
   done: (result: Preface | string) => void,
 ): Inspection | null {
-  const deadline = Date.now() + timeoutMs;
-  let seen = 0;
-  const preface = (hello: HelloRead): Preface => ({
-    source: null,
-    destination: null,
-    hello,
-    early: null,
-  });
-  const step = (): Preface | null => {
-    const n = sys.peek(fd, scratch, HELLO_MAX);
-    if (n === -sys.E.EAGAIN || n === -sys.E.EINTR) return null;
-    if (n <= 0) return preface({ kind: "none", reason: "closed before a complete ClientHello" });
-    const hello = parseClientHello(scratch.subarray(0, n));
-    if (hello) return preface(hello);
-    // The rest will never come: the client's stream ended.
-    return seen & sys.C.EPOLLRDHUP
-      ? preface({ kind: "none", reason: "closed before a complete ClientHello" })
-      : null;
-  };
-  const timeout = () =>
-    preface({ kind: "none", reason: `no complete ClientHello within ${timeoutMs} ms` });
-  return inspecting(loop, fd, step, {
-    deadline: () => deadline,
-    timeout,
-    done,
-    saw: (ev) => seen |= ev,
-    events: () => seen,
-    // What was peeked is still there: the relay reads it first.
-    drained: () => false,
-  });
+  return watch(loop, fd, null, timeoutMs, done);
 }
 
-/** What an inspection does besides reading: its deadline and what it says at the end. */
-interface Watch {
-  deadline(): number;
-  timeout(): Preface | string;
-  done(result: Preface | string): void;
-  /** Notes an event: the relay that follows starts from every event seen (edges come once). */
-  saw(ev: number): void;
-  events(): number;
-  drained(): boolean;
+/** Ends an inspection without a verdict (the caller closes the socket). */
+export function stopInspection(inspection: Inspection): void {
+  inspection.until = 0;
 }
 
-/** Registers `fd` with `step` as its reader until `step` or the deadline gives a verdict. */
-function inspecting(
+/** Registers the client with a reading of it as the handler, and its deadline with the sweep. */
+function watch(
   loop: Loop,
   fd: number,
-  step: () => Preface | string | null,
-  watch: Watch,
+  reader: PrefaceReader | null,
+  helloMs: number,
+  done: (result: Preface | string) => void,
 ): Inspection | null {
-  let over = false;
-  const finish = (result: Preface | string) => {
-    if (over) return;
-    over = true;
-    unwatch(loop, timeout);
-    watch.done(result);
-  };
-  const timeout = () => finish(watch.timeout());
-  const token = loop.add(fd, RELAY_EVENTS, (ev) => {
-    watch.saw(ev);
-    if (over) return;
-    const result = step();
-    if (result !== null) finish(result);
-  });
-  if (token < 0) return null;
-  watchDeadline(loop, timeout, watch.deadline);
-  return {
-    token,
-    events: watch.events,
-    drained: watch.drained,
-    stop() {
-      over = true;
-      unwatch(loop, timeout);
-    },
-  };
+  const until = reader ? reader.deadline : Date.now() + helloMs;
+  const r: Reading = { token: 0, events: 0, drained: false, until, fd, reader, helloMs, done };
+  r.token = loop.add(fd, RELAY_EVENTS, (ev) => onEvent(r, ev));
+  if (r.token < 0) return null;
+  let waiting = underWay.get(loop);
+  if (!waiting) underWay.set(loop, waiting = { list: [], sweeping: false });
+  waiting.list.push(r);
+  if (!waiting.sweeping) {
+    waiting.sweeping = true;
+    const w = waiting;
+    loop.timer(Date.now() + SWEEP_MS, () => sweep(loop, w));
+  }
+  return r;
+}
+
+function onEvent(r: Reading, ev: number): void {
+  r.events |= ev;
+  if (r.until === 0) return;
+  const result = r.reader ? readStep(r, r.reader) : peekStep(r);
+  if (result === null) return;
+  r.until = 0;
+  r.done(result);
+}
+
+/** Drops what is over and times out what is late; sweeps again while any are left. */
+function sweep(loop: Loop, waiting: Waiting): void {
+  const now = Date.now();
+  const { list } = waiting;
+  const end = list.length;
+  let kept = 0;
+  for (let i = 0; i < end; i++) {
+    const r = list[i];
+    if (r.until > now) list[kept++] = r;
+    else if (r.until !== 0) {
+      r.until = 0;
+      r.done(timedOut(r));
+    }
+  }
+  // Inspections a verdict above started were pushed past the old end: they stay.
+  for (let i = end; i < list.length; i++) list[kept++] = list[i];
+  list.length = kept;
+  waiting.sweeping = list.length > 0;
+  if (waiting.sweeping) loop.timer(now + SWEEP_MS, () => sweep(loop, waiting));
+}
+
+function timedOut(r: Reading): Preface | string {
+  return r.reader
+    ? r.reader.end("timeout")
+    : peeked({ kind: "none", reason: `no complete ClientHello within ${r.helloMs} ms` });
+}
+
+function peeked(hello: HelloRead): Preface {
+  return { source: null, destination: null, hello, early: null };
+}
+
+/** Reads what the client sent into its reader, to the reader's verdict or an empty socket. */
+function readStep(r: Reading, reader: PrefaceReader): Preface | string | null {
+  for (;;) {
+    const n = sys.recv(r.fd, scratch, scratch.length);
+    if (n === -sys.E.EAGAIN) {
+      r.drained = !(r.events & sys.C.EPOLLRDHUP);
+      return null;
+    }
+    if (n === -sys.E.EINTR) continue;
+    // A reset too: the relay that may follow sees it again.
+    if (n <= 0) return reader.end("closed");
+    r.drained = n < scratch.length && !(r.events & sys.C.EPOLLRDHUP);
+    const result = reader.feed(scratch.subarray(0, n), Date.now());
+    if (result !== null) return result;
+    // The reader's deadline moves on from the PROXY header to the ClientHello.
+    r.until = reader.deadline;
+  }
+}
+
+/** Looks at what the client sent so far without taking it: a verdict, or null to wait for more. */
+function peekStep(r: Reading): Preface | null {
+  const n = sys.peek(r.fd, scratch, HELLO_MAX);
+  if (n === -sys.E.EAGAIN || n === -sys.E.EINTR) return null;
+  if (n <= 0) return peeked({ kind: "none", reason: "closed before a complete ClientHello" });
+  const hello = parseClientHello(scratch.subarray(0, n));
+  if (hello) return peeked(hello);
+  // The rest will never come: the client's stream ended.
+  return r.events & sys.C.EPOLLRDHUP
+    ? peeked({ kind: "none", reason: "closed before a complete ClientHello" })
+    : null;
 }
