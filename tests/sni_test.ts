@@ -214,3 +214,57 @@ Deno.test("client hello: what follows the ClientHello (early data, a change_ciph
 function text(s: string): Uint8Array {
   return new TextEncoder().encode(s);
 }
+
+/** A minimal TLS 1.2 ClientHello in one record whose server_name carries `name` as it is. */
+function helloNaming(name: Uint8Array): Uint8Array {
+  const u16 = (n: number) => [n >> 8, n & 0xff];
+  const entry = [0, ...u16(name.length), ...name];
+  const ext = [0, 0, ...u16(entry.length + 2), ...u16(entry.length), ...entry];
+  const body = [
+    3,
+    3,
+    ...new Array(32).fill(7),
+    0,
+    0,
+    2,
+    0x13,
+    0x01,
+    1,
+    0,
+    ...u16(ext.length),
+    ...ext,
+  ];
+  const message = [1, 0, ...u16(body.length), ...body];
+  return Uint8Array.from([0x16, 3, 1, ...u16(message.length), ...message]);
+}
+
+Deno.test("client hello: a server name is a DNS name, lowercased, as the rule says (3,000 names)", () => {
+  // The rule, as a regular expression (what an earlier version ran per client).
+  const rule =
+    /^(?=.{1,253}$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?)*$/;
+  let seed = 0xd115;
+  const rand = () => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32;
+  const alphabet = "abcXYZ019_-.-.\u00e9 ";
+  const names = [
+    "a",
+    "A.EXAMPLE.COM.",
+    "x".repeat(63) + ".io",
+    "x".repeat(64) + ".io",
+    "-a.b",
+    "a-.b",
+  ];
+  names.push("a.".repeat(126) + "b", "a.".repeat(126) + "bc", "..", ".", "", "a..b", "_dmarc.ex");
+  while (names.length < 3000) {
+    const length = rand() < 0.1 ? 240 + Math.floor(rand() * 20) : Math.floor(rand() * 24);
+    names.push(
+      Array.from({ length }, () => alphabet[Math.floor(rand() * alphabet.length)]).join(""),
+    );
+  }
+  for (const name of names) {
+    const bytes = Uint8Array.from(name, (c) => c.charCodeAt(0));
+    const lowered = name.toLowerCase().replace(/\.$/, "");
+    const got = parseClientHello(helloNaming(bytes));
+    if (rule.test(lowered)) assert.deepEqual(got, { kind: "hello", sni: lowered }, name);
+    else assert.match((got as { reason: string }).reason, /is not a DNS name/, name);
+  }
+});

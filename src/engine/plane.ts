@@ -236,6 +236,26 @@ function views<S extends SessionBase>(
   }));
 }
 
+/** A route with its balancer's key. */
+interface RoutePool {
+  readonly backends: Service["backends"];
+  readonly key: string;
+}
+
+/** Each service's routes by name (services are frozen, one object per snapshot): no search per client. */
+const routePools = new WeakMap<Service, Map<string, RoutePool>>();
+
+function routesOf(service: Service): Map<string, RoutePool> {
+  let pools = routePools.get(service);
+  if (!pools) {
+    pools = new Map(
+      service.routes.map((r) => [r.name, { backends: r.backends, key: poolKey(service, r) }]),
+    );
+    routePools.set(service, pools);
+  }
+  return pools;
+}
+
 /**
  * The next backend to dial for a client (of `route`, when its service has
  * routes), or null when the policy has none left or `tried` reached
@@ -250,13 +270,13 @@ export function pick<S extends SessionBase>(
   tried: Set<string>,
   client: string,
 ): Backend | null {
-  const r = route === null ? null : service.routes.find((x) => x.name === route);
+  const routed = route === null ? null : routesOf(service).get(route);
   // A reload may have removed the route the client was given.
-  if (r === undefined) return null;
-  const balancer = plane.runtime.balancers.get(poolKey(service, r))?.balancer;
+  if (routed === undefined) return null;
+  const balancer = plane.runtime.balancers.get(routed ? routed.key : service.name)?.balancer;
   if (!balancer || tried.size >= service.runtime.max_failover_attempts) return null;
   const backend = nextBackend(
-    views(plane, (r ?? service).backends),
+    views(plane, (routed ?? service).backends),
     tried,
     balancer,
     { client, random: Math.random },
