@@ -37,11 +37,11 @@ interface Reading extends Inspection {
   token: number;
   readonly fd: number;
   /** Fed what the client sends, taken off the socket (accept_proxy); null: a ClientHello is peeked. */
-  readonly reader: PrefaceReader | null;
+  reader: PrefaceReader | null;
   /** How long a peeked ClientHello may take, for the reason a timeout gives. */
   readonly helloMs: number;
   /** Hears once: the preface, or why the client is refused (see PrefaceReader). */
-  readonly done: (result: Preface | string) => void;
+  done: (result: Preface | string) => void;
 }
 
 /** Room for the longest preface bal reads: a PROXY header and a ClientHello, and some. */
@@ -94,8 +94,25 @@ export function peekHello(
 
 /** Ends an inspection without a verdict (the caller closes the socket). */
 export function stopInspection(inspection: Inspection): void {
-  inspection.until = 0;
+  // Every Inspection is a Reading: this module makes them.
+  end(inspection as Reading);
 }
+
+/**
+ * Marks `r` over and lets go of its reader and its listener (which holds
+ * the whole session): the sweep keeps `r` up to SWEEP_MS longer, and a
+ * session kept that long outlives a young-generation collection or two.
+ * Returns the listener, to tell.
+ */
+function end(r: Reading): (result: Preface | string) => void {
+  const done = r.done;
+  r.until = 0;
+  r.reader = null;
+  r.done = ignore;
+  return done;
+}
+
+function ignore(): void {}
 
 /** Registers the client with a reading of it as the handler, and its deadline with the sweep. */
 function watch(
@@ -124,27 +141,25 @@ function onEvent(r: Reading, ev: number): void {
   r.events |= ev;
   if (r.until === 0) return;
   const result = r.reader ? readStep(r, r.reader) : peekStep(r);
-  if (result === null) return;
-  r.until = 0;
-  r.done(result);
+  if (result !== null) end(r)(result);
 }
 
 /** Drops what is over and times out what is late; sweeps again while any are left. */
 function sweep(loop: Loop, waiting: Waiting): void {
   const now = Date.now();
   const { list } = waiting;
-  const end = list.length;
+  const last = list.length;
   let kept = 0;
-  for (let i = 0; i < end; i++) {
+  for (let i = 0; i < last; i++) {
     const r = list[i];
     if (r.until > now) list[kept++] = r;
     else if (r.until !== 0) {
-      r.until = 0;
-      r.done(timedOut(r));
+      const result = timedOut(r);
+      end(r)(result);
     }
   }
   // Inspections a verdict above started were pushed past the old end: they stay.
-  for (let i = end; i < list.length; i++) list[kept++] = list[i];
+  for (let i = last; i < list.length; i++) list[kept++] = list[i];
   list.length = kept;
   waiting.sweeping = list.length > 0;
   if (waiting.sweeping) loop.timer(now + SWEEP_MS, () => sweep(loop, waiting));
