@@ -308,6 +308,8 @@ const targets = [
     !only || only.includes(t.name) || t.name === "direct" ||
     (only.includes("bal") && t.name.startsWith("bal"))
   );
+/** Whether any proxy is compared (`--only features` compares none: no rounds for direct alone). */
+const comparing = targets.some((t) => t !== direct);
 
 function loadArgv(
   workload: string,
@@ -519,9 +521,19 @@ const median = (xs: number[]) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
+/** What a feature costs: CPU µs per short connection with it and without, and each round's ratio. */
+interface Cost {
+  on: number;
+  off: number;
+  /** on/off per round: the spread says how far to trust the medians on this machine. */
+  ratios: number[];
+}
+
 /**
  * bal's CPU per short connection under each of two settings (extra config
- * lines), interleaved round by round: what one feature costs the data path.
+ * lines), interleaved round by round, the order swapped every round (a
+ * machine that speeds up or slows down favours neither): what one feature
+ * costs the data path.
  */
 async function costOf(
   backends: number[],
@@ -530,11 +542,12 @@ async function costOf(
     { extra?: string[]; runtime?: Record<string, number>; routed?: boolean }
   >,
   load: (port: number) => Promise<Record<string, number>> = short,
-): Promise<{ on: number; off: number }> {
+): Promise<Cost> {
   const cost: Record<string, number[]> = { on: [], off: [] };
   for (let round = 0; round < rounds; round++) {
-    for (const [key, setting] of Object.entries(settings)) {
-      const r = await bal.start(backends, setting);
+    const order = round % 2 === 0 ? ["on", "off"] as const : ["off", "on"] as const;
+    for (const key of order) {
+      const r = await bal.start(backends, settings[key]);
       try {
         // Past start-up work (the first round of checks) that both settings do.
         await sleep(1000);
@@ -547,11 +560,12 @@ async function costOf(
       }
     }
   }
-  return { on: median(cost.on), off: median(cost.off) };
+  const ratios = cost.on.map((on, i) => on / cost.off[i]);
+  return { on: median(cost.on), off: median(cost.off), ratios };
 }
 
 /** Health checks at 100 backends (an HTTP check of each every 500 ms) against checks all but off. */
-async function checksCost(): Promise<{ on: number; off: number }> {
+async function checksCost(): Promise<Cost> {
   const ports = Array.from({ length: 100 }, () => freePort());
   const many = spawn(onCpu(0, [
     Deno.execPath(),
@@ -642,7 +656,7 @@ try {
     await cleanup();
     Deno.exit(0);
   }
-  for (let round = 1; round <= rounds; round++) {
+  for (let round = 1; comparing && round <= rounds; round++) {
     for (const t of targets) {
       const row: Row = {};
       const http = await t.start([httpA, httpB]);
@@ -725,20 +739,19 @@ try {
   // `--features sni,send_proxy`: only those (each is a few minutes).
   const picked = flag("features")?.split(",");
   const want = (name: string) => !picked || picked.includes(name);
-  const none = { on: NaN, off: NaN };
   const features = !only || only.includes("bal") || only.includes("features")
     ? {
-      checks: want("checks") ? await checksCost() : none,
+      checks: want("checks") ? await checksCost() : null,
       access_log: want("access_log")
         ? await costOf([httpA, httpB], {
           on: { extra: ["access_log: true", `access_log_path: ${tmp}/access.log`] },
           off: {},
         })
-        : none,
+        : null,
       // The backend reads up to the blank line, so a v1 header (one line) ahead of the request is fine.
       send_proxy: want("send_proxy")
         ? await costOf([httpA, httpB], { on: { extra: ["send_proxy: v1"] }, off: {} })
-        : none,
+        : null,
       // Both settings get the same bytes (a ClientHello, then a request); only one reads it.
       sni: useWrk && want("sni")
         ? await costOf([httpA, httpB], { on: { routed: true }, off: {} }, shortHello)
@@ -784,11 +797,13 @@ try {
     const v = result[name]?.[key];
     return b === undefined || v === undefined || b === 0 ? undefined : v / b;
   };
-  table("Absolute (medians)", (name, key) => result[name][key]);
-  table(
-    "Ratio to direct (higher is better for rates; lower for latency, memory, startup)",
-    ratio("direct"),
-  );
+  if (comparing) {
+    table("Absolute (medians)", (name, key) => result[name][key]);
+    table(
+      "Ratio to direct (higher is better for rates; lower for latency, memory, startup)",
+      ratio("direct"),
+    );
+  }
   if (result.haproxy) table("Ratio to HAProxy 1-thread", ratio("haproxy"));
   if (Object.keys(scaling).length) {
     console.log(
@@ -799,24 +814,21 @@ try {
   }
 
   if (features) {
-    const { checks, access_log: log, send_proxy: proxy, sni } = features;
-    console.log(
-      `\nCPU per short connection, feature on vs off:\n` +
-        `  health checks at 100 backends (HTTP every 500 ms): ${checks.on.toFixed(1)} vs ${
-          checks.off.toFixed(1)
-        } µs (${(checks.on / checks.off).toFixed(2)}x)\n` +
-        `  access log (one NDJSON line per connection, to a file): ${log.on.toFixed(1)} vs ${
-          log.off.toFixed(1)
-        } µs (${(log.on / log.off).toFixed(2)}x)\n` +
-        `  send_proxy: v1 (a PROXY header to the backend per connection): ${
-          proxy.on.toFixed(1)
-        } vs ${proxy.off.toFixed(1)} µs (${(proxy.on / proxy.off).toFixed(2)}x)\n` +
-        (sni
-          ? `  SNI route (ClientHello read, name matched) vs plain forwarding, same bytes: ${
-            sni.on.toFixed(1)
-          } vs ${sni.off.toFixed(1)} µs (${(sni.on / sni.off).toFixed(2)}x)`
-          : "  SNI route: needs wrk"),
+    const said: [string, Cost | null][] = [
+      ["health checks at 100 backends (HTTP every 500 ms)", features.checks],
+      ["access log (one NDJSON line per connection, to a file)", features.access_log],
+      ["send_proxy: v1 (a PROXY header to the backend per connection)", features.send_proxy],
+      ["SNI route (ClientHello read, name matched) vs plain forwarding, same bytes", features.sni],
+    ];
+    // The median of the rounds' own ratios: each round's pair ran minutes apart from the
+    // others, on a machine whose speed drifts, but seconds apart from each other.
+    const lines = said.filter(([, c]) => c !== null).map(([what, c]) =>
+      `  ${what}: ${median(c!.ratios).toFixed(2)}x (rounds ${
+        c!.ratios.map((r) => r.toFixed(2)).join(", ")
+      }; medians ${c!.on.toFixed(1)} vs ${c!.off.toFixed(1)} µs)`
     );
+    if (!useWrk && want("sni")) lines.push("  SNI route: needs wrk");
+    console.log(`\nCPU per short connection, feature on vs off:\n${lines.join("\n")}`);
   }
 
   const json = {
