@@ -74,7 +74,7 @@ const SYMBOLS = {
   accept4: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
-  // ssize_t results are read as their low 32 bits: every length bal passes fits in 31.
+  // ssize_t results are read as their low 32 bits: checkRange keeps every length below 2^31.
   recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
   send: { parameters: ["i32", "buffer", "usize", "i32"], result: "i32" },
   read: { parameters: ["i32", "buffer", "usize"], result: "i32" },
@@ -182,8 +182,11 @@ function ret(r: number): number {
   return r < 0 ? -errno() : r;
 }
 
+/** The most one call moves: its count comes back as a 32-bit int (see SYMBOLS). */
+const CALL_MAX = 0x7fffffff;
+
 function checkRange(buf: Uint8Array, len: number): void {
-  if (!Number.isInteger(len) || len < 0 || len > buf.byteLength) {
+  if (!Number.isInteger(len) || len < 0 || len > buf.byteLength || len > CALL_MAX) {
     throw new RangeError(`length ${len} is outside a buffer of ${buf.byteLength} bytes`);
   }
 }
