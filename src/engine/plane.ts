@@ -10,7 +10,14 @@
  *
  * @module
  */
-import { type Backend, type Config, formatAddress, poolKey, type Service } from "../config/mod.ts";
+import {
+  type Backend,
+  type Config,
+  formatAddress,
+  type Pool,
+  poolKey,
+  type Service,
+} from "../config/mod.ts";
 import type { ListenerSet } from "./listeners.ts";
 import { writeProxyHeader } from "../route/proxy_protocol.ts";
 import { type ClientTable, pruneBuckets } from "../route/client_limits.ts";
@@ -236,21 +243,13 @@ function views<S extends SessionBase>(
   }));
 }
 
-/** A route with its balancer's key. */
-interface RoutePool {
-  readonly backends: Service["backends"];
-  readonly key: string;
-}
+/** Each service's routes by name with their balancers' keys (services are frozen, one object per snapshot): no search per client. */
+const routePools = new WeakMap<Service, Map<string, { pool: Pool; key: string }>>();
 
-/** Each service's routes by name (services are frozen, one object per snapshot): no search per client. */
-const routePools = new WeakMap<Service, Map<string, RoutePool>>();
-
-function routesOf(service: Service): Map<string, RoutePool> {
+function routesOf(service: Service): Map<string, { pool: Pool; key: string }> {
   let pools = routePools.get(service);
   if (!pools) {
-    pools = new Map(
-      service.routes.map((r) => [r.name, { backends: r.backends, key: poolKey(service, r) }]),
-    );
+    pools = new Map(service.routes.map((r) => [r.name, { pool: r, key: poolKey(service, r) }]));
     routePools.set(service, pools);
   }
   return pools;
@@ -276,7 +275,7 @@ export function pick<S extends SessionBase>(
   const balancer = plane.runtime.balancers.get(routed ? routed.key : service.name)?.balancer;
   if (!balancer || tried.size >= service.runtime.max_failover_attempts) return null;
   const backend = nextBackend(
-    views(plane, (routed ?? service).backends),
+    views(plane, (routed?.pool ?? service).backends),
     tried,
     balancer,
     { client, random: Math.random },

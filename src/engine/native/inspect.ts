@@ -28,13 +28,13 @@ export interface Inspection {
    * seen): the relay need not read it before its next edge.
    */
   drained: boolean;
-  /** Epoch ms it gives up; 0 once it is over (a verdict, or stopped). */
-  until: number;
 }
 
 /** What an inspection reads with, and whom it tells. */
 interface Reading extends Inspection {
   token: number;
+  /** Epoch ms it gives up; 0 once it is over (a verdict, or stopped). */
+  until: number;
   readonly fd: number;
   /** Fed what the client sends, taken off the socket (accept_proxy); null: a ClientHello is peeked. */
   reader: PrefaceReader | null;
