@@ -225,3 +225,25 @@ export function ended<S extends SessionBase>(
   if (s.clientCounted) clientLeft(clientTableOf(plane, s.service), s.peer.hostname);
   if (plane.sessions.size === 0) { for (const wake of plane.idleWaiters) wake(); }
 }
+
+/**
+ * A client that was gone (reset, aborted) before the listener could hand
+ * it over: counted as accepted, as it was by the kernel, with an access
+ * line that says `reset`; nothing else is owed to it.
+ */
+export function acceptAborted<S extends SessionBase>(
+  plane: Plane<S>,
+  service: string,
+  error: string,
+): void {
+  serviceCounters(plane, service).accepted++;
+  logAccess(plane, service, { hostname: "unknown", port: 0 }, {
+    ended: "reset",
+    started: Date.now(),
+  });
+  log.debug("a client of {service} was gone before it was accepted: {error}", {
+    event: "accept_aborted",
+    service,
+    error,
+  });
+}

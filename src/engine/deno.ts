@@ -39,7 +39,7 @@ import {
   stats,
   sweepIdle,
 } from "./plane.ts";
-import { admit, ended, started } from "./admission.ts";
+import { acceptAborted, admit, ended, started } from "./admission.ts";
 
 const log = logger("proxy");
 
@@ -64,7 +64,10 @@ export function createDenoEngine(runtime: Runtime, options: EngineOptions): Engi
   const listeners = listenerSet({
     reusePort: options.reusePort,
     claimPort: options.claimPort,
-    sockets: denoSockets((service, client) => accept(plane, service, client)),
+    sockets: denoSockets(
+      (service, client) => accept(plane, service, client),
+      (service, error) => acceptAborted(plane, service, error),
+    ),
   });
   return {
     name: "deno",

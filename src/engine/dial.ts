@@ -14,9 +14,22 @@ import type { FailureKind } from "../health/state.ts";
  */
 export type DialFailure = FailureKind | "local";
 
-/** Linux errno of failures on bal's side: EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL. */
-export const LOCAL_ERRNOS: readonly number[] = [24, 23, 105, 12, 99];
+/** Linux errno of this machine running out of something: EMFILE, ENFILE, ENOBUFS, ENOMEM. */
+export const EXHAUSTION_ERRNOS: readonly number[] = [24, 23, 105, 12];
+/** Linux errno of failures on bal's side: exhaustion, and EADDRNOTAVAIL (no ephemeral port). */
+export const LOCAL_ERRNOS: readonly number[] = [...EXHAUSTION_ERRNOS, 99];
 const LOCAL_ERRNO = new RegExp(`\\(os error (${LOCAL_ERRNOS.join("|")})\\)`);
+const EXHAUSTION_ERRNO = new RegExp(`\\(os error (${EXHAUSTION_ERRNOS.join("|")})\\)`);
+
+/**
+ * Whether an error Deno threw says this machine ran out of descriptors or
+ * memory: the one kind of failed accept worth backing off for. Any other
+ * (a client that reset or was aborted before it was taken) is that
+ * client's alone, and accepting goes on at once.
+ */
+export function isExhaustion(err: unknown): boolean {
+  return EXHAUSTION_ERRNO.test(err instanceof Error ? err.message : String(err));
+}
 
 /** A connect that failed, with its kind. */
 export class DialError extends Error {

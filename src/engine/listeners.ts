@@ -8,7 +8,8 @@
  * @module
  */
 import { formatAddress, listenersOverlap } from "../config/mod.ts";
-import { ListenError } from "../errors.ts";
+import { describeError, ListenError } from "../errors.ts";
+import { isExhaustion } from "./dial.ts";
 import { episode, logger } from "../log.ts";
 import { plural } from "../text.ts";
 
@@ -173,10 +174,15 @@ function sameAddress(a: Wanted | undefined, b: Wanted): boolean {
 
 /**
  * Deno.Conn listeners: each accepts in a loop of its own and hands clients
- * to `accept`, backing off 50 ms while accepts fail (EMFILE and friends).
+ * to `accept`, backing off 50 ms while accepts fail for want of
+ * descriptors or memory. A client that was gone before it could be taken
+ * (Deno reads its address and fails with NotConnected when it reset) goes
+ * to `aborted`, and accepting goes on at once: a back-off per reset let a
+ * storm of them (HAProxy's L4 checks close with one) stall everyone else.
  */
 export function denoSockets(
   accept: (service: string, conn: Deno.TcpConn) => void,
+  aborted: (service: string, error: string) => void,
 ): ListenSockets<Deno.TcpListener> {
   /** Listeners we closed on purpose: their accept loops end quietly. */
   const closing = new WeakSet<Deno.TcpListener>();
@@ -196,6 +202,10 @@ export function denoSockets(
           client = await l.accept();
         } catch (err) {
           if (closing.has(l)) return;
+          if (!isExhaustion(err)) {
+            aborted(service, describeError(err));
+            continue;
+          }
           if (acceptFailing.fail()) acceptFailed(service, String(err));
           await new Promise((r) => setTimeout(r, 50));
           continue;

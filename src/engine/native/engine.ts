@@ -37,7 +37,8 @@ import {
   stats,
   sweepIdle,
 } from "../plane.ts";
-import { admit, ended, started } from "../admission.ts";
+import { acceptAborted, admit, ended, started } from "../admission.ts";
+import { EXHAUSTION_ERRNOS } from "../dial.ts";
 import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
@@ -57,6 +58,8 @@ import { type AddressBook, addressBook } from "./resolve.ts";
 /** What `tried` becomes once connected: nothing more is tried, so one empty set serves all. */
 const CONNECTED: Set<string> = new Set();
 
+/** errno of a failed accept worth backing off for: the machine is out of descriptors or memory. */
+const EXHAUSTED = new Set(EXHAUSTION_ERRNOS);
 const log = logger("proxy");
 const internalErrors = rateLimited(1000);
 
@@ -115,7 +118,11 @@ export function createNativeEngine(runtime: Runtime, options: EngineOptions): En
   const listeners = listenerSet({
     reusePort: options.reusePort,
     claimPort: options.claimPort,
-    sockets: nativeSockets(loop, (service, fd, peer) => onClient(plane, service, fd, peer)),
+    sockets: nativeSockets(
+      loop,
+      (service, fd, peer) => onClient(plane, service, fd, peer),
+      (service, error) => acceptAborted(plane, service, error),
+    ),
   });
   plane.addresses.refresh(runtime.snapshot.config);
   return {
@@ -149,11 +156,14 @@ interface NativeListener {
 
 /**
  * Listeners on the loop: each readiness accepts a batch of clients; while
- * accepts fail (EMFILE and friends) the listener rests 50 ms at a time.
+ * accepts fail for want of descriptors or memory the listener rests 50 ms
+ * at a time. A client gone before it was taken (ECONNABORTED, or a network
+ * error accept4 passes on) goes to `aborted`, and the batch goes on.
  */
 function nativeSockets(
   loop: Loop,
   onClient: (service: string, fd: number, peer: Peer) => void,
+  aborted: (service: string, error: string) => void,
 ): ListenSockets<NativeListener> {
   const failing = episode();
   const peerBuf = new Uint8Array(sys.SOCKADDR_MAX);
@@ -166,7 +176,11 @@ function nativeSockets(
         continue;
       }
       if (fd === -sys.E.EAGAIN) return;
-      if (fd === -sys.E.EINTR || fd === -sys.E.ECONNABORTED) continue;
+      if (fd === -sys.E.EINTR) continue;
+      if (!EXHAUSTED.has(-fd)) {
+        aborted(service, describeErrno(-fd));
+        continue;
+      }
       if (failing.fail()) acceptFailed(service, describeErrno(-fd));
       loop.modify(l.token, l.fd, 0);
       loop.timer(Date.now() + 50, () => {

@@ -139,7 +139,12 @@ function watch(
 
 function onEvent(r: Reading, ev: number): void {
   r.events |= ev;
-  if (r.until === 0) return;
+  if (r.until === 0) {
+    // Bytes that came after the verdict, while the backend is dialed: the
+    // socket is not empty any more, and this edge will not come again.
+    if (ev & sys.C.EPOLLIN) r.drained = false;
+    return;
+  }
   const result = r.reader ? readStep(r, r.reader) : peekStep(r);
   if (result !== null) end(r)(result);
 }
