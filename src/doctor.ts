@@ -25,7 +25,7 @@ export type Level = "ok" | "warn" | "critical";
 
 /** One finding. */
 export interface Check {
-  name: "pid" | "socket" | "config" | "bind" | "backend" | "state";
+  name: "pid" | "socket" | "config" | "bind" | "admin" | "backend" | "state";
   level: Level;
   summary: string;
   hint: string;
@@ -141,6 +141,35 @@ function bindCheck(
       summary: `${address} is in use by another process`,
       why: "another program, or a bal with another state directory, listens on that port",
       hint: `find it with: ss -ltnp 'sport = :${service.port}'; or choose another port`,
+    };
+  }
+}
+
+/** How long the admin endpoint has to answer doctor. */
+const ADMIN_ANSWER_MS = 2000;
+
+/** Whether the running bal's admin endpoint answers an HTTP request (any status will do). */
+async function adminCheck(listen: { host: string; port: number }, pid: number): Promise<Check> {
+  const host = listen.host === "0.0.0.0" ? "127.0.0.1" : listen.host === "::" ? "::1" : listen.host;
+  const url = `http://${formatAddress(host, listen.port)}/metrics`;
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(ADMIN_ANSWER_MS) });
+    await res.body?.cancel();
+    return {
+      name: "admin",
+      level: "ok",
+      summary: `the admin endpoint answers on ${formatAddress(listen.host, listen.port)}`,
+      hint: `open ${url.replace("/metrics", "/")} for the dashboard`,
+    };
+  } catch (err) {
+    return {
+      name: "admin",
+      level: "critical",
+      summary: `the admin endpoint of bal (pid ${pid}) does not answer on ${
+        formatAddress(listen.host, listen.port)
+      }: ${describeError(err)}`,
+      why: "the process ran out of file descriptors, or admin.listen changed without a reload",
+      hint: "bal status shows open descriptors; bal graceful reopens the endpoint if it moved",
     };
   }
 }
@@ -307,6 +336,8 @@ export async function diagnose(paths: StatePaths, configPath: string): Promise<D
     for (const s of services) {
       checks.push(bindCheck(s, services.length > 1, pid.running, listening));
     }
+    const admin = result.config.admin.listen;
+    if (admin && pid.running !== null) checks.push(await adminCheck(admin, pid.running));
     checks.push(await backendCheck(result.config, live));
   }
   checks.push(await stateCheck(paths));

@@ -380,7 +380,7 @@ async function statusOf(running: Running): Promise<Status> {
 
 /** The admin endpoint on `settings.listen`, serving this bal's metrics and status. */
 function openAdmin(running: Running, settings: Config["admin"]): AdminServer | null {
-  return startAdmin(settings.listen, () => running.runtime.snapshot.config.admin.token, {
+  return startAdmin(settings.listen, () => running.runtime.snapshot.config.admin, {
     metrics: () => metricsOf(running),
     status: () => statusOf(running),
   });
@@ -405,16 +405,18 @@ async function metricsOf(running: Running): Promise<string> {
   });
 }
 
-/** Open descriptors of this process (Linux: entries of /proc/PID/fd, listed by ls), or null. */
+/** Open descriptors of this process (Linux: entries of /proc/self/fd), or null. */
 async function openFds(): Promise<number | null> {
   if (Deno.build.os !== "linux") return null;
-  const out = await new Deno.Command("ls", {
-    args: [`/proc/${Deno.pid}/fd`],
-    stdout: "piped",
-    stderr: "null",
-  }).output().catch(() => null);
-  if (!out?.success) return null;
-  return new TextDecoder().decode(out.stdout).split("\n").filter((l) => l).length;
+  // Read in place: spawning `ls` failed (and threw) exactly when descriptors ran out.
+  try {
+    let n = 0;
+    for await (const _ of Deno.readDir("/proc/self/fd")) n++;
+    // The directory's own descriptor, open while it is read.
+    return n - 1;
+  } catch {
+    return null;
+  }
 }
 
 /** The control socket's commands. */

@@ -106,7 +106,11 @@ export async function request(
   timeoutMs = 3000,
 ): Promise<unknown> {
   const conn = await Deno.connect({ transport: "unix", path });
-  const timer = setTimeout(() => conn.close(), timeoutMs);
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    conn.close();
+  }, timeoutMs);
   try {
     await writeAll(conn, encoder.encode(JSON.stringify(body) + "\n"));
     // Decoded as it arrives (a streaming decoder keeps split characters whole).
@@ -117,6 +121,10 @@ export async function request(
       text += stream.decode(buf.subarray(0, n), { stream: true });
     }
     return JSON.parse(text + stream.decode());
+  } catch (err) {
+    // Closing the socket at the deadline fails the pending read with "Bad resource ID".
+    if (timedOut) throw new Error(`no answer within ${timeoutMs} ms (the process is busy)`);
+    throw err;
   } finally {
     clearTimeout(timer);
     try {

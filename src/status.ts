@@ -96,6 +96,8 @@ export interface ServiceStatus {
     proxy: number;
     /** No route for the server name the client asked for (or for none), and no default_route. */
     route: number;
+    /** bal's own connect to a backend that is bal itself. */
+    loop: number;
   };
   last_check_time: string | null;
   /** The settings in force for it, defaults included. */
@@ -237,8 +239,9 @@ export function serviceStatus(input: StatusInput, service: Service): ServiceStat
       client_rate: c.rate_limited,
       proxy: c.proxy_refused,
       route: c.no_route,
+      loop: c.looped,
     },
-    last_check_time: iso(checks.length ? Math.max(...checks) : null),
+    last_check_time: iso(checks.length ? checks.reduce((a, b) => Math.max(a, b)) : null),
     runtime: service.runtime,
     protection_mode: protectionMode(input.protection.get(service.name) ?? initialProtection()),
     discovery: input.discovery.filter((d) => d.service === service.name),

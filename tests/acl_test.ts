@@ -145,6 +145,7 @@ Deno.test("acl: allowed clients are served, denied and unlisted ones closed at o
       client_rate: 0,
       proxy: 0,
       route: 0,
+      loop: 0,
     });
     assert.equal(status.connections_accepted, 4);
     assert.match((await bal(home, "status")).stdout, /3 denied by allow\/deny/);

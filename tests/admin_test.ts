@@ -118,9 +118,15 @@ Deno.test("admin: nothing listens unless configured; a token, when set, is requi
     const wrong = await fetch(url, { headers: { authorization: "Bearer nope" } });
     assert.equal(wrong.status, 401);
     await wrong.body?.cancel();
-    const ok = await fetch(url, { headers: { authorization: `Bearer ${token}` } });
-    assert.equal(ok.status, 200);
-    await ok.body?.cancel();
+    // RFC 7235: the scheme is case-insensitive (issue 24, item 6: lowercase got 401).
+    for (const scheme of ["Bearer", "bearer", "BEARER"]) {
+      const ok = await fetch(url, { headers: { authorization: `${scheme} ${token}` } });
+      assert.equal(ok.status, 200, scheme);
+      await ok.body?.cancel();
+    }
+    const basic = await fetch(url, { headers: { authorization: `Basic ${token}` } });
+    assert.equal(basic.status, 401);
+    await basic.body?.cancel();
   } finally {
     await d.stop();
   }

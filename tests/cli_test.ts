@@ -112,27 +112,40 @@ Deno.test("cli: check --json reports errors, warnings, the backend count and the
   });
 });
 
-Deno.test("cli: check warns of exposure, overlapping checks and a backend that is bal itself; --strict fails", async () => {
+Deno.test("cli: check warns of exposure and overlapping checks; --strict fails; a backend that is bal itself is an error", async () => {
   const home = tempHome();
   const path = `${home}/w.yaml`;
   Deno.writeTextFileSync(
     path,
-    "port: 9295\nbackends: ['127.0.0.1:9295', 'localhost:9000']\nruntime: {health_check_timeout_ms: 6000}\n",
+    "port: 9295\nbackends: ['10.1.2.3:9295', 'localhost:9000']\nruntime: {health_check_timeout_ms: 6000}\n",
   );
   const r = await bal(home, "check", "-c", path, "--json");
   assert.equal(r.code, 0);
   assert.deepEqual(JSON.parse(r.stdout).warnings, [
     "bind_address: not set, so bal listens on every interface (0.0.0.0); write `bind_address: 0.0.0.0` to mean it, or 127.0.0.1 for local clients only",
     "runtime.health_check_timeout_ms: 6000 is not below health_check_interval_ms (500); a check that times out delays the next round, so a dead backend is found later than the interval suggests",
-    "backends[0]: 127.0.0.1:9295 is bal's own listen address; connections to it would loop back into bal",
   ]);
+  const loop = `${home}/loop.yaml`;
+  Deno.writeTextFileSync(loop, "port: 9295\nbackends:\n  - 127.0.0.3:9000\n  - 127.0.0.1:9295\n");
+  for (const command of ["check", "start"]) {
+    const refused = await bal(home, command, "-c", loop);
+    assert.equal(refused.code, 1, command);
+    assert.match(
+      refused.stderr,
+      new RegExp(
+        `^bal: ${loop}:4:5: backends\\[1\\]: 127\\.0\\.0\\.1:9295 is bal's own listen address, so every client would loop back into bal without end; point it at the server behind bal$`,
+        "m",
+      ),
+      command,
+    );
+  }
   const text = await bal(home, "check", "-c", path);
   assert.equal(text.code, 0);
   assert.match(text.stdout, /^warning: bind_address: not set/m);
   assert.match(text.stdout, /^next: bal start -d -c /m);
   const strict = await bal(home, "check", "-c", path, "--strict");
   assert.equal(strict.code, 1);
-  assert.match(strict.stdout, /^what_happened: --strict and 3 warnings$/m);
+  assert.match(strict.stdout, /^what_happened: --strict and 2 warnings$/m);
   assert.equal((await bal(home, "check", "-c", path, "--strict", "--json")).code, 1);
   const clean = writeConfig(home, { port: 9999, backends: [9000] });
   assert.equal((await bal(home, "check", "-c", clean, "--strict")).code, 0);

@@ -170,14 +170,21 @@ Deno.test("config services: a service's runtime block is checked key by key, and
   );
 });
 
-Deno.test("config services: warnings name the service's key path, and a backend that is another service loops", () => {
+Deno.test("config services: a backend that is a service's own listener is an error at its line:col", () => {
+  assert.deepEqual(
+    errorsOf(
+      "services:\n  - {name: a, port: 7001, bind_address: 127.0.0.1, backends: ['127.0.0.1:7002']}\n  - {name: b, port: 7002, bind_address: 0.0.0.0, backends: ['127.0.0.1:9']}\n",
+    ),
+    [
+      `${F}:2:63: services[0].backends[0]: 127.0.0.1:7002 is service "b"'s listen address, so every client would loop back into bal without end; point it at the server behind bal`,
+    ],
+  );
+  // Not certainly bal: another loopback address than the one it listens on, or another port.
   const c = parseConfig(
-    "services:\n  - {name: a, port: 7001, bind_address: 127.0.0.1, backends: ['127.0.0.1:7002']}\n  - {name: b, port: 7002, bind_address: 127.0.0.1, backends: ['127.0.0.1:9']}\n",
+    "services:\n  - {name: a, port: 7001, bind_address: 127.0.0.1, backends: ['127.0.0.2:7001', '127.0.0.1:7003']}\n",
     F,
   );
-  assert.deepEqual(configWarnings(c), [
-    `services[0].backends[0]: 127.0.0.1:7002 is service "b"'s listen address; connections to it would loop back into bal`,
-  ]);
+  assert.equal(c.services[0].backends.length, 2);
 });
 
 const ROUTED = `services:

@@ -2,13 +2,14 @@
  * The admin HTTP endpoint (`admin.listen`), served by the control plane:
  * `GET /` (the dashboard page), `GET /metrics` (Prometheus text format) and
  * `GET /status.json` (what `bal status --json` prints). With `admin.token`, every request must send
- * it as `Authorization: Bearer TOKEN`.
+ * it as `Authorization: Bearer TOKEN`. The HTTP itself is `http_server.ts`.
  *
  * @module
  */
 import { type AdminSettings, formatAddress } from "../config/mod.ts";
 import { ListenError } from "../errors.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
+import { serveHttp } from "./http_server.ts";
 
 /** What the endpoint serves. */
 export interface AdminHandlers {
@@ -30,28 +31,39 @@ export function sameListen(a: AdminSettings, b: AdminSettings): boolean {
 
 /**
  * Starts the endpoint on `listen`, or returns null when it is not set. The
- * token is asked for on each request, so a reload that changes only the
- * token keeps the listener.
+ * settings are read again per request and connection, so a reload that
+ * changes only the token or the limits keeps the listener.
  */
 export function startAdmin(
   listen: AdminSettings["listen"],
-  token: () => string | null,
+  settings: () => AdminSettings,
   handlers: AdminHandlers,
 ): AdminServer | null {
   if (!listen) return null;
   const { host, port } = listen;
   const address = formatAddress(host, port);
-  let server: Deno.HttpServer;
+  let listener: Deno.TcpListener;
   try {
-    server = Deno.serve(
-      { hostname: host, port, onListen() {} },
-      (req) => answer(req, token(), handlers),
-    );
+    listener = Deno.listen({ hostname: host, port, transport: "tcp" });
   } catch (err) {
     const why = err instanceof Deno.errors.AddrInUse ? "address already in use" : String(err);
     throw new ListenError(`cannot listen on ${address} (admin.listen): ${why}`);
   }
-  return { address, close: () => server.shutdown() };
+  const server = serveHttp(listener, (req) => answer(req, settings().token, handlers), () => {
+    const s = settings();
+    return {
+      headerTimeoutMs: s.header_timeout_ms,
+      idleTimeoutMs: s.idle_timeout_ms,
+      maxConnections: s.max_connections,
+    };
+  });
+  return { address, close: () => server.close() };
+}
+
+/** Whether `header` carries `token` as a bearer credential (the scheme's case does not matter). */
+export function hasBearer(header: string | null, token: string): boolean {
+  const m = header === null ? null : /^bearer[ ]+(\S+)\s*$/i.exec(header);
+  return m !== null && m[1] === token;
 }
 
 async function answer(req: Request, token: string | null, h: AdminHandlers): Promise<Response> {
@@ -62,7 +74,7 @@ async function answer(req: Request, token: string | null, h: AdminHandlers): Pro
       headers: { "content-type": "text/html; charset=utf-8" },
     });
   }
-  if (token !== null && req.headers.get("authorization") !== `Bearer ${token}`) {
+  if (token !== null && !hasBearer(req.headers.get("authorization"), token)) {
     return new Response("a bearer token is required (admin.token)\n", {
       status: 401,
       headers: { "www-authenticate": 'Bearer realm="bal"' },

@@ -56,7 +56,14 @@ function bindable(check: Extract<ConfigCheck, { ok: true }>): ConfigCheck {
 /** What this machine's kernel says of the limits a config can exceed (Linux only). */
 async function hostLimits(): Promise<HostLimits> {
   const somaxconn = Number(await readProc("/proc/sys/net/core/somaxconn"));
-  return somaxconn > 0 ? { somaxconn } : {};
+  // The hard limit of this process: a bal started from the same shell inherits it, and
+  // Deno raises the soft limit to it at start.
+  const limits = await readProc("/proc/self/limits");
+  const nofile = Number(/^Max open files\s+\d+\s+(\d+)/m.exec(limits ?? "")?.[1]);
+  return {
+    ...(somaxconn > 0 ? { somaxconn } : {}),
+    ...(nofile > 0 ? { nofile } : {}),
+  };
 }
 
 /** `bal check`. */

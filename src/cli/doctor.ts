@@ -4,7 +4,7 @@
  * @module
  */
 import { diagnose } from "../doctor.ts";
-import { findInstance } from "../instance.ts";
+import { findInstance, readState } from "../instance.ts";
 import { statePaths } from "../paths.ts";
 import { configPathOf, out } from "./output.ts";
 import type { StatusOptions } from "./status.ts";
@@ -12,10 +12,15 @@ import type { StatusOptions } from "./status.ts";
 /** `bal doctor`. */
 export async function doctorCommand(options: StatusOptions): Promise<number> {
   const paths = statePaths();
-  // Without -c, the config of the running bal, which is the one that matters.
+  // Without -c, the config of the running bal, which is the one that matters; after a
+  // crash or a kill -9, the one the dead bal ran, as its state file says.
   const found = options.config ? null : await findInstance(paths);
-  const running = found?.kind === "running" ? found.state?.config_path : undefined;
-  const diagnosis = await diagnose(paths, running ?? configPathOf(options.config, paths));
+  const last = found?.kind === "running"
+    ? found.state?.config_path
+    : found
+    ? (await readState(paths))?.config_path
+    : undefined;
+  const diagnosis = await diagnose(paths, last ?? configPathOf(options.config, paths));
   const critical = diagnosis.checks.some((c) => c.level === "critical");
   if (options.json) {
     out(JSON.stringify(diagnosis));

@@ -198,6 +198,7 @@ function clientRefusals(s: Partial<ServiceStatus>): string {
     [r.client_rate, "over connection_rate_per_client"],
     [r.proxy, "with a refused PROXY header"],
     [r.route, "with no route for their server name"],
+    [r.loop, "that were bal's own connects (a backend is bal itself)"],
   ].filter(([n]) => (n as number) > 0).map(([n, what]) => `${n} ${what}`);
   return parts.length ? `, ${parts.join(", ")}` : "";
 }

@@ -124,3 +124,23 @@ export function listenersOverlap(
   return a.bind_address === b.bind_address || isWildcard(a.bind_address) ||
     isWildcard(b.bind_address);
 }
+
+/**
+ * Whether a connection to `host:port` certainly lands on a listener of
+ * `bind_address:port` on this machine: the same address, or loopback when
+ * the listener takes every interface or `localhost`. Names other than
+ * localhost are not resolved here (the engines catch such loops when they
+ * happen).
+ */
+export function reachesListener(
+  backend: { host: string; port: number },
+  listener: { bind_address: string; port: number },
+): boolean {
+  if (backend.port !== listener.port) return false;
+  const { host } = backend;
+  const bind = listener.bind_address;
+  const isLocalhost = (h: string) => h.startsWith("localhost");
+  return host === bind ||
+    (isLoopback(host) &&
+      (isWildcard(bind) || isLocalhost(bind) || (isLocalhost(host) && isLoopback(bind))));
+}

@@ -7,12 +7,29 @@
  */
 import { isMap, isScalar } from "./yaml.ts";
 import { isLoopback, normalizeHost } from "./address.ts";
-import { describeNode, type Field, isEmpty, mapFields, type Report } from "./fields.ts";
+import { describeNode, type Field, intField, isEmpty, mapFields, type Report } from "./fields.ts";
 import type { AdminSettings } from "./schema.ts";
+
+/**
+ * The admin endpoint's limits: as nginx's client_header_timeout and
+ * keepalive_timeout, shorter, since a scrape or a page load is quick.
+ */
+const LIMITS = {
+  header_timeout_ms: { default: 10_000, min: 100, max: 600_000 },
+  idle_timeout_ms: { default: 30_000, min: 100, max: 3_600_000 },
+  max_connections: { default: 100, min: 1, max: 10_000 },
+};
+
+/** The limits when the file sets none. */
+export const ADMIN_LIMITS_DEFAULTS = {
+  header_timeout_ms: LIMITS.header_timeout_ms.default,
+  idle_timeout_ms: LIMITS.idle_timeout_ms.default,
+  max_connections: LIMITS.max_connections.default,
+};
 
 /** The admin settings at `admin`, off when the block is absent. */
 export function adminOf(field: Field | undefined, at: Report): AdminSettings {
-  const off: AdminSettings = { listen: null, token: null };
+  const off: AdminSettings = { listen: null, token: null, ...ADMIN_LIMITS_DEFAULTS };
   if (isEmpty(field)) return off;
   if (!isMap(field!.value)) {
     at(
@@ -22,7 +39,7 @@ export function adminOf(field: Field | undefined, at: Report): AdminSettings {
     );
     return off;
   }
-  const f = mapFields(field!.value, "admin", ["listen", "token"], at);
+  const f = mapFields(field!.value, "admin", ["listen", "token", ...Object.keys(LIMITS)], at);
   const listenF = f.get("listen");
   const raw = listenF && isScalar(listenF.value) ? listenF.value.value : undefined;
   const m = typeof raw === "string" ? /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(raw.trim()) : null;
@@ -49,5 +66,10 @@ export function adminOf(field: Field | undefined, at: Report): AdminSettings {
       `${listen.host} is reachable from other machines, so admin.token is required (every request must send it as a bearer token)`,
     );
   }
-  return { listen, token };
+  const limits = Object.fromEntries(
+    Object.entries(LIMITS).map((
+      [key, rule],
+    ) => [key, intField(f.get(key), `admin.${key}`, rule, at)]),
+  ) as Pick<AdminSettings, keyof typeof LIMITS>;
+  return { listen, token, ...limits };
 }

@@ -11,7 +11,7 @@
  */
 import { isMap, isScalar, isSeq, linePos as offsetPos, type Node, parseYaml } from "./yaml.ts";
 import { ConfigError, type ConfigLocation, ioReason } from "../errors.ts";
-import { formatAddress, listenersOverlap } from "./address.ts";
+import { formatAddress, listenersOverlap, reachesListener } from "./address.ts";
 import {
   boolField,
   deepFreeze,
@@ -62,6 +62,8 @@ export type ConfigCheck =
 interface Notes {
   warnings: string[];
   places: Map<string, ConfigLocation>;
+  /** Where each static backend was written, for checks across services. */
+  backendAt: Map<Backend, { node?: Node; path?: string }>;
   /** Where a node is. */
   locate(node: Node | null | undefined): ConfigLocation;
 }
@@ -142,6 +144,7 @@ export function checkConfig(text: string, file: string): ConfigCheck {
   const notes: Notes = {
     warnings: [],
     places: new Map(),
+    backendAt: new Map(),
     locate: (node) => ({ file, ...linePos(node) }),
   };
   const config = configOf(root, file, at, position, notes);
@@ -183,11 +186,14 @@ function configOf(
     const single = serviceOf(fields, "", DEFAULTS.service, global, root, at, notes);
     services = single ? [single] : [];
   }
+  selfLoops(services, !servicesField, notes, at);
   const total = services.reduce((n, s) => n + s.backends.length, 0);
   // The global settings are reported (and validated) once, here; services got their own merge.
   const runtime = mergeRuntime(total, [global], servicesField ? at : () => {});
   const admin = adminOf(fields.get("admin"), at);
+  adminClash(admin, services, fields.get("admin"), at);
   const access_log_path = accessLogPath(fields.get("access_log_path"), file, at);
+  notes.places.set("access_log_path", notes.locate(fields.get("access_log_path")?.value));
   if (servicesField && fields.get("access_log")) {
     at(
       fields.get("access_log")!.key,
@@ -206,6 +212,51 @@ function configOf(
     services,
     single: !servicesField,
   };
+}
+
+/** An admin endpoint on a service's listen address: `start` would fail to open one of them. */
+function adminClash(
+  admin: Config["admin"],
+  services: Service[],
+  field: Field | undefined,
+  at: Report,
+): void {
+  const listen = admin.listen;
+  if (!listen) return;
+  const asListener = { bind_address: listen.host, port: listen.port };
+  const clash = services.find((s) => listenersOverlap(s, asListener));
+  if (!clash) return;
+  const node = isMap(field?.value)
+    ? field.value.items.find((p) => isScalar(p.key) && p.key.value === "listen")?.value
+    : undefined;
+  at(
+    node ?? field?.key ?? null,
+    "admin.listen",
+    `${formatAddress(listen.host, listen.port)} collides with service "${clash.name}" on ${
+      formatAddress(clash.bind_address, clash.port)
+    }; give the admin endpoint a port of its own`,
+  );
+}
+
+/**
+ * Backends that are bal's own listener: every client sent to one would be
+ * accepted again and dialed again, without end (one client became 27,000
+ * connections in two seconds).
+ */
+function selfLoops(services: Service[], single: boolean, notes: Notes, at: Report): void {
+  for (const service of services) {
+    for (const b of service.backends) {
+      const target = services.find((t) => reachesListener(b, t));
+      if (!target) continue;
+      const where = notes.backendAt.get(b);
+      const whose = single ? "bal's own" : `service "${target.name}"'s`;
+      at(
+        where?.node ?? null,
+        where?.path ?? "backends",
+        `${b.address} is ${whose} listen address, so every client would loop back into bal without end; point it at the server behind bal`,
+      );
+    }
+  }
 }
 
 /** `access_log_path`, made absolute against the config file's directory. */
@@ -258,7 +309,12 @@ function servicesOf(
       return;
     }
     const f = mapFields(item, path, SERVICE_KEYS, at, {
-      misplaced: (name) => RUNTIME_KEYS.includes(name) ? "; it belongs under its `runtime:`" : "",
+      misplaced: (name) =>
+        RUNTIME_KEYS.includes(name)
+          ? "; it belongs under its `runtime:`"
+          : TOP_KEYS.includes(name) && !SERVICE_KEYS.includes(name)
+          ? "; it belongs at the top level, for every service"
+          : "",
     });
     const name = serviceName(f.get("name"), path, item, at);
     const portField = f.get("port");
@@ -375,6 +431,7 @@ function serviceOf(
     runtime,
     at,
   );
+  resolved.forEach((b, i) => notes.backendAt.set(b, parsed[i]));
   const { backends, discovered } = splitDiscovered(resolved, etcd?.etcd ?? null);
   const access_log = boolField(fields.get("access_log"), key("access_log"), false, at);
   const acl = aclOf(fields.get("allow"), fields.get("deny"), key, at);
@@ -520,7 +577,33 @@ export async function readConfig(file: string): Promise<ConfigCheck> {
     }
     return fileError(file, `cannot be read: ${ioReason(err)}`);
   }
-  return checkConfig(text, file);
+  const checked = checkConfig(text, file);
+  return checked.ok ? await withWritableAccessLog(checked) : checked;
+}
+
+/**
+ * The config, or the error `start` would meet opening its access log: a
+ * directory in the way, no permission, a missing parent. A file this
+ * creates to find out is removed again.
+ */
+async function withWritableAccessLog(check: Extract<ConfigCheck, { ok: true }>) {
+  const path = check.config.access_log_path;
+  if (path === null) return check;
+  const existed = await Deno.stat(path).then(() => true, () => false);
+  try {
+    (await Deno.open(path, { append: true, create: true })).close();
+    if (!existed) await Deno.remove(path);
+    return check;
+  } catch (err) {
+    const error = new ConfigError(
+      check.places.get("access_log_path")!,
+      "access_log_path",
+      `cannot write ${path}: ${
+        err instanceof Deno.errors.NotFound ? "its directory does not exist" : ioReason(err)
+      }`,
+    );
+    return { ok: false as const, errors: [error] };
+  }
 }
 
 /** Each error once: a global setting is checked again for every service it applies to. */

@@ -235,11 +235,26 @@ function httpOf(f: Map<string, Field>, path: string, at: Report): HttpCheck {
   const pathValue = str("path", "/")!;
   if (!pathValue.startsWith("/")) {
     at(f.get("path")!.value, `${path}.path`, `${quote(pathValue)} must start with /`);
+  } else if (/[\s\x00-\x1f\x7f]/.test(pathValue)) {
+    // Sent as it is in the request line: a space or a line break would forge the request.
+    at(
+      f.get("path")!.value,
+      `${path}.path`,
+      `${quote(pathValue)} has a space or a control character; percent-encode it (%20)`,
+    );
+  }
+  const host = str("host", null);
+  if (host !== null && !/^[A-Za-z0-9.\-:\[\]_]+$/.test(host)) {
+    at(
+      f.get("host")!.value,
+      `${path}.host`,
+      `${quote(host)} is not a host name (letters, digits, . - _ : and [ ] for IPv6)`,
+    );
   }
   return {
     method,
     path: pathValue,
-    host: str("host", null),
+    host,
     headers: headersOf(f.get("headers"), `${path}.headers`, at),
     expect_status: statusOf(f.get("expect_status"), `${path}.expect_status`, at),
     expect_body: body,

@@ -235,6 +235,12 @@ export interface AdminSettings {
   readonly listen: { readonly host: string; readonly port: number } | null;
   /** Bearer token every request must carry, or null (loopback only). */
   readonly token: string | null;
+  /** A request's line and headers must arrive within this, from its first byte (or the connect). */
+  readonly header_timeout_ms: number;
+  /** A keep-alive connection with no request (or a client not reading an answer) is closed after this. */
+  readonly idle_timeout_ms: number;
+  /** Clients connected at once; more are closed at once. */
+  readonly max_connections: number;
 }
 
 /** A validated, frozen config. */
@@ -305,3 +311,10 @@ export function drainTimeout(config: Config): number {
     ...config.services.map((s) => s.runtime.shutdown_drain_timeout_ms),
   );
 }
+
+/**
+ * Health checks under way at most, over all services: each holds a
+ * descriptor, and 16,000 backends checked at once ran the process out of
+ * them. A round larger than this is spread out.
+ */
+export const MAX_CHECKS_IN_FLIGHT = 512;

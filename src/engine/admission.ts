@@ -21,6 +21,7 @@ import {
   countClient,
 } from "../route/client_limits.ts";
 import { logger } from "../log.ts";
+import { clientArrived, forgetSession, isOwnDial } from "./self_loop.ts";
 import type { ServiceCounters } from "./counters.ts";
 import { logAccess, type Peer, type Plane, serviceCounters, type SessionBase } from "./plane.ts";
 
@@ -43,6 +44,7 @@ export function admit<S extends SessionBase>(
   const counters = serviceCounters(plane, service);
   counters.accepted++;
   const svc = plane.runtime.snapshot.services.get(service);
+  if (svc && isOwnDial(plane.loops, peer)) return refuse(plane, svc, peer, "loop");
   if (svc?.accept_proxy && !trusted(svc, peer.hostname)) {
     return refuse(plane, svc, peer, "proxy_refused", "not in proxy_trusted");
   }
@@ -72,7 +74,7 @@ export function admit<S extends SessionBase>(
 }
 
 /** Why a client was refused before any backend was tried, beyond the service's own limit. */
-export type Refusal = "denied" | ClientRefusal | "proxy_refused" | "no_route";
+export type Refusal = "denied" | ClientRefusal | "proxy_refused" | "no_route" | "loop";
 
 const REFUSALS: Record<
   Refusal,
@@ -102,6 +104,12 @@ const REFUSALS: Record<
     counter: "no_route",
     event: "no_route",
     message: "no route for its server name, and no default_route",
+  },
+  loop: {
+    counter: "looped",
+    event: "self_loop",
+    message:
+      "it is bal's own connect to a backend, so that backend is bal itself; point it at the server behind bal",
   },
 };
 
@@ -209,6 +217,7 @@ export function started<S extends SessionBase>(
 ): void {
   plane.sessions.add(s);
   counters.active++;
+  clientArrived(plane.loops, s, s.peer);
   const service = plane.runtime.snapshot.services.get(s.service);
   // With accept_proxy, the client's address is known once its header is read (admitPeer).
   if (service && !service.accept_proxy) countIfLimited(plane, service, s);
@@ -222,6 +231,7 @@ export function ended<S extends SessionBase>(
 ): void {
   if (!plane.sessions.delete(s)) return;
   counters.active--;
+  forgetSession(plane.loops, s);
   if (s.clientCounted) clientLeft(clientTableOf(plane, s.service), s.peer.hostname);
   if (plane.sessions.size === 0) { for (const wake of plane.idleWaiters) wake(); }
 }

@@ -66,6 +66,8 @@ export interface ServiceCounters {
   proxy_refused: number;
   /** Clients of a service with routes whose server name no route takes, with no default_route. */
   no_route: number;
+  /** Clients that were bal's own connect to a backend: a backend that is bal itself. */
+  looped: number;
 }
 
 /** Everything one data plane counted, as the control plane collects it; the totals are over every service. */
@@ -106,6 +108,7 @@ export function zeroServiceCounters(): ServiceCounters {
     rate_limited: 0,
     proxy_refused: 0,
     no_route: 0,
+    looped: 0,
   };
 }
 

@@ -39,7 +39,8 @@ import {
   stats,
   sweepIdle,
 } from "./plane.ts";
-import { acceptAborted, admit, ended, started } from "./admission.ts";
+import { acceptAborted, admit, ended, refuse, started } from "./admission.ts";
+import { dialedFrom, mayLoop, serviceMayLoop } from "./self_loop.ts";
 
 const log = logger("proxy");
 
@@ -58,7 +59,7 @@ export function createDenoEngine(runtime: Runtime, options: EngineOptions): Engi
   const plane: DenoPlane = createPlane<Session>(runtime, options, (s) => {
     closeQuietly(s.client);
     if (s.upstream) closeQuietly(s.upstream);
-  });
+  }, true);
   const sweep = () => Deno.unrefTimer(setTimeout(sweep, sweepIdle(plane, Date.now())));
   sweep();
   const listeners = listenerSet({
@@ -120,6 +121,7 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
   const { client } = session;
   client.setNoDelay(true);
   client.setKeepAlive(true);
+  if (await ownConnect(plane, session)) return;
   if (!(await inspect(plane, session))) return;
   const picked = await connectBackend(plane, session);
   if (!picked) {
@@ -187,6 +189,40 @@ async function inspect(plane: DenoPlane, session: Session): Promise<boolean> {
   return false;
 }
 
+/** Event-loop turns a client of a service that may loop waits for the connect that caused it. */
+const LOOP_TURNS = 3;
+
+/**
+ * Whether the client turned out to be bal's own connect to a backend (then
+ * {@link cutOwnClient} refused it). Deno may settle an accept before the
+ * connect that caused it, so for a service whose backends could be bal, a
+ * few turns of the event loop pass first: without them each client of a
+ * looping backend began one more connect before it was found out, and the
+ * chain went on.
+ */
+async function ownConnect(plane: DenoPlane, session: Session): Promise<boolean> {
+  const { services } = plane.runtime.snapshot;
+  const service = services.get(session.service);
+  if (!service || !serviceMayLoop(services, service)) return false;
+  for (let turn = 0; turn < LOOP_TURNS && !session.closing; turn++) {
+    await new Promise((r) => setTimeout(r, 0));
+  }
+  return session.closing !== null;
+}
+
+/**
+ * Remembers the local end of a connect that may reach one of bal's own
+ * listeners; when its accept already ran (Deno may settle the accept
+ * before the connect), that client is cut now.
+ */
+function cutOwnClient(plane: DenoPlane, session: Session, upstream: Deno.TcpConn): void {
+  const own = dialedFrom(plane.loops, session, upstream.localAddr as Deno.NetAddr);
+  const service = own && plane.runtime.snapshot.services.get(own.service);
+  if (!own || !service) return;
+  refuse(plane, service, own.peer, "loop");
+  plane.close(own, "loop");
+}
+
 /**
  * Dials backends in the policy's order until one connects; each is tried
  * at most once. On success the backend stays counted active; the caller
@@ -207,6 +243,7 @@ async function connectBackend(
       const begun = performance.now();
       const upstream = await dial(backend.host, backend.port, timeout);
       dialed(plane, session, backend, performance.now() - begun);
+      if (mayLoop(plane.runtime.snapshot.services, backend)) cutOwnClient(plane, session, upstream);
       return { upstream, backend };
     } catch (err) {
       if (!(err instanceof DialError)) {

@@ -29,6 +29,7 @@ import { isClean } from "../health/state.ts";
 import { protectionOf, type Runtime } from "../snapshot.ts";
 import type { DialFailure } from "./dial.ts";
 import type { EngineOptions } from "./engine.ts";
+import { type Guarded, type LoopGuard, loopGuard } from "./self_loop.ts";
 import {
   type BackendCounters,
   observeConnect,
@@ -55,6 +56,7 @@ export type Ending =
   | "client_rate"
   | "proxy_refused"
   | "no_route"
+  | "loop"
   | "error";
 
 /** A client's address, as sockets report it. */
@@ -64,7 +66,7 @@ export interface Peer {
 }
 
 /** What every engine's session has. */
-export interface SessionBase {
+export interface SessionBase extends Guarded {
   service: string;
   /** The client's address. */
   peer: Peer;
@@ -105,6 +107,8 @@ export interface Plane<S extends SessionBase> {
     outOfResources: ReturnType<typeof episode>;
     refused: Record<Refusal, () => number | null>;
   };
+  /** bal's own connects, to refuse a backend that is bal itself. */
+  readonly loops: LoopGuard<S>;
   /** Drain timers of services a reload removed. */
   readonly removedDrains: Set<ReturnType<typeof setTimeout>>;
   /** Closes a session's sockets; the engine then ends it as usual. */
@@ -116,6 +120,8 @@ export function createPlane<S extends SessionBase>(
   runtime: Runtime,
   options: EngineOptions,
   close: (s: S, why: Ending) => void,
+  /** The engine learns a connect's local end only after the listener may have accepted it. */
+  trackClients = false,
 ): Plane<S> {
   return {
     runtime,
@@ -135,8 +141,10 @@ export function createPlane<S extends SessionBase>(
         client_rate: rateLimited(1000),
         proxy_refused: rateLimited(1000),
         no_route: rateLimited(1000),
+        loop: rateLimited(1000),
       },
     },
+    loops: loopGuard(trackClients),
     removedDrains: new Set(),
     close(s, why) {
       s.closing ??= why;
@@ -517,6 +525,7 @@ export function stats<S extends SessionBase>(plane: Plane<S>): PlaneStats {
     rate_limited: sum("rate_limited"),
     proxy_refused: sum("proxy_refused"),
     no_route: sum("no_route"),
+    looped: sum("looped"),
     services: copy(plane.perService),
     backends: copy(plane.perBackend),
   };

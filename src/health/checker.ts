@@ -1,12 +1,13 @@
 /**
- * Active health checks (a TCP connect to every backend each interval, in
- * parallel) and the one function through which every check or data-path
+ * Active health checks (each backend probed every interval, at most
+ * {@link CHECKS_IN_FLIGHT} at once) and the one function through which every check or data-path
  * connect result reaches the health table, so state changes are logged
  * exactly once.
  *
  * @module
  */
 import type { Backend, RuntimeSettings } from "../config/mod.ts";
+import { MAX_CHECKS_IN_FLIGHT } from "../config/schema.ts";
 import { type HealthPolicy, type Observation, observe } from "./state.ts";
 import { probe } from "./probe.ts";
 import { logger } from "../log.ts";
@@ -122,11 +123,22 @@ export interface HealthChecks {
 /** Where a result goes: {@link recordResult}, plus whatever else must hear of it. */
 export type Recorder = (backend: Backend, obs: Observation) => void;
 
+/** Checks under way at most (see MAX_CHECKS_IN_FLIGHT). */
+export const CHECKS_IN_FLIGHT = MAX_CHECKS_IN_FLIGHT;
+
 /**
- * Checks every backend now, then each again its check's `interval_ms`
- * after its last check ended (a check never overlaps its own next one).
- * Intervals are read afresh from the snapshot, so a reload applies them.
- * Results go to `record`.
+ * How often at most the loop looks for due checks: each look is a pass
+ * over every backend, and one per finished check made 10,000 backends
+ * cost O(n²) per interval (a saturated core, checks reported late).
+ */
+const TICK_MS = 20;
+
+/**
+ * Checks every backend now (at most {@link CHECKS_IN_FLIGHT} at once, so a
+ * large first round is spread out), then each again its check's
+ * `interval_ms` after its last check ended (a check never overlaps its own
+ * next one). Intervals are read afresh from the snapshot, so a reload
+ * applies them. Results go to `record`.
  */
 export function startHealthChecks(
   runtime: Runtime,
@@ -148,19 +160,43 @@ export function startHealthChecks(
     expiry(backend, obs);
   };
 
+  /** Epoch ms the loop's timer is set for. */
+  let sleepsUntil = 0;
+  /** Due checks that found no room: each finished check starts the next of them. */
+  let waiting: string[] = [];
+  let nextWaiting = 0;
+
+  const start = (id: string) => {
+    running.add(id);
+    check(id).finally(() => {
+      running.delete(id);
+      const interval = runtime.snapshot.backends.get(id)?.check.interval_ms;
+      if (interval === undefined) due.delete(id);
+      else {
+        const at = Date.now() + interval;
+        due.set(id, at);
+        // The loop sleeps past this check's next turn (every check was under way): wake it.
+        if (at < sleepsUntil) wake?.();
+      }
+      while (nextWaiting < waiting.length) {
+        const next = waiting[nextWaiting++];
+        if (running.has(next) || !runtime.snapshot.backends.has(next)) continue;
+        start(next);
+        break;
+      }
+    });
+  };
+
+  /** Starts what is due, within the cap; the rest waits in line. */
   const startDue = (now: number) => {
     const { backends } = runtime.snapshot;
     for (const id of due.keys()) if (!backends.has(id)) due.delete(id);
+    waiting = [];
+    nextWaiting = 0;
     for (const id of backends.keys()) {
       if (running.has(id) || (due.get(id) ?? 0) > now) continue;
-      running.add(id);
-      check(id).finally(() => {
-        running.delete(id);
-        const interval = runtime.snapshot.backends.get(id)?.check.interval_ms;
-        if (interval === undefined) due.delete(id);
-        else due.set(id, Date.now() + interval);
-        wake?.();
-      });
+      if (running.size < CHECKS_IN_FLIGHT) start(id);
+      else waiting.push(id);
     }
   };
 
@@ -170,8 +206,9 @@ export function startHealthChecks(
       startDue(now);
       let next = Infinity;
       for (const [id, at] of due) if (!running.has(id) && at < next) next = at;
-      // With every check under way, a check's end wakes the loop.
-      const delay = Number.isFinite(next) ? Math.max(0, next - now) : 60_000;
+      // What waits in line is started as checks finish; the timer finds what falls due.
+      const delay = Number.isFinite(next) ? Math.max(TICK_MS, next - now) : 60_000;
+      sleepsUntil = now + delay;
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         wake = resolve;

@@ -120,7 +120,7 @@ export const METRICS: readonly Descriptor[] = [
     name: "bal_connections_rejected_total",
     type: "counter",
     help:
-      "Clients closed without a backend, by cause: limit (max_concurrent_connections), no_backend, acl (allow/deny), client_limit (max_connections_per_client), client_rate (connection_rate_per_client), proxy (PROXY header refused) or route (no SNI route and no default_route).",
+      "Clients closed without a backend, by cause: limit (max_concurrent_connections), no_backend, acl (allow/deny), client_limit (max_connections_per_client), client_rate (connection_rate_per_client), proxy (PROXY header refused), route (no SNI route and no default_route) or loop (bal's own connect: a backend is bal itself).",
     samples: (i) =>
       services(i).flatMap((s) => {
         const c = serviceTotal(i.planes, s.name);
@@ -132,6 +132,7 @@ export const METRICS: readonly Descriptor[] = [
           { labels: { ...ofService(s), cause: "client_rate" }, value: c.rate_limited },
           { labels: { ...ofService(s), cause: "proxy" }, value: c.proxy_refused },
           { labels: { ...ofService(s), cause: "route" }, value: c.no_route },
+          { labels: { ...ofService(s), cause: "loop" }, value: c.looped },
         ];
       }),
   },
@@ -237,7 +238,10 @@ export function renderMetrics(input: MetricsInput): string {
   const out: string[] = [];
   for (const m of METRICS) {
     out.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`);
-    if (m.type === "histogram") out.push(...histogramLines(m.name, input));
+    // Pushed one at a time: spread as arguments, 10,000 backends' lines overflowed the stack.
+    if (m.type === "histogram") {
+      for (const line of histogramLines(m.name, input)) out.push(line);
+    }
     for (const s of m.samples(input)) {
       out.push(`${m.name}${labelText(s.labels)} ${number(s.value)}`);
     }

@@ -39,6 +39,7 @@ import {
 } from "../plane.ts";
 import { acceptAborted, admit, ended, started } from "../admission.ts";
 import { EXHAUSTION_ERRNOS } from "../dial.ts";
+import { dialedFrom, mayLoop } from "../self_loop.ts";
 import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
@@ -312,6 +313,11 @@ function connectTo(
   if (fd < 0) {
     const f = dialFailure(errno);
     return dialFailedThen(plane, s, backend, f.kind, f.message);
+  }
+  // The local end is bound by connect(): known before the listener can accept it.
+  if (mayLoop(plane.runtime.snapshot.services, backend)) {
+    const local = localEnd(fd);
+    if (local) dialedFrom(plane.loops, s, local);
   }
   const timeoutMs = plane.runtime.snapshot.services.get(s.service)?.runtime
     .backend_connect_timeout_ms ?? 0;
