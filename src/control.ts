@@ -75,7 +75,7 @@ export interface StopOptions {
  * timeout (or `timeoutMs`) plus a margin. A bal that is starting is waited
  * for first, then stopped. Resolves to the stopped pid.
  */
-export async function stop(paths: StatePaths, options: StopOptions = {}): Promise<number> {
+export async function stop(paths: StatePaths, options: StopOptions = {}): Promise<Stopped> {
   const found = await findInstance(paths);
   // Only a bal with no pid file yet can be starting; a stale pid file is just stale.
   const starting = found.kind === "none"
@@ -86,12 +86,55 @@ export async function stop(paths: StatePaths, options: StopOptions = {}): Promis
   const status = await liveStatus(paths).catch(() => null);
   const drainMs = (status && drainOf(status)) ?? RUNTIME_RULES.shutdown_drain_timeout_ms.tuned[0];
   options.onDraining?.(status ? activeOf(status) : 0, drainMs);
+  const logFrom = await Deno.stat(paths.log).then((s) => s.size, () => 0);
   Deno.kill(pid, "SIGTERM");
   const cutAfter = options.force ? 0 : options.timeoutMs;
   await waitForExit(paths, pid, Math.min(drainMs, cutAfter ?? drainMs), cutAfter, options);
   // A zombie cannot remove its own files; a clean exit already did.
   await removeInstanceFiles(paths, pid);
-  return pid;
+  return { pid, forced: await forcedInLog(paths.log, logFrom) };
+}
+
+/** A stopped bal: its pid, and how many live connections it closed rather than waited for. */
+export interface Stopped {
+  pid: number;
+  /** Closed at the drain timeout or by `--timeout`/`--force`; null when its log could not be read. */
+  forced: number | null;
+}
+
+/**
+ * Connections the daemon says it closed, in the log lines it wrote from
+ * `offset` on: a second signal's `drain_forced` (`left`), else the drain
+ * timeout's `drain_timeout` (`forced`). A bal in the foreground logs to its
+ * terminal, not the file: then nothing is known here (null).
+ */
+async function forcedInLog(path: string, offset: number): Promise<number | null> {
+  let text: string;
+  try {
+    const file = await Deno.open(path);
+    try {
+      await file.seek(offset, Deno.SeekMode.Start);
+      text = await new Response(file.readable).text();
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+  } catch {
+    return null;
+  }
+  let forced: number | null = null;
+  let stopped = false;
+  for (const line of text.split("\n")) {
+    const event = /"event":"(drain_forced|drain_timeout|stopped)"/.exec(line)?.[1];
+    if (!event) continue;
+    const fields = (JSON.parse(line) as { fields?: Record<string, unknown> }).fields ?? {};
+    const value = Number(fields[event === "drain_forced" ? "left" : "forced"]);
+    if (event === "stopped") stopped = true;
+    else if (event === "drain_forced") forced = value;
+    // A removed service's own drain timeout (it names the service) is not the shutdown's.
+    else if (forced === null && fields.service === undefined) forced = value;
+  }
+  return stopped ? forced ?? 0 : null;
 }
 
 const activeOf = (s: Status) => (s.services ?? []).reduce((n, x) => n + x.active_connections, 0);

@@ -14,7 +14,9 @@ import { writeAtomic } from "./instance.ts";
 import type { StatePaths } from "./paths.ts";
 
 /** What the daemon child reports once it is listening or has failed. */
-export type ReadyReport = { ok: true; pid: number; listen: string } | { ok: false; error: string };
+export type ReadyReport =
+  | { ok: true; pid: number; listening: Record<string, string> }
+  | { ok: false; error: string };
 
 /** How long the parent waits for the child to report. */
 const READY_TIMEOUT_MS = 30_000;
@@ -22,7 +24,8 @@ const READY_TIMEOUT_MS = 30_000;
 /** The daemon as it started. */
 export interface Started {
   pid: number;
-  listen: string;
+  /** Every service's listen address, by name. */
+  listening: Record<string, string>;
 }
 
 /**
@@ -54,7 +57,7 @@ export async function startDaemon(configPath: string, paths: StatePaths): Promis
       // exits, so only then does a missing report mean it never wrote one.
       const gone = end.status;
       const report = await readReport(readyFile);
-      if (report?.ok) return { pid: report.pid, listen: report.listen };
+      if (report?.ok) return { pid: report.pid, listening: report.listening };
       if (report) throw new BalError(report.error);
       if (gone) {
         throw new BalError(

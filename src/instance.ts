@@ -45,6 +45,10 @@ export interface ReloadOutcome {
   services: number;
   /** The first service's listen address. */
   listen: string | null;
+  /** Every service's listen address, by name. */
+  listening: Record<string, string>;
+  /** What it changed, in a line (`no change`, `services added: api; ...`); null when it failed. */
+  changes: string | null;
 }
 
 /** What the pid file says about bal. */

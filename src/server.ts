@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { configChanges, describeChanges } from "./config/changes.ts";
 import {
   allBackends,
   type Backend,
@@ -79,8 +80,8 @@ export interface ServeOptions {
   logFormat: LogFormat;
   /** Log to `bal.log` instead of the terminal. */
   daemon: boolean;
-  /** Called once bal is listening, with the first service's address; the daemon reports here. */
-  onReady?: (listen: string) => Promise<void> | void;
+  /** Called once bal is listening, with every service's address; the daemon reports here. */
+  onReady?: (listening: Record<string, string>) => Promise<void> | void;
 }
 
 /** The data planes and the one recorder of everything they observe. */
@@ -164,7 +165,7 @@ async function serveLocked(options: ServeOptions): Promise<number> {
   const control = serveControl(paths.sock, (req) => dispatch(commands(running), req));
   await writePid(paths);
   await running.saveState();
-  await options.onReady?.(running.state.listen!);
+  await options.onReady?.(running.state.listening);
   await shutdown(running, await stopping.requested);
   control.close();
   stopping.remove();
@@ -491,6 +492,7 @@ async function reload(running: Running): Promise<void> {
   const before = runtime.snapshot.config;
   const result = await readConfig(running.options.configPath);
   let error: string | null = null;
+  let summary: string | null = null;
   // What the file says, with the backends discovery knows of filled in.
   const wanted = result.ok ? expandConfig(result.config, running.discovery.known) : null;
   if (!wanted) {
@@ -511,14 +513,19 @@ async function reload(running: Running): Promise<void> {
     const next = install(running, wanted);
     warnDeferred(running, next.config);
     const backends = allBackends(next.config).length;
+    const changed = configChanges(before, next.config);
+    summary = describeChanges(changed, before.single && next.config.single);
     log.info(
-      `reloaded: generation {generation}, ${plural(backends, "backend")}, listening on {listen}`,
+      `reloaded: generation {generation}, ${
+        plural(backends, "backend")
+      }, listening on {listen}; {summary}`,
       {
         event: "reload_ok",
         generation: next.generation,
         backends,
         listen: engine.listening()[next.config.services[0].name],
-        ...changes(before, next.config),
+        summary,
+        ...changed,
       },
     );
   }
@@ -534,6 +541,8 @@ async function reload(running: Running): Promise<void> {
     backends: allBackends(config).length,
     services: config.services.length,
     listen: state.listen,
+    listening,
+    changes: summary,
   };
   await running.saveState();
 }
@@ -561,7 +570,7 @@ function install(running: Running, config: Config): Snapshot {
 function applyDiscovered(running: Running): void {
   const before = running.runtime.snapshot.config;
   const next = install(running, expandConfig(running.declared, running.discovery.known));
-  const { added, removed } = changes(before, next.config);
+  const { added, removed } = configChanges(before, next.config);
   log.info("discovery changed the backends: {added} added, {removed} removed", {
     event: "discovery_changed",
     generation: next.generation,
@@ -623,26 +632,6 @@ function warnDeferred(running: Running, config: Config): void {
       { event: "tcp_backlog_deferred", service: service.name, backlog },
     );
   }
-}
-
-/** Which services and backends a reload added, removed or changed, for the log. */
-function changes(before: Config, after: Config) {
-  const diff = (old: string[], now: string[]) => ({
-    added: now.filter((x) => !old.includes(x)),
-    removed: old.filter((x) => !now.includes(x)),
-  });
-  const ids = (c: Config) => allBackends(c).map((b) => c.single ? b.address : b.id);
-  const services = diff(before.services.map((s) => s.name), after.services.map((s) => s.name));
-  const changed = after.services.filter((s) => {
-    const old = before.services.find((o) => o.name === s.name);
-    return old !== undefined && JSON.stringify(old) !== JSON.stringify(s);
-  }).map((s) => s.name);
-  return {
-    ...diff(ids(before), ids(after)),
-    services_added: services.added,
-    services_removed: services.removed,
-    services_changed: changed,
-  };
 }
 
 /** Stops accepting on every plane, drains, and ends the workers. */

@@ -34,3 +34,9 @@ export function kib(n: number): string {
 export function plural(n: number, noun: string): string {
   return `${count(n)} ${noun}${n === 1 ? "" : "s"}`;
 }
+
+/** The first few of a list, and how many more: `a, b, c, d, e and 3 more`. */
+export function firstFew(items: readonly string[], limit = 5): string {
+  if (items.length <= limit) return items.join(", ");
+  return `${items.slice(0, limit).join(", ")} and ${count(items.length - limit)} more`;
+}

@@ -62,6 +62,11 @@ Deno.test("args: flags, values in both spellings, defaults, camelCase keys, alia
     "5",
   ]);
   assert.deepEqual(parse("backend", "weight", "web", "--", "-x").args, ["web", "-x"]);
+  assert.deepEqual(parse("backend", "weight", "web", "10.0.0.1:80", "-1").args, [
+    "web",
+    "10.0.0.1:80",
+    "-1",
+  ]);
 });
 
 Deno.test("args: each mistake is one line saying what is wrong", () => {

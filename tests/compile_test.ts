@@ -39,9 +39,21 @@ Deno.test("install:global installs a working bal command with the same flags", a
     const r = await new Deno.Command(Deno.execPath(), {
       args: ["task", "-q", "install:global", "--root", dir],
       cwd: ROOT,
-      stdout: "null",
+      env: { PATH: "/usr/bin:/bin" },
     }).output();
     assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+    const said = new TextDecoder().decode(r.stdout);
+    assert.match(said, new RegExp(`installed bal as ${dir}/bin/bal`));
+    assert.match(said, new RegExp(`${dir}/bin is not on your PATH; add it`));
+    const refused = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "-q", "install:global", "--root", "/proc/bal-cannot-be-here"],
+      cwd: ROOT,
+    }).output();
+    assert.notEqual(refused.code, 0);
+    assert.match(
+      new TextDecoder().decode(refused.stderr),
+      /^bal: deno install failed \(exit \d+\): \S/,
+    );
     const shim = Deno.readTextFileSync(`${dir}/bin/bal`);
     for (const flag of RUN_FLAGS) assert.ok(shim.includes(flag), `${flag} missing from the shim`);
     const v = await new Deno.Command(`${dir}/bin/bal`, {

@@ -140,7 +140,7 @@ const statusOf = async (home: string, path: string) =>
 
 Deno.test({
   name:
-    "dns backends: the name's addresses are the backends; a changed record applies within its TTL, no connection lost",
+    "dns backends: the name's addresses are the backends; a changed record applies within its TTL, no connection lost; no records keep the last set unless allow_empty",
   ignore: noDnsmasq,
   fn: async () => {
     const home = tempHome();
@@ -201,6 +201,34 @@ Deno.test({
         `127.0.0.3:${backendPort}`,
       ]);
       assert.ok(d.log().some((l) => l.event === "discovery_changed"), "the change is logged");
+
+      // The record removed: an empty answer keeps the last set, and says how to opt out.
+      dns.hosts("");
+      await waitFor(
+        "the empty answer seen",
+        async () => (await statusOf(home, path)).services[0].discovery[0].state === "failing",
+      );
+      const kept = await statusOf(home, path);
+      assert.deepEqual(kept.backends.map((x: { address: string }) => x.address), [
+        `127.0.0.3:${backendPort}`,
+      ]);
+      assert.match(
+        kept.services[0].discovery[0].last_error,
+        /^no A or AAAA records for web\.test\.lan \(an empty answer keeps the last set; discovery\.allow_empty: true/,
+      );
+      assert.equal(await whoAnswers(port), "B");
+
+      // With allow_empty, the same answer empties the pool.
+      Deno.writeTextFileSync(
+        path,
+        Deno.readTextFileSync(path) + "discovery: {allow_empty: true}\n",
+      );
+      assert.equal((await bal(home, "graceful", "-c", path)).code, 0);
+      await waitFor(
+        "the pool emptied",
+        async () => (await statusOf(home, path)).backends.length === 0 || undefined,
+      );
+      assert.equal((await statusOf(home, path)).services[0].discovery[0].state, "ok");
     } finally {
       await d.stop();
       await dns.stop();
@@ -263,7 +291,7 @@ Deno.test({
       await dns.stop();
       await waitFor("the failure said", () => d.log().some((l) => l.event === "discovery_failed"));
       assert.equal(await whoAnswers(port), "A");
-      assert.equal((await statusOf(home, path)).services[0].discovery[0].state, "failed");
+      assert.equal((await statusOf(home, path)).services[0].discovery[0].state, "failing");
       dns = await dnsmasq(home, dnsPort, hosts, [srv[0], srv[2]]);
       await waitFor(
         "B gone",

@@ -18,6 +18,7 @@ import {
   runCommand,
   serveTcp,
   startDaemon,
+  talkFrom,
   tempHome,
   text,
   waitActive,
@@ -137,23 +138,77 @@ Deno.test({
 });
 
 Deno.test({
-  name: "edges 3: deno task demo exits non-zero when bal does not start",
-  // The demo's sample backends listen on 9000 and 9100 by design: outside CI, a machine
-  // that uses them skips this test rather than collide.
-  ignore: [9000, 9100].some(portTaken) && !Deno.env.get("CI"),
+  name:
+    "edges 3: deno task demo beside a running bal (the quick start's order) serves its backends until Ctrl-C; a bal that cannot start fails it",
+  // The demo's sample backends listen on 9000 and 9100 and its bal on 9295 by design:
+  // outside CI, a machine that uses them skips this test rather than collide.
+  ignore: [9000, 9100, 9295].some(portTaken) && !Deno.env.get("CI"),
   fn: async () => {
     const home = tempHome();
     const port = freePort();
-    const d = await startDaemon(home, writeConfig(home, { port, backends: [9] }), port);
+    const d = await startDaemon(home, writeConfig(home, { port, backends: [9000, 9100] }), port);
+    // The task's own command, run directly: a signal to `deno task` stays with it, while
+    // Ctrl-C on a terminal reaches the whole process group.
+    const task = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks.demo.command;
+    const demo = new Deno.Command(Deno.execPath(), {
+      args: task.split(" ").slice(1),
+      cwd: ROOT,
+      env: { BAL_HOME: home, NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
     try {
-      const demo = await runCommand(Deno.execPath(), ["task", "-q", "demo"], {
-        cwd: ROOT,
-        env: { BAL_HOME: home, NO_COLOR: "1" },
-      });
-      assert.notEqual(demo.code, 0, demo.stdout + demo.stderr);
-      assert.match(demo.stderr, /bal is already running/);
+      // Through the running bal, both sample backends answer (a connection each: bal is L4).
+      const seen = new Set<string>();
+      await waitFor("both sample backends through bal", async () => {
+        const answer = await talkFrom("127.0.0.1", port, "127.0.0.1", "GET / HTTP/1.0\r\n\r\n")
+          .catch(() => "");
+        const backend = /"port":(\d+)/.exec(answer)?.[1];
+        if (backend) seen.add(backend);
+        return seen.size === 2;
+      }, 20_000);
+      // Ctrl-C once the demo has said what it does (a Ctrl-C before that is tested below).
+      const said = await readUntil(demo.stdout, /bal is running already/);
+      assert.match(said, /bal is running already/);
+      demo.kill("SIGINT");
+      const { code } = await demo.status;
+      assert.equal(code, 0);
+      assert.ok(![9000, 9100].some(portTaken), "the demo's backends ended with it");
     } finally {
+      // Ctrl-C first, so the demo stops its backends; a kill only if that did not end it.
+      try {
+        demo.kill("SIGINT");
+        const timer = setTimeout(() => demo.kill("SIGKILL"), 5000);
+        await demo.status;
+        clearTimeout(timer);
+      } catch {
+        // Exited.
+      }
       await d.stop();
+    }
+    // A Ctrl-C at once, while the demo still looks for a bal, stops its backends too.
+    const early = new Deno.Command(Deno.execPath(), {
+      args: task.split(" ").slice(1),
+      cwd: ROOT,
+      env: { BAL_HOME: home, NO_COLOR: "1" },
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    await waitFor("the demo's backends", () => [9000, 9100].every(portTaken));
+    early.kill("SIGINT");
+    assert.equal((await early.status).code, 0);
+    assert.ok(![9000, 9100].some(portTaken), "no backend outlives an early Ctrl-C");
+    // With 9295 taken, the demo's own bal cannot start: the demo says so and fails.
+    const squatter = Deno.listen({ hostname: "127.0.0.1", port: 9295 });
+    try {
+      const failed = await runCommand(Deno.execPath(), ["task", "-q", "demo"], {
+        cwd: ROOT,
+        env: { BAL_HOME: tempHome(), NO_COLOR: "1" },
+      });
+      assert.notEqual(failed.code, 0, failed.stdout + failed.stderr);
+      assert.match(failed.stderr, /address already in use/);
+    } finally {
+      squatter.close();
     }
   },
 });
@@ -545,7 +600,7 @@ Deno.test("edges 15: stop says what it waits for, counts down, and --timeout / -
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^stopping: draining 2 connections \(up to 20 s\)$/m);
     assert.match(r.stdout, /^ {2}1 connection left$/m);
-    assert.match(r.stdout, /bal stopped/);
+    assert.match(r.stdout, /^bal stopped \(pid \d+\)$/m, "nothing was cut: nothing said");
 
     d = await startDaemon(home, config, port);
     const held = await open();
@@ -554,6 +609,10 @@ Deno.test("edges 15: stop says what it waits for, counts down, and --timeout / -
     const timed = await bal(home, "stop", "--timeout", "1");
     assert.equal(timed.code, 0, timed.stderr);
     assert.match(timed.stdout, /draining 1 connection \(up to 1 s\)/);
+    assert.match(
+      timed.stdout,
+      /^bal stopped \(pid \d+\); force-closed 1 connection still open$/m,
+    );
     assert.ok(Date.now() - started < 8000, "the timeout cut the 20 s drain");
     assert.equal((await readAll(held)).length, 1, "closed by bal (the echoed byte, then the end)");
     assert.ok(readLog(home).some((l) => l.event === "drain_forced" && fields(l).left === 1));
@@ -565,6 +624,7 @@ Deno.test("edges 15: stop says what it waits for, counts down, and --timeout / -
     const f = await bal(home, "stop", "--force");
     assert.equal(f.code, 0, f.stderr);
     assert.match(f.stdout, /draining 1 connection \(closing them now\)/);
+    assert.match(f.stdout, /; force-closed 1 connection still open$/m);
     forced.close();
     const both = await bal(home, "stop", "--force", "--timeout", "1");
     assert.match(both.stderr, /cannot be used with/);
@@ -636,3 +696,22 @@ Deno.test("edges 18: log lines agree with their counts (1 backend, 1 data plane,
     await echo.close();
   }
 });
+
+/** What a stream says until `pattern` shows (or it ends), within 30 s. */
+async function readUntil(stream: ReadableStream<Uint8Array>, pattern: RegExp): Promise<string> {
+  const reader = stream.getReader();
+  const decoder = new TextDecoder();
+  let said = "";
+  const timer = setTimeout(() => reader.cancel(), 30_000);
+  try {
+    while (!pattern.test(said)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      said += decoder.decode(value, { stream: true });
+    }
+  } finally {
+    clearTimeout(timer);
+    reader.releaseLock();
+  }
+  return said;
+}

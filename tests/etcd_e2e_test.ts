@@ -65,7 +65,7 @@ async function etcdctl(endpoint: string, ...args: string[]): Promise<string> {
   return said;
 }
 
-function config(home: string, port: number, endpoint: string) {
+function config(home: string, port: number, endpoint: string, allowEmpty = false) {
   const path = `${home}/etcd.yaml`;
   Deno.writeTextFileSync(
     path,
@@ -77,7 +77,7 @@ services:
     discovery:
       etcd:
         endpoints: ["${endpoint}"]
-        prefix: /bal/web/
+        prefix: /bal/web/${allowEmpty ? "\n      allow_empty: true" : ""}
     runtime:
       health_check_interval_ms: 200
       health_check_timeout_ms: 150
@@ -92,9 +92,12 @@ const addresses = async (home: string, path: string): Promise<string[]> => {
   return (s.backends ?? []).map((b: { address: string }) => b.address).sort();
 };
 
+const discovery = async (home: string, path: string) =>
+  JSON.parse((await bal(home, "status", "--json", "-c", path)).stdout).services[0].discovery[0];
+
 Deno.test({
   name:
-    "etcd backends: two bal instances converge on each put and del within a second; a lease's key goes with it",
+    "etcd backends: two bal instances converge on each put and del within a second; a lease's key goes with it; an emptied prefix keeps the last set unless allow_empty",
   ignore: noEtcd,
   fn: async () => {
     const dir = tempHome();
@@ -103,7 +106,8 @@ Deno.test({
     const backends = [nameBackend("A", pa, "127.0.0.2"), nameBackend("B", pb, "127.0.0.3")];
     const homes = [tempHome(), tempHome()];
     const ports = [freePort(), freePort()];
-    const paths = homes.map((h, i) => config(h, ports[i], store.endpoint));
+    // The second opts in to an empty pool when the prefix empties; the first keeps its last set.
+    const paths = homes.map((h, i) => config(h, ports[i], store.endpoint, i === 1));
     const daemons = [
       await startDaemon(homes[0], paths[0], ports[0]),
       await startDaemon(homes[1], paths[1], ports[1]),
@@ -154,7 +158,23 @@ Deno.test({
         `{"host":"127.0.0.2","port":${pa}}`,
       );
       await converged("a is back", [`127.0.0.2:${pa}`, `127.0.0.3:${pb}`]);
+      const asOf = async () => (await discovery(homes[0], paths[0])).resolved_at;
+      const before = await asOf();
       await converged("the lease expired", [`127.0.0.3:${pb}`]);
+      assert.ok(await asOf() > before, 'status\'s "as of" moves with the watch');
+
+      // The prefix emptied: the first keeps its last set and says why; the second opts in to none.
+      await etcdctl(store.endpoint, "del", "--prefix", "/bal/web/");
+      await waitFor("bal 2 empty", async () => (await addresses(homes[1], paths[1])).length === 0);
+      const kept = await discovery(homes[0], paths[0]);
+      assert.deepEqual(await addresses(homes[0], paths[0]), [`127.0.0.3:${pb}`]);
+      assert.equal(kept.state, "failing");
+      assert.match(
+        kept.last_error,
+        /^no keys under \/bal\/web\/ \(an empty answer keeps the last set; discovery.allow_empty: true lets it empty the pool\)$/,
+      );
+      assert.equal((await discovery(homes[1], paths[1])).state, "ok");
+      assert.equal(await askName(ports[0]), "B");
     } finally {
       for (const d of daemons) await d.stop();
       for (const b of backends) await b.close();
@@ -182,9 +202,11 @@ Deno.test({
       await waitFor("A", async () => (await askName(port)) === "A" || undefined);
       await store.stop();
       await waitFor("the outage said", () => d.log().some((l) => l.event === "discovery_failed"));
+      const said = d.log().find((l) => l.event === "discovery_failed")!;
+      assert.match(String(said.message), /; keeping the last address$/);
       assert.equal(await askName(port), "A", "the last known set keeps serving");
       const s = JSON.parse((await bal(home, "status", "--json", "-c", path)).stdout);
-      assert.equal(s.services[0].discovery[0].state, "failed");
+      assert.equal(s.services[0].discovery[0].state, "failing");
       store = await etcd(dir, etcdPorts);
       await waitFor(
         "recovered",

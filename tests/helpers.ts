@@ -206,6 +206,8 @@ export interface Daemon {
   home: string;
   pid: number;
   port: number;
+  /** What `bal start -d` printed. */
+  said: string;
   /** `bal stop`, falling back to SIGKILL so no process outlives the test. */
   stop(): Promise<CliResult>;
   /** Parsed lines of bal.log. */
@@ -248,6 +250,7 @@ export async function startDaemon(
     home,
     pid,
     port,
+    said: r.stdout,
     async stop() {
       const result = await bal(home, "stop");
       if (alive(pid)) Deno.kill(pid, "SIGKILL");

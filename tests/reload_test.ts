@@ -3,6 +3,8 @@
  * connections are untouched, a bad config changes nothing.
  */
 import assert from "node:assert/strict";
+import { configChanges, describeChanges } from "../src/config/changes.ts";
+import { parseConfig } from "../src/config/mod.ts";
 import {
   askName,
   bal,
@@ -42,7 +44,12 @@ Deno.test("reload: adding and removing backends keeps a connection opened before
     assert.equal(r.code, 0, r.stderr);
     assert.equal(
       r.stdout.trim(),
-      `reloaded: generation 2, 2 backends, listening on 127.0.0.1:${port}`,
+      `reloaded: generation 2, 2 backends, listening on 127.0.0.1:${port}\nbackends added: 127.0.0.1:${b.port}, 127.0.0.1:${c.port}; backends removed: 127.0.0.1:${echo.port}`,
+    );
+    const again = await bal(home, "graceful");
+    assert.match(
+      again.stdout,
+      /^reloaded: generation 3, 2 backends, listening on \S+\nno change\n$/,
     );
 
     // The old connection still works, both ways.
@@ -350,4 +357,21 @@ Deno.test("reload: every runtime key is reloaded without a restart (status shows
     await d.stop();
     await echo.close();
   }
+});
+
+Deno.test("reload: graceful says what changed, in a line, from the configs alone", () => {
+  const parse = (yaml: string) => parseConfig(yaml, "test.yaml");
+  const one = parse("bind_address: 127.0.0.1\nport: 9001\nbackends: ['127.0.0.1:1']\n");
+  const moved = parse("bind_address: 127.0.0.1\nport: 9002\nbackends: ['127.0.0.1:1']\n");
+  assert.equal(describeChanges(configChanges(one, one), true), "no change");
+  assert.equal(describeChanges(configChanges(one, moved), true), "settings changed");
+  // Eight backends move the runtime defaults to another tier: the settings change too.
+  const many = parse(
+    "bind_address: 127.0.0.1\nport: 9001\nbackends: [" +
+      Array.from({ length: 8 }, (_, i) => `'127.0.0.1:${i + 1}'`).join(", ") + "]\n",
+  );
+  assert.equal(
+    describeChanges(configChanges(one, many), true),
+    "settings changed; backends added: 127.0.0.1:2, 127.0.0.1:3, 127.0.0.1:4, 127.0.0.1:5, 127.0.0.1:6 and 2 more",
+  );
 });

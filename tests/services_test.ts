@@ -131,6 +131,12 @@ Deno.test("services: two services on two ports at once; status, logs and check n
   ]);
   const d = await startDaemon(home, config, p1);
   try {
+    assert.match(
+      d.said,
+      new RegExp(
+        `^bal started in the background \\(pid \\d+\\), 2 services:\n  web  listening on 127\\.0\\.0\\.1:${p1}\n  db   listening on 127\\.0\\.0\\.1:${p2}\nlog: `,
+      ),
+    );
     assert.deepEqual(await names(p1, 4), { A: 2, B: 2 });
     assert.deepEqual(await names(p2, 2), { C: 2 });
     const s = await json(home, "status", "--json");
@@ -338,6 +344,10 @@ Deno.test("services: backend commands refuse unknown services, backends and weig
         ["weight", "api", `127.0.0.1:${a.port}`, "999"],
         /^bal: weight must be an integer from 0 to 256, got 999$/,
       ],
+      [
+        ["weight", "api", `127.0.0.1:${a.port}`, "-1"],
+        /^bal: weight must be an integer from 0 to 256, got -1$/,
+      ],
       [["list", "nope"], /^bal: unknown service "nope"; known: api$/],
     ];
     for (const [args, message] of cases) {
@@ -403,6 +413,14 @@ Deno.test("services: a reload adds, changes and removes services under load, los
     ]);
     const r = await bal(home, "graceful");
     assert.equal(r.code, 0, r.stderr);
+    assert.equal(
+      r.stdout,
+      `reloaded: generation 2, 3 backends, 2 services:
+  one    listening on 127.0.0.1:${p1}
+  three  listening on 127.0.0.1:${p3}
+services added: three; services removed: two; backends added: one/127.0.0.1:${c.port}, three/127.0.0.1:${c.port}; backends removed: two/127.0.0.1:${b.port}
+`,
+    );
     await new Promise((r) => setTimeout(r, 300));
     // The removed service refuses new clients; its live stream finishes intact.
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port: p2 }));
@@ -415,7 +433,7 @@ Deno.test("services: a reload adds, changes and removes services under load, los
     const reload = d.log().find((l) => l.event === "reload_ok")!.fields as Record<string, unknown>;
     assert.deepEqual(reload.services_added, ["three"]);
     assert.deepEqual(reload.services_removed, ["two"]);
-    assert.deepEqual(reload.services_changed, ["one"]);
+    assert.deepEqual(reload.services_changed, [], "one changed only its backends");
     const s = await json(home, "status", "--json");
     assert.deepEqual(s.services.map((x: { name: string }) => x.name), ["one", "three"]);
   } finally {

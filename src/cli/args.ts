@@ -117,7 +117,8 @@ function readOptions(
       break;
     }
     if (word === "-h" || word === "--help") return "help";
-    if (!word.startsWith("-") || word === "-") {
+    // A negative number is a value (`weight ... -1`), which its command then judges.
+    if (!word.startsWith("-") || word === "-" || /^-\d/.test(word)) {
       args.push(word);
       continue;
     }

@@ -98,7 +98,12 @@ export const backendCommands: CommandSpec = {
       help: "set its weight (0-256; 0 takes no new connections); kept across reloads",
       options: COMMON,
       run: ([s, b, w], o) =>
-        setCommand(s, b, { action: "weight", weight: /^\d+$/.test(w) ? Number(w) : w }, common(o)),
+        setCommand(
+          s,
+          b,
+          { action: "weight", weight: /^-?\d+$/.test(w) ? Number(w) : w },
+          common(o),
+        ),
     },
   ],
 };

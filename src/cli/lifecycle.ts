@@ -10,7 +10,7 @@ import { startDaemon } from "../daemon.ts";
 import { BalError, StateError } from "../errors.ts";
 import { quote } from "../text.ts";
 import { type StatePaths, statePaths } from "../paths.ts";
-import { configPathOf, err, out, plural } from "./output.ts";
+import { configPathOf, err, out, plural, sayListening } from "./output.ts";
 
 /**
  * With `-c FILE`, makes sure the running bal is the one using FILE: acting
@@ -39,9 +39,9 @@ export async function gracefulCommand(options: { config?: string }): Promise<num
     err(`reload failed, the running config is unchanged: ${outcome.error}`);
     return 1;
   }
-  out(
-    `reloaded: generation ${outcome.generation}, ${outcome.backends} backends, listening on ${outcome.listen}`,
-  );
+  const head = `reloaded: generation ${outcome.generation}, ${plural(outcome.backends, "backend")}`;
+  sayListening(head, outcome.listening);
+  out(outcome.changes ?? "no change");
   return 0;
 }
 
@@ -62,7 +62,7 @@ export async function stopCommand(options: StopCommandOptions): Promise<number> 
   }
   const tty = Deno.stdout.isTerminal();
   let last = -1;
-  const pid = await stop(paths, {
+  const { pid, forced } = await stop(paths, {
     force: options.force,
     timeoutMs: options.timeout === undefined ? undefined : Number(options.timeout) * 1000,
     onWait: () => out("bal is starting; waiting for it to be ready to stop it"),
@@ -87,7 +87,8 @@ export async function stopCommand(options: StopCommandOptions): Promise<number> 
     },
   });
   if (tty && last >= 0) out("");
-  out(`bal stopped (pid ${pid})`);
+  const cut = forced ? `; force-closed ${plural(forced, "connection")} still open` : "";
+  out(`bal stopped (pid ${pid})${cut}`);
   return 0;
 }
 
@@ -103,9 +104,9 @@ export async function restartCommand(options: { config?: string }): Promise<numb
   // Checked before stopping: a config that cannot start must not cost the running bal.
   const check = await readConfig(configPath);
   if (!check.ok) throw new ReloadRefused(check.errors, "not restarted: bal keeps running");
-  const pid = await stop(paths);
+  const { pid } = await stop(paths);
   out(`bal stopped (pid ${pid})`);
   const started = await startDaemon(configPath, paths);
-  out(`bal started in the background (pid ${started.pid}), listening on ${started.listen}`);
+  sayListening(`bal started in the background (pid ${started.pid})`, started.listening);
   return 0;
 }

@@ -21,3 +21,15 @@ export const err = (line: string): void =>
 export function configPathOf(option: string | undefined, paths?: StatePaths): string {
   return option ? absolute(option) : (paths ?? statePaths()).config;
 }
+
+/**
+ * `head`, then where bal listens: on the same line for one service
+ * (`…, listening on 0.0.0.0:9295`), a line per service for several.
+ */
+export function sayListening(head: string, listening: Record<string, string>): void {
+  const services = Object.entries(listening);
+  if (services.length === 1) return out(`${head}, listening on ${services[0][1]}`);
+  out(`${head}, ${services.length} services:`);
+  const width = Math.max(...services.map(([name]) => name.length));
+  for (const [name, address] of services) out(`  ${name.padEnd(width)}  listening on ${address}`);
+}

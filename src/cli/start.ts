@@ -9,7 +9,7 @@ import { BalError, describeError, ioReason } from "../errors.ts";
 import type { LogFormat } from "../log.ts";
 import { ensureStateDir, statePaths } from "../paths.ts";
 import { serve } from "../server.ts";
-import { configPathOf, out } from "./output.ts";
+import { configPathOf, out, sayListening } from "./output.ts";
 
 /** Options of `bal start`. */
 export interface StartOptions {
@@ -52,7 +52,7 @@ export async function startCommand(options: StartOptions): Promise<number> {
         paths,
         logFormat: "json",
         daemon: true,
-        onReady: (listen) => reportReady(readyFile, { ok: true, pid: Deno.pid, listen }),
+        onReady: (listening) => reportReady(readyFile, { ok: true, pid: Deno.pid, listening }),
       });
     } catch (e) {
       await reportReady(readyFile, { ok: false, error: describeError(e) });
@@ -70,7 +70,7 @@ export async function startCommand(options: StartOptions): Promise<number> {
 
   if (options.daemon) {
     const started = await startDaemon(configPath, paths);
-    out(`bal started in the background (pid ${started.pid}), listening on ${started.listen}`);
+    sayListening(`bal started in the background (pid ${started.pid})`, started.listening);
     out(`log: ${paths.log}`);
     return 0;
   }

@@ -4,7 +4,7 @@
  * @module
  */
 import { liveStatus } from "../control.ts";
-import { count, kib, quote } from "../text.ts";
+import { count, firstFew, kib, quote } from "../text.ts";
 import { BalError } from "../errors.ts";
 import { watch } from "./watch.ts";
 import { WHY_PROTECTION, WHY_UNREACHABLE } from "../doctor.ts";
@@ -116,7 +116,7 @@ function printService(s: ServiceStatus, several: boolean, verbose?: boolean): vo
 function discoveryLine(d: EntryStatus): string {
   const found = `${count(d.targets)} ${d.targets === 1 ? "address" : "addresses"}`;
   if (d.state === "pending") return `${d.kind} ${d.name}: pending (${d.last_error ?? "asking"})`;
-  if (d.state === "failed") {
+  if (d.state === "failing") {
     return `${d.kind} ${d.name}: failing (${d.last_error}); keeping ${found}`;
   }
   return `${d.kind} ${d.name}: ${found}, as of ${d.resolved_at}`;
@@ -124,12 +124,6 @@ function discoveryLine(d: EntryStatus): string {
 
 /** Backends listed per service, and unreachable ones named in the verdict, unless --verbose. */
 const LIST_LIMIT = 10;
-
-/** The first few of a list, and how many more. */
-function firstFew(items: string[], limit = 5): string {
-  if (items.length <= limit) return items.join(", ");
-  return `${items.slice(0, limit).join(", ")} and ${count(items.length - limit)} more`;
-}
 
 function printBackend(b: BackendStatus, indent: string, verbose?: boolean): void {
   const failures =

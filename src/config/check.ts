@@ -29,7 +29,7 @@ import { adminOf } from "./admin.ts";
 import { aclOf, cidrList } from "./acl.ts";
 import { backendsOf, type ParsedBackend, PORT_RULE, SEND_PROXY } from "./backends.ts";
 import { routesOf, type RoutesRead } from "./routes.ts";
-import { etcdOf, resolverOf, splitDiscovered } from "./discovery.ts";
+import { discoveryOf, resolverOf, splitDiscovered } from "./discovery.ts";
 import type { ProxyVersion } from "../route/proxy_protocol.ts";
 import {
   type Backend,
@@ -400,7 +400,8 @@ function serviceOf(
   }
   const method = enumField(fields.get("method"), key("method"), METHODS, DEFAULTS.method, at);
   const routed = backendsAndRoutes(fields, key, name, method, node, at);
-  const etcd = etcdOf(fields.get("discovery"), key, name, at);
+  const discovery = discoveryOf(fields.get("discovery"), key, name, at);
+  const etcd = discovery.etcd;
   if (etcd && fields.get("routes")) {
     at(
       fields.get("discovery")!.key,
@@ -432,7 +433,11 @@ function serviceOf(
     at,
   );
   resolved.forEach((b, i) => notes.backendAt.set(b, parsed[i]));
-  const { backends, discovered } = splitDiscovered(resolved, etcd?.etcd ?? null);
+  const { backends, discovered } = splitDiscovered(
+    resolved,
+    etcd?.etcd ?? null,
+    discovery.allowEmpty,
+  );
   const access_log = boolField(fields.get("access_log"), key("access_log"), false, at);
   const acl = aclOf(fields.get("allow"), fields.get("deny"), key, at);
   const routes = routed.routes.map((r) => ({
@@ -475,10 +480,16 @@ function backendsAndRoutes(
     );
   }
   // With etcd discovery a service may have no backends of its own.
-  const parsed = !fields.get("backends") && fields.get("discovery")
+  const parsed = !fields.get("backends") && namesEtcd(fields.get("discovery"))
     ? []
     : backendsOf(fields.get("backends"), key("backends"), service, node, at);
   return { routes: [], default_route: null, parsed };
+}
+
+/** True when a `discovery:` block has an `etcd:` key (its backends may then all come from etcd). */
+function namesEtcd(field: Field | undefined): boolean {
+  const block = field?.value;
+  return isMap(block) && block.items.some((p) => isScalar(p.key) && p.key.value === "etcd");
 }
 
 /** Backends with their health check and PROXY headers resolved against their service's. */

@@ -6,7 +6,7 @@
  */
 import { isMap, isScalar, isSeq, type Node } from "./yaml.ts";
 import { normalizeHost } from "./address.ts";
-import { describeNode, type Field, mapFields, type Report } from "./fields.ts";
+import { boolField, describeNode, type Field, mapFields, type Report } from "./fields.ts";
 import type { Backend, Discovered, EtcdSource } from "./schema.ts";
 import type { ParsedBackend } from "./backends.ts";
 
@@ -40,6 +40,7 @@ export function resolverOf(
 export function splitDiscovered(
   all: readonly Backend[],
   etcd: EtcdSource | null,
+  allowEmpty: boolean,
 ): { backends: Backend[]; discovered: Discovered[] } {
   const backends = all.filter((b) => b.source === "static");
   const discovered = all.filter((b) => b.source !== "static").map((b): Discovered => ({
@@ -47,6 +48,7 @@ export function splitDiscovered(
     name: b.origin!,
     port: b.source === "dns" ? b.port : null,
     template: b,
+    allow_empty: allowEmpty,
     ...(b.source === "etcd" && etcd ? { etcd } : {}),
   }));
   return { backends, discovered };
@@ -57,31 +59,57 @@ const PREFIX = /^\/[\x21-\x7e]*$/;
 /** An etcd member's base URL. */
 const ENDPOINT = /^https?:\/\/[^/\s]+\/?$/;
 
+/** A service's `discovery:` block: its etcd prefix (or null), and whether an empty answer empties the pool. */
+export interface DiscoveryBlock {
+  etcd: { etcd: EtcdSource; entry: ParsedBackend } | null;
+  allowEmpty: boolean;
+}
+
 /**
- * `discovery: {etcd: {endpoints: [URL, ...], prefix: "/bal/web/"}}`: the
- * settings, and a backend entry standing for every key under the prefix
- * (settings as the service's), or nulls when absent or wrong.
+ * `discovery: {etcd: {endpoints, prefix}, allow_empty: BOOL}`, both optional
+ * but not both absent. `allow_empty: true` lets an answer with no backends
+ * (a name without records, a prefix without keys) empty the pool; without
+ * it the last known set stays, as it does when the source cannot be reached.
  */
-export function etcdOf(
+export function discoveryOf(
   field: Field | undefined,
   key: (k: string) => string,
   service: string,
   at: Report,
-): { etcd: EtcdSource; entry: ParsedBackend } | null {
-  if (!field) return null;
+): DiscoveryBlock {
+  if (!field) return { etcd: null, allowEmpty: false };
   const path = key("discovery");
   if (!isMap(field.value)) {
     at(
       field.value ?? field.key,
       path,
-      `expected {etcd: {endpoints, prefix}}, got ${describeNode(field.value)}`,
+      `expected {etcd: {endpoints, prefix}, allow_empty: true|false}, got ${
+        describeNode(field.value)
+      }`,
     );
-    return null;
+    return { etcd: null, allowEmpty: false };
   }
-  const etcdField = mapFields(field.value, path, ["etcd"], at).get("etcd");
+  const f = mapFields(field.value, path, ["etcd", "allow_empty"], at);
+  const allowEmpty = boolField(f.get("allow_empty"), `${path}.allow_empty`, false, at);
+  if (!f.has("etcd") && f.has("allow_empty")) return { etcd: null, allowEmpty };
+  return { etcd: etcdOf(f.get("etcd"), field.value, path, service, at), allowEmpty };
+}
+
+/**
+ * `etcd: {endpoints: [URL, ...], prefix: "/bal/web/"}`: the settings, and a
+ * backend entry standing for every key under the prefix (settings as the
+ * service's), or null when absent or wrong.
+ */
+function etcdOf(
+  etcdField: Field | undefined,
+  parent: Node,
+  path: string,
+  service: string,
+  at: Report,
+): { etcd: EtcdSource; entry: ParsedBackend } | null {
   if (!etcdField || !isMap(etcdField.value)) {
     at(
-      etcdField?.value ?? field.value,
+      etcdField?.value ?? parent,
       `${path}.etcd`,
       "expected {endpoints: [http://HOST:2379], prefix: /bal/SERVICE/}",
     );

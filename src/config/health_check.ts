@@ -235,7 +235,7 @@ function httpOf(f: Map<string, Field>, path: string, at: Report): HttpCheck {
   const pathValue = str("path", "/")!;
   if (!pathValue.startsWith("/")) {
     at(f.get("path")!.value, `${path}.path`, `${quote(pathValue)} must start with /`);
-  } else if (/[\s\x00-\x1f\x7f]/.test(pathValue)) {
+  } else if (hasControlOrSpace(pathValue)) {
     // Sent as it is in the request line: a space or a line break would forge the request.
     at(
       f.get("path")!.value,
@@ -322,4 +322,13 @@ function tlsOf(f: Map<string, Field>, path: string, at: Report): TlsCheck {
     verify: boolField(f.get("tls_verify"), `${path}.tls_verify`, false, at),
     ca_file: ca ? text(ca, `${path}.tls_ca_file`, at) ?? null : null,
   };
+}
+
+/** True when `text` has a space or an ASCII control character (a request line cannot carry them). */
+function hasControlOrSpace(text: string): boolean {
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (code <= 0x20 || code === 0x7f) return true;
+  }
+  return /\s/.test(text);
 }

@@ -71,6 +71,8 @@ export interface Discovered {
   readonly template: Backend;
   /** etcd: where and under which prefix the backends are keys. */
   readonly etcd?: EtcdSource;
+  /** An answer with no backends empties the pool (`discovery.allow_empty`); else the last set stays. */
+  readonly allow_empty: boolean;
 }
 
 /** A service's `discovery: {etcd: ...}`. */

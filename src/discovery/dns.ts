@@ -3,7 +3,8 @@
  * now and again when its records' TTL runs out (within `dns_min_ttl_ms` and
  * `dns_max_ttl_ms`), the targets it finds kept as the last known set. A
  * failed lookup, or an answer with no records, keeps that set (a DNS
- * mistake never empties a pool) and is logged once per episode; a name
+ * mistake never empties a pool, unless the service says
+ * `discovery: {allow_empty: true}`) and is logged once per episode; a name
  * never resolved yet is `pending`. Whoever owns the config hears of each
  * change and swaps a new snapshot in (see expand.ts).
  *
@@ -16,6 +17,7 @@ import { entryKey, srvWeights, type Target } from "./expand.ts";
 import {
   byAddress,
   type DiscoverySource,
+  emptyRefused,
   type EntryState,
   entryStatus,
   lookupAnswered,
@@ -97,37 +99,46 @@ export function startDnsDiscovery(config: Config, changed: () => void): DnsDisco
 
 /**
  * Takes in one lookup's outcome: the new set (told when it differs), or the
- * failure (said once per episode). Returns when to look again.
+ * failure (said once per episode). An empty answer is a new, empty set only
+ * with `allow_empty`; otherwise it keeps the last set, as a failure does.
+ * Returns when to look again.
  */
 function settle(
   e: Entry,
-  found: { targets: Target[]; ttlMs: number } | string,
+  found: Outcome,
   known: Map<string, readonly Target[]>,
   key: string,
   changed: () => void,
 ): number {
-  if (typeof found === "string") {
-    lookupFailed(e, found, e.targets?.length ?? null);
+  const emptied = typeof found !== "string" && "empty" in found;
+  if (typeof found === "string" || (emptied && !e.entry.allow_empty)) {
+    const why = typeof found === "string" ? found : emptyRefused(found.empty);
+    lookupFailed(e, why, e.targets?.length ?? null);
     return e.minMs;
   }
   lookupAnswered(e);
-  const sorted = [...found.targets].sort(byAddress);
+  const sorted = "empty" in found ? [] : [...found.targets].sort(byAddress);
   if (JSON.stringify(sorted) !== JSON.stringify(e.targets)) {
     e.targets = sorted;
     known.set(key, sorted);
     changed();
   }
-  return Math.min(e.maxMs, Math.max(e.minMs, found.ttlMs));
+  return "empty" in found ? e.minMs : Math.min(e.maxMs, Math.max(e.minMs, found.ttlMs));
 }
 
+/** An answer that holds no backends: not a failure, but no set either (see `allow_empty`). */
+interface Empty {
+  empty: string;
+}
+
+/** A lookup's outcome: targets and how long they may be kept, an empty answer, or a failure. */
+type Outcome = { targets: Target[]; ttlMs: number } | Empty | string;
+
 /** An entry's targets and how long they may be kept, or why there are none. */
-async function resolveEntry(
-  resolver: Resolver,
-  entry: Discovered,
-): Promise<{ targets: Target[]; ttlMs: number } | string> {
+async function resolveEntry(resolver: Resolver, entry: Discovered): Promise<Outcome> {
   if (entry.kind === "dns") {
     const found = await addresses(resolver, entry.name);
-    if (typeof found === "string") return found;
+    if (typeof found === "string" || "empty" in found) return found;
     const targets = found.addresses.map((host) => ({
       host,
       port: entry.port!,
@@ -143,7 +154,7 @@ async function resolveEntry(
 async function addresses(
   resolver: Resolver,
   name: string,
-): Promise<{ addresses: string[]; ttl: number } | string> {
+): Promise<{ addresses: string[]; ttl: number } | Empty | string> {
   const answers = await Promise.all([lookup(resolver, name, "A"), lookup(resolver, name, "AAAA")]);
   const records: Answer[] = [];
   const errors: string[] = [];
@@ -152,7 +163,7 @@ async function addresses(
     else if (a.rcode !== 0 && a.rcode !== 3) errors.push(`DNS error code ${a.rcode}`);
     else records.push(...a.answers.filter((r) => r.type === "A" || r.type === "AAAA"));
   }
-  if (records.length === 0) return errors[0] ?? `no A or AAAA records for ${name}`;
+  if (records.length === 0) return errors[0] ?? { empty: `no A or AAAA records for ${name}` };
   return {
     addresses: [...new Set(records.map((r) => (r as { address: string }).address))],
     ttl: Math.min(...records.map((r) => r.ttl)),
@@ -164,16 +175,13 @@ async function addresses(
  * addresses, its port, its weight mapped onto bal's, and every priority
  * but the best as backups.
  */
-async function srvTargets(
-  resolver: Resolver,
-  name: string,
-): Promise<{ targets: Target[]; ttlMs: number } | string> {
+async function srvTargets(resolver: Resolver, name: string): Promise<Outcome> {
   const answer = await lookup(resolver, name, "SRV");
   if (typeof answer === "string") return answer;
   if (answer.rcode !== 0 && answer.rcode !== 3) return `DNS error code ${answer.rcode}`;
   // A target of "." says the service is not offered there (RFC 2782).
   const records = answer.answers.flatMap((r) => r.type === "SRV" && r.target !== "" ? [r] : []);
-  if (records.length === 0) return `no SRV records for ${name}`;
+  if (records.length === 0) return { empty: `no SRV records for ${name}` };
   const best = Math.min(...records.map((r) => r.priority));
   const weights = srvWeights(records.map((r) => r.weight));
   let ttl = Math.min(...records.map((r) => r.ttl));
@@ -181,7 +189,7 @@ async function srvTargets(
   const lookups = await Promise.all(records.map((r) => addresses(resolver, r.target)));
   records.forEach((r, i) => {
     const found = lookups[i];
-    if (typeof found === "string") return;
+    if (typeof found === "string" || "empty" in found) return;
     ttl = Math.min(ttl, found.ttl);
     for (const host of found.addresses) {
       targets.push({ host, port: r.port, weight: weights[i], backup: r.priority > best });
@@ -189,7 +197,8 @@ async function srvTargets(
   });
   if (targets.length === 0) {
     const why = lookups.find((l) => typeof l === "string");
-    return `no address for any SRV target of ${name}${why ? ` (${why})` : ""}`;
+    if (!why) return { empty: `no address for any SRV target of ${name}` };
+    return `no address for any SRV target of ${name} (${why})`;
   }
   return { targets, ttlMs: ttl * 1000 };
 }

@@ -44,6 +44,12 @@ export async function lookup(
   return typeof tcp === "string" && typeof udp === "string" ? udp : tcp;
 }
 
+/** A decoded answer to question `id`, or why it is not one (a broken message is "malformed"). */
+function answerOf(r: Response | string, id: number): Response | string {
+  if (typeof r === "string") return `malformed answer: ${r}`;
+  return r.id === id ? r : "answer to another question";
+}
+
 function describe(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -66,9 +72,9 @@ async function overUdp(
     for (;;) {
       const [data] = await socket.receive(new Uint8Array(UDP_MAX)).catch(() => [null]);
       if (!data) return `no answer from ${server.hostname}:${server.port} within ${TIMEOUT_MS} ms`;
-      const r = decodeResponse(data);
-      // Anything else is a stray or forged datagram: keep waiting for ours.
-      if (typeof r !== "string" && r.id === id) return r;
+      // A datagram without our id is stray or forged: keep waiting for ours.
+      if (data.length < 2 || ((data[0] << 8) | data[1]) !== id) continue;
+      return answerOf(decodeResponse(data), id);
     }
   } finally {
     clearTimeout(timer);
@@ -96,8 +102,7 @@ async function overTcp(
     const head = await readExactly(conn, 2);
     const body = head && await readExactly(conn, (head[0] << 8) | head[1]);
     if (!body) return `${server.hostname}:${server.port} closed before a whole answer`;
-    const r = decodeResponse(body);
-    return typeof r !== "string" && r.id !== id ? "answer to another question" : r;
+    return answerOf(decodeResponse(body), id);
   } finally {
     clearTimeout(timer);
     try {

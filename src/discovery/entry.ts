@@ -7,6 +7,7 @@
  */
 import type { Config, Discovered } from "../config/mod.ts";
 import { logger } from "../log.ts";
+import { count } from "../text.ts";
 import type { Target } from "./expand.ts";
 
 const log = logger("discovery");
@@ -16,8 +17,8 @@ export interface EntryStatus {
   service: string;
   kind: "dns" | "srv" | "etcd";
   name: string;
-  /** `pending` until a first answer with records; `failed` while lookups fail (the last set stays). */
-  state: "pending" | "ok" | "failed";
+  /** `pending` until a first answer with records; `failing` while lookups fail (the last set stays). */
+  state: "pending" | "ok" | "failing";
   /** Addresses in the last known set. */
   targets: number;
   last_error: string | null;
@@ -47,7 +48,7 @@ export function lookupFailed(s: EntryState, error: string, kept: number | null):
   if (s.error === null) {
     const keeping = kept === null
       ? "no backends from it yet"
-      : `keeping the last ${kept} addresses`;
+      : `keeping the last ${kept === 1 ? "address" : `${count(kept)} addresses`}`;
     log.warn(`{kind} {name}: {error}; ${keeping}`, {
       event: "discovery_failed",
       ...names(s.entry),
@@ -56,6 +57,11 @@ export function lookupFailed(s: EntryState, error: string, kept: number | null):
     });
   }
   s.error = error;
+}
+
+/** Why an answer with no backends was not applied: the rule, and how to opt out of it. */
+export function emptyRefused(what: string): string {
+  return `${what} (an empty answer keeps the last set; discovery.allow_empty: true lets it empty the pool)`;
 }
 
 /** A lookup answered: the end of an outage is said. */
@@ -71,7 +77,7 @@ export function lookupAnswered(s: EntryState): void {
 export function entryStatus(s: EntryState, targets: number | null): EntryStatus {
   return {
     ...names(s.entry),
-    state: targets === null ? "pending" : s.error === null ? "ok" : "failed",
+    state: targets === null ? "pending" : s.error === null ? "ok" : "failing",
     targets: targets ?? 0,
     last_error: s.error,
     resolved_at: s.resolvedAt === null ? null : new Date(s.resolvedAt).toISOString(),

@@ -7,9 +7,11 @@
  * to start and list a prefix, `fetch` 110 ms and 34 MB (a bare Deno: 60 ms,
  * 28 MB). This module is loaded only when a config uses etcd.
  *
- * etcd unreachable: the last known set stays, bal reconnects with backoff
- * (trying each endpoint in turn), status says `failed` and the log says it
- * once per outage.
+ * etcd unreachable, or the prefix emptied: the last known set stays (unless
+ * `discovery: {allow_empty: true}`, the same rule as DNS), bal reconnects with
+ * backoff (trying each endpoint in turn), status says `failing` and the log
+ * says it once per episode. Every change the watch brings moves status's
+ * "as of" time.
  *
  * @module
  */
@@ -18,6 +20,7 @@ import { logger } from "../log.ts";
 import {
   byAddress,
   type DiscoverySource,
+  emptyRefused,
   type EntryState,
   entryStatus,
   lookupAnswered,
@@ -34,6 +37,8 @@ const RETRY_MS = [200, 5000] as const;
 interface Watch extends EntryState {
   /** Keys under the prefix and the target each names. */
   keys: Map<string, Target>;
+  /** The set last put in force, or null before the first. */
+  published: Target[] | null;
   abort: AbortController;
 }
 
@@ -66,6 +71,7 @@ export function startEtcdDiscovery(
         const w: Watch = {
           entry,
           keys: new Map(),
+          published: null,
           error: null,
           resolvedAt: null,
           abort: new AbortController(),
@@ -74,8 +80,7 @@ export function startEtcdDiscovery(
         follow(w, () => publish(w, known, key, changed));
       }
     },
-    status: () =>
-      [...watches.values()].map((w) => entryStatus(w, w.resolvedAt === null ? null : w.keys.size)),
+    status: () => [...watches.values()].map((w) => entryStatus(w, w.published?.length ?? null)),
     stop() {
       for (const w of watches.values()) w.abort.abort();
     },
@@ -88,7 +93,10 @@ function sameSource(a: Discovered, b: Discovered): boolean {
   return a.name === b.name && JSON.stringify(a.etcd) === JSON.stringify(b.etcd);
 }
 
-/** The targets of a watch, sorted, put where expansion finds them; told when they changed. */
+/**
+ * The targets of a watch, sorted, put where expansion finds them; told when
+ * they changed. No keys at all keeps the last set unless `allow_empty`.
+ */
 function publish(
   w: Watch,
   known: Map<string, readonly Target[]>,
@@ -96,7 +104,13 @@ function publish(
   changed: () => void,
 ): void {
   const targets = [...w.keys.values()].sort(byAddress);
-  if (JSON.stringify(targets) === JSON.stringify(known.get(key) ?? null)) return;
+  if (targets.length === 0 && !w.entry.allow_empty) {
+    const why = emptyRefused(`no keys under ${w.entry.etcd!.prefix}`);
+    return lookupFailed(w, why, w.published?.length ?? null);
+  }
+  lookupAnswered(w);
+  if (JSON.stringify(targets) === JSON.stringify(w.published)) return;
+  w.published = targets;
   known.set(key, targets);
   changed();
 }
@@ -111,7 +125,7 @@ async function follow(w: Watch, publishNow: () => void): Promise<void> {
     if (w.abort.signal.aborted) return;
     if (outcome === "ok") delay = RETRY_MS[0];
     else {
-      lookupFailed(w, `${endpoint}: ${outcome}`, w.resolvedAt === null ? null : w.keys.size);
+      lookupFailed(w, `${endpoint}: ${outcome}`, w.published?.length ?? null);
       delay = Math.min(RETRY_MS[1], delay * 2);
     }
     await sleep(delay, w.abort.signal);
@@ -127,7 +141,6 @@ async function session(w: Watch, endpoint: string, publishNow: () => void): Prom
   if (!read.ok) return `range answered ${read.status}`;
   w.keys.clear();
   for (const kv of body.kvs ?? []) put(w, kv);
-  lookupAnswered(w);
   publishNow();
   const watch = await post(endpoint, "/v3/watch", {
     create_request: { ...range, start_revision: String(Number(body.header?.revision ?? 0) + 1) },
