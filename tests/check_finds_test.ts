@@ -105,3 +105,22 @@ Deno.test("check and start: an access_log_path that cannot be written names the 
   assert.equal((await bal(home, "check", "-c", fine)).code, 0);
   assert.equal(await Deno.stat(`${home}/new.log`).then(() => true, () => false), false);
 });
+
+Deno.test("check: discovery.allow_empty is a boolean; alone it needs no etcd, and sets every entry", () => {
+  const base = 'bind_address: 127.0.0.1\nbackends: [{dns: "web.example:80"}]\n';
+  assert.match(
+    errorsOf(`${base}discovery: {allow_empty: sometimes}\n`)[0],
+    /:3:26: discovery\.allow_empty: expected true or false, got the text "sometimes"$/,
+  );
+  const r = checkConfig(`${base}discovery: {allow_empty: true}\n`, F);
+  assert.ok(r.ok);
+  assert.deepEqual(r.config.services[0].discovered.map((d) => d.allow_empty), [true]);
+  const off = checkConfig(base, F);
+  assert.ok(off.ok);
+  assert.deepEqual(off.config.services[0].discovered.map((d) => d.allow_empty), [false]);
+  // allow_empty alone is no etcd: a service still needs backends of its own.
+  assert.match(
+    errorsOf("bind_address: 127.0.0.1\ndiscovery: {allow_empty: true}\n")[0],
+    /backends/,
+  );
+});

@@ -30,12 +30,12 @@ async function balWith(yaml: string) {
 }
 
 /** The page's DOM after its scripts ran, as headless Chromium renders it. */
-async function dom(url: string): Promise<string> {
+async function dom(url: string, budgetMs = 3000): Promise<string> {
   const r = await runCommand("chromium", [
     "--headless=new",
     "--no-sandbox",
     "--disable-gpu",
-    "--virtual-time-budget=3000",
+    `--virtual-time-budget=${budgetMs}`,
     "--dump-dom",
     url,
   ]);
@@ -94,10 +94,142 @@ Deno.test({
       const html = await dom(`http://127.0.0.1:${admin}/`);
       assert.match(html, /<form id="login">/, "the token form is shown (not hidden)");
       assert.deepEqual(rows(html), []);
+      assert.match(html, /id="meta">this bal asks for its admin token</, "not stuck on loading…");
     } finally {
       await d.stop();
       await a.close();
     }
+  },
+});
+
+/** A chart's data-* attributes, by service and chart name, from the rendered page. */
+function charts(html: string): Map<string, Record<string, number>> {
+  const found = new Map<string, Record<string, number>>();
+  const figure =
+    /<figure data-service="([^"]+)" data-chart="([^"]+)" data-points="(\d+)" data-last="([^"]+)" data-peak="([^"]+)"/g;
+  for (const m of html.matchAll(figure)) {
+    found.set(`${m[1]} ${m[2]}`, { points: +m[3], last: +m[4], peak: +m[5] });
+  }
+  return found;
+}
+
+Deno.test({
+  name:
+    "dashboard: charts move while a load runs; a backup backend is marked; one data plane said so",
+  ignore: missingTool("chromium"),
+  fn: async () => {
+    const echo = echoBackend();
+    const spare = nameBackend("S");
+    const admin = freePort();
+    const d = await balWith(
+      `admin: {listen: "127.0.0.1:${admin}"}\nbackends: ["127.0.0.1:${echo.port}", {host: 127.0.0.1, port: ${spare.port}, backup: true}]`,
+    );
+    let running = true;
+    // Clients all along, each a few bytes each way: the page samples the counters once a second.
+    const load = (async () => {
+      while (running) {
+        const c = await Deno.connect({ hostname: "127.0.0.1", port: d.port });
+        await writeAll(c, text("ping"));
+        await readN(c, 4);
+        c.close();
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    try {
+      const html = await dom(`http://127.0.0.1:${admin}/`, 6000);
+      const seen = charts(html);
+      const conn = seen.get("default conn_rate")!;
+      assert.ok(conn.points >= 2, `${conn.points} samples`);
+      assert.ok(conn.peak > 0, "connections/s moved");
+      assert.ok(seen.get("default bytes_in_rate")!.peak > 0, "bytes in/s moved");
+      assert.ok(seen.get("default bytes_out_rate")!.peak > 0, "bytes out/s moved");
+      assert.equal(seen.get("default refused_rate")!.peak, 0, "nobody refused");
+      assert.match(
+        html,
+        new RegExp(`data-backend="127\\.0\\.0\\.1:${spare.port}"[^>]*data-backup="true"`),
+      );
+      assert.match(html, /\b1 data plane,/, "one data plane, not 'data plane(s)'");
+    } finally {
+      running = false;
+      await load;
+      await d.stop();
+      await echo.close();
+      await spare.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "dashboard: 3 and 30 services, screenshots taken; many services fold and a filter box shows",
+  ignore: missingTool("chromium"),
+  fn: async () => {
+    const echoes = [echoBackend(), echoBackend()];
+    const shots = Deno.env.get("BAL_SCREENSHOTS") ?? tempHome();
+    for (const count of [3, 30]) {
+      const admin = freePort();
+      const home = tempHome();
+      const ports = Array.from({ length: count }, () => freePort());
+      const names = ["web", "api", "db", "cache", "queue", "search"];
+      // The second service has a backend that is down; the first, a DNS name nobody answers.
+      const backends = (i: number) =>
+        [
+          `"127.0.0.1:${echoes[0].port}"`,
+          i === 1 ? `"127.0.0.1:${freePort()}"` : `"127.0.0.1:${echoes[1].port}"`,
+          ...(i === 0 ? [`{dns: "app.internal:8080"}`] : []),
+        ].join(", ");
+      const services = ports.map((p, i) =>
+        `  - name: ${names[i % names.length]}${
+          i >= names.length ? `-${i}` : ""
+        }\n    port: ${p}\n    bind_address: 127.0.0.1\n    backends: [${backends(i)}]`
+      );
+      const config = `${home}/many.yaml`;
+      Deno.writeTextFileSync(
+        config,
+        `admin: {listen: "127.0.0.1:${admin}"}\nresolver: "127.0.0.1:${freePort()}"\nruntime: {health_check_interval_ms: 200}\nservices:\n${
+          services.join("\n")
+        }\n`,
+      );
+      const d = await startDaemon(home, config, ports[0]);
+      let running = true;
+      const load = (async () => {
+        for (let i = 0; running; i++) {
+          const c = await Deno.connect({ hostname: "127.0.0.1", port: ports[i % 3] });
+          await writeAll(c, text("x".repeat(1000 * (1 + i % 3))));
+          await readN(c, 1000 * (1 + i % 3)).catch(() => {});
+          c.close();
+          await new Promise((r) => setTimeout(r, i % 3));
+        }
+      })();
+      try {
+        const url = `http://127.0.0.1:${admin}/`;
+        const html = await dom(url, 4000);
+        assert.equal([...html.matchAll(/<details data-service=/g)].length, count);
+        const open = [...html.matchAll(/<details data-service="[^"]+" open/g)].length;
+        assert.equal(open, count > 6 ? 0 : count, "more than six services start folded");
+        assert.equal(/<input id="filter"[^>]*hidden/.test(html), count <= 6, "the filter box");
+        assert.match(html, /data-discovery="dns app\.internal" data-discovery-state="pending"/);
+        assert.match(html, /<span class="tag bad">1 backend down<\/span>/);
+        const png = `${shots}/dashboard-${count}-services.png`;
+        const r = await runCommand("chromium", [
+          "--headless=new",
+          "--no-sandbox",
+          "--disable-gpu",
+          "--hide-scrollbars",
+          "--virtual-time-budget=8000",
+          `--window-size=1100,${count > 6 ? 700 : 1050}`,
+          `--screenshot=${png}`,
+          url,
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.ok(Deno.statSync(png).size > 10_000, "a screenshot with something in it");
+      } finally {
+        running = false;
+        await load;
+        await d.stop();
+      }
+    }
+    for (const e of echoes) await e.close();
   },
 });
 
@@ -169,6 +301,62 @@ Deno.test("access log: one NDJSON line per finished connection, saying how it en
   } finally {
     await d.stop();
     await echo.close();
+  }
+});
+
+/** A backend (python) on `port` that answers each client's first bytes with `reply`, then resets. */
+function resettingBackend(port: number, reply: string): Deno.ChildProcess {
+  const script = `
+import socket, struct, sys, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1])))
+srv.listen(16)
+print("ready", flush=True)
+while True:
+    c, _ = srv.accept()
+    c.recv(64)
+    c.sendall(sys.argv[2].encode())
+    time.sleep(0.3)  # bal forwards the reply before the reset comes
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.close()
+`;
+  return new Deno.Command("python3", {
+    args: ["-c", script, String(port), reply],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+}
+
+Deno.test('access log: a backend that resets mid-stream is ended "reset", with the bytes it sent', async () => {
+  const backendPort = freePort();
+  const backend = resettingBackend(backendPort, "partial answer");
+  const reader = backend.stdout.getReader();
+  await reader.read(); // "ready"
+  reader.releaseLock();
+  const d = await balWith(
+    `access_log: true\naccess_log_path: access.log\nbackends: ["127.0.0.1:${backendPort}"]`,
+  );
+  try {
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: d.port });
+    await writeAll(c, text("question"));
+    assert.equal(new TextDecoder().decode(await readN(c, 14)), "partial answer");
+    await readAll(c).catch(() => new Uint8Array()); // the reset, passed on as a close
+    c.close();
+    const line = await waitFor("the access line", () => {
+      try {
+        return JSON.parse(Deno.readTextFileSync(`${d.home}/access.log`).trim().split("\n")[0]);
+      } catch {
+        return false;
+      }
+    });
+    assert.equal(line.fields.ended, "reset");
+    assert.deepEqual([line.fields.bytes_in, line.fields.bytes_out], [8, 14]);
+  } finally {
+    await d.stop();
+    backend.kill("SIGKILL");
+    await backend.status;
+    await backend.stdout.cancel().catch(() => {});
   }
 });
 

@@ -442,6 +442,41 @@ services added: three; services removed: two; backends added: one/127.0.0.1:${c.
   }
 });
 
+Deno.test("services: a removed service's silent connection is closed at its drain timeout, said with the service, and bal goes on", async () => {
+  const [a, b] = ["a", "b"].map((n) => namedEcho(n));
+  const home = tempHome();
+  const [p1, p2] = [freePort(), freePort()];
+  const config = writeServices(home, [
+    { name: "one", port: p1, backends: [a.port] },
+    { name: "two", port: p2, backends: [b.port], runtime: { shutdown_drain_timeout_ms: 300 } },
+  ]);
+  const d = await startDaemon(home, config, p1);
+  try {
+    const silent = await hold(p2);
+    writeServices(home, [{ name: "one", port: p1, backends: [a.port] }]);
+    assert.equal((await bal(home, "graceful")).code, 0);
+    // Closed by bal at the timeout: the read ends (end of stream or a reset).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ended = await Promise.race([
+      readAll(silent.conn).then(() => "closed", () => "closed"),
+      new Promise((r) => timer = setTimeout(() => r("still open after 10 s"), 10_000)),
+    ]);
+    clearTimeout(timer);
+    assert.equal(ended, "closed");
+    silent.conn.close();
+    const line = await waitFor(
+      "the drain_timeout line",
+      () => d.log().find((l) => l.event === "drain_timeout"),
+    );
+    const f = line.fields as Record<string, unknown>;
+    assert.deepEqual([f.service, f.forced, f.drain_ms], ["two", 1, 300]);
+    assert.equal(await peek(p1), "a", "the daemon goes on");
+  } finally {
+    await d.stop();
+    for (const x of [a, b]) await x.close();
+  }
+});
+
 Deno.test("services: a reload whose new service's port is taken changes nothing", async () => {
   const a = nameBackend("A");
   const b = nameBackend("B");

@@ -60,7 +60,9 @@ export async function statusCommand(options: StatusOptions): Promise<number> {
   const reachable = all.filter((b) => b.reachable).length;
   const active = services.reduce((n, x) => n + x.active_connections, 0);
   out(
-    `bal is running (pid ${s.pid}), ${listen}, ${reachable}/${all.length} backends reachable, ${active} active connections`,
+    `bal is running (pid ${s.pid}), ${listen}, ${count(reachable)}/${
+      count(all.length)
+    } backends reachable, ${count(active)} active connections`,
   );
   if (options.brief) return 0;
   const wanted = options.config ? configPathOf(options.config, paths) : s.config_path;
@@ -88,9 +90,9 @@ function printService(s: ServiceStatus, several: boolean, verbose?: boolean): vo
   const indent = several ? "    " : "  ";
   if (several) {
     out(
-      `  service ${s.name} on ${
-        listenAddress(s)
-      }, ${s.method}: ${s.backend_reachable}/${s.backend_total} backends reachable, ${s.active_connections} active`,
+      `  service ${s.name} on ${listenAddress(s)}, ${s.method}: ${count(s.backend_reachable)}/${
+        count(s.backend_total)
+      } backends reachable, ${count(s.active_connections)} active`,
     );
   }
   out(

@@ -45,8 +45,6 @@ export interface Side {
   closing: boolean;
   /** Bytes read from the other side that this one has not taken yet. */
   pending: Uint8Array | null;
-  /** Half-close it once `pending` is delivered. */
-  shutAfterFlush: boolean;
 }
 
 /** A relay between a client (`a`) and a backend (`b`). */
@@ -78,7 +76,6 @@ export function side(fd: number, token = 0): Side {
     reading: true,
     closing: false,
     pending: null,
-    shutAfterFlush: false,
   };
 }
 
@@ -158,9 +155,7 @@ function progress(r: Relay): void {
   if (!r.done) pump(r, r.b, r.a);
   if (r.done) return;
   const { a, b } = r;
-  if (a.reading || b.reading || a.pending || b.pending || a.shutAfterFlush || b.shutAfterFlush) {
-    return;
-  }
+  if (a.reading || b.reading || a.pending || b.pending) return;
   r.done = true;
   r.onEnd();
 }
@@ -202,7 +197,7 @@ function forward(r: Relay, y: Side, n: number): void {
   y.pending = shared.slice(Math.max(0, sent), n);
 }
 
-/** Sends what waits for `x`; once all of it is gone, a pending half-close follows. */
+/** Sends what waits for `x`. */
 function flush(r: Relay, x: Side): void {
   const pending = x.pending!;
   const sent = sys.send(x.fd, pending, pending.byteLength);
@@ -214,20 +209,18 @@ function flush(r: Relay, x: Side): void {
   }
   x.pending = null;
   r.activity.at = Date.now();
-  if (x.shutAfterFlush) {
-    x.shutAfterFlush = false;
-    sys.shutdownWrite(x.fd);
-  }
 }
 
-/** `x`'s stream ended: passed on to `y` once `y` has what came before it. */
+/**
+ * `x`'s stream ended: passed on to `y` at once. `y` has taken all that came
+ * before it, since `pump` reads `x` only while nothing waits for `y`.
+ */
 function ended(r: Relay, x: Side, y: Side): void {
   x.reading = false;
   x.readable = false;
   r.firstEnd ??= x === r.a ? "a" : "b";
-  if (y.pending) y.shutAfterFlush = true;
   // When y's own stream is over too, the relay is done: closing sends the FIN.
-  else if (y.reading || x.pending || x.shutAfterFlush) sys.shutdownWrite(y.fd);
+  if (y.reading || x.pending) sys.shutdownWrite(y.fd);
 }
 
 /** A failure on `x` (reset, broken pipe, error): the relay ends at once. */
