@@ -171,11 +171,12 @@ Deno.test({
       const home = tempHome();
       const ports = Array.from({ length: count }, () => freePort());
       const names = ["web", "api", "db", "cache", "queue", "search"];
-      // The second service has a backend that is down; the first, a DNS name nobody answers.
+      // The first has a DNS name nobody answers; the second, a backend that is down; the
+      // third, none up at all: its clients are refused and protection mode turns on.
       const backends = (i: number) =>
         [
-          `"127.0.0.1:${echoes[0].port}"`,
-          i === 1 ? `"127.0.0.1:${freePort()}"` : `"127.0.0.1:${echoes[1].port}"`,
+          i === 2 ? `"127.0.0.1:${freePort()}"` : `"127.0.0.1:${echoes[0].port}"`,
+          i === 1 || i === 2 ? `"127.0.0.1:${freePort()}"` : `"127.0.0.1:${echoes[1].port}"`,
           ...(i === 0 ? [`{dns: "app.internal:8080"}`] : []),
         ].join(", ");
       const services = ports.map((p, i) =>
@@ -210,6 +211,8 @@ Deno.test({
         assert.equal(/<input id="filter"[^>]*hidden/.test(html), count <= 6, "the filter box");
         assert.match(html, /data-discovery="dns app\.internal" data-discovery-state="pending"/);
         assert.match(html, /<span class="tag bad">1 backend down<\/span>/);
+        assert.match(html, /<details data-service="db"[^>]*>.*?data-protection="on"/s);
+        assert.ok(charts(html).get("db refused_rate")!.peak > 0, "db's refusals/s moved");
         const png = `${shots}/dashboard-${count}-services.png`;
         const r = await runCommand("chromium", [
           "--headless=new",

@@ -2,6 +2,7 @@
 import assert from "node:assert/strict";
 // @ts-types="@types/js-yaml"
 import { load as parse } from "js-yaml";
+import { checkConfig } from "../src/config/mod.ts";
 import { missingTool, ROOT } from "./helpers.ts";
 
 const read = (path: string) => Deno.readTextFileSync(`${ROOT}${path}`);
@@ -80,17 +81,64 @@ print(json.dumps(p))`;
   assert.equal(plist.RunAtLoad, true);
 });
 
-Deno.test("READMEs: the Korean translation links the English one and covers every section", () => {
+/** The reference pages beside the README, each with its Korean translation in docs/ko/. */
+const DOCS = [
+  "commands",
+  "configuration",
+  "behaviour",
+  "observability",
+  "development",
+  "architecture",
+];
+
+Deno.test("READMEs: the Korean translation links the English one and covers every section, README and docs alike", () => {
   const en = read("README.md");
   const ko = read("README.ko.md");
   assert.match(en, /\[한국어\]\(README\.ko\.md\)/);
   assert.match(ko, /\[English\]\(README\.md\)/);
+  const pairs: [string, string][] = [
+    ["README.md", "README.ko.md"],
+    ...DOCS.map((d): [string, string] => [`docs/${d}.md`, `docs/ko/${d}.md`]),
+  ];
   const sections = (md: string) => [...md.matchAll(/^## /gm)].length;
-  assert.equal(sections(ko), sections(en));
-  // Every command, config key, task and file name of the English README is in the translation.
-  const codeSpans = new Set([...en.matchAll(/`([^`\n]+)`/g)].map((m) => m[1]));
   // Spans whose words are placeholders, translated on purpose.
   const translated = new Set(["bal: FILE:LINE:COL: key.path: what is wrong"]);
-  const missing = [...codeSpans].filter((span) => !ko.includes(span) && !translated.has(span));
-  assert.deepEqual(missing, []);
+  for (const [enPath, koPath] of pairs) {
+    const [e, k] = [read(enPath), read(koPath)];
+    assert.equal(sections(k), sections(e), `${koPath} has the sections of ${enPath}`);
+    // Every command, config key, task and file name of the English page is in the translation.
+    const codeSpans = new Set([...e.matchAll(/`([^`\n]+)`/g)].map((m) => m[1]));
+    const missing = [...codeSpans].filter((span) => !k.includes(span) && !translated.has(span));
+    assert.deepEqual(missing, [], `${koPath} lacks code spans of ${enPath}`);
+  }
+});
+
+Deno.test("README: fits a first screen or few, with no table cell longer than a sentence", () => {
+  for (const path of ["README.md", "README.ko.md"]) {
+    const text = read(path);
+    assert.ok(text.split("\n").length < 250, `${path}: ${text.split("\n").length} lines`);
+    for (const row of text.split("\n").filter((l) => l.startsWith("| "))) {
+      for (const cell of row.split(/(?<!\\)\|/).map((c) => c.trim())) {
+        assert.ok(
+          !/[.。] \S/.test(cell.replace(/`[^`]*`/g, "")),
+          `${path}: a cell of two sentences: ${cell}`,
+        );
+      }
+    }
+  }
+  // Every page the README points to exists.
+  for (const [, link] of read("README.md").matchAll(/\]\(((?:docs|sample)\/[^)#]+)/g)) {
+    assert.ok(Deno.statSync(`${ROOT}${link}`).isFile, link);
+  }
+});
+
+Deno.test("README: its config examples are valid configs", () => {
+  for (const path of ["README.md", "README.ko.md"]) {
+    const examples = [...read(path).matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]);
+    assert.equal(examples.length, 2, path);
+    for (const yaml of examples) {
+      const r = checkConfig(yaml, path);
+      assert.ok(r.ok, `${path}: ${r.ok ? "" : r.errors[0].message}`);
+    }
+  }
 });

@@ -1,6 +1,6 @@
 /**
  * Active health checks (each backend probed every interval, at most
- * {@link CHECKS_IN_FLIGHT} at once) and the one function through which every check or data-path
+ * {@link MAX_CHECKS_IN_FLIGHT} at once: any check type) and the one function through which every check or data-path
  * connect result reaches the health table, so state changes are logged
  * exactly once.
  *

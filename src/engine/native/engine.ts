@@ -105,7 +105,7 @@ interface NativePlane extends Plane<Session> {
   readonly addresses: AddressBook;
 }
 
-/** Creates the native engine; libc must be loaded (see `select.ts`). */
+/** Creates the native engine; libc must be loaded (`nativeSelfCheck` in self_check.ts, run by choose.ts). */
 export function createNativeEngine(runtime: Runtime, options: EngineOptions): Engine {
   sys.loadLibc();
   const loop = createLoop(loopError);
