@@ -1,7 +1,7 @@
 /**
  * Commands that act on the running bal: `stop` (SIGTERM, then wait for the
- * drain), `graceful` (validate, SIGHUP, then wait for the daemon's reload
- * report), and the live status from its control socket.
+ * drain), `graceful` (validate, then the `reload` control command, which
+ * answers with the outcome), and the live status from its control socket.
  *
  * @module
  */
@@ -18,12 +18,12 @@ import {
   removeInstanceFiles,
 } from "./instance.ts";
 import type { StatePaths } from "./paths.ts";
-import { request } from "./socket.ts";
+import { NoAnswer, request } from "./socket.ts";
 import { notRunning, type Status } from "./status.ts";
 
 /** Extra time `stop` allows beyond the drain timeout for the process to exit. */
 const STOP_MARGIN_MS = 5_000;
-/** How long `graceful` waits for the daemon to report the reload. */
+/** How long `graceful` waits for the daemon to answer its reload. */
 const RELOAD_TIMEOUT_MS = 10_000;
 
 async function runningPid(paths: StatePaths): Promise<number> {
@@ -187,8 +187,9 @@ function drainOf(s: Status): number | undefined {
 }
 
 /**
- * Validates the running bal's config file, then sends SIGHUP and waits for
- * the outcome the daemon reports. An invalid file sends nothing.
+ * Validates the running bal's config file, then asks the daemon to reload
+ * over its control socket and returns the outcome it answers with (the
+ * same reload SIGHUP runs). An invalid file sends nothing.
  */
 export async function graceful(paths: StatePaths): Promise<ReloadOutcome> {
   const pid = await runningPid(paths);
@@ -196,25 +197,34 @@ export async function graceful(paths: StatePaths): Promise<ReloadOutcome> {
   if (!before) throw new StateError(`bal (pid ${pid}) is starting or stopping; try again`);
   const check = await readConfig(before.config_path);
   if (!check.ok) throw new ReloadRefused(check.errors);
-  Deno.kill(pid, "SIGHUP");
-  const deadline = Date.now() + RELOAD_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    const now = await readState(paths);
-    if (now && now.pid === pid && now.reloads > before.reloads && now.last_reload) {
-      return now.last_reload;
-    }
+  let reply: ReloadOutcome & { error?: string };
+  try {
+    reply = await request(paths.sock, { cmd: "reload" }, RELOAD_TIMEOUT_MS) as typeof reply;
+  } catch (e) {
+    if (e instanceof NoAnswer) throw await reloadUnanswered(pid);
     if ((await processStatus(pid)) !== "running") {
       throw new StateError(`bal (pid ${pid}) exited during the reload`);
     }
-    await new Promise((r) => setTimeout(r, 25));
+    throw await notAnswering(pid, paths, e);
   }
+  if (typeof reply.ok === "boolean") return reply;
+  if (/^unknown cmd "reload"/.test(String(reply.error))) {
+    throw new StateError(
+      `the running bal (pid ${pid}) predates the reload command; \`kill -HUP ${pid}\` reloads it`,
+    );
+  }
+  throw new BalError(`reload: ${reply.error}`);
+}
+
+/** The request is in the daemon's socket, so it will reload: only the outcome is unknown. */
+async function reloadUnanswered(pid: number): Promise<BalError> {
   const paused = await isPaused(pid);
-  throw new BalError(
-    `sent SIGHUP to bal (pid ${pid}), but it has not reported the reload within ${
+  return new BalError(
+    `asked bal (pid ${pid}) to reload, but it has not answered within ${
       RELOAD_TIMEOUT_MS / 1000
     } s${
       paused ? `: the process is stopped (kill -CONT ${pid} resumes it)` : ""
-    }; the signal was delivered and the reload applies when bal gets to it, so the outcome is not known yet (bal status --verbose shows it)`,
+    }; the request was delivered and the reload applies when bal gets to it, so the outcome is not known yet (bal status --verbose shows it)`,
   );
 }
 

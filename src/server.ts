@@ -29,6 +29,7 @@ import {
   lockInstance,
   processStart,
   readPid,
+  type ReloadOutcome,
   removeInstanceFiles,
   writePid,
   writeState,
@@ -60,7 +61,7 @@ import type { PlaneStats } from "./engine/counters.ts";
 import { startWorkers, type WorkerPool } from "./engine/workers.ts";
 import { serveControl } from "./socket.ts";
 import { buildStatus, type Status } from "./status.ts";
-import { dispatch, type Registry } from "./admin/registry.ts";
+import { type Command, dispatch, type Registry } from "./admin/registry.ts";
 import { backendCommands } from "./admin/backend.ts";
 import { type AdminServer, sameListen, startAdmin } from "./admin/http.ts";
 import { renderMetrics } from "./stats/metrics.ts";
@@ -422,8 +423,12 @@ async function openFds(): Promise<number | null> {
 
 /** The control socket's commands. */
 function commands(running: Running): Registry {
-  return new Map([
+  return new Map<string, Command>([
     ["status", () => statusOf(running)],
+    [
+      "reload",
+      () => queueReload(running).catch((e) => ({ error: `reload crashed: ${describeError(e)}` })),
+    ],
     ...backendCommands({
       runtime: running.runtime,
       broadcast: (id, admin) => running.pool?.admin(id, admin),
@@ -455,12 +460,7 @@ function listenForSignals(running: Running) {
     running.engine.drain(0);
     running.pool?.force();
   };
-  // Reloads run one at a time, in the order the signals came.
-  const onHup = () => {
-    running.reloading = running.reloading.then(() => reload(running)).catch((err) =>
-      log.error("reload crashed: {error}", { event: "reload_failed", error: describeError(err) })
-    );
-  };
+  const onHup = () => void queueReload(running).catch(() => {});
   // logrotate: `postrotate kill -USR1 $(cat ~/.bal/bal.pid)`.
   const onUsr1 = () => {
     reopenLog();
@@ -486,7 +486,19 @@ function listenForSignals(running: Running) {
  * (all or nothing), then the snapshot swap that every data plane follows.
  * On any error the running config stays and the reason is logged.
  */
-async function reload(running: Running): Promise<void> {
+/**
+ * Runs a reload after those already asked for (SIGHUP and the `reload`
+ * command alike, one at a time in the order they came); its outcome.
+ */
+function queueReload(running: Running): Promise<ReloadOutcome> {
+  const outcome = running.reloading.then(() => reload(running));
+  running.reloading = outcome.then(() => {}, (err) => {
+    log.error("reload crashed: {error}", { event: "reload_failed", error: describeError(err) });
+  });
+  return outcome;
+}
+
+async function reload(running: Running): Promise<ReloadOutcome> {
   const { runtime, engine, state } = running;
   state.reloads++;
   const before = runtime.snapshot.config;
@@ -545,6 +557,7 @@ async function reload(running: Running): Promise<void> {
     changes: summary,
   };
   await running.saveState();
+  return state.last_reload;
 }
 
 /** Makes `config` the one every plane runs, health and checks following. */

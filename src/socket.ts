@@ -99,6 +99,14 @@ export function serveControl(path: string, handler: Handler): ControlSocket {
   };
 }
 
+/** The other end took the request but did not answer in time (busy, or stopped). */
+export class NoAnswer extends Error {
+  constructor(readonly timeoutMs: number) {
+    super(`no answer within ${timeoutMs} ms (the process is busy)`);
+    this.name = "NoAnswer";
+  }
+}
+
 /** Sends one request to the socket at `path` and returns the parsed answer. */
 export async function request(
   path: string,
@@ -123,7 +131,7 @@ export async function request(
     return JSON.parse(text + stream.decode());
   } catch (err) {
     // Closing the socket at the deadline fails the pending read with "Bad resource ID".
-    if (timedOut) throw new Error(`no answer within ${timeoutMs} ms (the process is busy)`);
+    if (timedOut) throw new NoAnswer(timeoutMs);
     throw err;
   } finally {
     clearTimeout(timer);

@@ -366,7 +366,7 @@ Deno.test("edges 7: a paused daemon: doctor says it does not answer, graceful sa
     assert.equal(graceful.code, 1);
     assert.match(
       graceful.stderr,
-      /sent SIGHUP to bal \(pid \d+\), but it has not reported the reload within 10 s: the process is stopped \(kill -CONT \d+ resumes it\); the signal was delivered/,
+      /asked bal \(pid \d+\) to reload, but it has not answered within 10 s: the process is stopped \(kill -CONT \d+ resumes it\); the request was delivered/,
     );
     Deno.kill(d.pid, "SIGCONT");
     await waitFor(

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { configChanges, describeChanges } from "../src/config/changes.ts";
 import { parseConfig } from "../src/config/mod.ts";
+import { request } from "../src/socket.ts";
 import {
   askName,
   bal,
@@ -374,4 +375,33 @@ Deno.test("reload: graceful says what changed, in a line, from the configs alone
     describeChanges(configChanges(one, many), true),
     "settings changed; backends added: 127.0.0.1:2, 127.0.0.1:3, 127.0.0.1:4, 127.0.0.1:5, 127.0.0.1:6 and 2 more",
   );
+});
+
+Deno.test("reload: the control socket's reload command answers with the outcome; SIGHUP runs the same reload", async () => {
+  const echo = echoBackend();
+  const home = tempHome();
+  const port = freePort();
+  const config = writeConfig(home, { port, backends: [echo.port] });
+  const d = await startDaemon(home, config, port);
+  try {
+    const sock = `${home}/bal.sock`;
+    const same = await request(sock, { cmd: "reload" }) as Record<string, unknown>;
+    assert.deepEqual([same.ok, same.generation, same.changes], [true, 2, "no change"]);
+    Deno.writeTextFileSync(config, "port: [\n");
+    const bad = await request(sock, { cmd: "reload" }) as Record<string, unknown>;
+    assert.equal(bad.ok, false);
+    assert.match(String(bad.error), /\.yaml:\d+:\d+: /);
+    writeConfig(home, { port, backends: [echo.port, 9] });
+    Deno.kill(d.pid, "SIGHUP");
+    await waitFor(
+      "the SIGHUP's reload",
+      () => d.log().filter((l) => l.event === "reload_ok").length === 2,
+    );
+    const after = JSON.parse((await bal(home, "status", "--json")).stdout);
+    assert.equal(after.reloads.count, 3);
+    assert.equal(after.reloads.last.changes, "backends added: 127.0.0.1:9");
+  } finally {
+    await d.stop();
+    await echo.close();
+  }
 });
