@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { errnoOf, errnoReason } from "./net/errno.ts";
 
 /** Base class of every error meant for the operator rather than a developer. */
 export class BalError extends Error {
@@ -86,14 +87,6 @@ export function ioReason(err: unknown): string {
     return "a part of the path is a file, not a directory";
   }
   if (err instanceof Deno.errors.IsADirectory) return "is a directory";
-  const message = err instanceof Error ? err.message : String(err);
-  const errno = /\(os error (\d+)\)/.exec(message)?.[1];
-  const known: Record<string, string> = {
-    "20": "a part of the path is a file, not a directory",
-    "21": "is a directory",
-    "28": "no space left on the device",
-    "30": "the file system is read-only",
-    "36": "the path is too long",
-  };
-  return (errno && known[errno]) ?? describeError(err);
+  const errno = errnoOf(err);
+  return (errno !== null && errnoReason(errno)) || describeError(err);
 }

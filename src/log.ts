@@ -10,7 +10,10 @@
  *
  * @module
  */
-import type { LogLevel } from "./config/schema.ts";
+/** Log levels, least severe first (the config's `log_level` takes one). */
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+/** A log level. */
+export type LogLevel = typeof LOG_LEVELS[number];
 
 /** One line to log, before it is formatted. */
 export interface LogRecord {

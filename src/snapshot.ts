@@ -5,11 +5,12 @@
  *
  * @module
  */
-import { allBackends, type Backend, type Config, poolsOf, type Service } from "./config/mod.ts";
+import { allBackends, type Backend, type Config, poolsOf, type Service } from "./config/schema.ts";
 import { type HealthTable, initialHealth, syncHealth, unprovenHealth } from "./health/state.ts";
 import { initialProtection, type ProtectionState } from "./health/protection.ts";
 import { type AdminTable, pruneAdmin } from "./balance/admin.ts";
-import { type Balancer, createBalancer } from "./balance/balancer.ts";
+import type { Balancer } from "./balance/balancer.ts";
+import { createBalancer } from "./balance/methods.ts";
 
 /** One loaded config, frozen, with its lookups. */
 export interface Snapshot {

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { parseConfig } from "../src/config/mod.ts";
 import type { Backend } from "../src/config/mod.ts";
-import { type Balancer, type Candidate, createBalancer } from "../src/balance/balancer.ts";
+import type { Balancer, Candidate } from "../src/balance/balancer.ts";
+import { createBalancer } from "../src/balance/methods.ts";
 import { type BackendView, nextBackend, tier } from "../src/balance/select.ts";
 import { ADMIN_DEFAULT, applyAdmin } from "../src/balance/admin.ts";
 import { initialHealth } from "../src/health/state.ts";

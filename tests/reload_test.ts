@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { configChanges, describeChanges } from "../src/config/changes.ts";
 import { parseConfig } from "../src/config/mod.ts";
-import { request } from "../src/socket.ts";
+import { request } from "../src/instance/control_socket.ts";
 import {
   askName,
   bal,

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { bal, freePort, startDaemon, tempHome, waitFor } from "./helpers.ts";
-import { reachesListener } from "../src/config/address.ts";
+import { reachesListener } from "../src/net/address.ts";
 import {
   clientArrived,
   dialedFrom,

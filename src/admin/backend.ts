@@ -5,7 +5,8 @@
  *
  * @module
  */
-import { type Backend, MAX_WEIGHT, normalizeHost } from "../config/mod.ts";
+import { type Backend, MAX_WEIGHT } from "../config/schema.ts";
+import { normalizeHost } from "../net/address.ts";
 import {
   ADMIN_DEFAULT,
   type AdminAction,
@@ -15,7 +16,7 @@ import {
 } from "../balance/admin.ts";
 import { logger } from "../log.ts";
 import type { Runtime, Snapshot } from "../snapshot.ts";
-import type { Status } from "../status.ts";
+import type { Status } from "../instance/status.ts";
 import type { Command } from "./registry.ts";
 
 const log = logger("admin");

@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { type AdminSettings, formatAddress } from "../config/mod.ts";
+import type { AdminSettings } from "../config/schema.ts";
+import { formatAddress } from "../net/address.ts";
 import { ListenError } from "../errors.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { serveHttp } from "./http_server.ts";

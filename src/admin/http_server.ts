@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { isExhaustion } from "../engine/dial.ts";
+import { isExhaustion } from "../net/errno.ts";
 import { describeError } from "../errors.ts";
 import { episode, logger } from "../log.ts";
 

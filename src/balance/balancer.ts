@@ -1,16 +1,12 @@
 /**
- * The interface every balancing method implements, and the registry of
- * methods by their config name. A balancer only chooses among candidates
+ * The interface every balancing method implements (methods.ts has them by
+ * their config name). A balancer only chooses among candidates
  * it is given: which backends may take a client at all (health, admin
  * state, limits, backups) is decided before, in `select.ts`.
  *
  * @module
  */
-import type { Backend, Method } from "../config/mod.ts";
-import { roundRobin } from "./round_robin.ts";
-import { leastConnections } from "./least_connections.ts";
-import { sourceHash } from "./source_hash.ts";
-import { randomTwo } from "./random_two.ts";
+import type { Backend } from "../config/mod.ts";
 
 /** A backend that may take the client, with what the methods weigh. */
 export interface Candidate {
@@ -33,17 +29,4 @@ export interface PickContext {
 export interface Balancer {
   /** Chooses one of `candidates` (never empty). */
   pick(candidates: readonly Candidate[], ctx: PickContext): Candidate;
-}
-
-/** Every method by its config name. */
-export const BALANCERS: { readonly [M in Method]: () => Balancer } = {
-  round_robin: roundRobin,
-  least_connections: leastConnections,
-  source_hash: sourceHash,
-  random_two: randomTwo,
-};
-
-/** A fresh balancer for `method`. */
-export function createBalancer(method: Method): Balancer {
-  return BALANCERS[method]();
 }

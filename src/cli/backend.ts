@@ -4,10 +4,10 @@
  *
  * @module
  */
-import { command } from "../control.ts";
+import { command } from "../instance/control.ts";
 import { type CommandSpec, type Options, type OptionSpec, stringOption } from "./args.ts";
-import { statePaths } from "../paths.ts";
-import type { ServiceStatus } from "../status.ts";
+import { statePaths } from "../instance/paths.ts";
+import type { ServiceStatus } from "../instance/status.ts";
 import { out } from "./output.ts";
 
 /** Options every `bal backend` command takes. */

@@ -18,7 +18,7 @@ import {
 } from "../config/mod.ts";
 import { ConfigError } from "../errors.ts";
 import { count, quote } from "../text.ts";
-import { readProc } from "../instance.ts";
+import { readProc } from "../instance/state_file.ts";
 import { configPathOf, err, out, plural } from "./output.ts";
 
 /** Options of `bal check`. */

@@ -3,9 +3,9 @@
  *
  * @module
  */
-import { diagnose } from "../doctor.ts";
-import { findInstance, readState } from "../instance.ts";
-import { statePaths } from "../paths.ts";
+import { diagnose } from "../instance/diagnose.ts";
+import { findInstance, readState } from "../instance/state_file.ts";
+import { statePaths } from "../instance/paths.ts";
 import { configPathOf, out } from "./output.ts";
 import type { StatusOptions } from "./status.ts";
 

@@ -3,13 +3,13 @@
  *
  * @module
  */
-import { findInstance } from "../instance.ts";
+import { findInstance } from "../instance/state_file.ts";
 import { readConfig } from "../config/mod.ts";
-import { graceful, ReloadRefused, stop } from "../control.ts";
-import { startDaemon } from "../daemon.ts";
+import { graceful, ReloadRefused, stop } from "../instance/control.ts";
+import { startDaemon } from "../instance/daemon.ts";
 import { BalError, StateError } from "../errors.ts";
 import { quote } from "../text.ts";
-import { type StatePaths, statePaths } from "../paths.ts";
+import { type StatePaths, statePaths } from "../instance/paths.ts";
 import { configPathOf, err, out, plural, sayListening } from "./output.ts";
 
 /**

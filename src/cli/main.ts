@@ -6,7 +6,7 @@
  * @module
  */
 import { VERSION } from "../build.ts";
-import { ReloadRefused } from "../control.ts";
+import { ReloadRefused } from "../instance/control.ts";
 import { BalError, ConfigError, describeError } from "../errors.ts";
 import {
   type CommandSpec,

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { absolute, type StatePaths, statePaths } from "../paths.ts";
+import { absolute, type StatePaths, statePaths } from "../instance/paths.ts";
 export { plural } from "../text.ts";
 
 /** A line of output. */

@@ -4,11 +4,11 @@
  * @module
  */
 import { DEFAULT_CONFIG_TEXT, readConfig } from "../config/mod.ts";
-import { reportReady, startDaemon } from "../daemon.ts";
+import { reportReady, startDaemon } from "../instance/daemon.ts";
 import { BalError, describeError, ioReason } from "../errors.ts";
 import type { LogFormat } from "../log.ts";
-import { ensureStateDir, statePaths } from "../paths.ts";
-import { serve } from "../server.ts";
+import { ensureStateDir, statePaths } from "../instance/paths.ts";
+import { serve } from "../instance/lifecycle.ts";
 import { configPathOf, out, sayListening } from "./output.ts";
 
 /** Options of `bal start`. */

@@ -3,13 +3,18 @@
  *
  * @module
  */
-import { liveStatus } from "../control.ts";
+import { liveStatus } from "../instance/control.ts";
 import { count, firstFew, kib, quote } from "../text.ts";
 import { BalError } from "../errors.ts";
 import { watch } from "./watch.ts";
-import { WHY_PROTECTION, WHY_UNREACHABLE } from "../doctor.ts";
-import { statePaths } from "../paths.ts";
-import { type BackendStatus, listenAddress, type ServiceStatus, type Status } from "../status.ts";
+import { WHY_PROTECTION, WHY_UNREACHABLE } from "../instance/status.ts";
+import { statePaths } from "../instance/paths.ts";
+import {
+  type BackendStatus,
+  listenAddress,
+  type ServiceStatus,
+  type Status,
+} from "../instance/status.ts";
 import type { EntryStatus } from "../discovery/entry.ts";
 import { configPathOf, out, plural } from "./output.ts";
 

@@ -6,9 +6,9 @@
  *
  * @module
  */
-import { liveStatus } from "../control.ts";
-import type { StatePaths } from "../paths.ts";
-import type { BackendStatus, Status } from "../status.ts";
+import { liveStatus } from "../instance/control.ts";
+import type { StatePaths } from "../instance/paths.ts";
+import type { BackendStatus, Status } from "../instance/status.ts";
 import { kib, plural } from "../text.ts";
 
 const encoder = new TextEncoder();

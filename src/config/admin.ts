@@ -6,7 +6,7 @@
  * @module
  */
 import { isMap, isScalar } from "./yaml.ts";
-import { isLoopback, normalizeHost } from "./address.ts";
+import { isLoopback, normalizeHost } from "../net/address.ts";
 import { describeNode, type Field, intField, isEmpty, mapFields, type Report } from "./fields.ts";
 import type { AdminSettings } from "./schema.ts";
 

@@ -6,7 +6,7 @@
  */
 import { isMap, isScalar, isSeq, type Node } from "./yaml.ts";
 import { quote } from "../text.ts";
-import { formatAddress, normalizeHost } from "./address.ts";
+import { formatAddress, normalizeHost } from "../net/address.ts";
 import {
   boolField,
   describeNode,

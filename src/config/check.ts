@@ -11,10 +11,9 @@
  */
 import { isMap, isScalar, isSeq, linePos as offsetPos, type Node, parseYaml } from "./yaml.ts";
 import { ConfigError, type ConfigLocation, ioReason } from "../errors.ts";
-import { formatAddress, listenersOverlap, reachesListener } from "./address.ts";
+import { formatAddress, listenersOverlap, reachesListener } from "../net/address.ts";
 import {
   boolField,
-  deepFreeze,
   describeNode,
   enumField,
   type Field,
@@ -34,6 +33,7 @@ import type { ProxyVersion } from "../route/proxy_protocol.ts";
 import {
   type Backend,
   type Config,
+  deepFreeze,
   DEFAULTS,
   ENGINES,
   type HealthCheck,

@@ -5,7 +5,7 @@
  * @module
  */
 import { isMap, isScalar, isSeq, type Node } from "./yaml.ts";
-import { normalizeHost } from "./address.ts";
+import { normalizeHost } from "../net/address.ts";
 import { boolField, describeNode, type Field, mapFields, type Report } from "./fields.ts";
 import type { Backend, Discovered, EtcdSource } from "./schema.ts";
 import type { ParsedBackend } from "./backends.ts";

@@ -6,7 +6,7 @@
  */
 import { isMap, isPair, isScalar, isSeq, type Node } from "./yaml.ts";
 import { quote } from "../text.ts";
-import { normalizeHost } from "./address.ts";
+import { normalizeHost } from "../net/address.ts";
 
 /** Reports a problem at a node: the key path and what is wrong. */
 export type Report = (node: Node | null | undefined, keyPath: string, reason: string) => void;
@@ -182,13 +182,4 @@ export function describeNode(node: Node | null | undefined): string {
 /** Whether a field is absent in effect: no key, or a key with nothing after it. */
 export function isEmpty(field: Field | undefined): boolean {
   return !field || field.value === null || (isScalar(field.value) && field.value.value === null);
-}
-
-/** Freezes an object graph, so a snapshot cannot change under a reader. */
-export function deepFreeze<T>(value: T): T {
-  if (value && typeof value === "object") {
-    for (const v of Object.values(value)) deepFreeze(v);
-    Object.freeze(value);
-  }
-  return value;
 }

@@ -4,9 +4,9 @@
  *
  * @module
  */
-export * from "./address.ts";
+export * from "../net/address.ts";
 export * from "./check.ts";
-export { closest, deepFreeze } from "./fields.ts";
+export { closest } from "./fields.ts";
 export * from "./default_text.ts";
 export { RUNTIME_KEYS, RUNTIME_RULES, runtimeDefaults } from "./runtime.ts";
 export * from "./schema.ts";

@@ -7,11 +7,9 @@
  */
 import type { Acl, Cidr } from "../route/acl.ts";
 import type { ProxyVersion } from "../route/proxy_protocol.ts";
+import { LOG_LEVELS, type LogLevel } from "../log.ts";
 
-/** Log levels the config accepts, least severe first. */
-export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
-/** A log level the config accepts. */
-export type LogLevel = typeof LOG_LEVELS[number];
+export { LOG_LEVELS, type LogLevel };
 
 /** Balancing methods bal implements (one module each under `src/balance/`). */
 export const METHODS = ["round_robin", "least_connections", "source_hash", "random_two"] as const;
@@ -320,3 +318,12 @@ export function drainTimeout(config: Config): number {
  * them. A round larger than this is spread out.
  */
 export const MAX_CHECKS_IN_FLIGHT = 512;
+
+/** Freezes an object graph, so a snapshot cannot change under a reader. */
+export function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object") {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { isLoopback } from "./address.ts";
+import { isLoopback } from "../net/address.ts";
 import { runtimeDefaults } from "./runtime.ts";
 import { type Config, MAX_CHECKS_IN_FLIGHT, type Service, workerCount } from "./schema.ts";
 import { unreachableRoutes } from "../route/sni.ts";

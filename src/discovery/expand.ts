@@ -11,10 +11,10 @@ import {
   type Backend,
   type Config,
   deepFreeze,
-  formatAddress,
   MAX_WEIGHT,
   type Service,
-} from "../config/mod.ts";
+} from "../config/schema.ts";
+import { formatAddress } from "../net/address.ts";
 
 /** One address found: where, and the share and tier discovery gives it. */
 export interface Target {

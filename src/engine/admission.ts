@@ -22,8 +22,15 @@ import {
 } from "../route/client_limits.ts";
 import { logger } from "../log.ts";
 import { clientArrived, forgetSession, isOwnDial } from "./self_loop.ts";
-import type { ServiceCounters } from "./counters.ts";
-import { logAccess, type Peer, type Plane, serviceCounters, type SessionBase } from "./plane.ts";
+import type { ServiceCounters } from "../stats/counters.ts";
+import {
+  logAccess,
+  type Peer,
+  type Plane,
+  type Refusal,
+  serviceCounters,
+  type SessionBase,
+} from "./plane.ts";
 
 const log = logger("proxy");
 
@@ -74,7 +81,6 @@ export function admit<S extends SessionBase>(
 }
 
 /** Why a client was refused before any backend was tried, beyond the service's own limit. */
-export type Refusal = "denied" | ClientRefusal | "proxy_refused" | "no_route" | "loop";
 
 const REFUSALS: Record<
   Refusal,

@@ -12,9 +12,9 @@
  */
 import type { Backend, Config } from "../config/mod.ts";
 import { logger } from "../log.ts";
-import { dial, DialError } from "./dial.ts";
+import { dial, DialError } from "../net/dial.ts";
 import type { Engine, EngineOptions } from "./engine.ts";
-import type { ServiceCounters } from "./counters.ts";
+import type { ServiceCounters } from "../stats/counters.ts";
 import type { Runtime } from "../snapshot.ts";
 import { denoSockets, listenerSet } from "./listeners.ts";
 import { closeQuietly, relay, type Stream, writeAll } from "./relay.ts";

@@ -10,7 +10,7 @@
  */
 import type { Backend, Config } from "../config/mod.ts";
 import type { Observation } from "../health/state.ts";
-import type { PlaneStats } from "./counters.ts";
+import type { PlaneStats } from "../stats/counters.ts";
 
 /** The engines bal has: `native` (Linux, libc through FFI) and `deno` (Deno.Conn, everywhere). */
 export type EngineName = "native" | "deno";

@@ -7,9 +7,9 @@
  *
  * @module
  */
-import { formatAddress, listenersOverlap } from "../config/mod.ts";
+import { formatAddress, listenersOverlap } from "../net/address.ts";
 import { describeError, ListenError } from "../errors.ts";
-import { isExhaustion } from "./dial.ts";
+import { isExhaustion } from "../net/errno.ts";
 import { episode, logger } from "../log.ts";
 import { plural } from "../text.ts";
 

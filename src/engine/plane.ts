@@ -10,24 +10,17 @@
  *
  * @module
  */
-import {
-  type Backend,
-  type Config,
-  formatAddress,
-  type Pool,
-  poolKey,
-  type Service,
-} from "../config/mod.ts";
+import { type Backend, type Config, type Pool, poolKey, type Service } from "../config/schema.ts";
+import { formatAddress } from "../net/address.ts";
 import type { ListenerSet } from "./listeners.ts";
 import { writeProxyHeader } from "../route/proxy_protocol.ts";
-import { type ClientTable, pruneBuckets } from "../route/client_limits.ts";
-import type { Refusal } from "./admission.ts";
+import { type ClientRefusal, type ClientTable, pruneBuckets } from "../route/client_limits.ts";
 import { episode, logAccessLine, logger, rateLimited } from "../log.ts";
 import { plural } from "../text.ts";
 import { type BackendView, nextBackend } from "../balance/select.ts";
 import { isClean } from "../health/state.ts";
 import { protectionOf, type Runtime } from "../snapshot.ts";
-import type { DialFailure } from "./dial.ts";
+import type { DialFailure } from "../net/dial.ts";
 import type { EngineOptions } from "./engine.ts";
 import { type Guarded, type LoopGuard, loopGuard } from "./self_loop.ts";
 import {
@@ -37,7 +30,7 @@ import {
   type ServiceCounters,
   zeroCounters,
   zeroServiceCounters,
-} from "./counters.ts";
+} from "../stats/counters.ts";
 
 const log = logger("proxy");
 
@@ -64,6 +57,9 @@ export interface Peer {
   hostname: string;
   port: number;
 }
+
+/** Why a client was closed before any backend was tried (admission.ts decides and says it). */
+export type Refusal = "denied" | ClientRefusal | "proxy_refused" | "no_route" | "loop";
 
 /** What every engine's session has. */
 export interface SessionBase extends Guarded {

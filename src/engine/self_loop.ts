@@ -13,7 +13,12 @@
  * @module
  */
 import type { Backend } from "../config/schema.ts";
-import type { Peer } from "./plane.ts";
+
+/** A socket's end, as the engines name it (plane.ts's `Peer`). */
+interface End {
+  hostname: string;
+  port: number;
+}
 
 /** What a session carries for the guard. */
 export interface Guarded {
@@ -45,7 +50,7 @@ export function loopGuard<S extends Guarded>(trackClients: boolean): LoopGuard<S
  * itself as `::ffff:a.b.c.d`, while the IPv4 listener that accepts it sees
  * `a.b.c.d`: both are written the IPv4 way.
  */
-const endKey = (p: Peer) =>
+const endKey = (p: End) =>
   `${p.hostname.startsWith("::ffff:") ? p.hostname.slice(7) : p.hostname} ${p.port}`;
 
 /** Listening ports per snapshot's service map (a new map each reload). */
@@ -85,7 +90,7 @@ export function serviceMayLoop(
  * client this very connect was already accepted as, if any (the caller
  * cuts it); later arrivals are caught by {@link isOwnDial}.
  */
-export function dialedFrom<S extends Guarded>(guard: LoopGuard<S>, s: S, local: Peer): S | null {
+export function dialedFrom<S extends Guarded>(guard: LoopGuard<S>, s: S, local: End): S | null {
   const key = endKey(local);
   guard.dials.set(key, s);
   s.ownDial = key;
@@ -93,12 +98,12 @@ export function dialedFrom<S extends Guarded>(guard: LoopGuard<S>, s: S, local: 
 }
 
 /** Whether a new client's socket is one of bal's own connects. */
-export function isOwnDial<S extends Guarded>(guard: LoopGuard<S>, peer: Peer): boolean {
+export function isOwnDial<S extends Guarded>(guard: LoopGuard<S>, peer: End): boolean {
   return guard.dials.size > 0 && guard.dials.has(endKey(peer));
 }
 
 /** A new client, tracked where the engine needs it. */
-export function clientArrived<S extends Guarded>(guard: LoopGuard<S>, s: S, peer: Peer): void {
+export function clientArrived<S extends Guarded>(guard: LoopGuard<S>, s: S, peer: End): void {
   if (!guard.clients) return;
   s.socketPeer = endKey(peer);
   guard.clients.set(s.socketPeer, s);

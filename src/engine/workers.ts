@@ -14,7 +14,7 @@ import type { HealthState, Observation } from "../health/state.ts";
 import type { ProtectionState } from "../health/protection.ts";
 import type { BackendAdmin } from "../balance/admin.ts";
 import { emitForwarded, type LogRecord, writeAccessLines } from "../log.ts";
-import type { PlaneStats } from "./counters.ts";
+import type { PlaneStats } from "../stats/counters.ts";
 import type { EngineName } from "./engine.ts";
 import type { Runtime } from "../snapshot.ts";
 

@@ -7,7 +7,7 @@
  * @module
  */
 import type { Backend, CheckStep, HealthCheck } from "../config/mod.ts";
-import { dial, DialError } from "../engine/dial.ts";
+import { dial, DialError } from "../net/dial.ts";
 import { describeError } from "../errors.ts";
 import { parseAgent } from "./agent.ts";
 import { type Channel, tcpChannel, type TlsChannel, tlsChannel } from "./channel.ts";

@@ -13,8 +13,8 @@
  * @module
  */
 
-/** Why a connect failed. */
-export type FailureKind = "timeout" | "refused" | "other";
+import type { FailureKind } from "../net/dial.ts";
+export type { FailureKind };
 
 /**
  * What an agent check last said (HAProxy's agent-check, documented subset):

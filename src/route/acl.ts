@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ipv4Bytes, ipv6Bytes } from "../config/address.ts";
+import { ipv4Bytes, ipv6Bytes } from "../net/address.ts";
 
 /** An address block: the first `prefix` bits of `bytes`. */
 export interface Cidr {

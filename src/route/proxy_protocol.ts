@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { ipText, ipv4Bytes, ipv6Bytes } from "../config/address.ts";
+import { ipText, ipv4Bytes, ipv6Bytes } from "../net/address.ts";
 import { addressBytes } from "./acl.ts";
 
 /** An address and port as sockets report them. */

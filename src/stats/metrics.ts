@@ -9,12 +9,7 @@
 import type { Backend, Service } from "../config/mod.ts";
 import type { BackendAdmin } from "../balance/admin.ts";
 import { weightOf } from "../balance/admin.ts";
-import {
-  backendTotal,
-  CONNECT_BUCKETS,
-  type PlaneStats,
-  serviceTotal,
-} from "../engine/counters.ts";
+import { backendTotal, CONNECT_BUCKETS, type PlaneStats, serviceTotal } from "./counters.ts";
 import type { HealthState } from "../health/state.ts";
 import type { ProtectionState } from "../health/protection.ts";
 import type { Snapshot } from "../snapshot.ts";

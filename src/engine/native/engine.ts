@@ -10,12 +10,13 @@
  *
  * @module
  */
-import { type Backend, type Config, isWildcard } from "../../config/mod.ts";
+import type { Backend, Config } from "../../config/schema.ts";
+import { isWildcard } from "../../net/address.ts";
 import { episode, logger, rateLimited } from "../../log.ts";
 import { describeError } from "../../errors.ts";
 import type { Runtime } from "../../snapshot.ts";
 import type { Engine, EngineOptions } from "../engine.ts";
-import type { ServiceCounters } from "../counters.ts";
+import type { ServiceCounters } from "../../stats/counters.ts";
 import { acceptFailed, acceptRecovered, listenerSet, type ListenSockets } from "../listeners.ts";
 import {
   applyListeners,
@@ -38,7 +39,8 @@ import {
   sweepIdle,
 } from "../plane.ts";
 import { acceptAborted, admit, ended, started } from "../admission.ts";
-import { EXHAUSTION_ERRNOS } from "../dial.ts";
+import { dialFailure } from "../../net/dial.ts";
+import { describeErrno, EXHAUSTION_ERRNOS } from "../../net/errno.ts";
 import { dialedFrom, mayLoop } from "../self_loop.ts";
 import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
@@ -47,13 +49,7 @@ import { inspectClient, type Inspection, peekHello, stopInspection } from "./ins
 import { inspected, inspector, inspects } from "../inspect.ts";
 import type { Preface } from "../../route/preface.ts";
 import { decodeAddress, isIpLiteral } from "./sockaddr.ts";
-import {
-  describeErrno,
-  dialFailure,
-  listenAddress,
-  openListener,
-  startConnect,
-} from "./sockets.ts";
+import { listenAddress, openListener, startConnect } from "./sockets.ts";
 import { type AddressBook, addressBook } from "./resolve.ts";
 
 /** What `tried` becomes once connected: nothing more is tried, so one empty set serves all. */

@@ -34,25 +34,8 @@ export const C = {
   EPOLL_CTL_MOD: 3,
 } as const;
 
-/** errno values the engine tells apart. */
-export const E = {
-  ENOENT: 2,
-  ENOMEM: 12,
-  EACCES: 13,
-  EINTR: 4,
-  EAGAIN: 11,
-  ENFILE: 23,
-  EMFILE: 24,
-  EPIPE: 32,
-  EADDRINUSE: 98,
-  EADDRNOTAVAIL: 99,
-  ECONNABORTED: 103,
-  ECONNRESET: 104,
-  ENOBUFS: 105,
-  ETIMEDOUT: 110,
-  ECONNREFUSED: 111,
-  EINPROGRESS: 115,
-} as const;
+/** errno values the engine tells apart (the one table, in net/errno.ts). */
+export { E } from "../../net/errno.ts";
 
 const SOCK_STREAM = 1;
 const SOCK_NONBLOCK = 0o4000;

@@ -8,8 +8,8 @@
  *
  * @module
  */
-import type { Backend, Config } from "../../config/mod.ts";
-import { allBackends } from "../../config/mod.ts";
+import type { Backend, Config } from "../../config/schema.ts";
+import { allBackends } from "../../config/schema.ts";
 import * as sys from "./ffi.ts";
 import { encodeAddress, isIpLiteral, withPort } from "./sockaddr.ts";
 

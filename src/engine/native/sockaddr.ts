@@ -9,7 +9,7 @@
 const AF_INET = 2;
 const AF_INET6 = 10;
 
-import { ipText, ipv4Bytes, ipv6Bytes } from "../../config/address.ts";
+import { ipText, ipv4Bytes, ipv6Bytes } from "../../net/address.ts";
 
 /** An address and port as text, as Deno.NetAddr has them. */
 export interface HostPort {

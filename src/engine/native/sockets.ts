@@ -7,39 +7,8 @@
  */
 import * as sys from "./ffi.ts";
 import { encodeAddress, familyOf, isIpLiteral, withPort } from "./sockaddr.ts";
-import { type DialFailure, LOCAL_ERRNOS } from "../dial.ts";
+import { describeErrno, errnoReason } from "../../net/errno.ts";
 import type { Wanted } from "../listeners.ts";
-
-const REASONS: Record<number, string> = {
-  [sys.E.EADDRINUSE]: "address already in use",
-  [sys.E.EACCES]: "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
-  [sys.E.EADDRNOTAVAIL]: "address not available on this machine",
-  [sys.E.ECONNREFUSED]: "connection refused",
-  [sys.E.ECONNRESET]: "connection reset by peer",
-  [sys.E.EPIPE]: "broken pipe",
-  [sys.E.ETIMEDOUT]: "connection timed out",
-  [sys.E.EMFILE]: "too many open files",
-  [sys.E.ENFILE]: "too many open files in the system",
-  [sys.E.ENOBUFS]: "no buffer space available",
-  [sys.E.ENOMEM]: "out of memory",
-  101: "network is unreachable",
-  113: "no route to host",
-};
-
-/** An errno in words, with its number as Deno writes it (`(os error N)`). */
-export function describeErrno(errno: number): string {
-  return `${REASONS[errno] ?? "system error"} (os error ${errno})`;
-}
-
-/** errno values that are this machine's fault, not the backend's (as the deno engine has them). */
-const LOCAL = new Set<number>(LOCAL_ERRNOS);
-
-/** The failure kind of a connect that failed with `errno`, and its message. */
-export function dialFailure(errno: number): { kind: DialFailure; message: string } {
-  if (errno === sys.E.ECONNREFUSED) return { kind: "refused", message: "connection refused" };
-  if (errno === sys.E.ETIMEDOUT) return { kind: "timeout", message: describeErrno(errno) };
-  return { kind: LOCAL.has(errno) ? "local" : "other", message: describeErrno(errno) };
-}
 
 /**
  * Sets TCP_NODELAY: bytes are relayed as they come, never held back to
@@ -60,7 +29,7 @@ export function openListener(want: Wanted, address: Uint8Array, reusePort: boole
   if (fd < 0) throw new Error(describeErrno(-fd));
   const fail = (r: number) => {
     sys.close(fd);
-    throw new Error(REASONS[-r] ?? describeErrno(-r));
+    throw new Error(errnoReason(-r) ?? describeErrno(-r));
   };
   sys.setIntOption(fd, sys.C.SOL_SOCKET, sys.C.SO_REUSEADDR, 1);
   tune(fd);

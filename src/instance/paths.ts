@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { BalError, ioReason } from "./errors.ts";
+import { BalError, ioReason } from "../errors.ts";
 
 /** The files in the state directory. */
 export interface StatePaths {

@@ -5,20 +5,16 @@
  *
  * @module
  */
-import { allBackends, type Config, formatAddress, readConfig, type Service } from "./config/mod.ts";
-import { dial } from "./engine/dial.ts";
-import { describeError, ioReason } from "./errors.ts";
+import { allBackends, type Config, type Service } from "../config/schema.ts";
+import { readConfig } from "../config/mod.ts";
+import { formatAddress } from "../net/address.ts";
+import { WHY_PROTECTION, WHY_UNREACHABLE } from "./status.ts";
+import { dial } from "../net/dial.ts";
+import { describeError, ioReason } from "../errors.ts";
 import { liveStatus } from "./control.ts";
-import { findInstance, isPaused, readPid, readState } from "./instance.ts";
+import { findInstance, isPaused, readPid, readState } from "./state_file.ts";
 import type { StatePaths } from "./paths.ts";
 import { PROTECTION_OFF, type ProtectionMode, type Status } from "./status.ts";
-
-/** The likely cause while protection mode is on; `bal status` says the same. */
-export const WHY_PROTECTION =
-  "backends refuse or time out connects (down, overloaded, or the wrong address), so bal doubled its failover backoff";
-/** The likely cause of an unreachable backend; `bal status` says the same. */
-export const WHY_UNREACHABLE =
-  "the backend process is not running, or not listening on that address and port";
 
 /** How bad a finding is. */
 export type Level = "ok" | "warn" | "critical";

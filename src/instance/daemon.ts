@@ -8,9 +8,9 @@
  *
  * @module
  */
-import { selfCommand } from "./build.ts";
-import { BalError } from "./errors.ts";
-import { writeAtomic } from "./instance.ts";
+import { selfCommand } from "../build.ts";
+import { BalError } from "../errors.ts";
+import { writeAtomic } from "./state_file.ts";
 import type { StatePaths } from "./paths.ts";
 
 /** What the daemon child reports once it is listening or has failed. */

@@ -5,8 +5,7 @@
  *
  * @module
  */
-import { readConfig, RUNTIME_RULES } from "./config/mod.ts";
-import { BalError, type ConfigError, describeError, StateError } from "./errors.ts";
+import { BalError, type ConfigError, describeError, StateError } from "../errors.ts";
 import {
   findInstance,
   type Instance,
@@ -16,9 +15,9 @@ import {
   readState,
   type ReloadOutcome,
   removeInstanceFiles,
-} from "./instance.ts";
+} from "./state_file.ts";
 import type { StatePaths } from "./paths.ts";
-import { NoAnswer, request } from "./socket.ts";
+import { NoAnswer, request } from "./control_socket.ts";
 import { notRunning, type Status } from "./status.ts";
 
 /** Extra time `stop` allows beyond the drain timeout for the process to exit. */
@@ -84,7 +83,7 @@ export async function stop(paths: StatePaths, options: StopOptions = {}): Promis
   const pid = found.kind === "running" ? found.pid : starting ?? await runningPid(paths);
   // The drain timeout in force, not the one in a file edited since.
   const status = await liveStatus(paths).catch(() => null);
-  const drainMs = (status && drainOf(status)) ?? RUNTIME_RULES.shutdown_drain_timeout_ms.tuned[0];
+  const drainMs = (status && drainOf(status)) ?? await defaultDrainMs();
   options.onDraining?.(status ? activeOf(status) : 0, drainMs);
   const logFrom = await Deno.stat(paths.log).then((s) => s.size, () => 0);
   Deno.kill(pid, "SIGTERM");
@@ -135,6 +134,15 @@ async function forcedInLog(path: string, offset: number): Promise<number | null>
     else if (forced === null && fields.service === undefined) forced = value;
   }
   return stopped ? forced ?? 0 : null;
+}
+
+/**
+ * The default drain timeout, for a bal whose status cannot be read. Loaded
+ * here, not at the top: the config module brings the YAML parser, which
+ * `bal status` (also served by this module) does not need.
+ */
+async function defaultDrainMs(): Promise<number> {
+  return (await import("../config/runtime.ts")).RUNTIME_RULES.shutdown_drain_timeout_ms.tuned[0];
 }
 
 const activeOf = (s: Status) => (s.services ?? []).reduce((n, x) => n + x.active_connections, 0);
@@ -195,6 +203,7 @@ export async function graceful(paths: StatePaths): Promise<ReloadOutcome> {
   const pid = await runningPid(paths);
   const before = await readState(paths);
   if (!before) throw new StateError(`bal (pid ${pid}) is starting or stopping; try again`);
+  const { readConfig } = await import("../config/mod.ts");
   const check = await readConfig(before.config_path);
   if (!check.ok) throw new ReloadRefused(check.errors);
   let reply: ReloadOutcome & { error?: string };

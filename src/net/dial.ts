@@ -5,7 +5,10 @@
  * @module
  */
 
-import type { FailureKind } from "../health/state.ts";
+import { describeErrno, E, errnoOf, LOCAL_ERRNOS } from "./errno.ts";
+
+/** Why a connect failed, as health accounting counts it. */
+export type FailureKind = "timeout" | "refused" | "other";
 
 /**
  * Why a connect failed: the backend's side ({@link FailureKind}), or
@@ -14,21 +17,16 @@ import type { FailureKind } from "../health/state.ts";
  */
 export type DialFailure = FailureKind | "local";
 
-/** Linux errno of this machine running out of something: EMFILE, ENFILE, ENOBUFS, ENOMEM. */
-export const EXHAUSTION_ERRNOS: readonly number[] = [24, 23, 105, 12];
-/** Linux errno of failures on bal's side: exhaustion, and EADDRNOTAVAIL (no ephemeral port). */
-export const LOCAL_ERRNOS: readonly number[] = [...EXHAUSTION_ERRNOS, 99];
-const LOCAL_ERRNO = new RegExp(`\\(os error (${LOCAL_ERRNOS.join("|")})\\)`);
-const EXHAUSTION_ERRNO = new RegExp(`\\(os error (${EXHAUSTION_ERRNOS.join("|")})\\)`);
+/** The failure kind of a connect that failed with `errno`, and its message in bal's words. */
+export function dialFailure(errno: number): { kind: DialFailure; message: string } {
+  if (errno === E.ECONNREFUSED) return { kind: "refused", message: "connection refused" };
+  return { kind: failureKind(errno), message: describeErrno(errno) };
+}
 
-/**
- * Whether an error Deno threw says this machine ran out of descriptors or
- * memory: the one kind of failed accept worth backing off for. Any other
- * (a client that reset or was aborted before it was taken) is that
- * client's alone, and accepting goes on at once.
- */
-export function isExhaustion(err: unknown): boolean {
-  return EXHAUSTION_ERRNO.test(err instanceof Error ? err.message : String(err));
+function failureKind(errno: number): DialFailure {
+  if (errno === E.ECONNREFUSED) return "refused";
+  if (errno === E.ETIMEDOUT) return "timeout";
+  return LOCAL_ERRNOS.includes(errno) ? "local" : "other";
 }
 
 /** A connect that failed, with its kind. */
@@ -62,7 +60,7 @@ export async function dial(host: string, port: number, timeoutMs: number): Promi
       throw new DialError("refused", "connection refused");
     }
     const message = err instanceof Error ? err.message : String(err);
-    throw new DialError(LOCAL_ERRNO.test(message) ? "local" : "other", message);
+    throw new DialError(failureKind(errnoOf(err) ?? 0), message);
   } finally {
     clearTimeout(timer);
   }

@@ -5,20 +5,23 @@
  *
  * @module
  */
-import type { EngineName } from "./engine/engine.ts";
-import {
-  type BackendSource,
-  formatAddress,
-  type RuntimeSettings,
-  type Service,
-} from "./config/mod.ts";
-import type { EntryStatus } from "./discovery/entry.ts";
-import { type AgentState, type HealthState, isCooling } from "./health/state.ts";
-import { initialProtection, type ProtectionState } from "./health/protection.ts";
-import type { ReloadOutcome } from "./instance.ts";
-import { type AdminState, type BackendAdmin, weightOf } from "./balance/admin.ts";
-import { backendTotal, type PlaneStats, serviceTotal } from "./engine/counters.ts";
-import type { Snapshot } from "./snapshot.ts";
+import type { EngineName } from "../engine/engine.ts";
+import type { BackendSource, RuntimeSettings, Service } from "../config/schema.ts";
+import { formatAddress } from "../net/address.ts";
+import type { EntryStatus } from "../discovery/entry.ts";
+import { type AgentState, type HealthState, isCooling } from "../health/state.ts";
+import { initialProtection, type ProtectionState } from "../health/protection.ts";
+import type { ReloadOutcome } from "./state_file.ts";
+import { type AdminState, type BackendAdmin, weightOf } from "../balance/admin.ts";
+import { backendTotal, type PlaneStats, serviceTotal } from "../stats/counters.ts";
+import type { Snapshot } from "../snapshot.ts";
+
+/** The likely cause while protection mode is on; `bal doctor` says the same. */
+export const WHY_PROTECTION =
+  "backends refuse or time out connects (down, overloaded, or the wrong address), so bal doubled its failover backoff";
+/** The likely cause of an unreachable backend; `bal doctor` says the same. */
+export const WHY_UNREACHABLE =
+  "the backend process is not running, or not listening on that address and port";
 
 /** One backend as `bal status --json` shows it. */
 export interface BackendStatus {

@@ -12,7 +12,7 @@
  * @module
  */
 import type { StatePaths } from "./paths.ts";
-import type { PlaneStats } from "./engine/counters.ts";
+import type { PlaneStats } from "../stats/counters.ts";
 
 /** What the running bal reports about itself. */
 export interface InstanceState {

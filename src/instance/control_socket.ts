@@ -6,8 +6,8 @@
  *
  * @module
  */
-import { writeAll } from "./engine/relay.ts";
-import { describeError } from "./errors.ts";
+import { writeAll } from "../engine/relay.ts";
+import { describeError } from "../errors.ts";
 
 /** Largest request read, in bytes. */
 const MAX_REQUEST = 64 * 1024;

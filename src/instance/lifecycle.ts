@@ -1,0 +1,257 @@
+/**
+ * A running bal from start to stop, as named steps: lock, config, logging, data planes, state file,
+ * checks, discovery, admin endpoint, control socket and signals; then stop accepting, drain and
+ * exit.
+ *
+ * @module
+ */
+import { allBackends, drainTimeout, readConfig } from "../config/mod.ts";
+import { describeError, StateError } from "../errors.ts";
+import { startHealthChecks } from "../health/checker.ts";
+import {
+  type InstanceState,
+  lockInstance,
+  processStart,
+  readPid,
+  removeInstanceFiles,
+  writePid,
+  writeState,
+} from "./state_file.ts";
+import { flushAccessLog, setupLogging } from "../log.ts";
+import { plural } from "../text.ts";
+import { startDiscovery } from "../discovery/mod.ts";
+import { VERSION } from "../build.ts";
+import { serveControl } from "./control_socket.ts";
+import { type Command, dispatch, type Registry } from "../admin/registry.ts";
+import { backendCommands } from "../admin/backend.ts";
+import { openAdmin, statusOf } from "./observe.ts";
+import { startPlanes } from "./planes.ts";
+import { applyDiscovered, queueReload } from "./reload.ts";
+import type { Planes, Running, ServeOptions } from "./running.ts";
+import { listenForSignals } from "./signals.ts";
+import { logger } from "../log.ts";
+
+const log = logger("server");
+
+/** How often the state file's counters are refreshed. */
+const STATS_INTERVAL_MS = 1000;
+
+/**
+ * Runs bal until it is told to stop and has drained. Resolves to the exit
+ * code; rejects with a BalError when it cannot start.
+ */
+export async function serve(options: ServeOptions): Promise<number> {
+  const { paths } = options;
+  const lock = await lockInstance(paths);
+  if (!lock) {
+    const pid = await readPid(paths);
+    // Without a pid file yet, the other one is still starting.
+    throw new StateError(`bal is already running (${pid ? `pid ${pid}` : "starting"})`);
+  }
+  try {
+    return await serveLocked(options);
+  } finally {
+    lock.close();
+  }
+}
+
+async function serveLocked(options: ServeOptions): Promise<number> {
+  const { paths, configPath } = options;
+  // With the lock ours, a pid file left behind can only be stale.
+  const stalePid = await readPid(paths);
+  const loaded = await readConfig(configPath);
+  if (!loaded.ok) throw loaded.errors[0];
+  const config = loaded.config;
+  setupLogging({
+    level: config.log_level,
+    format: options.daemon ? "json" : options.logFormat,
+    file: options.daemon ? paths.log : undefined,
+    accessFile: config.access_log_path,
+  });
+  if (stalePid !== null) {
+    log.warn("replaced the stale pid file of pid {pid}, which is not a running bal", {
+      event: "stale_pid",
+      pid: stalePid,
+    });
+  }
+  const onUnhandled = (e: PromiseRejectionEvent) => {
+    e.preventDefault();
+    log.error("unexpected error, still serving: {error}", {
+      event: "internal_error",
+      error: describeError(e.reason),
+    });
+  };
+  globalThis.addEventListener("unhandledrejection", onUnhandled);
+  const running = await startRunning(options, await startPlanes(config, configPath));
+  const stopping = listenForSignals(running);
+  const control = serveControl(paths.sock, (req) => dispatch(commands(running), req));
+  await writePid(paths);
+  await running.saveState();
+  await options.onReady?.(running.state.listening);
+  await shutdown(running, await stopping.requested);
+  control.close();
+  stopping.remove();
+  globalThis.removeEventListener("unhandledrejection", onUnhandled);
+  flushAccessLog();
+  log.info("stopped", { event: "stopped", pid: Deno.pid });
+  await removeInstanceFiles(paths, Deno.pid);
+  return 0;
+}
+
+/** The state file kept current, health checks running, and the `started` line. */
+async function startRunning(options: ServeOptions, planes: Planes): Promise<Running> {
+  const { config } = planes.runtime.snapshot;
+  const listening = planes.engine.listening();
+  const state: InstanceState = {
+    pid: Deno.pid,
+    proc_start: await processStart(Deno.pid),
+    status: "running",
+    config_path: options.configPath,
+    listen: listening[config.services[0].name],
+    listening,
+    started_at: new Date().toISOString(),
+    reloads: 0,
+    last_reload: null,
+    data_planes: planes.stats(),
+  };
+  // One write at a time, each of the state as it is then: two writes racing
+  // on the same temporary file could lose the newer one.
+  let saving = Promise.resolve();
+  const saveState = () =>
+    saving = saving.then(() => writeState(options.paths, state)).catch((err) =>
+      log.warn("cannot write the state file: {error}", {
+        event: "state_write_failed",
+        error: describeError(err),
+      })
+    );
+  const statsTimer = setInterval(() => {
+    const now = planes.stats();
+    if (JSON.stringify(now) === JSON.stringify(state.data_planes)) return;
+    state.data_planes = now;
+    saveState();
+  }, STATS_INTERVAL_MS);
+  const checks = startHealthChecks(planes.runtime, planes.record);
+  const running: Running = {
+    ...planes,
+    options,
+    checks: {
+      checkNow: checks.checkNow,
+      stop: () => {
+        checks.stop();
+        clearInterval(statsTimer);
+      },
+    },
+    state,
+    saveState,
+    startedAt: Date.now(),
+    reloading: Promise.resolve(),
+    reloadOutcomes: { ok: 0, failed: 0 },
+    adminServer: null,
+    declared: config,
+    discovery: null!,
+  };
+  running.discovery = startDiscovery(config, () => applyDiscovered(running));
+  try {
+    running.adminServer = openAdmin(running, planes.runtime.snapshot.config.admin);
+  } catch (err) {
+    running.checks.stop();
+    running.discovery.stop();
+    await planes.engine.stopAccepting();
+    planes.pool?.terminate();
+    throw err;
+  }
+  logStarted(running);
+  return running;
+}
+
+function logStarted(running: Running): void {
+  const { config } = running.runtime.snapshot;
+  const first = config.services[0];
+  const backends = allBackends(config).length;
+  log.info(
+    config.single
+      ? `bal {version} listening on {listen}, ${plural(backends, "backend")}, {method}, ${
+        plural(running.count, "data plane")
+      }`
+      : `bal {version}: {services} services ({where}), ${plural(backends, "backend")}, ${
+        plural(running.count, "data plane")
+      }`,
+    {
+      event: "started",
+      version: VERSION,
+      listen: running.state.listen,
+      listening: running.state.listening,
+      where: Object.entries(running.state.listening).map(([n, a]) => `${n} on ${a}`).join(", "),
+      services: config.services.length,
+      backends,
+      method: first.method,
+      workers: running.count,
+      engine: running.engine.name,
+      pid: Deno.pid,
+      config_path: running.options.configPath,
+    },
+  );
+}
+
+/** The control socket's commands. */
+function commands(running: Running): Registry {
+  return new Map<string, Command>([
+    ["status", () => statusOf(running)],
+    [
+      "reload",
+      () => queueReload(running).catch((e) => ({ error: `reload crashed: ${describeError(e)}` })),
+    ],
+    ...backendCommands({
+      runtime: running.runtime,
+      broadcast: (id, admin) => running.pool?.admin(id, admin),
+      kill: async (id) => running.engine.kill(id) + (await running.pool?.kill(id, 1000) ?? 0),
+      status: () => statusOf(running),
+    }),
+  ]);
+}
+
+/** Stops accepting on every plane, drains, and ends the workers. */
+async function shutdown(running: Running, signal: string): Promise<void> {
+  const { engine, pool, runtime } = running;
+  running.discovery.stop();
+  const drainMs = drainTimeout(runtime.snapshot.config);
+  // Every data plane stops accepting now; the workers start draining as they do.
+  const workers = pool?.drain(drainMs);
+  const workersDrained = workers?.drained ?? Promise.resolve(0);
+  await engine.stopAccepting();
+  // "stopped accepting" is said once it is true of every plane (a worker that does not
+  // answer within a second is not waited for: it is being ended anyway).
+  if (workers) {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([workers.closed, new Promise((r) => timer = setTimeout(r, 1000))]);
+    clearTimeout(timer);
+  }
+  running.checks.stop();
+  const active = running.stats().reduce((sum, p) => sum + p.active, 0);
+  log.info(
+    `{signal}: stopped accepting, draining ${plural(active, "connection")} (up to {drain_ms} ms)`,
+    {
+      event: "stopping",
+      signal,
+      active,
+      drain_ms: drainMs,
+    },
+  );
+  running.state.status = "stopping";
+  await running.saveState();
+  await running.reloading;
+  await running.adminServer?.close();
+  const [forcedHere, forcedWorkers] = await Promise.all([engine.drain(drainMs), workersDrained]);
+  pool?.terminate();
+  const forced = forcedHere + forcedWorkers;
+  if (forced > 0) {
+    log.warn(
+      `drain timeout: closed ${plural(forced, "connection")} still open after {drain_ms} ms`,
+      {
+        event: "drain_timeout",
+        forced,
+        drain_ms: drainMs,
+      },
+    );
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * Starting the data planes: how many, which engine, the main thread's engine and the worker
+ * threads, and the one recorder every check and data plane reports to.
+ *
+ * @module
+ */
+import { type Backend, type Config, workerCount } from "../config/mod.ts";
+import { recordNoBackend, recordResult } from "../health/checker.ts";
+import type { Observation } from "../health/state.ts";
+import { createRuntime, protectionOf } from "../snapshot.ts";
+import { chooseEngine, createEngine } from "../engine/choose.ts";
+import type { EngineName } from "../engine/engine.ts";
+import { startWorkers } from "../engine/workers.ts";
+import type { Planes } from "./running.ts";
+import { logger } from "../log.ts";
+
+const log = logger("server");
+
+/**
+ * Data planes to run. SO_REUSEPORT spreads connections over sockets only on
+ * Linux; elsewhere one socket would get them all, so one plane runs.
+ */
+function planeCount(config: Config): number {
+  const wanted = workerCount(config.workers);
+  if (wanted > 1 && Deno.build.os !== "linux") {
+    log.warn("workers: {wanted} needs Linux (SO_REUSEPORT balancing); running 1 data plane", {
+      event: "workers_unsupported",
+      wanted,
+      os: Deno.build.os,
+    });
+    return 1;
+  }
+  return wanted;
+}
+
+/**
+ * The engine every data plane runs: the config's choice (or BAL_ENGINE's),
+ * native when `auto` and its self-check passes; a fallback says why.
+ */
+function engineFor(config: Config): EngineName {
+  const decision = chooseEngine(config.engine, Deno.env.get("BAL_ENGINE"));
+  if (decision.fallback) {
+    log.warn("engine: native is not available ({reason}); using the deno engine", {
+      event: "engine_fallback",
+      reason: decision.fallback,
+    });
+  }
+  return decision.name;
+}
+
+/** The runtime, the main thread's engine listening, and the worker threads. */
+export async function startPlanes(config: Config, configPath: string): Promise<Planes> {
+  const runtime = createRuntime(config, configPath);
+  const count = planeCount(config);
+  const planes: Planes = {
+    runtime,
+    record: () => {},
+    engine: null!,
+    pool: null,
+    count,
+    stats: () => [],
+  };
+  // Workers count successes only while protection is on: tell them when it flips.
+  const syncProtection = (service: string, wasOn: boolean) => {
+    const now = protectionOf(runtime, service);
+    if (planes.pool && now.enabled !== wasOn) planes.pool.protection(service, now);
+  };
+  // Every result, from the checks or any data plane, goes through here, so the
+  // table stays the one truth and each worker hears of each change.
+  const onResult = (backend: Backend, obs: Observation) => {
+    const wasOn = protectionOf(runtime, backend.service).enabled;
+    recordResult(runtime, backend, obs);
+    const state = runtime.health.get(backend.id);
+    if (planes.pool && state) planes.pool.health(backend.id, state);
+    syncProtection(backend.service, wasOn);
+  };
+  planes.record = onResult;
+  const onNoBackend = (service: string, at: number) => {
+    const wasOn = protectionOf(runtime, service).enabled;
+    recordNoBackend(runtime, service, at);
+    syncProtection(service, wasOn);
+  };
+  planes.engine = createEngine(engineFor(config), runtime, {
+    id: 0,
+    reusePort: count > 1,
+    claimPort: true,
+    planes: count,
+    onResult,
+    onNoBackend,
+  });
+  planes.engine.apply(config);
+  if (count > 1) {
+    try {
+      planes.pool = await startWorkers(count - 1, planes.engine.name, runtime, {
+        onResult,
+        onNoBackend,
+      });
+    } catch (err) {
+      await planes.engine.stopAccepting();
+      throw err;
+    }
+  }
+  planes.stats = () => [planes.engine.stats(), ...(planes.pool?.stats() ?? [])];
+  return planes;
+}

@@ -1,0 +1,60 @@
+/**
+ * The running bal as the instance modules share it: how it was asked to run, its data planes, and
+ * what it keeps while it runs.
+ *
+ * @module
+ */
+import type { Backend, Config } from "../config/mod.ts";
+import type { HealthChecks } from "../health/checker.ts";
+import type { Observation } from "../health/state.ts";
+import type { InstanceState } from "./state_file.ts";
+import type { LogFormat } from "../log.ts";
+import type { StatePaths } from "./paths.ts";
+import type { Runtime } from "../snapshot.ts";
+import type { Discovery } from "../discovery/mod.ts";
+import type { Engine } from "../engine/engine.ts";
+import type { PlaneStats } from "../stats/counters.ts";
+import type { WorkerPool } from "../engine/workers.ts";
+import type { AdminServer } from "../admin/http.ts";
+
+/** How to run. */
+export interface ServeOptions {
+  /** Absolute path of the config file. */
+  configPath: string;
+  paths: StatePaths;
+  logFormat: LogFormat;
+  /** Log to `bal.log` instead of the terminal. */
+  daemon: boolean;
+  /** Called once bal is listening, with every service's address; the daemon reports here. */
+  onReady?: (listening: Record<string, string>) => Promise<void> | void;
+}
+
+/** The data planes and the one recorder of everything they observe. */
+export interface Planes {
+  runtime: Runtime;
+  /** Applies a check's or data plane's result and tells every worker what changed. */
+  record(backend: Backend, obs: Observation): void;
+  engine: Engine;
+  pool: WorkerPool | null;
+  count: number;
+  stats(): PlaneStats[];
+}
+
+/** A running bal: its planes, checks and state file. */
+export interface Running extends Planes {
+  options: ServeOptions;
+  checks: HealthChecks;
+  state: InstanceState;
+  saveState(): Promise<void>;
+  startedAt: number;
+  /** The reload under way, if any; reloads run one at a time. */
+  reloading: Promise<void>;
+  /** Reloads by outcome, for the metrics. */
+  reloadOutcomes: { ok: number; failed: number };
+  /** The admin HTTP endpoint, when `admin.listen` is set. */
+  adminServer: AdminServer | null;
+  /** The config as the file says it; the snapshot's is this with discovered backends filled in. */
+  declared: Config;
+  /** DNS names, SRV records and etcd prefixes being followed for backends. */
+  discovery: Discovery;
+}
