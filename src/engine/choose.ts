@@ -8,10 +8,10 @@
 import type { EngineChoice } from "../config/mod.ts";
 import { BalError } from "../errors.ts";
 import type { Runtime } from "../snapshot.ts";
-import { createDenoEngine } from "./deno.ts";
+import { createDenoEngine } from "./deno/engine.ts";
 import type { Engine, EngineName, EngineOptions } from "./engine.ts";
-import { createNativeEngine } from "./native/engine.ts";
-import { nativeSelfCheck } from "./native/self_check.ts";
+import { createNativeEngine } from "./epoll/engine.ts";
+import { nativeSelfCheck } from "./epoll/self_check.ts";
 
 /** The engine in force, and why it is not native when it is not (null when it is). */
 export interface EngineDecision {

@@ -1,31 +1,25 @@
 /**
  * What every engine shares about one data plane, whatever moves its bytes:
- * the sessions it holds, its counters, and the steps of a session that are
- * bookkeeping rather than sockets: asking the policy for a backend,
- * reporting a connect's result to health, what a backend is sent first,
- * logging how a connection ended, sweeping idle connections, draining and
- * summing up (whether a client may go on at all is `admission.ts`). An
- * engine supplies only `close` (how to shut a session's sockets) and calls
- * these at the right moments.
+ * the sessions it holds (their type, the container), its counters, the
+ * access line, sweeping idle connections, draining, applying listeners and
+ * summing up, and the {@link Engine} answered over it. A session's own
+ * steps are in session.ts; whether a client may go on at all is
+ * admission.ts. An engine supplies only `close` (how to shut a session's
+ * sockets) and calls these at the right moments.
  *
  * @module
  */
-import { type Backend, type Config, type Pool, poolKey, type Service } from "../config/schema.ts";
+import type { Config } from "../config/schema.ts";
 import { formatAddress } from "../net/address.ts";
 import type { ListenerSet } from "./listeners.ts";
-import { writeProxyHeader } from "../route/proxy_protocol.ts";
 import { type ClientRefusal, type ClientTable, pruneBuckets } from "../route/client_limits.ts";
 import { episode, logAccessLine, logger, rateLimited } from "../log.ts";
 import { plural } from "../text.ts";
-import { type BackendView, nextBackend } from "../balance/select.ts";
-import { isClean } from "../health/state.ts";
-import { protectionOf, type Runtime } from "../snapshot.ts";
-import type { DialFailure } from "../net/dial.ts";
-import type { EngineOptions } from "./engine.ts";
+import type { Runtime } from "../snapshot.ts";
+import type { Engine, EngineName, EngineOptions } from "./engine.ts";
 import { type Guarded, type LoopGuard, loopGuard } from "./self_loop.ts";
 import {
   type BackendCounters,
-  observeConnect,
   type PlaneStats,
   type ServiceCounters,
   zeroCounters,
@@ -196,210 +190,6 @@ export function logAccess<S extends SessionBase>(
   });
 }
 
-/** How a relayed connection ended, from what the relay saw and why bal closed it (if it did). */
-export function endingOf(
-  closing: Ending | null,
-  failed: boolean,
-  firstEnd: "client" | "backend" | null,
-): Ending {
-  return closing ??
-    (failed ? "reset" : firstEnd === "backend" ? "backend_closed" : "client_closed");
-}
-
-/**
- * A backend that reset or closed a client's connection before sending a
- * byte, while the client still waited: a passive failure, like a refused
- * connect (an accept-and-reset backend must not keep its share).
- */
-export function hungUp<S extends SessionBase>(
-  plane: Plane<S>,
-  backend: Backend,
-  reset: boolean,
-): void {
-  const error = `${reset ? "reset" : "closed"} the connection before sending anything`;
-  countersOf(plane, backend.id).other++;
-  plane.options.onResult(backend, {
-    ok: false,
-    at: Date.now(),
-    source: "connect",
-    kind: "other",
-    error,
-  });
-  log.debug("{backend} {error}", {
-    event: "backend_hung_up",
-    service: backend.service,
-    backend: backend.address,
-    error,
-  });
-}
-
-/** Views of a pool's backends for selection: health, admin state, live count. */
-function views<S extends SessionBase>(
-  plane: Plane<S>,
-  backends: readonly Backend[],
-): BackendView[] {
-  const { health, admin } = plane.runtime;
-  return backends.map((backend) => ({
-    backend,
-    health: health.get(backend.id),
-    admin: admin.get(backend.id),
-    active: countersOf(plane, backend.id).active,
-  }));
-}
-
-/** Each service's routes by name with their balancers' keys (services are frozen, one object per snapshot): no search per client. */
-const routePools = new WeakMap<Service, Map<string, { pool: Pool; key: string }>>();
-
-function routesOf(service: Service): Map<string, { pool: Pool; key: string }> {
-  let pools = routePools.get(service);
-  if (!pools) {
-    pools = new Map(service.routes.map((r) => [r.name, { pool: r, key: poolKey(service, r) }]));
-    routePools.set(service, pools);
-  }
-  return pools;
-}
-
-/**
- * The next backend to dial for a client (of `route`, when its service has
- * routes), or null when the policy has none left or `tried` reached
- * `max_failover_attempts`. The backend counts the client as active from
- * now, so concurrent picks see it: the caller undoes that with
- * {@link dialFailed}, or when the relay ends.
- */
-export function pick<S extends SessionBase>(
-  plane: Plane<S>,
-  service: Service,
-  route: string | null,
-  tried: Set<string>,
-  client: string,
-): Backend | null {
-  const routed = route === null ? null : routesOf(service).get(route);
-  // A reload may have removed the route the client was given.
-  if (routed === undefined) return null;
-  const balancer = plane.runtime.balancers.get(routed ? routed.key : service.name)?.balancer;
-  if (!balancer || tried.size >= service.runtime.max_failover_attempts) return null;
-  const backend = nextBackend(
-    views(plane, (routed?.pool ?? service).backends),
-    tried,
-    balancer,
-    { client, random: Math.random },
-    Date.now(),
-    service.runtime.slow_start_ms,
-  );
-  if (!backend) return null;
-  tried.add(backend.id);
-  countersOf(plane, backend.id).active++;
-  return backend;
-}
-
-/**
- * What a backend is sent before the client's own bytes: its PROXY header
- * (`send_proxy`: the client and where it reached bal, or the proxy in
- * front), then what the client sent after its own PROXY header. Null when
- * neither applies.
- */
-export function preface(
-  backend: Backend,
-  client: Peer,
-  destination: () => Peer | null,
-  early: Uint8Array | null,
-): Uint8Array | null {
-  if (!backend.send_proxy) return early;
-  const header = writeProxyHeader(backend.send_proxy, client, destination());
-  if (!early) return header;
-  const both = new Uint8Array(header.length + early.length);
-  both.set(header);
-  both.set(early, header.length);
-  return both;
-}
-
-/** A dial that succeeded after `ms`: counted, timed, and told to health when it has use for it. */
-export function dialed<S extends SessionBase>(
-  plane: Plane<S>,
-  s: S,
-  backend: Backend,
-  ms: number,
-): void {
-  const counters = countersOf(plane, backend.id);
-  observeConnect(counters, ms / 1000);
-  s.connectMs = Math.round(ms * 100) / 100;
-  s.backend = backend.id;
-  counters.served++;
-  const failures = plane.gates.outOfResources.recover();
-  if (failures !== null) {
-    log.info(
-      `backend connections open again after ${plural(failures, "failure")} for lack of resources`,
-      { event: "out_of_resources_ended", failures },
-    );
-  }
-  const { runtime } = plane;
-  const state = runtime.health.get(backend.id);
-  // A clean backend has nothing to learn from a success: skip the message,
-  // unless protection mode is counting successes.
-  if (state && (!isClean(state) || protectionOf(runtime, backend.service).enabled)) {
-    plane.options.onResult(backend, { ok: true, at: Date.now(), source: "connect" });
-  }
-}
-
-/**
- * A dial that failed: counted and told to health. Returns true when it was
- * this machine's fault (no backend should be tried, every other would fail
- * the same way).
- */
-export function dialFailed<S extends SessionBase>(
-  plane: Plane<S>,
-  backend: Backend,
-  kind: DialFailure,
-  message: string,
-): boolean {
-  countersOf(plane, backend.id).active--;
-  const names = { service: backend.service, backend: backend.address };
-  if (kind === "local") {
-    if (plane.gates.outOfResources.fail()) {
-      log.error("cannot open backend connections: {error}; clients are closed until it passes", {
-        event: "out_of_resources",
-        ...names,
-        error: message,
-      });
-    }
-    return true;
-  }
-  countersOf(plane, backend.id)[kind]++;
-  plane.options.onResult(backend, {
-    ok: false,
-    at: Date.now(),
-    source: "connect",
-    kind,
-    error: message,
-  });
-  log.debug("connect to {backend} failed: {error}", {
-    event: "connect_failed",
-    ...names,
-    kind,
-    error: message,
-  });
-  return false;
-}
-
-/** Every backend a client was offered failed: told to health, and said at most once a second. */
-export function noBackend<S extends SessionBase>(
-  plane: Plane<S>,
-  service: Service,
-  tried: number,
-): void {
-  plane.options.onNoBackend(service.name, Date.now());
-  const suppressed = plane.gates.noBackend();
-  if (suppressed !== null) {
-    log.warn("no backend of {service} accepted the connection ({tried} tried); client closed", {
-      event: "no_backend",
-      service: service.name,
-      backends: service.backends.length,
-      tried,
-      suppressed,
-    });
-  }
-}
-
 /**
  * Closes connections idle longer than their service's
  * connection_idle_timeout_ms, timing read afresh from the snapshot so a
@@ -524,5 +314,46 @@ export function stats<S extends SessionBase>(plane: Plane<S>): PlaneStats {
     looped: sum("looped"),
     services: copy(plane.perService),
     backends: copy(plane.perBackend),
+  };
+}
+
+/** An engine's own steps around the shared ones. */
+export interface EngineSteps {
+  /** After its listeners follow a new config. */
+  applied?(config: Config): void;
+  /** After the drain that follows a stop (the last sessions closed). */
+  stopped?(): Promise<void>;
+}
+
+/**
+ * The {@link Engine} over a plane and its listeners: what both engines
+ * answer alike, with an engine's own steps in `steps`.
+ */
+export function planeEngine<S extends SessionBase>(
+  name: EngineName,
+  plane: Plane<S>,
+  listeners: ListenerSet,
+  steps: EngineSteps = {},
+): Engine {
+  let stopping = false;
+  return {
+    name,
+    apply(config) {
+      applyListeners(plane, listeners, config);
+      steps.applied?.(config);
+    },
+    listening: () => listeners.addresses(),
+    backlog: (service) => listeners.backlog(service),
+    stopAccepting: () => {
+      stopping = true;
+      return listeners.closeAll();
+    },
+    async drain(timeoutMs) {
+      const forced = await drain(plane, timeoutMs);
+      if (stopping) await steps.stopped?.();
+      return forced;
+    },
+    kill: (backendId) => closeWhere(plane, (s) => s.backend === backendId, "killed"),
+    stats: () => stats(plane),
   };
 }

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { writeAll } from "../engine/relay.ts";
+import { writeAll } from "../net/stream.ts";
 import { describeError } from "../errors.ts";
 
 /** Largest request read, in bytes. */

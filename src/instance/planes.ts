@@ -10,7 +10,7 @@ import type { Observation } from "../health/state.ts";
 import { createRuntime, protectionOf } from "../snapshot.ts";
 import { chooseEngine, createEngine } from "../engine/choose.ts";
 import type { EngineName } from "../engine/engine.ts";
-import { startWorkers } from "../engine/workers.ts";
+import { startWorkers } from "../engine/workers/pool.ts";
 import type { Planes } from "./running.ts";
 import { logger } from "../log.ts";
 

@@ -14,7 +14,7 @@ import type { Runtime } from "../snapshot.ts";
 import type { Discovery } from "../discovery/mod.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { PlaneStats } from "../stats/counters.ts";
-import type { WorkerPool } from "../engine/workers.ts";
+import type { WorkerPool } from "../engine/workers/pool.ts";
 import type { AdminServer } from "../admin/http.ts";
 
 /** How to run. */

@@ -5,9 +5,9 @@
  */
 import * as assert from "node:assert/strict";
 import { ipv6Bytes, normalizeHost } from "../../src/config/mod.ts";
-import { decodeAddress, encodeAddress, withPort } from "../../src/engine/native/sockaddr.ts";
-import { close, E, eventFd, loadLibc, readCounter } from "../../src/engine/native/ffi.ts";
-import { cancel, createLoop } from "../../src/engine/native/loop.ts";
+import { decodeAddress, encodeAddress, withPort } from "../../src/engine/epoll/sockaddr.ts";
+import { close, E, eventFd, loadLibc, readCounter } from "../../src/engine/epoll/ffi.ts";
+import { cancel, createLoop } from "../../src/engine/epoll/loop.ts";
 import {
   bal,
   echoBackend,
@@ -183,7 +183,7 @@ Deno.test("native: system calls with a length stay optimized (no deoptimization 
   // under load, each call meanwhile on the slow path).
   const script = `
     import * as sys from ${
-    JSON.stringify(new URL("../../src/engine/native/ffi.ts", import.meta.url).href)
+    JSON.stringify(new URL("../../src/engine/epoll/ffi.ts", import.meta.url).href)
   };
     sys.loadLibc();
     const buf = new Uint8Array(64);

@@ -143,7 +143,7 @@ function loadedBy(...starts: string[]): Set<string> {
 Deno.test("layers: bal status loads no YAML parser or config checker; a data-plane worker neither", () => {
   // cli/main.ts loads a command's module when the command runs: status brings src/cli/status.ts.
   const status = loadedBy("src/main.ts", "src/cli/status.ts");
-  const worker = loadedBy("src/engine/dataplane.ts");
+  const worker = loadedBy("src/engine/workers/dataplane.ts");
   for (const [what, modules] of [["bal status", status], ["a worker", worker]] as const) {
     assert.ok(!modules.has("js-yaml"), `${what} loads js-yaml`);
     assert.ok(!modules.has("src/config/check.ts"), `${what} loads the config checker`);

@@ -1,5 +1,5 @@
 /**
- * A worker thread's data plane (see workers.ts): the same engine as the
+ * A worker thread's data plane (see pool.ts): the same engine as the
  * main thread's, on its own SO_REUSEPORT listeners, fed config, health and
  * admin state by the control plane. It logs through the control plane and
  * holds no config of its own beyond the snapshot it was sent.
@@ -7,12 +7,12 @@
  * @module
  */
 /// <reference lib="deno.worker" />
-import { describeError } from "../errors.ts";
-import { routeAccessLines, setLogLevel, setupLogging } from "../log.ts";
-import { createRuntime, type Runtime, swapSnapshot } from "../snapshot.ts";
-import { createEngine } from "./choose.ts";
-import type { Engine } from "./engine.ts";
-import type { FromWorker, ToWorker } from "./workers.ts";
+import { describeError } from "../../errors.ts";
+import { routeAccessLines, setLogLevel, setupLogging } from "../../log.ts";
+import { createRuntime, type Runtime, swapSnapshot } from "../../snapshot.ts";
+import { createEngine } from "../choose.ts";
+import type { Engine } from "../engine.ts";
+import type { FromWorker, ToWorker } from "./pool.ts";
 
 /** How often counters go to the control plane. */
 const STATS_INTERVAL_MS = 1000;

@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { closeQuietly, type Stream } from "../../net/stream.ts";
 
 /** Buffer each direction waits on while idle. */
 export const SMALL_BUFFER = 2 * 1024;
@@ -32,9 +33,6 @@ function takeLarge(): Uint8Array<ArrayBuffer> {
 function giveLarge(buf: Uint8Array<ArrayBuffer>): void {
   if (pool.length < POOL_LIMIT) pool.push(buf);
 }
-
-/** What a relay needs of a socket. */
-export type Stream = Pick<Deno.Conn, "read" | "write" | "closeWrite" | "close">;
 
 /** Bytes forwarded in each direction. */
 export interface RelayResult {
@@ -136,18 +134,4 @@ async function pump(
     if (buf !== small) giveLarge(buf);
   }
   return total;
-}
-
-/** Writes all of `bytes` (a write may take fewer). */
-export async function writeAll(conn: Stream, bytes: Uint8Array): Promise<void> {
-  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
-}
-
-/** Closes a socket that may already be closed. */
-export function closeQuietly(conn: Stream): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed: closing is idempotent for our purposes.
-  }
 }

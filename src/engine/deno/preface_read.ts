@@ -6,9 +6,9 @@
  *
  * @module
  */
-import type { Preface, PrefaceReader } from "../route/preface.ts";
-import { HELLO_MAX } from "../route/client_hello.ts";
-import { closeQuietly, type Stream } from "./relay.ts";
+import type { Preface, PrefaceReader } from "../../route/preface.ts";
+import { HELLO_MAX } from "../../route/client_hello.ts";
+import { closeQuietly, type Stream } from "../../net/stream.ts";
 
 /** What the client's first bytes gave, and where the relay reads the client from. */
 export interface PrefaceResult {

@@ -1,8 +1,8 @@
 /**
  * The Deno.Conn engine: every service's clients on this data plane, each
  * relayed to a backend with Deno's own sockets. It runs wherever Deno
- * does; on Linux the native engine (`native/`) does the same for less CPU
- * and memory. The bookkeeping both share is in `plane.ts`.
+ * does; on Linux the native engine (`../epoll/`) does the same for less CPU
+ * and memory. The bookkeeping both share is in `../plane.ts`.
  *
  * The session's steps: {@link accept} (the service's limit), then
  * {@link connectBackend} (pick, dial, fail over), then the relay, then
@@ -10,37 +10,38 @@
  *
  * @module
  */
-import type { Backend, Config } from "../config/mod.ts";
-import { logger } from "../log.ts";
-import { dial, DialError } from "../net/dial.ts";
-import type { Engine, EngineOptions } from "./engine.ts";
-import type { ServiceCounters } from "../stats/counters.ts";
-import type { Runtime } from "../snapshot.ts";
-import { denoSockets, listenerSet } from "./listeners.ts";
-import { closeQuietly, relay, type Stream, writeAll } from "./relay.ts";
+import type { Backend } from "../../config/mod.ts";
+import { logger } from "../../log.ts";
+import { dial, DialError } from "../../net/dial.ts";
+import type { Engine, EngineOptions } from "../engine.ts";
+import type { ServiceCounters } from "../../stats/counters.ts";
+import type { Runtime } from "../../snapshot.ts";
+import { denoSockets, listenerSet } from "../listeners.ts";
+import { closeQuietly, type Stream, writeAll } from "../../net/stream.ts";
+import { relay } from "./relay.ts";
 import { readPreface } from "./preface_read.ts";
-import { inspected, inspector, inspects } from "./inspect.ts";
+import { inspected, inspector, inspects } from "../inspect.ts";
 import {
-  applyListeners,
-  closeWhere,
   countersOf,
   createPlane,
+  logAccess,
+  type Plane,
+  planeEngine,
+  type SessionBase,
+  sweepIdle,
+} from "../plane.ts";
+import {
+  begun,
+  countEarly,
   dialed,
   dialFailed,
-  drain,
-  endingOf,
-  hungUp,
-  logAccess,
   noBackend,
   pick,
-  type Plane,
   preface,
-  type SessionBase,
-  stats,
-  sweepIdle,
-} from "./plane.ts";
-import { acceptAborted, admit, ended, refuse, started } from "./admission.ts";
-import { dialedFrom, mayLoop, serviceMayLoop } from "./self_loop.ts";
+  relayEnded,
+} from "../session.ts";
+import { acceptAborted, admit, ended, refuse, started } from "../admission.ts";
+import { dialedFrom, mayLoop, serviceMayLoop } from "../self_loop.ts";
 
 const log = logger("proxy");
 
@@ -70,16 +71,7 @@ export function createDenoEngine(runtime: Runtime, options: EngineOptions): Engi
       (service, error) => acceptAborted(plane, service, error),
     ),
   });
-  return {
-    name: "deno",
-    apply: (config: Config) => applyListeners(plane, listeners, config),
-    listening: () => listeners.addresses(),
-    backlog: (service) => listeners.backlog(service),
-    stopAccepting: () => listeners.closeAll(),
-    drain: (timeoutMs) => drain(plane, timeoutMs),
-    kill: (backendId) => closeWhere(plane, (s) => s.backend === backendId, "killed"),
-    stats: () => stats(plane),
-  };
+  return planeEngine("deno", plane, listeners);
 }
 
 /** A new client of `service`: refused at the service's limit, else served. */
@@ -88,19 +80,10 @@ function accept(plane: DenoPlane, service: string, client: Deno.TcpConn): void {
   const counters = admit(plane, service, peer);
   if (!counters) return closeQuietly(client);
   const session: Session = {
-    service,
-    peer,
+    ...begun(service, peer, Date.now()),
     client,
     from: client,
     upstream: null,
-    destination: null,
-    early: null,
-    route: null,
-    backend: null,
-    activity: { at: Date.now() },
-    closing: null,
-    started: Date.now(),
-    connectMs: null,
   };
   started(plane, session, counters);
   serve(plane, session, counters)
@@ -135,9 +118,7 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
   outcome.served++;
   session.upstream = picked.upstream;
   const counters = countersOf(plane, picked.backend.id);
-  // What the client sent while inspected is its bytes too.
-  const early = session.early?.length ?? 0;
-  counters.bytes_in += early;
+  const early = countEarly(plane, session, picked.backend);
   try {
     const first = preface(
       picked.backend,
@@ -151,17 +132,12 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
       if (fromClient) counters.bytes_in += n;
       else counters.bytes_out += n;
     });
-    const firstEnd = moved.firstEnd === "a" ? "client" : moved.firstEnd === "b" ? "backend" : null;
-    if (moved.bToA === 0 && firstEnd === "backend" && !session.closing) {
-      hungUp(plane, picked.backend, moved.failed);
-    }
-    logAccess(plane, session.service, session.peer, {
-      ended: endingOf(session.closing, moved.failed, firstEnd),
-      started: session.started,
-      backend: picked.backend.address,
-      bytes_in: moved.aToB + early,
-      bytes_out: moved.bToA,
-      connect_ms: session.connectMs,
+    relayEnded(plane, session, picked.backend, {
+      bytesIn: moved.aToB + early,
+      bytesOut: moved.bToA,
+      failed: moved.failed,
+      cut: false,
+      firstEnd: moved.firstEnd,
     });
   } finally {
     counters.active--;

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { Backend, Config } from "../../config/schema.ts";
+import type { Backend } from "../../config/schema.ts";
 import { isWildcard } from "../../net/address.ts";
 import { episode, logger, rateLimited } from "../../log.ts";
 import { describeError } from "../../errors.ts";
@@ -19,25 +19,25 @@ import type { Engine, EngineOptions } from "../engine.ts";
 import type { ServiceCounters } from "../../stats/counters.ts";
 import { acceptFailed, acceptRecovered, listenerSet, type ListenSockets } from "../listeners.ts";
 import {
-  applyListeners,
-  closeWhere,
   countersOf,
   createPlane,
-  dialed,
-  dialFailed,
-  drain,
-  endingOf,
-  hungUp,
   logAccess,
-  noBackend,
   type Peer,
-  pick,
   type Plane,
-  preface,
+  planeEngine,
   type SessionBase,
-  stats,
   sweepIdle,
 } from "../plane.ts";
+import {
+  begun,
+  countEarly,
+  dialed,
+  dialFailed,
+  noBackend,
+  pick,
+  preface,
+  relayEnded,
+} from "../session.ts";
 import { acceptAborted, admit, ended, started } from "../admission.ts";
 import { dialFailure } from "../../net/dial.ts";
 import { describeErrno, EXHAUSTION_ERRNOS } from "../../net/errno.ts";
@@ -111,7 +111,6 @@ export function createNativeEngine(runtime: Runtime, options: EngineOptions): En
   );
   const sweep = () => loop.timer(Date.now() + sweepIdle(plane, Date.now()), sweep);
   sweep();
-  let stopping = false;
   const listeners = listenerSet({
     reusePort: options.reusePort,
     claimPort: options.claimPort,
@@ -122,26 +121,10 @@ export function createNativeEngine(runtime: Runtime, options: EngineOptions): En
     ),
   });
   plane.addresses.refresh(runtime.snapshot.config);
-  return {
-    name: "native",
-    apply(config: Config) {
-      applyListeners(plane, listeners, config);
-      plane.addresses.refresh(config);
-    },
-    listening: () => listeners.addresses(),
-    backlog: (service) => listeners.backlog(service),
-    stopAccepting: () => {
-      stopping = true;
-      return listeners.closeAll();
-    },
-    async drain(timeoutMs) {
-      const forced = await drain(plane, timeoutMs);
-      if (stopping) await loop.stop();
-      return forced;
-    },
-    kill: (backendId) => closeWhere(plane, (s) => s.backend === backendId, "killed"),
-    stats: () => stats(plane),
-  };
+  return planeEngine("native", plane, listeners, {
+    applied: (config) => plane.addresses.refresh(config),
+    stopped: () => loop.stop(),
+  });
 }
 
 /** A listening socket of the native engine. */
@@ -211,15 +194,8 @@ function nativeSockets(
 function onClient(plane: NativePlane, service: string, fd: number, peer: Peer): void {
   const counters = admit(plane, service, peer);
   if (!counters) return sys.close(fd);
-  const now = Date.now();
   const s: Session = {
-    service,
-    peer,
-    backend: null,
-    activity: { at: now },
-    closing: null,
-    started: now,
-    connectMs: null,
+    ...begun(service, peer, Date.now()),
     clientFd: fd,
     counters,
     tried: new Set(),
@@ -228,9 +204,6 @@ function onClient(plane: NativePlane, service: string, fd: number, peer: Peer): 
     to: null,
     finished: false,
     inspection: null,
-    destination: null,
-    early: null,
-    route: null,
   };
   started(plane, s, counters);
   const svc = plane.runtime.snapshot.services.get(service);
@@ -370,10 +343,8 @@ function connected(plane: NativePlane, s: Session, d: Dialing, events: number): 
   s.to = d.backend;
   dialed(plane, s, d.backend, performance.now() - d.begun);
   s.counters.served++;
-  // What the client sent while inspected is its bytes too.
-  const early = s.early?.length ?? 0;
+  const early = countEarly(plane, s, d.backend);
   const counters = countersOf(plane, d.backend.id);
-  counters.bytes_in += early;
   s.relay = {
     a: side(s.clientFd, s.inspection?.token ?? 0),
     b: side(d.fd, d.token),
@@ -431,15 +402,12 @@ function finish(plane: NativePlane, s: Session): void {
   }
   sys.close(s.clientFd);
   if (r && s.to) {
-    const firstEnd = r.firstEnd === "a" ? "client" : r.firstEnd === "b" ? "backend" : null;
-    if (r.bToA === 0 && firstEnd === "backend" && !s.closing) hungUp(plane, s.to, r.failed);
-    logAccess(plane, s.service, s.peer, {
-      ended: endingOf(s.closing, r.failed || !r.done, firstEnd),
-      started: s.started,
-      backend: s.to.address,
-      bytes_in: r.aToB,
-      bytes_out: r.bToA,
-      connect_ms: s.connectMs,
+    relayEnded(plane, s, s.to, {
+      bytesIn: r.aToB,
+      bytesOut: r.bToA,
+      failed: r.failed,
+      cut: !r.done,
+      firstEnd: r.firstEnd,
     });
     countersOf(plane, s.to.id).active--;
   } else {
