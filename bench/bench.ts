@@ -15,6 +15,7 @@
  */
 import { RUN_FLAGS } from "../src/build.ts";
 import { freePort } from "../tests/ports.ts";
+import { cpuMeter, FD_LIMIT, has, loadArgv, onCpu, pinned, waitPort } from "./proc.ts";
 
 const args = Deno.args;
 const quick = args.includes("--quick");
@@ -24,37 +25,14 @@ const flag = (name: string) => {
 };
 const rounds = Number(flag("rounds") ?? (quick ? 1 : 3));
 const secs = quick ? 1 : 5;
-/** The fd hard limit: a proxy needs two fds per held connection, so it caps the big hold. */
-const FD_LIMIT = Number(
-  new TextDecoder().decode(
-    new Deno.Command("sh", { args: ["-c", "ulimit -Hn"], stdout: "piped" }).outputSync().stdout,
-  )
-    .trim(),
-) || 20000;
 const bigHold = Math.min(10000, Math.floor((FD_LIMIT - 200) / 2));
 const holdCounts = quick ? [1000] : [1000, bigHold];
 const only = flag("only")?.split(",");
 const root = new URL("..", import.meta.url).pathname;
 const tmp = Deno.makeTempDirSync({ prefix: "bal-bench-" });
 
-function has(tool: string): boolean {
-  return new Deno.Command("sh", {
-    args: ["-c", `command -v ${tool}`],
-    stdout: "null",
-    stderr: "null",
-  }).outputSync()
-    .success;
-}
-const pinned = has("taskset");
 const useWrk = has("wrk") && !args.includes("--deno-client");
 const useIperf = has("iperf3") && !args.includes("--deno-client");
-
-/** argv run on a core (when taskset exists) with a raised fd limit. */
-function onCpu(cpu: number | null, argv: string[]): string[] {
-  const quoted = argv.map((a) => `'${a.replaceAll("'", `'\\''`)}'`).join(" ");
-  const pin = pinned && cpu !== null ? `taskset -c ${cpu} ` : "";
-  return ["sh", "-c", `ulimit -n ${FD_LIMIT}; exec ${pin}${quoted}`];
-}
 
 function spawn(
   argv: string[],
@@ -87,19 +65,6 @@ async function run(argv: string[]): Promise<string> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitPort(port: number, timeoutMs = 15000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      await sleep(10);
-    }
-  }
-  throw new Error(`nothing listens on ${port}`);
-}
-
 function statusKiB(pid: number, field: string): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   return Number(new RegExp(`^${field}:\\s+(\\d+)`, "m").exec(status)![1]);
@@ -120,29 +85,6 @@ function anonKiB(pid: number): number {
 }
 
 /** `/proc` counts CPU time in USER_HZ ticks, 100 per second on every Linux. */
-const TICKS_PER_S = 100;
-
-/**
- * Measures the user and system CPU seconds a process uses between calls of
- * `take`, from `/proc/PID/stat`: unlike a rate, this leaves out the time a
- * virtual machine's host steals.
- */
-function cpuMeter(pid: number): { take(): { user: number; sys: number } } {
-  const read = () => {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return { user: Number(fields[11]) / TICKS_PER_S, sys: Number(fields[12]) / TICKS_PER_S };
-  };
-  let last = read();
-  return {
-    take() {
-      const now = read();
-      const used = { user: now.user - last.user, sys: now.sys - last.sys };
-      last = now;
-      return used;
-    },
-  };
-}
 
 /** A proxy (or none) started in front of the given backends. */
 interface Running {
@@ -310,24 +252,6 @@ const targets = [
   );
 /** Whether any proxy is compared (`--only features` compares none: no rounds for direct alone). */
 const comparing = targets.some((t) => t !== direct);
-
-function loadArgv(
-  workload: string,
-  port: number,
-  extra: string[],
-  cpu: number | null = 0,
-): string[] {
-  return onCpu(cpu, [
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    `${root}bench/load.ts`,
-    workload,
-    "--port",
-    String(port),
-    ...extra,
-  ]);
-}
 
 async function load(
   workload: string,

@@ -11,6 +11,7 @@
  */
 import { RUN_FLAGS } from "../src/build.ts";
 import { freePort } from "../tests/ports.ts";
+import { cpuMeter, loadArgv, onCpu, waitPort } from "./proc.ts";
 
 const args = Deno.args;
 const rev = args[0];
@@ -28,34 +29,10 @@ const rounds = Number(opt("rounds", "5"));
 const secs = Number(opt("secs", "4"));
 const engine = opt("engine", "native");
 const root = new URL("..", import.meta.url).pathname;
-const TICKS_PER_S = 100;
-const pinned = new Deno.Command("sh", { args: ["-c", "command -v taskset"], stdout: "null" })
-  .outputSync().success;
-const onCpu = (cpu: number, argv: string[]) =>
-  pinned ? ["taskset", "-c", String(cpu), ...argv] : argv;
 
 function run(argv: string[], env: Record<string, string> = {}): Deno.ChildProcess {
   return new Deno.Command(argv[0], { args: argv.slice(1), env, stdout: "piped", stderr: "null" })
     .spawn();
-}
-
-async function waitPort(port: number): Promise<void> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  throw new Error(`nothing listens on ${port} after 15 s`);
-}
-
-/** User + system CPU seconds of `pid` so far. */
-function cpuOf(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) / TICKS_PER_S;
 }
 
 /** bal from `checkout`, in front of `backends`; measured under each workload. */
@@ -85,23 +62,12 @@ async function measure(checkout: string, backends: number[]): Promise<Record<str
     await new Promise((r) => setTimeout(r, 1000));
     const cost: Record<string, number> = {};
     for (const workload of ["short", "keepalive"]) {
-      const before = cpuOf(child.pid);
-      const argv = onCpu(0, [
-        Deno.execPath(),
-        "run",
-        "--allow-net",
-        `${root}bench/load.ts`,
-        workload,
-        "--port",
-        String(port),
-        "--conns",
-        "50",
-        "--secs",
-        String(secs),
-      ]);
+      const cpu = cpuMeter(child.pid);
+      const argv = loadArgv(workload, port, ["--conns", "50", "--secs", String(secs)]);
       const load = await new Deno.Command(argv[0], { args: argv.slice(1), stdout: "piped" })
         .output();
-      const used = cpuOf(child.pid) - before;
+      const taken = cpu.take();
+      const used = taken.user + taken.sys;
       const result = JSON.parse(new TextDecoder().decode(load.stdout)) as { rate: number };
       cost[workload] = used * 1e6 / (result.rate * secs);
     }
