@@ -6,7 +6,6 @@
  */
 import assert from "node:assert/strict";
 import { serveHttp } from "../../src/admin/http_server.ts";
-import { parseHead } from "../../src/admin/http_server.ts";
 import { type LogRecord, setupLogging } from "../../src/log.ts";
 import {
   bal,
@@ -50,18 +49,6 @@ async function untilClosed(conn: Deno.Conn, ms: number): Promise<string | null> 
     clearTimeout(timer);
   }
 }
-
-Deno.test("admin http: heads parsed strictly: no bodies, no chunking, keep-alive by version", () => {
-  const h = parseHead("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: bearer t");
-  assert.ok(typeof h === "object");
-  assert.equal(h.target, "/metrics");
-  assert.equal(h.keepAlive, true);
-  assert.equal((parseHead("GET / HTTP/1.0") as { keepAlive: boolean }).keepAlive, false);
-  assert.equal(parseHead("GET / HTTP/1.1\r\nTransfer-Encoding: chunked"), 501);
-  assert.equal(parseHead("GET / HTTP/2"), 400);
-  assert.equal(parseHead("GET / HTTP/1.1\r\nbad header"), 400);
-  assert.equal(parseHead("GET / HTTP/1.1\r\nContent-Length: x"), 400);
-});
 
 Deno.test("admin http: slowloris and silent clients are closed at the header timeout; idle keep-alive at the idle timeout", async () => {
   const s = server();
