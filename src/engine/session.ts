@@ -3,7 +3,7 @@
  * order they come: begun (a fresh session); a backend picked for it
  * ({@link pick}), dialed or failed ({@link dialed}, {@link dialFailed},
  * failover until {@link noBackend}); what the backend is sent first
- * ({@link preface}) and the early bytes counted; the relay's end (a backend
+ * ({@link backendHeader}) and the early bytes counted; the relay's end (a backend
  * that hung up on a waiting client reported, the access line). Each engine
  * supplies the mechanism around them (accept, connect, read and write,
  * close, timers) and keeps its own socket fields beside these; admission
@@ -190,12 +190,13 @@ export function pick<S extends SessionBase>(
 }
 
 /**
- * What a backend is sent before the client's own bytes: its PROXY header
- * (`send_proxy`: the client and where it reached bal, or the proxy in
- * front), then what the client sent after its own PROXY header. Null when
- * neither applies.
+ * The backend header: what a backend is sent before the client's own
+ * bytes, its PROXY header (`send_proxy`: the client and where it reached
+ * bal, or the proxy in front), then what the client sent after its own
+ * PROXY header. Null when neither applies. (The client's preface is the
+ * other way: what a client sends first, read by inspect.ts.)
  */
-export function preface(
+export function backendHeader(
   backend: Backend,
   client: Peer,
   destination: () => Peer | null,

@@ -31,13 +31,13 @@ import {
   sweepIdle,
 } from "../plane.ts";
 import {
+  backendHeader,
   begun,
   countEarly,
   dialed,
   dialFailed,
   noBackend,
   pick,
-  preface,
   relayEnded,
 } from "../session.ts";
 import { acceptAborted, admit, ended, refuse, started } from "../admission.ts";
@@ -120,7 +120,7 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
   const counters = countersOf(plane, picked.backend.id);
   const early = countEarly(plane, session, picked.backend);
   try {
-    const first = preface(
+    const first = backendHeader(
       picked.backend,
       session.peer,
       () => session.destination ?? client.localAddr as Deno.NetAddr,

@@ -29,13 +29,13 @@ import {
   sweepIdle,
 } from "../plane.ts";
 import {
+  backendHeader,
   begun,
   countEarly,
   dialed,
   dialFailed,
   noBackend,
   pick,
-  preface,
   relayEnded,
 } from "../session.ts";
 import { acceptAborted, admit, ended, started } from "../admission.ts";
@@ -357,7 +357,7 @@ function connected(plane: NativePlane, s: Session, d: Dialing, events: number): 
     counters,
     onEnd: () => finish(plane, s),
   };
-  const first = preface(
+  const first = backendHeader(
     d.backend,
     s.peer,
     () => s.destination ?? boundEnd(plane, s) ?? localEnd(s.clientFd),

@@ -85,7 +85,7 @@ export function side(fd: number, token = 0): Side {
  * `clientEvents` are the events seen meanwhile, and it is read on from
  * where the header ended); the backend, registered at its connect, gets
  * the relay's handler, and the event that said it connected is used now
- * (edges come once). `preface` (a PROXY header, the client's early bytes)
+ * (edges come once). `header` (a PROXY header, the client's early bytes)
  * goes to the backend before anything else.
  */
 export function startRelay(
@@ -93,11 +93,11 @@ export function startRelay(
   r: Relay,
   backendEvents: number,
   client: { events: number; drained: boolean },
-  preface: Uint8Array | null,
+  header: Uint8Array | null,
 ): void {
   const { a, b } = r;
   // Before the client joins the loop: what this reads is not reported again as ready.
-  if (preface) sendPreface(r, preface, (backendEvents & WRITE_EVENTS) !== 0 && !client.drained);
+  if (header) sendHeader(r, header, (backendEvents & WRITE_EVENTS) !== 0 && !client.drained);
   if (r.done) return;
   const handler = (ev: number) => onEvent(r, a, ev);
   if (a.token > 0) loop.rebind(a.token, handler);
@@ -111,30 +111,30 @@ export function startRelay(
 }
 
 /**
- * Sends the preface together with what the client has sent already, when
+ * Sends the backend header together with what the client has sent already, when
  * it has (the common case: its request waited while bal connected): one
  * send instead of two, which measured 1.19x the CPU per short connection.
  * When the client has nothing yet (or `read` is false: its socket is known
- * to be empty) the preface goes alone, before anything else, as servers
+ * to be empty) the header goes alone, before anything else, as servers
  * that accept the PROXY protocol wait for it.
  */
-function sendPreface(r: Relay, preface: Uint8Array, read: boolean): void {
+function sendHeader(r: Relay, header: Uint8Array, read: boolean): void {
   const { a, b } = r;
-  const room = SHARED_BUFFER - preface.length;
-  const n = read && room > 0 ? sys.recv(a.fd, shared.subarray(preface.length), room) : -1;
+  const room = SHARED_BUFFER - header.length;
+  const n = read && room > 0 ? sys.recv(a.fd, shared.subarray(header.length), room) : -1;
   if (n <= 0) {
-    b.pending = preface;
+    b.pending = header;
     // An end of stream or error is read again, by the relay.
     if (n === 0 || (n < -1 && n !== -sys.E.EAGAIN)) a.readable = true;
     return;
   }
-  shared.set(preface);
+  shared.set(header);
   r.activity.at = Date.now();
   r.aToB += n;
   r.counters.bytes_in += n;
   a.readable = n === room;
   b.writable = true;
-  forward(r, b, preface.length + n);
+  forward(r, b, header.length + n);
 }
 
 /** Notes what an event says of a socket's readiness, then moves what can move. */
