@@ -28,7 +28,7 @@ import { adminOf } from "./admin.ts";
 import { aclOf, cidrList } from "./acl.ts";
 import { backendsOf, type ParsedBackend, PORT_RULE, SEND_PROXY } from "./backends.ts";
 import { routesOf, type RoutesRead } from "./routes.ts";
-import { discoveryOf, resolverOf, splitDiscovered } from "./discovery.ts";
+import { type DiscoveryBlock, discoveryOf, resolverOf, splitDiscovered } from "./discovery.ts";
 import type { ProxyVersion } from "../route/proxy_protocol.ts";
 import {
   type Backend,
@@ -387,28 +387,11 @@ function serviceOf(
 ): Service | undefined {
   const key = (k: string) => prefix ? `${prefix}.${k}` : k;
   const port = intField(fields.get("port"), key("port"), PORT_RULE, at);
-  const bind = fields.get("bind_address");
-  const bind_address = bind ? hostField(bind, key("bind_address"), at) : DEFAULTS.bind_address;
-  notes.places.set(key("bind_address"), notes.locate(bind?.value ?? node));
-  if (!bind) {
-    // Written out, 0.0.0.0 is a choice; left out, the operator may not know it is every interface.
-    notes.warnings.push(
-      `${
-        key("bind_address")
-      }: not set, so bal listens on every interface (${DEFAULTS.bind_address}); write \`bind_address: ${DEFAULTS.bind_address}\` to mean it, or 127.0.0.1 for local clients only`,
-    );
-  }
+  const bind_address = bindAddressOf(fields.get("bind_address"), key, node, notes, at);
   const method = enumField(fields.get("method"), key("method"), METHODS, DEFAULTS.method, at);
   const routed = backendsAndRoutes(fields, key, name, method, node, at);
-  const discovery = discoveryOf(fields.get("discovery"), key, name, at);
+  const discovery = serviceDiscovery(fields, key, name, at);
   const etcd = discovery.etcd;
-  if (etcd && fields.get("routes")) {
-    at(
-      fields.get("discovery")!.key,
-      key("discovery"),
-      "etcd discovery goes with backends:, not routes:",
-    );
-  }
   const parsed = routed.parsed && etcd ? [...routed.parsed, etcd.entry] : routed.parsed;
   const layers = [global];
   if (prefix) layers.push(runtimeLayer(fields.get("runtime"), key("runtime"), at, atServiceLevel));
@@ -459,6 +442,43 @@ function serviceOf(
     default_route,
     discovered,
   };
+}
+
+/** A service's `bind_address`, located for later messages; left out, a warning says what that means. */
+function bindAddressOf(
+  bind: Field | undefined,
+  key: (k: string) => string,
+  node: Node,
+  notes: Notes,
+  at: Report,
+): string | undefined {
+  notes.places.set(key("bind_address"), notes.locate(bind?.value ?? node));
+  if (bind) return hostField(bind, key("bind_address"), at);
+  // Written out, 0.0.0.0 is a choice; left out, the operator may not know it is every interface.
+  notes.warnings.push(
+    `${
+      key("bind_address")
+    }: not set, so bal listens on every interface (${DEFAULTS.bind_address}); write \`bind_address: ${DEFAULTS.bind_address}\` to mean it, or 127.0.0.1 for local clients only`,
+  );
+  return DEFAULTS.bind_address;
+}
+
+/** A service's `discovery:` block; etcd cannot stand beside `routes:`. */
+function serviceDiscovery(
+  fields: Map<string, Field>,
+  key: (k: string) => string,
+  name: string,
+  at: Report,
+): DiscoveryBlock {
+  const discovery = discoveryOf(fields.get("discovery"), key, name, at);
+  if (discovery.etcd && fields.get("routes")) {
+    at(
+      fields.get("discovery")!.key,
+      key("discovery"),
+      "etcd discovery goes with backends:, not routes:",
+    );
+  }
+  return discovery;
 }
 
 /** A service's backends: its `backends:` list, or its routes' with `routes:`. */

@@ -19,7 +19,7 @@ import { type BackendView, nextBackend } from "../balance/select.ts";
 import { isClean } from "../health/state.ts";
 import { protectionOf } from "../snapshot.ts";
 import type { DialFailure } from "../net/dial.ts";
-import { observeConnect } from "../stats/counters.ts";
+import { type BackendCounters, observeConnect } from "../stats/counters.ts";
 import {
   countersOf,
   type Ending,
@@ -49,11 +49,12 @@ export function begun(service: string, peer: Peer, now: number): SessionBase {
 
 /**
  * A backend took the client: what the client sent while it was inspected
- * (after a PROXY header, a ClientHello) is its bytes too. Returns how many.
+ * (after a PROXY header, a ClientHello) is its bytes too, added to the
+ * backend's `counters`. Returns how many.
  */
-export function countEarly<S extends SessionBase>(plane: Plane<S>, s: S, backend: Backend): number {
+export function countEarly(s: SessionBase, counters: BackendCounters): number {
   const early = s.early?.length ?? 0;
-  countersOf(plane, backend.id).bytes_in += early;
+  counters.bytes_in += early;
   return early;
 }
 

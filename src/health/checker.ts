@@ -1,8 +1,8 @@
 /**
- * Active health checks (each backend probed every interval, at most
- * {@link MAX_CHECKS_IN_FLIGHT} at once: any check type) and the one function through which every check or data-path
- * connect result reaches the health table, so state changes are logged
- * exactly once.
+ * Active health checks (each backend probed every interval, any check type,
+ * at most {@link MAX_CHECKS_IN_FLIGHT} at once) and the one function
+ * through which every check or data-path connect result reaches the health
+ * table, so state changes are logged exactly once.
  *
  * @module
  */
@@ -123,9 +123,6 @@ export interface HealthChecks {
 /** Where a result goes: {@link recordResult}, plus whatever else must hear of it. */
 export type Recorder = (backend: Backend, obs: Observation) => void;
 
-/** Checks under way at most (see MAX_CHECKS_IN_FLIGHT). */
-export const CHECKS_IN_FLIGHT = MAX_CHECKS_IN_FLIGHT;
-
 /**
  * How often at most the loop looks for due checks: each look is a pass
  * over every backend, and one per finished check made 10,000 backends
@@ -133,9 +130,26 @@ export const CHECKS_IN_FLIGHT = MAX_CHECKS_IN_FLIGHT;
  */
 const TICK_MS = 20;
 
+/** The check loop's state. */
+interface Schedule {
+  readonly runtime: Runtime;
+  readonly record: Recorder;
+  readonly expiry: (backend: Backend, obs: Observation) => void;
+  /** Epoch ms of each backend's next check, by id; absent: due now. */
+  readonly due: Map<string, number>;
+  readonly running: Set<string>;
+  /** Due checks that found no room: each finished check starts the next of them. */
+  waiting: string[];
+  nextWaiting: number;
+  /** Epoch ms the loop's timer is set for. */
+  sleepsUntil: number;
+  wake: (() => void) | null;
+  stopped: boolean;
+}
+
 /**
- * Checks every backend now (at most {@link CHECKS_IN_FLIGHT} at once, so a
- * large first round is spread out), then each again its check's
+ * Checks every backend now (at most {@link MAX_CHECKS_IN_FLIGHT} at once, so
+ * a large first round is spread out), then each again its check's
  * `interval_ms` after its last check ended (a check never overlaps its own
  * next one). Intervals are read afresh from the snapshot, so a reload
  * applies them. Results go to `record`.
@@ -144,94 +158,96 @@ export function startHealthChecks(
   runtime: Runtime,
   record: Recorder = (backend, obs) => recordResult(runtime, backend, obs),
 ): HealthChecks {
-  let stopped = false;
-  let wake: (() => void) | null = null;
-  // Epoch ms of each backend's next check, by id; absent: due now.
-  const due = new Map<string, number>();
-  const running = new Set<string>();
-  const expiry = expiryWarnings();
-
-  const check = async (id: string) => {
-    const backend = runtime.snapshot.backends.get(id);
-    if (!backend) return;
-    const obs = await probe(backend, runtime.health.get(id));
-    if (!obs || stopped) return;
-    record(backend, obs);
-    expiry(backend, obs);
+  const s: Schedule = {
+    runtime,
+    record,
+    expiry: expiryWarnings(),
+    due: new Map(),
+    running: new Set(),
+    waiting: [],
+    nextWaiting: 0,
+    sleepsUntil: 0,
+    wake: null,
+    stopped: false,
   };
-
-  /** Epoch ms the loop's timer is set for. */
-  let sleepsUntil = 0;
-  /** Due checks that found no room: each finished check starts the next of them. */
-  let waiting: string[] = [];
-  let nextWaiting = 0;
-
-  const start = (id: string) => {
-    running.add(id);
-    check(id).finally(() => {
-      running.delete(id);
-      const interval = runtime.snapshot.backends.get(id)?.check.interval_ms;
-      if (interval === undefined) due.delete(id);
-      else {
-        const at = Date.now() + interval;
-        due.set(id, at);
-        // The loop sleeps past this check's next turn (every check was under way): wake it.
-        if (at < sleepsUntil) wake?.();
-      }
-      while (nextWaiting < waiting.length) {
-        const next = waiting[nextWaiting++];
-        if (running.has(next) || !runtime.snapshot.backends.has(next)) continue;
-        start(next);
-        break;
-      }
-    });
-  };
-
-  /** Starts what is due, within the cap; the rest waits in line. */
-  const startDue = (now: number) => {
-    const { backends } = runtime.snapshot;
-    for (const id of due.keys()) if (!backends.has(id)) due.delete(id);
-    waiting = [];
-    nextWaiting = 0;
-    for (const id of backends.keys()) {
-      if (running.has(id) || (due.get(id) ?? 0) > now) continue;
-      if (running.size < CHECKS_IN_FLIGHT) start(id);
-      else waiting.push(id);
-    }
-  };
-
-  const loop = async () => {
-    while (!stopped) {
-      const now = Date.now();
-      startDue(now);
-      let next = Infinity;
-      for (const [id, at] of due) if (!running.has(id) && at < next) next = at;
-      // What waits in line is started as checks finish; the timer finds what falls due.
-      const delay = Number.isFinite(next) ? Math.max(TICK_MS, next - now) : 60_000;
-      sleepsUntil = now + delay;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        wake = resolve;
-        timer = setTimeout(resolve, delay);
-      });
-      clearTimeout(timer);
-      wake = null;
-    }
-  };
-  loop().catch((err) =>
+  loop(s).catch((err) =>
     log.error("health checks stopped: {error}", { event: "health_failed", error: String(err) })
   );
-
   return {
     checkNow: () => {
-      due.clear();
-      wake?.();
+      s.due.clear();
+      s.wake?.();
     },
     stop: () => {
-      stopped = true;
-      wake?.();
+      s.stopped = true;
+      s.wake?.();
     },
   };
+}
+
+/** Starts what is due, then sleeps until the next check falls due, until stopped. */
+async function loop(s: Schedule): Promise<void> {
+  while (!s.stopped) {
+    const now = Date.now();
+    startDue(s, now);
+    let next = Infinity;
+    for (const [id, at] of s.due) if (!s.running.has(id) && at < next) next = at;
+    // What waits in line is started as checks finish; the timer finds what falls due.
+    const delay = Number.isFinite(next) ? Math.max(TICK_MS, next - now) : 60_000;
+    s.sleepsUntil = now + delay;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await new Promise<void>((resolve) => {
+      s.wake = resolve;
+      timer = setTimeout(resolve, delay);
+    });
+    clearTimeout(timer);
+    s.wake = null;
+  }
+}
+
+/** Starts what is due, within the cap; the rest waits in line. */
+function startDue(s: Schedule, now: number): void {
+  const { backends } = s.runtime.snapshot;
+  for (const id of s.due.keys()) if (!backends.has(id)) s.due.delete(id);
+  s.waiting = [];
+  s.nextWaiting = 0;
+  for (const id of backends.keys()) {
+    if (s.running.has(id) || (s.due.get(id) ?? 0) > now) continue;
+    if (s.running.size < MAX_CHECKS_IN_FLIGHT) startCheck(s, id);
+    else s.waiting.push(id);
+  }
+}
+
+/** Runs one backend's check; when it ends, its next turn is set and the next in line starts. */
+function startCheck(s: Schedule, id: string): void {
+  s.running.add(id);
+  check(s, id).finally(() => {
+    s.running.delete(id);
+    const interval = s.runtime.snapshot.backends.get(id)?.check.interval_ms;
+    if (interval === undefined) s.due.delete(id);
+    else {
+      const at = Date.now() + interval;
+      s.due.set(id, at);
+      // The loop sleeps past this check's next turn (every check was under way): wake it.
+      if (at < s.sleepsUntil) s.wake?.();
+    }
+    while (s.nextWaiting < s.waiting.length) {
+      const next = s.waiting[s.nextWaiting++];
+      if (s.running.has(next) || !s.runtime.snapshot.backends.has(next)) continue;
+      startCheck(s, next);
+      break;
+    }
+  });
+}
+
+/** One probe of a backend still in the config; its result recorded unless the loop stopped. */
+async function check(s: Schedule, id: string): Promise<void> {
+  const backend = s.runtime.snapshot.backends.get(id);
+  if (!backend) return;
+  const obs = await probe(backend, s.runtime.health.get(id));
+  if (!obs || s.stopped) return;
+  s.record(backend, obs);
+  s.expiry(backend, obs);
 }
 
 /** A day: how often one backend's expiring certificate is mentioned again. */

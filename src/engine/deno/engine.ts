@@ -118,7 +118,7 @@ async function serve(plane: DenoPlane, session: Session, outcome: ServiceCounter
   outcome.served++;
   session.upstream = picked.upstream;
   const counters = countersOf(plane, picked.backend.id);
-  const early = countEarly(plane, session, picked.backend);
+  const early = countEarly(session, counters);
   try {
     const first = backendHeader(
       picked.backend,

@@ -343,8 +343,8 @@ function connected(plane: NativePlane, s: Session, d: Dialing, events: number): 
   s.to = d.backend;
   dialed(plane, s, d.backend, performance.now() - d.begun);
   s.counters.served++;
-  const early = countEarly(plane, s, d.backend);
   const counters = countersOf(plane, d.backend.id);
+  const early = countEarly(s, counters);
   s.relay = {
     a: side(s.clientFd, s.inspection?.token ?? 0),
     b: side(d.fd, d.token),
