@@ -110,20 +110,21 @@ function settle(
   key: string,
   changed: () => void,
 ): number {
-  const emptied = typeof found !== "string" && "empty" in found;
-  if (typeof found === "string" || (emptied && !e.entry.allow_empty)) {
-    const why = typeof found === "string" ? found : emptyRefused(found.empty);
+  const failed = (why: string) => {
     lookupFailed(e, why, e.targets?.length ?? null);
     return e.minMs;
-  }
+  };
+  if (typeof found === "string") return failed(found);
+  if ("empty" in found && !e.entry.allow_empty) return failed(emptyRefused(found.empty));
   lookupAnswered(e);
-  const sorted = "empty" in found ? [] : [...found.targets].sort(byAddress);
+  const { targets, ttlMs } = "empty" in found ? { targets: [], ttlMs: e.minMs } : found;
+  const sorted = [...targets].sort(byAddress);
   if (JSON.stringify(sorted) !== JSON.stringify(e.targets)) {
     e.targets = sorted;
     known.set(key, sorted);
     changed();
   }
-  return "empty" in found ? e.minMs : Math.min(e.maxMs, Math.max(e.minMs, found.ttlMs));
+  return Math.min(e.maxMs, Math.max(e.minMs, ttlMs));
 }
 
 /** An answer that holds no backends: not a failure, but no set either (see `allow_empty`). */
