@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Config } from "../config/schema.ts";
+import type { Backend, Config } from "../config/schema.ts";
 import { formatAddress } from "../net/address.ts";
 import type { ListenerSet } from "./listeners.ts";
 import { type ClientRefusal, type ClientTable, pruneBuckets } from "../route/client_limits.ts";
@@ -55,13 +55,35 @@ export interface Peer {
 /** Why a client was closed before any backend was tried (admission.ts decides and says it). */
 export type Refusal = "denied" | ClientRefusal | "proxy_refused" | "no_route" | "loop";
 
+/** A relay's progress, kept current by the engine that moves its bytes. */
+export interface Relayed {
+  /** Bytes from the client to the backend (early bytes included), and back. */
+  aToB: number;
+  bToA: number;
+  /** A read or write failed (reset, broken pipe). */
+  failed: boolean;
+  /** Whose stream ended first: the client's (`a`) or the backend's (`b`). */
+  firstEnd: "a" | "b" | null;
+  /** Both directions ended (false while it runs, or when bal cut it). */
+  done: boolean;
+}
+
 /** What every engine's session has. */
 export interface SessionBase extends Guarded {
   service: string;
   /** The client's address. */
   peer: Peer;
-  /** Id of the backend it was given, once one connected. */
-  backend: string | null;
+  /** Its service's counters (admission found them). */
+  counters: ServiceCounters;
+  /** Backends offered so far (none more once one connected). */
+  tried: Set<string>;
+  /** The backend being connected to; it counts the client as active meanwhile. */
+  connecting: Backend | null;
+  /** The backend it is relayed to, once one connected, and the relay's progress. */
+  to: Backend | null;
+  relayed: Relayed | null;
+  /** Over: its sockets closed, its access line written (session.ts `finish`). */
+  finished: boolean;
   /** Epoch ms bytes last moved either way (or the accept); Infinity once swept. */
   activity: { at: number };
   /** Why bal closed it (idle, drain, kill), or null: how it ended then says nothing of the backend. */
@@ -353,7 +375,7 @@ export function planeEngine<S extends SessionBase>(
       if (stopping) await steps.stopped?.();
       return forced;
     },
-    kill: (backendId) => closeWhere(plane, (s) => s.backend === backendId, "killed"),
+    kill: (backendId) => closeWhere(plane, (s) => s.to?.id === backendId, "killed"),
     stats: () => stats(plane),
   };
 }

@@ -1,42 +1,231 @@
 /**
- * The steps of one client's session that both engines take alike, in the
- * order they come: begun (a fresh session); a backend picked for it
- * ({@link pick}), dialed or failed ({@link dialed}, {@link dialFailed},
- * failover until {@link noBackend}); what the backend is sent first
- * ({@link backendHeader}) and the early bytes counted; the relay's end (a backend
- * that hung up on a waiting client reported, the access line). Each engine
- * supplies the mechanism around them (accept, connect, read and write,
- * close, timers) and keeps its own socket fields beside these; admission
- * (admission.ts) and inspection (inspect.ts) come before.
+ * One client's session, its steps in the order they come, whatever engine
+ * moves its bytes ({@link serve} drives them):
+ *
+ * 1. started: admitted by admission.ts, counted and tracked;
+ * 2. inspected: what the client sends first (PROXY header, ClientHello)
+ *    read and judged by inspect.ts, for a service that needs it;
+ * 3. a backend picked (pick.ts), connected or failed over until none is
+ *    left (each outcome reported by outcomes.ts);
+ * 4. relaying: the backend header sent first ({@link backendHeader}), the
+ *    early bytes counted;
+ * 5. ended with a cause ({@link finish}): sockets closed, a backend that
+ *    hung up on a waiting client reported, the access line written.
+ *
+ * An engine supplies only the {@link Mechanism}: read the first bytes,
+ * connect, relay, close. Timers and accept are its own.
  *
  * @module
  */
-import { type Backend, type Pool, poolKey, type Service } from "../config/schema.ts";
+import type { Backend, Service } from "../config/schema.ts";
 import { writeProxyHeader } from "../route/proxy_protocol.ts";
-import { logger } from "../log.ts";
-import { plural } from "../text.ts";
-import { type BackendView, nextBackend } from "../balance/select.ts";
-import { isClean } from "../health/state.ts";
-import { protectionOf } from "../snapshot.ts";
+import type { Preface } from "../route/preface.ts";
 import type { DialFailure } from "../net/dial.ts";
-import { type BackendCounters, observeConnect } from "../stats/counters.ts";
+import type { BackendCounters, ServiceCounters } from "../stats/counters.ts";
 import {
   countersOf,
   type Ending,
   logAccess,
   type Peer,
   type Plane,
+  type Relayed,
   type SessionBase,
 } from "./plane.ts";
+import { ended, started } from "./admission.ts";
+import { inspected, inspects } from "./inspect.ts";
+import { pick } from "./pick.ts";
+import { dialed, dialFailed, hungUp, noBackend } from "./outcomes.ts";
+import { serviceMayLoop } from "./self_loop.ts";
 
-const log = logger("proxy");
+/** How a connect went, as the engine tells it. */
+export type DialOutcome<C> =
+  | { ok: true; conn: C; ms: number }
+  | { ok: false; kind: DialFailure; message: string };
 
-/** What every engine's session starts with: accepted now, nothing known of it yet. */
-export function begun(service: string, peer: Peer, now: number): SessionBase {
+/**
+ * What an engine supplies for its sessions: mechanism only. Every choice
+ * (go on or not, which backend, what it is sent first, how the session
+ * ended) is made in this module, in order.
+ */
+export interface Mechanism<S extends SessionBase, C> {
+  /**
+   * Starts reading what the client sends first (a PROXY header, a
+   * ClientHello); `then` hears what it said, once. False when the read
+   * could not start.
+   */
+  inspect(s: S, service: Service, then: (read: Preface | string) => void): boolean;
+  /**
+   * Starts a connect to `backend` within `timeoutMs`; `done` hears how it
+   * went, once, unless the session ended first (`close` stops the connect).
+   */
+  connect(s: S, backend: Backend, timeoutMs: number, done: (outcome: DialOutcome<C>) => void): void;
+  /**
+   * Relays the client and its connected backend both ways, `header` to the
+   * backend before anything, moving `counters` as bytes go. Returns the
+   * relay's progress, kept current (`early` bytes already counted from the
+   * client), and calls `done` once both directions are over or one failed.
+   */
+  relay(
+    s: S,
+    conn: C,
+    header: Uint8Array | null,
+    early: number,
+    counters: BackendCounters,
+    done: () => void,
+  ): Relayed;
+  /** bal's own end of the client's connection, for a PROXY header that has no other. */
+  localEnd(s: S): Peer | null;
+  /** Closes what the session holds: the client, a connect under way, the backend. */
+  close(s: S): void;
+}
+
+/**
+ * Serves an admitted client (admission.ts `admit` let it in): counted as
+ * started, inspected when its service reads first bytes, then connected
+ * and relayed. When the engine learns a connect's local end only after
+ * its listener may have accepted it, a client of a service whose backends
+ * could be bal waits a few event-loop turns first: the connect that made
+ * it, if bal's own, finds it in that time and cuts it (self_loop.ts).
+ */
+export function serve<S extends SessionBase, C>(
+  plane: Plane<S>,
+  mech: Mechanism<S, C>,
+  s: S,
+): void {
+  started(plane, s, s.counters);
+  const { services } = plane.runtime.snapshot;
+  const service = services.get(s.service);
+  if (plane.loops.clients && service && serviceMayLoop(services, service)) {
+    return awaitOwnConnect(plane, mech, s, LOOP_TURNS);
+  }
+  inspectThenDial(plane, mech, s);
+}
+
+/** Event-loop turns a client of a service that may loop waits for the connect that caused it. */
+const LOOP_TURNS = 3;
+
+function awaitOwnConnect<S extends SessionBase, C>(
+  plane: Plane<S>,
+  mech: Mechanism<S, C>,
+  s: S,
+  turns: number,
+): void {
+  setTimeout(() => {
+    if (s.finished) return;
+    if (turns > 1) awaitOwnConnect(plane, mech, s, turns - 1);
+    else inspectThenDial(plane, mech, s);
+  }, 0);
+}
+
+function inspectThenDial<S extends SessionBase, C>(
+  plane: Plane<S>,
+  mech: Mechanism<S, C>,
+  s: S,
+): void {
+  const service = plane.runtime.snapshot.services.get(s.service);
+  if (!inspects(service)) return dialNext(plane, mech, s);
+  const reading = mech.inspect(s, service, (read) => {
+    if (s.finished) return;
+    if (inspected(plane, s, read)) dialNext(plane, mech, s);
+    else finish(plane, mech, s);
+  });
+  if (!reading) finish(plane, mech, s);
+}
+
+/** Connects the next backend the policy offers, or gives up on the client. */
+function dialNext<S extends SessionBase, C>(
+  plane: Plane<S>,
+  mech: Mechanism<S, C>,
+  s: S,
+): void {
+  if (s.finished) return;
+  const service = plane.runtime.snapshot.services.get(s.service);
+  const backend = service && pick(plane, service, s.route, s.tried, s.peer.hostname);
+  if (!backend) {
+    if (service) noBackend(plane, service, s.tried.size);
+    return refused(plane, mech, s);
+  }
+  s.connecting = backend;
+  const timeoutMs = service.runtime.backend_connect_timeout_ms;
+  mech.connect(s, backend, timeoutMs, (outcome) => onDial(plane, mech, s, backend, outcome));
+}
+
+/** What `tried` becomes once connected: nothing more is tried, so one empty set serves all. */
+const CONNECTED: Set<string> = new Set();
+
+function onDial<S extends SessionBase, C>(
+  plane: Plane<S>,
+  mech: Mechanism<S, C>,
+  s: S,
+  backend: Backend,
+  outcome: DialOutcome<C>,
+): void {
+  s.connecting = null;
+  if (!outcome.ok) {
+    if (dialFailed(plane, backend, outcome.kind, outcome.message)) return refused(plane, mech, s);
+    return dialNext(plane, mech, s);
+  }
+  dialed(plane, s, backend, outcome.ms);
+  s.counters.served++;
+  s.tried = CONNECTED;
+  const counters = countersOf(plane, backend.id);
+  const early = countEarly(s, counters);
+  const header = backendHeader(backend, s.peer, () => s.destination ?? mech.localEnd(s), s.early);
+  s.early = null;
+  s.relayed = mech.relay(s, outcome.conn, header, early, counters, () => finish(plane, mech, s));
+}
+
+/** No backend took the client: it is closed and counted. */
+function refused<S extends SessionBase, C>(plane: Plane<S>, mech: Mechanism<S, C>, s: S): void {
+  s.counters.no_backend++;
+  s.closing ??= "no_backend";
+  finish(plane, mech, s);
+}
+
+/**
+ * Ends a session, once, whatever ended it (its relay, no backend, a
+ * refusal, or bal closing it through `plane.close`): its sockets closed,
+ * the backend's live count given back, the access line written.
+ */
+export function finish<S extends SessionBase, C>(
+  plane: Plane<S>,
+  mech: Mechanism<S, C>,
+  s: S,
+): void {
+  if (s.finished) return;
+  s.finished = true;
+  mech.close(s);
+  if (s.connecting) countersOf(plane, s.connecting.id).active--;
+  s.connecting = null;
+  const r = s.relayed;
+  if (r && s.to) {
+    relayEnded(plane, s, s.to, r);
+    countersOf(plane, s.to.id).active--;
+  } else {
+    logAccess(plane, s.service, s.peer, { ended: s.closing ?? "error", started: s.started });
+  }
+  ended(plane, s, s.counters);
+}
+
+/**
+ * What every engine's session starts with: accepted now, admitted with its
+ * service's `counters`, nothing else known of it yet.
+ */
+export function begun(
+  service: string,
+  peer: Peer,
+  counters: ServiceCounters,
+  now: number,
+): SessionBase {
   return {
     service,
     peer,
-    backend: null,
+    counters,
+    tried: new Set(),
+    connecting: null,
+    to: null,
+    relayed: null,
+    finished: false,
     activity: { at: now },
     closing: null,
     started: now,
@@ -52,23 +241,10 @@ export function begun(service: string, peer: Peer, now: number): SessionBase {
  * (after a PROXY header, a ClientHello) is its bytes too, added to the
  * backend's `counters`. Returns how many.
  */
-export function countEarly(s: SessionBase, counters: BackendCounters): number {
+function countEarly(s: SessionBase, counters: BackendCounters): number {
   const early = s.early?.length ?? 0;
   counters.bytes_in += early;
   return early;
-}
-
-/** How a relay ended, in both engines' words. */
-export interface Relayed {
-  /** Bytes from the client to the backend (early bytes included) and back. */
-  bytesIn: number;
-  bytesOut: number;
-  /** A read or write failed (reset, broken pipe). */
-  failed: boolean;
-  /** The relay did not see both directions end (bal closed it, or it failed). */
-  cut: boolean;
-  /** Whose stream ended first: the client's (`a`) or the backend's (`b`). */
-  firstEnd: "a" | "b" | null;
 }
 
 /**
@@ -76,20 +252,20 @@ export interface Relayed {
  * for a client still waiting is reported as failing, and the access line
  * says how it ended.
  */
-export function relayEnded<S extends SessionBase>(
+function relayEnded<S extends SessionBase>(
   plane: Plane<S>,
   s: S,
   backend: Backend,
   r: Relayed,
 ): void {
   const firstEnd = r.firstEnd === "a" ? "client" : r.firstEnd === "b" ? "backend" : null;
-  if (r.bytesOut === 0 && firstEnd === "backend" && !s.closing) hungUp(plane, backend, r.failed);
+  if (r.bToA === 0 && firstEnd === "backend" && !s.closing) hungUp(plane, backend, r.failed);
   logAccess(plane, s.service, s.peer, {
-    ended: endingOf(s.closing, r.failed || r.cut, firstEnd),
+    ended: endingOf(s.closing, r.failed || !r.done, firstEnd),
     started: s.started,
     backend: backend.address,
-    bytes_in: r.bytesIn,
-    bytes_out: r.bytesOut,
+    bytes_in: r.aToB,
+    bytes_out: r.bToA,
     connect_ms: s.connectMs,
   });
 }
@@ -105,99 +281,13 @@ export function endingOf(
 }
 
 /**
- * A backend that reset or closed a client's connection before sending a
- * byte, while the client still waited: a passive failure, like a refused
- * connect (an accept-and-reset backend must not keep its share).
- */
-export function hungUp<S extends SessionBase>(
-  plane: Plane<S>,
-  backend: Backend,
-  reset: boolean,
-): void {
-  const error = `${reset ? "reset" : "closed"} the connection before sending anything`;
-  countersOf(plane, backend.id).other++;
-  plane.options.onResult(backend, {
-    ok: false,
-    at: Date.now(),
-    source: "connect",
-    kind: "other",
-    error,
-  });
-  log.debug("{backend} {error}", {
-    event: "backend_hung_up",
-    service: backend.service,
-    backend: backend.address,
-    error,
-  });
-}
-
-/** Views of a pool's backends for selection: health, admin state, live count. */
-function views<S extends SessionBase>(
-  plane: Plane<S>,
-  backends: readonly Backend[],
-): BackendView[] {
-  const { health, admin } = plane.runtime;
-  return backends.map((backend) => ({
-    backend,
-    health: health.get(backend.id),
-    admin: admin.get(backend.id),
-    active: countersOf(plane, backend.id).active,
-  }));
-}
-
-/** Each service's routes by name with their balancers' keys (services are frozen, one object per snapshot): no search per client. */
-const routePools = new WeakMap<Service, Map<string, { pool: Pool; key: string }>>();
-
-function routesOf(service: Service): Map<string, { pool: Pool; key: string }> {
-  let pools = routePools.get(service);
-  if (!pools) {
-    pools = new Map(service.routes.map((r) => [r.name, { pool: r, key: poolKey(service, r) }]));
-    routePools.set(service, pools);
-  }
-  return pools;
-}
-
-/**
- * The next backend to dial for a client (of `route`, when its service has
- * routes), or null when the policy has none left or `tried` reached
- * `max_failover_attempts`. The backend counts the client as active from
- * now, so concurrent picks see it: the caller undoes that with
- * {@link dialFailed}, or when the relay ends.
- */
-export function pick<S extends SessionBase>(
-  plane: Plane<S>,
-  service: Service,
-  route: string | null,
-  tried: Set<string>,
-  client: string,
-): Backend | null {
-  const routed = route === null ? null : routesOf(service).get(route);
-  // A reload may have removed the route the client was given.
-  if (routed === undefined) return null;
-  const balancer = plane.runtime.balancers.get(routed ? routed.key : service.name)?.balancer;
-  if (!balancer || tried.size >= service.runtime.max_failover_attempts) return null;
-  const backend = nextBackend(
-    views(plane, (routed?.pool ?? service).backends),
-    tried,
-    balancer,
-    { client, random: Math.random },
-    Date.now(),
-    service.runtime.slow_start_ms,
-  );
-  if (!backend) return null;
-  tried.add(backend.id);
-  countersOf(plane, backend.id).active++;
-  return backend;
-}
-
-/**
  * The backend header: what a backend is sent before the client's own
  * bytes, its PROXY header (`send_proxy`: the client and where it reached
  * bal, or the proxy in front), then what the client sent after its own
  * PROXY header. Null when neither applies. (The client's preface is the
  * other way: what a client sends first, read by inspect.ts.)
  */
-export function backendHeader(
+function backendHeader(
   backend: Backend,
   client: Peer,
   destination: () => Peer | null,
@@ -210,91 +300,4 @@ export function backendHeader(
   both.set(header);
   both.set(early, header.length);
   return both;
-}
-
-/** A dial that succeeded after `ms`: counted, timed, and told to health when it has use for it. */
-export function dialed<S extends SessionBase>(
-  plane: Plane<S>,
-  s: S,
-  backend: Backend,
-  ms: number,
-): void {
-  const counters = countersOf(plane, backend.id);
-  observeConnect(counters, ms / 1000);
-  s.connectMs = Math.round(ms * 100) / 100;
-  s.backend = backend.id;
-  counters.served++;
-  const failures = plane.gates.outOfResources.recover();
-  if (failures !== null) {
-    log.info(
-      `backend connections open again after ${plural(failures, "failure")} for lack of resources`,
-      { event: "out_of_resources_ended", failures },
-    );
-  }
-  const { runtime } = plane;
-  const state = runtime.health.get(backend.id);
-  // A clean backend has nothing to learn from a success: skip the message,
-  // unless protection mode is counting successes.
-  if (state && (!isClean(state) || protectionOf(runtime, backend.service).enabled)) {
-    plane.options.onResult(backend, { ok: true, at: Date.now(), source: "connect" });
-  }
-}
-
-/**
- * A dial that failed: counted and told to health. Returns true when it was
- * this machine's fault (no backend should be tried, every other would fail
- * the same way).
- */
-export function dialFailed<S extends SessionBase>(
-  plane: Plane<S>,
-  backend: Backend,
-  kind: DialFailure,
-  message: string,
-): boolean {
-  countersOf(plane, backend.id).active--;
-  const names = { service: backend.service, backend: backend.address };
-  if (kind === "local") {
-    if (plane.gates.outOfResources.fail()) {
-      log.error("cannot open backend connections: {error}; clients are closed until it passes", {
-        event: "out_of_resources",
-        ...names,
-        error: message,
-      });
-    }
-    return true;
-  }
-  countersOf(plane, backend.id)[kind]++;
-  plane.options.onResult(backend, {
-    ok: false,
-    at: Date.now(),
-    source: "connect",
-    kind,
-    error: message,
-  });
-  log.debug("connect to {backend} failed: {error}", {
-    event: "connect_failed",
-    ...names,
-    kind,
-    error: message,
-  });
-  return false;
-}
-
-/** Every backend a client was offered failed: told to health, and said at most once a second. */
-export function noBackend<S extends SessionBase>(
-  plane: Plane<S>,
-  service: Service,
-  tried: number,
-): void {
-  plane.options.onNoBackend(service.name, Date.now());
-  const suppressed = plane.gates.noBackend();
-  if (suppressed !== null) {
-    log.warn("no backend of {service} accepted the connection ({tried} tried); client closed", {
-      event: "no_backend",
-      service: service.name,
-      backends: service.backends.length,
-      tried,
-      suppressed,
-    });
-  }
 }

@@ -17,6 +17,7 @@
  * @module
  */
 import { closeQuietly, type Stream } from "../../net/stream.ts";
+import type { Relayed } from "../plane.ts";
 
 /** Buffer each direction waits on while idle. */
 export const SMALL_BUFFER = 2 * 1024;
@@ -34,32 +35,12 @@ function giveLarge(buf: Uint8Array<ArrayBuffer>): void {
   if (pool.length < POOL_LIMIT) pool.push(buf);
 }
 
-/** Bytes forwarded in each direction. */
-export interface RelayResult {
-  /** From `a` to `b`. */
-  aToB: number;
-  /** From `b` to `a`. */
-  bToA: number;
-  /** True when a read or write failed (reset, broken pipe) and both sockets were closed. */
-  failed: boolean;
-  /**
-   * Whose stream ended first (end of stream, reset or error on reading it):
-   * with `bToA` 0 and `b` first, the backend hung up on a client that was
-   * still waiting for it.
-   */
-  firstEnd: "a" | "b" | null;
-}
-
-/** Hears of bytes as they are forwarded: `aToB` tells the direction. */
-export type Tally = (aToB: boolean, n: number) => void;
-
 /** What both directions of one relay share. */
 interface Shared {
-  failed: boolean;
-  firstEnd: "a" | "b" | null;
+  progress: Relayed;
+  activity: Activity;
+  counters: Moved;
   fail(): void;
-  activity?: Activity;
-  tally?: Tally;
 }
 
 /** When bytes last moved, in either direction (epoch ms); the relay keeps it current. */
@@ -67,32 +48,40 @@ export interface Activity {
   at: number;
 }
 
+/** Byte counters moved as chunks are forwarded: `bytes_in` from `a`, `bytes_out` from `b`. */
+export interface Moved {
+  bytes_in: number;
+  bytes_out: number;
+}
+
 /**
- * Relays between `a` and `b`. An end of stream on one side is passed on as
- * a half-close (`closeWrite`) to the other; an error on either side closes
- * both at once. The caller closes both sockets afterwards. `tally` hears of
- * every forwarded chunk, so counters move while a long stream runs.
+ * Relays between `a` and `b` until both directions are done. An end of
+ * stream on one side is passed on as a half-close (`closeWrite`) to the
+ * other; an error on either side closes both at once. `progress` and
+ * `counters` move with every forwarded chunk, so they are current while a
+ * long stream runs; `progress.done` is set once both directions ended
+ * without a failure. The caller closes both sockets afterwards.
  */
 export async function relay(
   a: Stream,
   b: Stream,
-  activity?: Activity,
-  tally?: Tally,
-): Promise<RelayResult> {
+  progress: Relayed,
+  activity: Activity,
+  counters: Moved,
+): Promise<void> {
   const shared: Shared = {
-    failed: false,
-    firstEnd: null,
+    progress,
     activity,
-    tally,
+    counters,
     fail() {
-      if (shared.failed) return;
-      shared.failed = true;
+      if (progress.failed) return;
+      progress.failed = true;
       closeQuietly(a);
       closeQuietly(b);
     },
   };
-  const [aToB, bToA] = await Promise.all([pump(a, b, "a", shared), pump(b, a, "b", shared)]);
-  return { aToB, bToA, failed: shared.failed, firstEnd: shared.firstEnd };
+  await Promise.all([pump(a, b, "a", shared), pump(b, a, "b", shared)]);
+  progress.done = !progress.failed;
 }
 
 async function pump(
@@ -100,23 +89,28 @@ async function pump(
   dst: Stream,
   side: "a" | "b",
   shared: Shared,
-): Promise<number> {
+): Promise<void> {
+  const { progress, counters } = shared;
   const small = new Uint8Array(SMALL_BUFFER);
   let buf = small;
-  let total = 0;
   // Which socket a failure came from: the one read, or the one written to.
   let writing = false;
   try {
     for (;;) {
       const n = await src.read(buf);
       if (n === null) break;
-      if (shared.activity) shared.activity.at = Date.now();
+      shared.activity.at = Date.now();
       writing = true;
       let written = 0;
       while (written < n) written += await dst.write(buf.subarray(written, n));
       writing = false;
-      total += n;
-      shared.tally?.(side === "a", n);
+      if (side === "a") {
+        progress.aToB += n;
+        counters.bytes_in += n;
+      } else {
+        progress.bToA += n;
+        counters.bytes_out += n;
+      }
       if (buf === small) {
         if (n === small.length) buf = takeLarge();
       } else if (n < LARGE_BUFFER / 4) {
@@ -124,14 +118,13 @@ async function pump(
         buf = small;
       }
     }
-    shared.firstEnd ??= side;
+    progress.firstEnd ??= side;
     writing = true;
     await dst.closeWrite();
   } catch {
-    shared.firstEnd ??= writing ? (side === "a" ? "b" : "a") : side;
+    progress.firstEnd ??= writing ? (side === "a" ? "b" : "a") : side;
     shared.fail();
   } finally {
     if (buf !== small) giveLarge(buf);
   }
-  return total;
 }

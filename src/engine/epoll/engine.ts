@@ -1,12 +1,12 @@
 /**
- * The native engine: the same sessions as the Deno.Conn engine (accept,
- * pick, dial, relay, close, with the bookkeeping of `../plane.ts`), on
- * nonblocking sockets driven by one epoll loop per data plane through libc
- * (`ffi.ts`), for a fraction of the CPU and memory per connection.
+ * The native engine: the sessions of `../session.ts` on nonblocking
+ * sockets driven by one epoll loop per data plane through libc (`ffi.ts`),
+ * for a fraction of the CPU and memory per connection of the Deno.Conn
+ * engine.
  *
- * The session's steps: {@link onClient} (the service's limit), then
- * {@link dialNext} (pick, connect with a timeout, fail over), then the relay
- * (`relay.ts`), then {@link finish}.
+ * Its part of a session ({@link mechanism}): reading the first bytes
+ * (`inspect.ts`), connecting with a timeout ({@link dial}), the relay
+ * (`relay.ts`) and closing; accepting is {@link nativeSockets}.
  *
  * @module
  */
@@ -16,29 +16,18 @@ import { episode, logger, rateLimited } from "../../log.ts";
 import { describeError } from "../../errors.ts";
 import type { Runtime } from "../../snapshot.ts";
 import type { Engine, EngineOptions } from "../engine.ts";
-import type { ServiceCounters } from "../../stats/counters.ts";
+import type { BackendCounters } from "../../stats/counters.ts";
 import { acceptFailed, acceptRecovered, listenerSet, type ListenSockets } from "../listeners.ts";
 import {
-  countersOf,
   createPlane,
-  logAccess,
   type Peer,
   type Plane,
   planeEngine,
   type SessionBase,
   sweepIdle,
 } from "../plane.ts";
-import {
-  backendHeader,
-  begun,
-  countEarly,
-  dialed,
-  dialFailed,
-  noBackend,
-  pick,
-  relayEnded,
-} from "../session.ts";
-import { acceptAborted, admit, ended, started } from "../admission.ts";
+import { begun, type DialOutcome, finish, type Mechanism, serve } from "../session.ts";
+import { acceptAborted, admit } from "../admission.ts";
 import { dialFailure } from "../../net/dial.ts";
 import { describeErrno, EXHAUSTION_ERRNOS } from "../../net/errno.ts";
 import { dialedFrom, mayLoop } from "../self_loop.ts";
@@ -46,14 +35,10 @@ import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
 import { inspectClient, type Inspection, peekHello, stopInspection } from "./inspect.ts";
-import { inspected, inspector, inspects } from "../inspect.ts";
-import type { Preface } from "../../route/preface.ts";
+import { inspector } from "../inspect.ts";
 import { decodeAddress, isIpLiteral } from "./sockaddr.ts";
 import { listenAddress, openListener, startConnect } from "./sockets.ts";
 import { type AddressBook, addressBook } from "./resolve.ts";
-
-/** What `tried` becomes once connected: nothing more is tried, so one empty set serves all. */
-const CONNECTED: Set<string> = new Set();
 
 /** errno of a failed accept worth backing off for: the machine is out of descriptors or memory. */
 const EXHAUSTED = new Set(EXHAUSTION_ERRNOS);
@@ -76,21 +61,14 @@ interface Dialing {
   fd: number;
   token: number;
   timer: Timer;
-  backend: Backend;
   begun: number;
 }
 
-/** One client and what bal does with it now. */
+/** One client and the sockets bal holds for it now. */
 interface Session extends SessionBase {
   readonly clientFd: number;
-  readonly counters: ServiceCounters;
-  /** Backends offered so far (let go once one connects). */
-  tried: Set<string>;
-  dialing: Dialing | null;
+  dial: Dialing | null;
   relay: Relay | null;
-  /** The backend it is relayed to. */
-  to: Backend | null;
-  finished: boolean;
   /** Its first bytes being read (PROXY header, ClientHello), or the read that took them. */
   inspection: Inspection | null;
 }
@@ -101,14 +79,21 @@ interface NativePlane extends Plane<Session> {
   readonly addresses: AddressBook;
 }
 
+/** A connected backend: its connect's socket, and the events that said it connected. */
+interface Connected {
+  dial: Dialing;
+  events: number;
+}
+
 /** Creates the native engine; libc must be loaded (`nativeSelfCheck` in self_check.ts, run by choose.ts). */
 export function createNativeEngine(runtime: Runtime, options: EngineOptions): Engine {
   sys.loadLibc();
   const loop = createLoop(loopError);
   const plane: NativePlane = Object.assign(
-    createPlane<Session>(runtime, options, (s) => finish(plane, s)),
+    createPlane<Session>(runtime, options, (s) => finish(plane, mech, s)),
     { loop, addresses: addressBook() },
   );
+  const mech = mechanism(plane);
   const sweep = () => loop.timer(Date.now() + sweepIdle(plane, Date.now()), sweep);
   sweep();
   const listeners = listenerSet({
@@ -116,7 +101,7 @@ export function createNativeEngine(runtime: Runtime, options: EngineOptions): En
     claimPort: options.claimPort,
     sockets: nativeSockets(
       loop,
-      (service, fd, peer) => onClient(plane, service, fd, peer),
+      (service, fd, peer) => onClient(plane, mech, service, fd, peer),
       (service, error) => acceptAborted(plane, service, error),
     ),
   });
@@ -190,33 +175,41 @@ function nativeSockets(
   };
 }
 
-/** A new client: refused at its service's limit, else on to a backend. */
-function onClient(plane: NativePlane, service: string, fd: number, peer: Peer): void {
+/** A new client: refused at its service's limit, else served (session.ts). */
+function onClient(
+  plane: NativePlane,
+  mech: Mechanism<Session, Connected>,
+  service: string,
+  fd: number,
+  peer: Peer,
+): void {
   const counters = admit(plane, service, peer);
   if (!counters) return sys.close(fd);
   const s: Session = {
-    ...begun(service, peer, Date.now()),
+    ...begun(service, peer, counters, Date.now()),
     clientFd: fd,
-    counters,
-    tried: new Set(),
-    dialing: null,
+    dial: null,
     relay: null,
-    to: null,
-    finished: false,
     inspection: null,
   };
-  started(plane, s, counters);
-  const svc = plane.runtime.snapshot.services.get(service);
-  if (!inspects(svc)) return dialNext(plane, s);
-  const then = (read: Preface | string) => {
-    if (!inspected(plane, s, read)) return finish(plane, s);
-    dialNext(plane, s);
+  serve(plane, mech, s);
+}
+
+/** The native engine's part of a session: sockets on the plane's epoll loop. */
+function mechanism(plane: NativePlane): Mechanism<Session, Connected> {
+  return {
+    inspect(s, service, then) {
+      s.inspection = service.accept_proxy
+        ? inspectClient(plane.loop, s.clientFd, inspector(plane, s, service), then)
+        : peekHello(plane.loop, s.clientFd, service.runtime.tls_hello_timeout_ms, then);
+      return s.inspection !== null;
+    },
+    connect: (s, backend, timeoutMs, done) => dial(plane, s, backend, timeoutMs, done),
+    relay: (s, conn, header, early, counters, done) =>
+      relay(plane, s, conn, header, early, counters, done),
+    localEnd: (s) => boundEnd(plane, s) ?? localEnd(s.clientFd),
+    close: (s) => closeSession(plane, s),
   };
-  // Reads what the client sends first (PROXY header, ClientHello): it decides who and where.
-  s.inspection = svc.accept_proxy
-    ? inspectClient(plane.loop, s.clientFd, inspector(plane, s, svc), then)
-    : peekHello(plane.loop, s.clientFd, svc.runtime.tls_hello_timeout_ms, then);
-  if (!s.inspection) finish(plane, s);
 }
 
 /** What {@link boundEnd} found per service (services are frozen, one object per snapshot). */
@@ -241,34 +234,39 @@ function localEnd(fd: number): Peer | null {
   return sys.localAddress(fd, buf) === 0 ? decodeAddress(buf) : null;
 }
 
-/** Dials the next backend the policy offers, or gives up on the client. */
-function dialNext(plane: NativePlane, s: Session): void {
-  if (s.finished) return;
-  const service = plane.runtime.snapshot.services.get(s.service);
-  if (!service) return refuse(plane, s);
-  const backend = pick(plane, service, s.route, s.tried, s.peer.hostname);
-  if (!backend) {
-    noBackend(plane, service, s.tried.size);
-    return refuse(plane, s);
-  }
+/** Hears once how a connect went. */
+type Done = (outcome: DialOutcome<Connected>) => void;
+
+/** Connects to `backend`, its address looked up first when it is a name not known yet. */
+function dial(
+  plane: NativePlane,
+  s: Session,
+  backend: Backend,
+  timeoutMs: number,
+  done: Done,
+): void {
   const address = plane.addresses.of(backend);
   if (address instanceof Promise) {
-    address.then(() => retryAfterLookup(plane, s, backend));
+    address.then(() => afterLookup(plane, s, backend, timeoutMs, done));
     return;
   }
-  if (typeof address === "string") return dialFailedThen(plane, s, backend, "other", address);
-  connectTo(plane, s, backend, address, performance.now());
+  if (typeof address === "string") return done({ ok: false, kind: "other", message: address });
+  connectTo(plane, s, backend, address, timeoutMs, done);
 }
 
 /** Once a backend's name is resolved, the same pick is dialed (it still counts as active). */
-function retryAfterLookup(plane: NativePlane, s: Session, backend: Backend): void {
-  if (s.finished) return void countersOf(plane, backend.id).active--;
+function afterLookup(
+  plane: NativePlane,
+  s: Session,
+  backend: Backend,
+  timeoutMs: number,
+  done: Done,
+): void {
+  if (s.finished) return;
   const address = plane.addresses.of(backend);
-  if (address instanceof Uint8Array) {
-    return connectTo(plane, s, backend, address, performance.now());
-  }
-  const reason = typeof address === "string" ? address : `cannot resolve ${backend.host}`;
-  dialFailedThen(plane, s, backend, "other", reason);
+  if (address instanceof Uint8Array) return connectTo(plane, s, backend, address, timeoutMs, done);
+  const message = typeof address === "string" ? address : `cannot resolve ${backend.host}`;
+  done({ ok: false, kind: "other", message });
 }
 
 function connectTo(
@@ -276,76 +274,62 @@ function connectTo(
   s: Session,
   backend: Backend,
   address: Uint8Array,
-  begun: number,
+  timeoutMs: number,
+  done: Done,
 ): void {
+  const begun = performance.now();
   const { fd, errno } = startConnect(address);
-  if (fd < 0) {
-    const f = dialFailure(errno);
-    return dialFailedThen(plane, s, backend, f.kind, f.message);
-  }
+  if (fd < 0) return done({ ok: false, ...dialFailure(errno) });
   // The local end is bound by connect(): known before the listener can accept it.
   if (mayLoop(plane.runtime.snapshot.services, backend)) {
     const local = localEnd(fd);
     if (local) dialedFrom(plane.loops, s, local);
   }
-  const timeoutMs = plane.runtime.snapshot.services.get(s.service)?.runtime
-    .backend_connect_timeout_ms ?? 0;
-  const d: Dialing = { fd, token: 0, timer: null!, backend, begun };
+  const d: Dialing = { fd, token: 0, timer: null!, begun };
   // Registered once for the connect and the relay after it: edge-triggered, see relay.ts.
-  d.token = plane.loop.add(fd, RELAY_EVENTS, (ev) => onConnectEvent(plane, s, d, ev));
+  d.token = plane.loop.add(fd, RELAY_EVENTS, (ev) => onConnectEvent(plane, s, d, ev, done));
   if (d.token < 0) {
     sys.close(fd);
-    return dialFailedThen(plane, s, backend, "local", describeErrno(-d.token));
+    return done({ ok: false, kind: "local", message: describeErrno(-d.token) });
   }
   d.timer = plane.loop.timer(Date.now() + timeoutMs, () => {
-    abandonDial(plane, d);
-    s.dialing = null;
-    dialFailedThen(plane, s, backend, "timeout", `connect timed out after ${timeoutMs} ms`);
+    abandonDial(plane, s, d);
+    done({ ok: false, kind: "timeout", message: `connect timed out after ${timeoutMs} ms` });
   });
-  s.dialing = d;
+  s.dial = d;
 }
 
-function onConnectEvent(plane: NativePlane, s: Session, d: Dialing, ev: number): void {
+function onConnectEvent(plane: NativePlane, s: Session, d: Dialing, ev: number, done: Done): void {
   // Writable without an error is connected; only a failure needs SO_ERROR to say why.
   if (ev & sys.C.EPOLLOUT && !(ev & (sys.C.EPOLLERR | sys.C.EPOLLHUP))) {
-    return connected(plane, s, d, ev);
+    cancel(d.timer);
+    s.dial = null;
+    return done({ ok: true, conn: { dial: d, events: ev }, ms: performance.now() - d.begun });
   }
   const err = sys.getIntOption(d.fd, sys.C.SOL_SOCKET, sys.C.SO_ERROR);
-  abandonDial(plane, d);
-  s.dialing = null;
-  const f = dialFailure(err > 0 ? err : sys.E.ECONNRESET);
-  dialFailedThen(plane, s, d.backend, f.kind, f.message);
+  abandonDial(plane, s, d);
+  done({ ok: false, ...dialFailure(err > 0 ? err : sys.E.ECONNRESET) });
 }
 
 /** Stops a connect under way: its socket closed, its timer off. */
-function abandonDial(plane: NativePlane, d: Dialing): void {
+function abandonDial(plane: NativePlane, s: Session, d: Dialing): void {
   cancel(d.timer);
   plane.loop.forget(d.token);
   sys.close(d.fd);
-}
-
-function dialFailedThen(
-  plane: NativePlane,
-  s: Session,
-  backend: Backend,
-  kind: Parameters<typeof dialFailed>[2],
-  message: string,
-): void {
-  if (dialFailed(plane, backend, kind, message)) return refuse(plane, s);
-  dialNext(plane, s);
+  s.dial = null;
 }
 
 /** The backend took the connection: relay until both directions are done. */
-function connected(plane: NativePlane, s: Session, d: Dialing, events: number): void {
-  cancel(d.timer);
-  s.dialing = null;
-  s.tried = CONNECTED;
-  s.to = d.backend;
-  dialed(plane, s, d.backend, performance.now() - d.begun);
-  s.counters.served++;
-  const counters = countersOf(plane, d.backend.id);
-  const early = countEarly(s, counters);
-  s.relay = {
+function relay(
+  plane: NativePlane,
+  s: Session,
+  { dial: d, events }: Connected,
+  header: Uint8Array | null,
+  early: number,
+  counters: BackendCounters,
+  done: () => void,
+): Relay {
+  const r: Relay = s.relay = {
     a: side(s.clientFd, s.inspection?.token ?? 0),
     b: side(d.fd, d.token),
     aToB: early,
@@ -355,45 +339,23 @@ function connected(plane: NativePlane, s: Session, d: Dialing, events: number): 
     done: false,
     activity: s.activity,
     counters,
-    onEnd: () => finish(plane, s),
+    onEnd: done,
   };
-  const first = backendHeader(
-    d.backend,
-    s.peer,
-    () => s.destination ?? boundEnd(plane, s) ?? localEnd(s.clientFd),
-    s.early,
-  );
-  s.early = null;
-  startRelay(plane.loop, s.relay, events, {
+  startRelay(plane.loop, r, events, {
     events: s.inspection?.events ?? 0,
     drained: s.inspection?.drained ?? false,
-  }, first);
+  }, header);
+  return r;
 }
 
-/** No backend took the client: it is closed and counted. */
-function refuse(plane: NativePlane, s: Session): void {
-  s.counters.no_backend++;
-  s.closing ??= "no_backend";
-  finish(plane, s);
-}
-
-/**
- * Ends a session for whatever reason (its relay ended, no backend, or bal
- * closed it): sockets closed and forgotten, counters, the access line.
- */
-function finish(plane: NativePlane, s: Session): void {
-  if (s.finished) return;
-  s.finished = true;
+/** Closes and forgets a session's sockets, whatever step it was at. */
+function closeSession(plane: NativePlane, s: Session): void {
   const { loop } = plane;
   if (s.inspection) {
     stopInspection(s.inspection);
     if (!s.relay) loop.forget(s.inspection.token);
   }
-  if (s.dialing) {
-    abandonDial(plane, s.dialing);
-    countersOf(plane, s.dialing.backend.id).active--;
-    s.dialing = null;
-  }
+  if (s.dial) abandonDial(plane, s, s.dial);
   const r = s.relay;
   if (r) {
     loop.forget(r.a.token);
@@ -401,17 +363,4 @@ function finish(plane: NativePlane, s: Session): void {
     sys.close(r.b.fd);
   }
   sys.close(s.clientFd);
-  if (r && s.to) {
-    relayEnded(plane, s, s.to, {
-      bytesIn: r.aToB,
-      bytesOut: r.bToA,
-      failed: r.failed,
-      cut: !r.done,
-      firstEnd: r.firstEnd,
-    });
-    countersOf(plane, s.to.id).active--;
-  } else {
-    logAccess(plane, s.service, s.peer, { ended: s.closing ?? "error", started: s.started });
-  }
-  ended(plane, s, s.counters);
 }
