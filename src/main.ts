@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { main } from "./cli/main.ts";
+import { main } from "./cli/commands.ts";
 
 if (import.meta.main) {
   Deno.exit(await main(Deno.args));

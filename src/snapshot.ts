@@ -8,7 +8,7 @@
 import { allBackends, type Backend, type Config, poolsOf, type Service } from "./config/schema.ts";
 import { type HealthTable, initialHealth, syncHealth, unprovenHealth } from "./health/state.ts";
 import { initialProtection, type ProtectionState } from "./health/protection.ts";
-import { type AdminTable, pruneAdmin } from "./balance/admin.ts";
+import { type AdminTable, pruneAdmin } from "./balance/admin_state.ts";
 import type { Balancer } from "./balance/balancer.ts";
 import { createBalancer } from "./balance/methods.ts";
 

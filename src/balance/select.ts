@@ -14,8 +14,8 @@
  */
 import type { Backend } from "../config/mod.ts";
 import { type HealthState, isCooling } from "../health/state.ts";
-import type { BackendAdmin } from "./admin.ts";
-import { weightOf } from "./admin.ts";
+import type { BackendAdmin } from "./admin_state.ts";
+import { weightOf } from "./admin_state.ts";
 import type { Balancer, Candidate, PickContext } from "./balancer.ts";
 
 /** What selection needs to know of one backend. */

@@ -7,7 +7,7 @@
 import { command } from "../instance/control.ts";
 import { type CommandSpec, type Options, type OptionSpec, stringOption } from "./args.ts";
 import { statePaths } from "../instance/paths.ts";
-import type { ServiceStatus } from "../instance/status.ts";
+import type { ServiceStatus } from "../instance/status_report.ts";
 import { out } from "./output.ts";
 
 /** Options every `bal backend` command takes. */

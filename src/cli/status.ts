@@ -7,14 +7,14 @@ import { liveStatus } from "../instance/control.ts";
 import { count, firstFew, kib, quote } from "../text.ts";
 import { BalError } from "../errors.ts";
 import { watch } from "./watch.ts";
-import { WHY_PROTECTION, WHY_UNREACHABLE } from "../instance/status.ts";
+import { WHY_PROTECTION, WHY_UNREACHABLE } from "../instance/status_report.ts";
 import { statePaths } from "../instance/paths.ts";
 import {
   type BackendStatus,
   listenAddress,
   type ServiceStatus,
   type Status,
-} from "../instance/status.ts";
+} from "../instance/status_report.ts";
 import type { EntryStatus } from "../discovery/entry.ts";
 import { configPathOf, out, plural } from "./output.ts";
 

@@ -8,7 +8,7 @@
  */
 import { liveStatus } from "../instance/control.ts";
 import type { StatePaths } from "../instance/paths.ts";
-import type { BackendStatus, Status } from "../instance/status.ts";
+import type { BackendStatus, Status } from "../instance/status_report.ts";
 import { kib, plural } from "../text.ts";
 
 const encoder = new TextEncoder();

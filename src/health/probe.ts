@@ -12,7 +12,7 @@ import { describeError } from "../errors.ts";
 import { parseAgent } from "./agent.ts";
 import { type Channel, tcpChannel, type TlsChannel, tlsChannel } from "./channel.ts";
 import { binary, matchEnd, printable, RECEIVE_LIMIT, sendBytes } from "./expect.ts";
-import { httpRequest, httpVerdict } from "./http.ts";
+import { httpRequest, httpVerdict } from "./http_check.ts";
 import { writeProxyHeader } from "../route/proxy_protocol.ts";
 import type { FailureKind, HealthState, Observation } from "./state.ts";
 

@@ -18,7 +18,7 @@ import {
 } from "./state_file.ts";
 import type { StatePaths } from "./paths.ts";
 import { NoAnswer, request } from "./control_socket.ts";
-import { notRunning, type Status } from "./status.ts";
+import { notRunning, type Status } from "./status_report.ts";
 
 /** Extra time `stop` allows beyond the drain timeout for the process to exit. */
 const STOP_MARGIN_MS = 5_000;

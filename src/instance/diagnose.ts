@@ -8,13 +8,13 @@
 import { allBackends, type Config, type Service } from "../config/schema.ts";
 import { readConfig } from "../config/mod.ts";
 import { formatAddress } from "../net/address.ts";
-import { WHY_PROTECTION, WHY_UNREACHABLE } from "./status.ts";
+import { WHY_PROTECTION, WHY_UNREACHABLE } from "./status_report.ts";
 import { dial } from "../net/dial.ts";
 import { describeError, ioReason } from "../errors.ts";
 import { liveStatus } from "./control.ts";
 import { findInstance, isPaused, readPid, readState } from "./state_file.ts";
 import type { StatePaths } from "./paths.ts";
-import { PROTECTION_OFF, type ProtectionMode, type Status } from "./status.ts";
+import { PROTECTION_OFF, type ProtectionMode, type Status } from "./status_report.ts";
 
 /** How bad a finding is. */
 export type Level = "ok" | "warn" | "critical";

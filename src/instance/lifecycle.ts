@@ -23,7 +23,7 @@ import { startDiscovery } from "../discovery/mod.ts";
 import { VERSION } from "../build.ts";
 import { serveControl } from "./control_socket.ts";
 import { type Command, dispatch, type Registry } from "../admin/registry.ts";
-import { backendCommands } from "../admin/backend.ts";
+import { backendCommands } from "../admin/backend_control.ts";
 import { openAdmin, statusOf } from "./observe.ts";
 import { startPlanes } from "./planes.ts";
 import { applyDiscovered, queueReload } from "./reload.ts";

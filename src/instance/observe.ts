@@ -6,8 +6,8 @@
  */
 import type { Config } from "../config/mod.ts";
 import { VERSION } from "../build.ts";
-import { buildStatus, type Status } from "./status.ts";
-import { type AdminServer, startAdmin } from "../admin/http.ts";
+import { buildStatus, type Status } from "./status_report.ts";
+import { type AdminServer, startAdmin } from "../admin/endpoint.ts";
 import { renderMetrics } from "../stats/metrics.ts";
 import type { Running } from "./running.ts";
 

@@ -13,7 +13,7 @@ import { setAccessFile, setLogLevel } from "../log.ts";
 import { plural } from "../text.ts";
 import { type Snapshot, swapSnapshot } from "../snapshot.ts";
 import { expandConfig } from "../discovery/expand.ts";
-import { type AdminServer, sameListen } from "../admin/http.ts";
+import { type AdminServer, sameListen } from "../admin/endpoint.ts";
 import { openAdmin } from "./observe.ts";
 import type { Running } from "./running.ts";
 import { logger } from "../log.ts";

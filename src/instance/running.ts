@@ -15,7 +15,7 @@ import type { Discovery } from "../discovery/mod.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { PlaneStats } from "../stats/counters.ts";
 import type { WorkerPool } from "../engine/workers/pool.ts";
-import type { AdminServer } from "../admin/http.ts";
+import type { AdminServer } from "../admin/endpoint.ts";
 
 /** How to run. */
 export interface ServeOptions {

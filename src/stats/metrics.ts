@@ -7,8 +7,8 @@
  * @module
  */
 import type { Backend, Service } from "../config/mod.ts";
-import type { BackendAdmin } from "../balance/admin.ts";
-import { weightOf } from "../balance/admin.ts";
+import type { BackendAdmin } from "../balance/admin_state.ts";
+import { weightOf } from "../balance/admin_state.ts";
 import { backendTotal, CONNECT_BUCKETS, type PlaneStats, serviceTotal } from "./counters.ts";
 import type { HealthState } from "../health/state.ts";
 import type { ProtectionState } from "../health/protection.ts";

@@ -120,10 +120,10 @@ Deno.test("layers: every file of src/ has a layer, no import goes down the list,
 
 Deno.test("layers: the check itself catches an import that goes down, and a loop", () => {
   const layers = readLayers();
-  assert.deepEqual(violations(layers, [["src/text.ts", "src/cli/main.ts"]]), [
-    "src/text.ts (base) imports src/cli/main.ts (cli)",
+  assert.deepEqual(violations(layers, [["src/text.ts", "src/cli/commands.ts"]]), [
+    "src/text.ts (base) imports src/cli/commands.ts (cli)",
   ]);
-  assert.deepEqual(violations(layers, [["src/cli/main.ts", "src/text.ts"]]), []);
+  assert.deepEqual(violations(layers, [["src/cli/commands.ts", "src/text.ts"]]), []);
   assert.deepEqual(cycles([["a", "b"], ["b", "c"], ["c", "a"], ["c", "d"]]), [["a", "b", "c"]]);
 });
 
@@ -141,7 +141,7 @@ function loadedBy(...starts: string[]): Set<string> {
 }
 
 Deno.test("layers: bal status loads no YAML parser or config checker; a data-plane worker neither", () => {
-  // cli/main.ts loads a command's module when the command runs: status brings src/cli/status.ts.
+  // cli/commands.ts loads a command's module when the command runs: status brings src/cli/status.ts.
   const status = loadedBy("src/main.ts", "src/cli/status.ts");
   const worker = loadedBy("src/engine/workers/dataplane.ts");
   for (const [what, modules] of [["bal status", status], ["a worker", worker]] as const) {
@@ -151,4 +151,26 @@ Deno.test("layers: bal status loads no YAML parser or config checker; a data-pla
   // Before the layers were fixed: 40 modules for bal status, 55 for a worker (js-yaml in both).
   assert.ok(status.size < 30, `bal status loads ${status.size} modules`);
   assert.ok(worker.size < 50, `a worker loads ${worker.size} modules`);
+});
+
+/**
+ * File names shared on purpose (docs/architecture.md, "Names"): a folder's
+ * exports, each engine's own parts (one per engine folder, beside the
+ * interface), and a command in cli/ named for the module it runs.
+ */
+function sharedOnPurpose(name: string, paths: string[]): boolean {
+  if (name === "mod.ts") return true;
+  if (["engine.ts", "relay.ts", "preface_read.ts"].includes(name)) {
+    return paths.every((p) => p.startsWith("src/engine/"));
+  }
+  return paths.filter((p) => !p.startsWith("src/cli/")).length === 1;
+}
+
+Deno.test("names: a file name means one thing across src/", () => {
+  const byName = Map.groupBy(sources(), (f) => f.slice(f.lastIndexOf("/") + 1));
+  const reused = [...byName].filter(([name, paths]) =>
+    paths.length > 1 && !sharedOnPurpose(name, paths)
+  );
+  assert.deepEqual(reused, []);
+  assert.equal(sharedOnPurpose("http.ts", ["src/admin/http.ts", "src/health/http.ts"]), false);
 });

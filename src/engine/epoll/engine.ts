@@ -34,7 +34,7 @@ import { dialedFrom, mayLoop } from "../self_loop.ts";
 import * as sys from "./ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
-import { inspectClient, type Inspection, peekHello, stopInspection } from "./inspect.ts";
+import { inspectClient, type Inspection, peekHello, stopInspection } from "./preface_read.ts";
 import { inspector } from "../inspect.ts";
 import { decodeAddress, isIpLiteral } from "./sockaddr.ts";
 import { listenAddress, openListener, startConnect } from "./sockets.ts";

@@ -12,38 +12,19 @@
  * @module
  */
 
-/** Linux constants the engine uses. */
-export const C = {
-  AF_INET: 2,
-  AF_INET6: 10,
-  SOL_SOCKET: 1,
-  SO_REUSEADDR: 2,
-  SO_ERROR: 4,
-  SO_KEEPALIVE: 9,
-  SO_REUSEPORT: 15,
-  IPPROTO_TCP: 6,
-  TCP_NODELAY: 1,
-  EPOLLIN: 0x1,
-  EPOLLOUT: 0x4,
-  EPOLLERR: 0x8,
-  EPOLLHUP: 0x10,
-  EPOLLRDHUP: 0x2000,
-  EPOLLET: 0x80000000,
-  EPOLL_CTL_ADD: 1,
-  EPOLL_CTL_DEL: 2,
-  EPOLL_CTL_MOD: 3,
-} as const;
-
-/** errno values the engine tells apart (the one table, in net/errno.ts). */
+/** Linux constants the engine uses (net/linux.ts), and the errno values it tells apart (net/errno.ts). */
+export { C } from "../../net/linux.ts";
 export { E } from "../../net/errno.ts";
-
-const SOCK_STREAM = 1;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const MSG_NOSIGNAL = 0x4000;
-const MSG_PEEK = 0x2;
-const SHUT_WR = 1;
-const EFD_FLAGS = 0o4000 | 0o2000000;
+import {
+  C,
+  EFD_FLAGS,
+  MSG_NOSIGNAL,
+  MSG_PEEK,
+  SHUT_WR,
+  SOCK_CLOEXEC,
+  SOCK_NONBLOCK,
+  SOCK_STREAM,
+} from "../../net/linux.ts";
 
 /** Largest socket address we read or write (sizeof struct sockaddr_storage). */
 export const SOCKADDR_MAX = 128;

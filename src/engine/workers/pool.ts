@@ -12,7 +12,7 @@ import type { Backend, Config } from "../../config/mod.ts";
 import { ListenError } from "../../errors.ts";
 import type { HealthState, Observation } from "../../health/state.ts";
 import type { ProtectionState } from "../../health/protection.ts";
-import type { BackendAdmin } from "../../balance/admin.ts";
+import type { BackendAdmin } from "../../balance/admin_state.ts";
 import { emitForwarded, type LogRecord, writeAccessLines } from "../../log.ts";
 import type { PlaneStats } from "../../stats/counters.ts";
 import type { EngineName } from "../engine.ts";

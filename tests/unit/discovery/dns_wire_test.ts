@@ -4,10 +4,10 @@
  * that the targets found expand into.
  */
 import assert from "node:assert/strict";
-import { decodeResponse, encodeQuery } from "../../src/discovery/dns_wire.ts";
-import { expandConfig, srvWeights, type Target } from "../../src/discovery/expand.ts";
-import { parseConfig } from "../../src/config/mod.ts";
-import { name, pointer, response, rr, u16 } from "../dns_messages.ts";
+import { decodeResponse, encodeQuery } from "../../../src/discovery/dns_wire.ts";
+import { expandConfig, srvWeights, type Target } from "../../../src/discovery/expand.ts";
+import { parseConfig } from "../../../src/config/mod.ts";
+import { name, pointer, response, rr, u16 } from "../../dns_messages.ts";
 
 Deno.test("dns wire: a query names the question; answers come back with TTLs, compressed names read", () => {
   const q = encodeQuery(0x1234, "web.example.", "A");

@@ -5,7 +5,7 @@
  * Each is one line naming the file, line:col and key.
  */
 import assert from "node:assert/strict";
-import { checkConfig } from "../../src/config/mod.ts";
+import { checkConfig } from "../../../src/config/mod.ts";
 
 const F = "/etc/bal/c.yaml";
 

@@ -7,12 +7,12 @@
  * reader that joins a PROXY header and a ClientHello.
  */
 import assert from "node:assert/strict";
-import { HELLO_MAX, type HelloRead, parseClientHello } from "../../src/route/client_hello.ts";
-import { routeFor, routeTable, unreachableRoutes } from "../../src/route/sni.ts";
-import { prefaceReader } from "../../src/route/preface.ts";
-import { writeProxyHeader } from "../../src/route/proxy_protocol.ts";
+import { HELLO_MAX, type HelloRead, parseClientHello } from "../../../src/route/client_hello.ts";
+import { routeFor, routeTable, unreachableRoutes } from "../../../src/route/sni.ts";
+import { prefaceReader } from "../../../src/route/preface.ts";
+import { writeProxyHeader } from "../../../src/route/proxy_protocol.ts";
 
-const fixtures = new URL("../fixtures/client_hello/", import.meta.url);
+const fixtures = new URL("../../fixtures/client_hello/", import.meta.url);
 const hello = (name: string) =>
   Uint8Array.from(
     Deno.readTextFileSync(new URL(`${name}.hex`, fixtures)).trim().match(/../g)!,

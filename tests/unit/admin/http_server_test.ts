@@ -1,6 +1,6 @@
 /** The admin endpoint's request heads: parsed strictly, or refused with a status. */
 import assert from "node:assert/strict";
-import { parseHead } from "../../src/admin/http_server.ts";
+import { parseHead } from "../../../src/admin/http_server.ts";
 
 Deno.test("admin http: heads parsed strictly: no bodies, no chunking, keep-alive by version", () => {
   const h = parseHead("GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: bearer t");

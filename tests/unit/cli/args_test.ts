@@ -1,6 +1,6 @@
 /** The command-line parser, without running anything: options, arguments, mistakes and help. */
 import assert from "node:assert/strict";
-import { type CommandSpec, parseArgs, UsageError } from "../../src/cli/args.ts";
+import { type CommandSpec, parseArgs, UsageError } from "../../../src/cli/args.ts";
 
 const run = () => Promise.resolve(0);
 const PROGRAM: CommandSpec = {

@@ -11,8 +11,8 @@ import {
   readConfig,
   RUNTIME_RULES,
   workerCount,
-} from "../../src/config/mod.ts";
-import { ConfigError } from "../../src/errors.ts";
+} from "../../../src/config/mod.ts";
+import { ConfigError } from "../../../src/errors.ts";
 
 const F = "/etc/bal/c.yaml";
 const ONE = "backends:\n  - {host: 127.0.0.1, port: 9000}\n";

@@ -13,10 +13,10 @@ import {
   applyAdmin,
   type BackendAdmin,
   weightOf,
-} from "../balance/admin.ts";
+} from "../balance/admin_state.ts";
 import { logger } from "../log.ts";
 import type { Runtime, Snapshot } from "../snapshot.ts";
-import type { Status } from "../instance/status.ts";
+import type { Status } from "../instance/status_report.ts";
 import type { Command } from "./registry.ts";
 
 const log = logger("admin");

@@ -1,6 +1,6 @@
 /** The `services:` form of the config, and how the single-service form maps onto it. */
 import assert from "node:assert/strict";
-import { checkConfig, configWarnings, parseConfig } from "../../src/config/mod.ts";
+import { checkConfig, configWarnings, parseConfig } from "../../../src/config/mod.ts";
 
 const F = "/etc/bal/s.yaml";
 

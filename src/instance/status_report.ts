@@ -12,7 +12,7 @@ import type { EntryStatus } from "../discovery/entry.ts";
 import { type AgentState, type HealthState, isCooling } from "../health/state.ts";
 import { initialProtection, type ProtectionState } from "../health/protection.ts";
 import type { ReloadOutcome } from "./state_file.ts";
-import { type AdminState, type BackendAdmin, weightOf } from "../balance/admin.ts";
+import { type AdminState, type BackendAdmin, weightOf } from "../balance/admin_state.ts";
 import { backendTotal, type PlaneStats, serviceTotal } from "../stats/counters.ts";
 import type { Snapshot } from "../snapshot.ts";
 

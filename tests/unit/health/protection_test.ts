@@ -5,7 +5,7 @@ import {
   protectionNoBackend,
   type ProtectionState,
   protectionSuccess,
-} from "../../src/health/protection.ts";
+} from "../../../src/health/protection.ts";
 
 const p = { trigger: 3, windowMs: 1000, stable: 2 };
 

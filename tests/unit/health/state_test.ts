@@ -9,7 +9,7 @@ import {
   type Observation,
   observe,
   syncHealth,
-} from "../../src/health/state.ts";
+} from "../../../src/health/state.ts";
 
 const t: HealthPolicy = {
   fail: 3,

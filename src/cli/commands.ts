@@ -133,7 +133,9 @@ const CONTROL_COMMANDS: CommandSpec[] = [
     help: "reload the running bal's config with no dropped connection (SIGHUP)",
     options: [config(RUNNING_CONFIG)],
     run: async (_, o) =>
-      (await import("./lifecycle.ts")).gracefulCommand({ config: stringOption(o.config) }),
+      (await import("./graceful_stop_restart.ts")).gracefulCommand({
+        config: stringOption(o.config),
+      }),
   },
   {
     usage: "stop",
@@ -144,7 +146,7 @@ const CONTROL_COMMANDS: CommandSpec[] = [
       { flags: "--force", help: "close live connections at once", conflicts: ["timeout"] },
     ],
     run: async (_, o) =>
-      (await import("./lifecycle.ts")).stopCommand({
+      (await import("./graceful_stop_restart.ts")).stopCommand({
         config: stringOption(o.config),
         timeout: stringOption(o.timeout),
         force: o.force === true,
@@ -156,7 +158,9 @@ const CONTROL_COMMANDS: CommandSpec[] = [
       "stop the running bal (draining) and start it again as a daemon with the config it was running",
     options: [config(RUNNING_CONFIG)],
     run: async (_, o) =>
-      (await import("./lifecycle.ts")).restartCommand({ config: stringOption(o.config) }),
+      (await import("./graceful_stop_restart.ts")).restartCommand({
+        config: stringOption(o.config),
+      }),
   },
 ];
 

@@ -1,6 +1,6 @@
 /** The PROXY protocol reader and writer, without sockets. */
 import assert from "node:assert/strict";
-import { parseProxyHeader, writeProxyHeader } from "../../src/route/proxy_protocol.ts";
+import { parseProxyHeader, writeProxyHeader } from "../../../src/route/proxy_protocol.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const client = { hostname: "192.0.2.10", port: 51234 };
@@ -111,7 +111,7 @@ Deno.test("proxy protocol: 10,000 random and mutated inputs never throw, and len
 });
 
 Deno.test("config: send_proxy per service and backend, accept_proxy needs proxy_trusted, with positions", async () => {
-  const { checkConfig, parseConfig } = await import("../../src/config/mod.ts");
+  const { checkConfig, parseConfig } = await import("../../../src/config/mod.ts");
   const F = "/etc/bal/p.yaml";
   const c = parseConfig(
     `services:\n  - name: a\n    port: 80\n    send_proxy: v2\n    accept_proxy: true\n    proxy_trusted: [10.0.0.5, "10.1.0.0/16"]\n    backends:\n      - "10.0.0.1:80"\n      - {host: 10.0.0.2, port: 80, send_proxy: v1}\n      - {host: 10.0.0.3, port: 80, send_proxy: "off"}\n    runtime: {proxy_header_timeout_ms: 500}\n`,
@@ -140,7 +140,7 @@ Deno.test("config: send_proxy per service and backend, accept_proxy needs proxy_
 });
 
 Deno.test("config: health_check_send_proxy sends the backend's version (v1 by default), and not over TLS", async () => {
-  const { checkConfig, parseConfig } = await import("../../src/config/mod.ts");
+  const { checkConfig, parseConfig } = await import("../../../src/config/mod.ts");
   const F = "/etc/bal/h.yaml";
   const c = parseConfig(
     `port: 80\nhealth_check_send_proxy: true\nbackends: ["10.0.0.1:80", {host: 10.0.0.2, port: 80, send_proxy: v2}]\n`,

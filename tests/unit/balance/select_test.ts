@@ -4,13 +4,13 @@
  * backups) every method works within.
  */
 import assert from "node:assert/strict";
-import { parseConfig } from "../../src/config/mod.ts";
-import type { Backend } from "../../src/config/mod.ts";
-import type { Balancer, Candidate } from "../../src/balance/balancer.ts";
-import { createBalancer } from "../../src/balance/methods.ts";
-import { type BackendView, nextBackend, tier } from "../../src/balance/select.ts";
-import { ADMIN_DEFAULT, applyAdmin } from "../../src/balance/admin.ts";
-import { initialHealth } from "../../src/health/state.ts";
+import { parseConfig } from "../../../src/config/mod.ts";
+import type { Backend } from "../../../src/config/mod.ts";
+import type { Balancer, Candidate } from "../../../src/balance/balancer.ts";
+import { createBalancer } from "../../../src/balance/methods.ts";
+import { type BackendView, nextBackend, tier } from "../../../src/balance/select.ts";
+import { ADMIN_DEFAULT, applyAdmin } from "../../../src/balance/admin_state.ts";
+import { initialHealth } from "../../../src/health/state.ts";
 
 /** A small seeded PRNG (mulberry32): distributions are exact and repeatable. */
 function seeded(seed: number): () => number {

@@ -1,12 +1,12 @@
 /** Health checks without sockets: the config block, expects, HTTP verdicts, agents, slow start. */
 import assert from "node:assert/strict";
-import { checkConfig, parseConfig } from "../../src/config/mod.ts";
-import { unescape } from "../../src/config/health_check.ts";
-import { binary, matchEnd, printable } from "../../src/health/expect.ts";
-import { httpVerdict } from "../../src/health/http.ts";
-import { parseAgent } from "../../src/health/agent.ts";
-import { initialHealth, observe } from "../../src/health/state.ts";
-import { effectiveWeight } from "../../src/balance/select.ts";
+import { checkConfig, parseConfig } from "../../../src/config/mod.ts";
+import { unescape } from "../../../src/config/health_check.ts";
+import { binary, matchEnd, printable } from "../../../src/health/expect.ts";
+import { httpVerdict } from "../../../src/health/http_check.ts";
+import { parseAgent } from "../../../src/health/agent.ts";
+import { initialHealth, observe } from "../../../src/health/state.ts";
+import { effectiveWeight } from "../../../src/balance/select.ts";
 
 const F = "/c.yaml";
 const errorsOf = (text: string) => {
