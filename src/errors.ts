@@ -11,8 +11,9 @@ export class BalError extends Error {
   /** The exit code the CLI ends with when this error reaches it. */
   readonly exitCode: number;
 
-  constructor(message: string, exitCode = 1) {
-    super(message);
+  /** `options.cause`: the error this one explains, kept for whoever debugs it. */
+  constructor(message: string, exitCode = 1, options?: ErrorOptions) {
+    super(message, options);
     this.name = "BalError";
     this.exitCode = exitCode;
   }
@@ -52,16 +53,16 @@ export class ConfigError extends BalError {
 
 /** bal is, or is not, running when the command needs the opposite. */
 export class StateError extends BalError {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, 1, options);
     this.name = "StateError";
   }
 }
 
 /** The listener could not be opened (port in use, permission, bad address). */
 export class ListenError extends BalError {
-  constructor(message: string) {
-    super(message);
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, 1, options);
     this.name = "ListenError";
   }
 }

@@ -48,7 +48,7 @@ export function startAdmin(
     listener = Deno.listen({ hostname: host, port, transport: "tcp" });
   } catch (err) {
     const why = err instanceof Deno.errors.AddrInUse ? "address already in use" : String(err);
-    throw new ListenError(`cannot listen on ${address} (admin.listen): ${why}`);
+    throw new ListenError(`cannot listen on ${address} (admin.listen): ${why}`, { cause: err });
   }
   const server = serveHttp(listener, (req) => answer(req, settings().token, handlers), () => {
     const s = settings();

@@ -34,7 +34,7 @@ async function ensureDefaultConfig(path: string): Promise<boolean> {
     return true;
   } catch (e) {
     if (e instanceof Deno.errors.AlreadyExists) return false;
-    throw new BalError(`cannot write the default config ${path}: ${ioReason(e)}`);
+    throw new BalError(`cannot write the default config ${path}: ${ioReason(e)}`, 1, { cause: e });
   }
 }
 

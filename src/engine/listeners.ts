@@ -106,6 +106,7 @@ function open<L>(ls: Listeners<L>, want: Wanted, claim: boolean): L {
       `cannot listen on ${formatAddress(want.bind_address, want.port)}: ${
         err instanceof Error ? err.message : String(err)
       }`,
+      { cause: err },
     );
   }
 }
@@ -192,7 +193,7 @@ export function denoSockets(
       try {
         return Deno.listen({ hostname, port, transport: "tcp", reusePort, tcpBacklog: backlog });
       } catch (err) {
-        throw new Error(listenReason(err));
+        throw new Error(listenReason(err), { cause: err });
       }
     },
     async serve(service, l) {

@@ -109,7 +109,7 @@ async function readCa(path: string): Promise<string> {
   try {
     return await Deno.readTextFile(path);
   } catch (err) {
-    throw new Error(`tls_ca_file ${path}: ${ioReason(err)}`);
+    throw new Error(`tls_ca_file ${path}: ${ioReason(err)}`, { cause: err });
   }
 }
 

@@ -212,7 +212,7 @@ export async function graceful(paths: StatePaths): Promise<ReloadOutcome> {
   } catch (e) {
     if (e instanceof NoAnswer) throw await reloadUnanswered(pid);
     if ((await processStatus(pid)) !== "running") {
-      throw new StateError(`bal (pid ${pid}) exited during the reload`);
+      throw new StateError(`bal (pid ${pid}) exited during the reload`, { cause: e });
     }
     throw await notAnswering(pid, paths, e);
   }

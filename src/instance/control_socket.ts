@@ -101,8 +101,8 @@ export function serveControl(path: string, handler: Handler): ControlSocket {
 
 /** The other end took the request but did not answer in time (busy, or stopped). */
 export class NoAnswer extends Error {
-  constructor(readonly timeoutMs: number) {
-    super(`no answer within ${timeoutMs} ms (the process is busy)`);
+  constructor(readonly timeoutMs: number, options?: ErrorOptions) {
+    super(`no answer within ${timeoutMs} ms (the process is busy)`, options);
     this.name = "NoAnswer";
   }
 }
@@ -131,7 +131,7 @@ export async function request(
     return JSON.parse(text + stream.decode());
   } catch (err) {
     // Closing the socket at the deadline fails the pending read with "Bad resource ID".
-    if (timedOut) throw new NoAnswer(timeoutMs);
+    if (timedOut) throw new NoAnswer(timeoutMs, { cause: err });
     throw err;
   } finally {
     clearTimeout(timer);

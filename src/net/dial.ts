@@ -33,8 +33,8 @@ function failureKind(errno: number): DialFailure {
 export class DialError extends Error {
   readonly kind: DialFailure;
 
-  constructor(kind: DialFailure, message: string) {
-    super(message);
+  constructor(kind: DialFailure, message: string, options?: ErrorOptions) {
+    super(message, options);
     this.name = "DialError";
     this.kind = kind;
   }
@@ -54,13 +54,13 @@ export async function dial(host: string, port: number, timeoutMs: number): Promi
     return conn;
   } catch (err) {
     if (abort.signal.aborted) {
-      throw new DialError("timeout", `connect timed out after ${timeoutMs} ms`);
+      throw new DialError("timeout", `connect timed out after ${timeoutMs} ms`, { cause: err });
     }
     if (err instanceof Deno.errors.ConnectionRefused) {
-      throw new DialError("refused", "connection refused");
+      throw new DialError("refused", "connection refused", { cause: err });
     }
     const message = err instanceof Error ? err.message : String(err);
-    throw new DialError(failureKind(errnoOf(err) ?? 0), message);
+    throw new DialError(failureKind(errnoOf(err) ?? 0), message, { cause: err });
   } finally {
     clearTimeout(timer);
   }

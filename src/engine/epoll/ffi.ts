@@ -112,7 +112,8 @@ export function loadLibc(): void {
     }
   }
   if (!lib) {
-    throw new Error(`cannot load libc: ${lastError instanceof Error ? lastError.message : ""}`);
+    const why = lastError instanceof Error ? lastError.message : "";
+    throw new Error(`cannot load libc: ${why}`, { cause: lastError });
   }
   if (Deno.build.arch === "x86_64") [eventSize, eventDataOffset] = [12, 4];
   errnoAddress = BigInt(lib.__errno_location());
