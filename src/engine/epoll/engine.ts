@@ -237,34 +237,25 @@ function localEnd(fd: number): Peer | null {
 /** Hears once how a connect went. */
 type Done = (outcome: DialOutcome<Connected>) => void;
 
-/** Connects to `backend`, its address looked up first when it is a name not known yet. */
+/**
+ * Connects to `backend`. A name not known yet is looked up first, and the
+ * same pick dialed once it is (it still counts as active meanwhile).
+ */
 function dial(
   plane: NativePlane,
   s: Session,
   backend: Backend,
   timeoutMs: number,
   done: Done,
-): void {
-  const address = plane.addresses.of(backend);
-  if (address instanceof Promise) {
-    address.then(() => afterLookup(plane, s, backend, timeoutMs, done));
-    return;
-  }
-  if (typeof address === "string") return done({ ok: false, kind: "other", message: address });
-  connectTo(plane, s, backend, address, timeoutMs, done);
-}
-
-/** Once a backend's name is resolved, the same pick is dialed (it still counts as active). */
-function afterLookup(
-  plane: NativePlane,
-  s: Session,
-  backend: Backend,
-  timeoutMs: number,
-  done: Done,
+  lookedUp = false,
 ): void {
   if (s.finished) return;
   const address = plane.addresses.of(backend);
   if (address instanceof Uint8Array) return connectTo(plane, s, backend, address, timeoutMs, done);
+  if (address instanceof Promise && !lookedUp) {
+    address.then(() => dial(plane, s, backend, timeoutMs, done, true));
+    return;
+  }
   const message = typeof address === "string" ? address : `cannot resolve ${backend.host}`;
   done({ ok: false, kind: "other", message });
 }
