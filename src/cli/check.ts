@@ -173,7 +173,7 @@ function engineLine(c: Config): string {
     const decision = chooseEngine(c.engine, override);
     const asked = override ? `${c.engine} (BAL_ENGINE=${override})` : c.engine;
     return decision.fallback
-      ? `${asked}: deno on this machine (native: ${decision.fallback})`
+      ? `${asked}: ${decision.name} on this machine (${decision.fallback})`
       : `${asked}: ${decision.name} on this machine`;
   } catch (err) {
     return `${c.engine}: ${err instanceof Error ? err.message : String(err)}`;

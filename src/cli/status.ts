@@ -78,6 +78,7 @@ export async function statusCommand(options: StatusOptions): Promise<number> {
       plural(s.workers!, "data plane")
     }, ${s.engine} engine, config ${s.config_path}`,
   );
+  if (s.engine_fallback) out(`  engine: ${s.engine}, as auto falls back: ${s.engine_fallback}`);
   for (const service of services) printService(service, services.length > 1, options.verbose);
   if (options.verbose && s.reloads) {
     const last = s.reloads.last;

@@ -193,8 +193,11 @@ export interface RuntimeSettings extends IntSettings {
 /** Data-plane threads: a count, or `auto` for one per CPU. */
 export type Workers = number | "auto";
 
-/** Which engine moves the bytes: `auto` is native where it works, else deno. */
-export const ENGINES = ["auto", "native", "deno"] as const;
+/**
+ * Which engine moves the bytes: `auto` is the first of uring, epoll and
+ * deno that works here; `native` is epoll's old name.
+ */
+export const ENGINES = ["auto", "uring", "epoll", "native", "deno"] as const;
 /** A value of `engine:`. */
 export type EngineChoice = typeof ENGINES[number];
 

@@ -12,8 +12,11 @@ import type { Backend, Config } from "../config/mod.ts";
 import type { Observation } from "../health/state.ts";
 import type { PlaneStats } from "../stats/counters.ts";
 
-/** The engines bal has: `native` (Linux, libc through FFI) and `deno` (Deno.Conn, everywhere). */
-export type EngineName = "native" | "deno";
+/**
+ * The engines bal has: `uring` (Linux io_uring), `epoll` (Linux epoll;
+ * both through libc's FFI) and `deno` (Deno.Conn, everywhere).
+ */
+export type EngineName = "uring" | "epoll" | "deno";
 
 /** The running data plane of one thread. */
 export interface Engine {

@@ -19,6 +19,7 @@
  */
 import type { Backend, Service } from "../config/schema.ts";
 import { writeProxyHeader } from "../route/proxy_protocol.ts";
+import { ipv4Bytes, isWildcard } from "../net/address.ts";
 import type { Preface } from "../route/preface.ts";
 import type { DialFailure } from "../net/dial.ts";
 import type { BackendCounters, ServiceCounters } from "../stats/counters.ts";
@@ -170,9 +171,34 @@ function onDial<S extends SessionBase, C>(
   s.tried = CONNECTED;
   const counters = countersOf(plane, backend.id);
   const early = countEarly(s, counters);
-  const header = backendHeader(backend, s.peer, () => s.destination ?? mech.localEnd(s), s.early);
+  const header = backendHeader(
+    backend,
+    s.peer,
+    () => s.destination ?? boundEnd(plane, s) ?? mech.localEnd(s),
+    s.early,
+  );
   s.early = null;
   s.relayed = mech.relay(s, outcome.conn, header, early, counters, () => finish(plane, mech, s));
+}
+
+/** What {@link boundEnd} found per service (services are frozen, one object per snapshot). */
+const boundEnds = new WeakMap<Service, Peer | null>();
+
+/**
+ * bal's own end of the client's connection when its listener says it (an
+ * IP, not a wildcard): known without asking the socket.
+ */
+function boundEnd<S extends SessionBase>(plane: Plane<S>, s: S): Peer | null {
+  const service = plane.runtime.snapshot.services.get(s.service);
+  if (!service) return null;
+  let end = boundEnds.get(service);
+  if (end === undefined) {
+    const address = service.bind_address;
+    const ip = ipv4Bytes(address) !== null || address.includes(":");
+    end = ip && !isWildcard(address) ? { hostname: address, port: service.port } : null;
+    boundEnds.set(service, end);
+  }
+  return end;
 }
 
 /** No backend took the client: it is closed and counted. */

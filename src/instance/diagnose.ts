@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { chooseEngine } from "../engine/choose.ts";
 import { allBackends, type Config, type Service } from "../config/schema.ts";
 import { readConfig } from "../config/mod.ts";
 import { formatAddress } from "../net/address.ts";
@@ -21,7 +22,7 @@ export type Level = "ok" | "warn" | "critical";
 
 /** One finding. */
 export interface Check {
-  name: "pid" | "socket" | "config" | "bind" | "admin" | "backend" | "state";
+  name: "pid" | "socket" | "config" | "engine" | "bind" | "admin" | "backend" | "state";
   level: Level;
   summary: string;
   hint: string;
@@ -300,6 +301,47 @@ async function freeKiB(dir: string): Promise<number | null> {
   return Number.isFinite(free) ? free : null;
 }
 
+/**
+ * Which engine moves the bytes (the running bal's, else what `start` would
+ * pick), and why auto passed over a faster one: a warning, as io_uring
+ * refused by a seccomp profile costs CPU per connection.
+ */
+function engineCheck(config: Config, live: Status | null): Check {
+  let name: string = live?.engine ?? "";
+  let fallback = live?.engine_fallback ?? null;
+  if (!live) {
+    try {
+      const decision = chooseEngine(config.engine, Deno.env.get("BAL_ENGINE"));
+      [name, fallback] = [decision.name, decision.fallback];
+    } catch (err) {
+      return {
+        name: "engine",
+        level: "critical",
+        summary: describeError(err),
+        why: "the engine asked for by name cannot run on this machine",
+        hint: "engine: auto picks the fastest that runs here",
+      };
+    }
+  }
+  if (!fallback) {
+    return {
+      name: "engine",
+      level: "ok",
+      summary: `${name} engine`,
+      hint: "docs/performance.md compares the engines",
+    };
+  }
+  return {
+    name: "engine",
+    level: "warn",
+    summary: `${name} engine, as auto falls back: ${fallback}`,
+    why:
+      "io_uring is off in this kernel or blocked by a seccomp profile (Docker's and containerd's default ones block it)",
+    hint:
+      "allow io_uring_setup, io_uring_enter and io_uring_register to run the faster engine; bal works as it is",
+  };
+}
+
 /** Runs every check on the config at `configPath` and the state in `paths`. */
 export async function diagnose(paths: StatePaths, configPath: string): Promise<Diagnosis> {
   const checks: Check[] = [];
@@ -324,6 +366,7 @@ export async function diagnose(paths: StatePaths, configPath: string): Promise<D
       summary: `${configPath} is valid (${allBackends(result.config).length} backends)`,
       hint: "bal check --verbose shows every setting",
     });
+    checks.push(engineCheck(result.config, live));
     // What the running bal listens on: from its answer, else from its state file.
     const state = pid.running !== null ? await readState(paths) : null;
     const listening = live?.services?.map((s) => formatAddress(s.bind_address, s.port)) ??

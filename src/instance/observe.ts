@@ -30,6 +30,7 @@ export async function statusOf(running: Running): Promise<Status> {
     reloads: running.state.reloads,
     lastReload: running.state.last_reload,
     engine: running.engine.name,
+    engineFallback: running.engineFallback,
     discovery: running.discovery.status(),
   });
 }
@@ -49,6 +50,7 @@ async function metricsOf(running: Running): Promise<string> {
   return renderMetrics({
     version: VERSION,
     engine: running.engine.name,
+    engineFallback: running.engineFallback,
     startedAt: running.startedAt,
     rssBytes: Deno.memoryUsage().rss,
     openFds: await openFds(),

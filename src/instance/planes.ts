@@ -8,8 +8,7 @@ import { type Backend, type Config, workerCount } from "../config/mod.ts";
 import { recordNoBackend, recordResult } from "../health/checker.ts";
 import type { Observation } from "../health/state.ts";
 import { createRuntime, protectionOf } from "../snapshot.ts";
-import { chooseEngine, createEngine } from "../engine/choose.ts";
-import type { EngineName } from "../engine/engine.ts";
+import { chooseEngine, createEngine, type EngineDecision } from "../engine/choose.ts";
 import { startWorkers } from "../engine/workers/pool.ts";
 import type { Planes } from "./running.ts";
 import { logger } from "../log.ts";
@@ -35,17 +34,19 @@ function planeCount(config: Config): number {
 
 /**
  * The engine every data plane runs: the config's choice (or BAL_ENGINE's),
- * native when `auto` and its self-check passes; a fallback says why.
+ * the first of uring, epoll and deno whose self-check passes for `auto`;
+ * a fallback says why.
  */
-function engineFor(config: Config): EngineName {
+function engineFor(config: Config): EngineDecision {
   const decision = chooseEngine(config.engine, Deno.env.get("BAL_ENGINE"));
   if (decision.fallback) {
-    log.warn("engine: native is not available ({reason}); using the deno engine", {
+    log.warn("engine: {engine}, as auto falls back: {reason}", {
       event: "engine_fallback",
+      engine: decision.name,
       reason: decision.fallback,
     });
   }
-  return decision.name;
+  return decision;
 }
 
 /** The runtime, the main thread's engine listening, and the worker threads. */
@@ -56,6 +57,7 @@ export async function startPlanes(config: Config, configPath: string): Promise<P
     runtime,
     record: () => {},
     engine: null!,
+    engineFallback: null,
     pool: null,
     count,
     stats: () => [],
@@ -80,7 +82,9 @@ export async function startPlanes(config: Config, configPath: string): Promise<P
     recordNoBackend(runtime, service, at);
     syncProtection(service, wasOn);
   };
-  planes.engine = createEngine(engineFor(config), runtime, {
+  const decision = engineFor(config);
+  planes.engineFallback = decision.fallback;
+  planes.engine = createEngine(decision.name, runtime, {
     id: 0,
     reusePort: count > 1,
     claimPort: true,

@@ -35,6 +35,8 @@ export interface Planes {
   /** Applies a check's or data plane's result and tells every worker what changed. */
   record(backend: Backend, obs: Observation): void;
   engine: Engine;
+  /** Why `engine: auto` passed over faster engines (io_uring refused...), or null. */
+  engineFallback: string | null;
   pool: WorkerPool | null;
   count: number;
   stats(): PlaneStats[];

@@ -117,8 +117,10 @@ export interface Status extends Partial<Omit<ServiceStatus, "protection_mode">> 
   uptime_s?: number;
   config_path?: string;
   workers?: number;
-  /** The engine moving the bytes (`native` or `deno`). */
+  /** The engine moving the bytes (`uring`, `epoll` or `deno`). */
   engine?: EngineName;
+  /** Why `engine: auto` passed over faster engines, or null. */
+  engine_fallback?: string | null;
   reloads?: { count: number; last: ReloadOutcome | null };
   protection_mode: ProtectionMode;
   services?: ServiceStatus[];
@@ -148,6 +150,7 @@ export interface StatusInput {
   reloads: number;
   lastReload: ReloadOutcome | null;
   engine: EngineName;
+  engineFallback: string | null;
   /** How each discovered entry stands. */
   discovery: readonly EntryStatus[];
 }
@@ -262,6 +265,7 @@ export function buildStatus(input: StatusInput): Status {
     config_path: input.snapshot.configPath,
     workers: input.planes.length,
     engine: input.engine,
+    engine_fallback: input.engineFallback,
     ...first,
     reloads: { count: input.reloads, last: input.lastReload },
     services,

@@ -13,6 +13,8 @@ export const E = {
   ENOENT: 2,
   EINTR: 4,
   EAGAIN: 11,
+  EBUSY: 16,
+  EEXIST: 17,
   ENOMEM: 12,
   EACCES: 13,
   ENOTDIR: 20,
@@ -20,6 +22,7 @@ export const E = {
   ENFILE: 23,
   EMFILE: 24,
   ENOSPC: 28,
+  ENOSYS: 38,
   EROFS: 30,
   EPIPE: 32,
   ENAMETOOLONG: 36,
@@ -33,6 +36,7 @@ export const E = {
   ECONNREFUSED: 111,
   EHOSTUNREACH: 113,
   EINPROGRESS: 115,
+  ECANCELED: 125,
 } as const;
 
 const REASONS: Record<number, string> = {

@@ -18,6 +18,8 @@ import type { Snapshot } from "../snapshot.ts";
 export interface MetricsInput {
   version: string;
   engine: string;
+  /** Why `engine: auto` passed over faster engines, or null. */
+  engineFallback: string | null;
   /** Epoch ms the process started. */
   startedAt: number;
   rssBytes: number;
@@ -63,8 +65,12 @@ export const METRICS: readonly Descriptor[] = [
   {
     name: "bal_build_info",
     type: "gauge",
-    help: "Always 1; the labels say which bal runs.",
-    samples: (i) => [{ labels: { version: i.version, engine: i.engine }, value: 1 }],
+    help:
+      "Always 1; the labels say which bal runs, its engine, and why auto fell back (if it did).",
+    samples: (i) => [{
+      labels: { version: i.version, engine: i.engine, engine_fallback: i.engineFallback ?? "" },
+      value: 1,
+    }],
   },
   {
     name: "bal_process_start_time_seconds",

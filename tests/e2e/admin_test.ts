@@ -86,8 +86,9 @@ Deno.test({
       );
       assert.equal(metric(body, new RegExp(`^bal_backend_up\\{${b}\\} (\\d+)$`, "m")), 1);
       const status = await (await fetch(`${url}/status.json`)).json();
-      // The engine in force: native here unless BAL_ENGINE asks for deno (the CI matrix).
-      assert.equal(status.engine, Deno.env.get("BAL_ENGINE") === "deno" ? "deno" : "native");
+      // The engine in force: uring here unless BAL_ENGINE asks for another (the CI matrix).
+      const asked = Deno.env.get("BAL_ENGINE") || "uring";
+      assert.equal(status.engine, asked === "native" ? "epoll" : asked);
       assert.match(
         body,
         new RegExp(`^bal_build_info\\{version="[^"]+",engine="${status.engine}"\\} 1$`, "m"),

@@ -1,7 +1,7 @@
 /**
  * What an engine must do, as one list of cases run in process against
- * every engine this machine has (today native and deno; io_uring and UDP
- * engines add themselves to ENGINES). Each case drives the engine through
+ * every engine this machine has (today uring, epoll and deno; a UDP
+ * engine adds itself to ENGINES). Each case drives the engine through
  * its interface only (src/engine/engine.ts): apply a config, move bytes,
  * fail over, refuse, kill, drain, stop accepting, count.
  */
@@ -11,12 +11,17 @@ import type { Backend } from "../../src/config/schema.ts";
 import { createEngine } from "../../src/engine/choose.ts";
 import type { Engine, EngineName } from "../../src/engine/engine.ts";
 import { nativeSelfCheck } from "../../src/engine/epoll/self_check.ts";
+import { uringSelfCheck } from "../../src/engine/uring/self_check.ts";
 import type { Observation } from "../../src/health/state.ts";
 import { createRuntime, type Runtime, swapSnapshot } from "../../src/snapshot.ts";
 import { echoBackend, freePort, readAll, readN, str, text, waitFor, writeAll } from "../helpers.ts";
 
 /** Every engine that can run here. */
-const ENGINES: EngineName[] = nativeSelfCheck() === null ? ["native", "deno"] : ["deno"];
+const ENGINES: EngineName[] = [
+  ...(uringSelfCheck() === null ? ["uring" as const] : []),
+  ...(nativeSelfCheck() === null ? ["epoll" as const] : []),
+  "deno",
+];
 
 /** An engine on its own runtime, with what it reported through its hooks. */
 interface Harness {

@@ -5,8 +5,8 @@
  */
 import * as assert from "node:assert/strict";
 import { ipv6Bytes, normalizeHost } from "../../src/config/mod.ts";
-import { decodeAddress, encodeAddress, withPort } from "../../src/engine/epoll/sockaddr.ts";
-import { close, E, eventFd, loadLibc, readCounter } from "../../src/engine/epoll/ffi.ts";
+import { decodeAddress, encodeAddress, withPort } from "../../src/engine/linux/sockaddr.ts";
+import { close, E, eventFd, loadLibc, readCounter } from "../../src/engine/linux/ffi.ts";
 import { cancel, createLoop } from "../../src/engine/epoll/loop.ts";
 import {
   bal,
@@ -85,20 +85,23 @@ function balWith(home: string, engine: string, ...args: string[]) {
   });
 }
 
-Deno.test("engine: auto runs native here, engine: deno and BAL_ENGINE pick deno; status, check and the log say so", async () => {
+Deno.test("engine: auto runs uring here; epoll (or native), deno and BAL_ENGINE pick theirs; status, check and the log say so", async () => {
   const echo = echoBackend();
   try {
     for (
       const [setting, override, expected] of [
-        ["auto", "", "native"],
+        ["auto", "", "uring"],
+        ["epoll", "", "epoll"],
+        ["native", "", "epoll"],
         ["deno", "", "deno"],
         ["auto", "deno", "deno"],
-        ["deno", "native", "native"],
+        ["deno", "native", "epoll"],
+        ["deno", "uring", "uring"],
       ]
     ) {
       const home = tempHome();
       const port = freePort();
-      // A backend by name: the native engine resolves it the way the system does.
+      // A backend by name: the Linux engines resolve it the way the system does.
       const config = writeConfig(home, {
         port,
         backends: [`"localhost:${echo.port}"`],
@@ -137,13 +140,13 @@ Deno.test("engine: a bad value is a config error at its line; a bad BAL_ENGINE o
   assert.equal(bad.code, 1);
   assert.match(
     bad.stderr,
-    /test\.yaml:\d+:9: engine: expected one of "auto", "native", "deno", got the text "fast"/,
+    /test\.yaml:\d+:9: engine: expected one of "auto", "uring", "epoll", "native", "deno", got the text "fast"/,
   );
   const good = writeConfig(home, { port: freePort(), backends: [9] }, "good.yaml");
   const env = await balWith(home, "quick", "start", "-c", good);
   assert.equal(env.code, 1);
   assert.equal(env.stderr.trim().split("\n").length, 1, env.stderr);
-  assert.match(env.stderr, /BAL_ENGINE: expected auto, native or deno, got "quick"$/m);
+  assert.match(env.stderr, /BAL_ENGINE: expected auto, uring, epoll or deno, got "quick"$/m);
 });
 
 Deno.test("engines: a client that stops reading holds the backend back, then gets every byte", async () => {

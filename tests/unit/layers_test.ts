@@ -148,9 +148,10 @@ Deno.test("layers: bal status loads no YAML parser or config checker; a data-pla
     assert.ok(!modules.has("js-yaml"), `${what} loads js-yaml`);
     assert.ok(!modules.has("src/config/check.ts"), `${what} loads the config checker`);
   }
-  // Before the layers were fixed: 40 modules for bal status, 55 for a worker (js-yaml in both).
+  // Before the layers were fixed: 40 modules for bal status, 55 for a worker (js-yaml in both);
+  // a worker since holds all three engines (56 modules), to start whichever it is told.
   assert.ok(status.size < 30, `bal status loads ${status.size} modules`);
-  assert.ok(worker.size < 50, `a worker loads ${worker.size} modules`);
+  assert.ok(worker.size < 62, `a worker loads ${worker.size} modules`);
 });
 
 /**
@@ -158,9 +159,11 @@ Deno.test("layers: bal status loads no YAML parser or config checker; a data-pla
  * exports, each engine's own parts (one per engine folder, beside the
  * interface), and a command in cli/ named for the module it runs.
  */
+const ENGINE_PARTS = ["engine.ts", "relay.ts", "preface_read.ts", "loop.ts", "self_check.ts"];
+
 function sharedOnPurpose(name: string, paths: string[]): boolean {
   if (name === "mod.ts") return true;
-  if (["engine.ts", "relay.ts", "preface_read.ts"].includes(name)) {
+  if (ENGINE_PARTS.includes(name)) {
     return paths.every((p) => p.startsWith("src/engine/"));
   }
   return paths.filter((p) => !p.startsWith("src/cli/")).length === 1;

@@ -11,7 +11,6 @@
  * @module
  */
 import type { Backend } from "../../config/schema.ts";
-import { isWildcard } from "../../net/address.ts";
 import { episode, logger, rateLimited } from "../../log.ts";
 import { describeError } from "../../errors.ts";
 import type { Runtime } from "../../snapshot.ts";
@@ -31,14 +30,14 @@ import { acceptAborted, admit } from "../admission.ts";
 import { dialFailure } from "../../net/dial.ts";
 import { describeErrno, EXHAUSTION_ERRNOS } from "../../net/errno.ts";
 import { dialedFrom, mayLoop } from "../self_loop.ts";
-import * as sys from "./ffi.ts";
+import * as sys from "../linux/ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
 import { inspectClient, type Inspection, peekHello, stopInspection } from "./preface_read.ts";
 import { inspector } from "../inspect.ts";
-import { decodeAddress, isIpLiteral } from "./sockaddr.ts";
-import { listenAddress, openListener, startConnect } from "./sockets.ts";
-import { type AddressBook, addressBook } from "./resolve.ts";
+import { decodeAddress } from "../linux/sockaddr.ts";
+import { listenAddress, localEnd, openListener, startConnect } from "../linux/sockets.ts";
+import { type AddressBook, addressBook } from "../linux/resolve.ts";
 
 /** errno of a failed accept worth backing off for: the machine is out of descriptors or memory. */
 const EXHAUSTED = new Set(EXHAUSTION_ERRNOS);
@@ -106,7 +105,7 @@ export function createNativeEngine(runtime: Runtime, options: EngineOptions): En
     ),
   });
   plane.addresses.refresh(runtime.snapshot.config);
-  return planeEngine("native", plane, listeners, {
+  return planeEngine("epoll", plane, listeners, {
     applied: (config) => plane.addresses.refresh(config),
     stopped: () => loop.stop(),
   });
@@ -207,31 +206,9 @@ function mechanism(plane: NativePlane): Mechanism<Session, Connected> {
     connect: (s, backend, timeoutMs, done) => dial(plane, s, backend, timeoutMs, done),
     relay: (s, conn, header, early, counters, done) =>
       relay(plane, s, conn, header, early, counters, done),
-    localEnd: (s) => boundEnd(plane, s) ?? localEnd(s.clientFd),
+    localEnd: (s) => localEnd(s.clientFd),
     close: (s) => closeSession(plane, s),
   };
-}
-
-/** What {@link boundEnd} found per service (services are frozen, one object per snapshot). */
-const boundEnds = new WeakMap<object, Peer | null>();
-
-/** bal's own end of the client's connection when its listener says it (an IP, not a wildcard). */
-function boundEnd(plane: NativePlane, s: Session): Peer | null {
-  const service = plane.runtime.snapshot.services.get(s.service);
-  if (!service) return null;
-  let end = boundEnds.get(service);
-  if (end === undefined) {
-    const named = !isWildcard(service.bind_address) && isIpLiteral(service.bind_address);
-    end = named ? { hostname: service.bind_address, port: service.port } : null;
-    boundEnds.set(service, end);
-  }
-  return end;
-}
-
-/** bal's own end of the client's connection, for a PROXY header's destination. */
-function localEnd(fd: number): Peer | null {
-  const buf = new Uint8Array(sys.SOCKADDR_MAX);
-  return sys.localAddress(fd, buf) === 0 ? decodeAddress(buf) : null;
 }
 
 /** Hears once how a connect went. */

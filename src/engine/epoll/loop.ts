@@ -16,16 +16,13 @@
  *
  * @module
  */
-import * as sys from "./ffi.ts";
+import * as sys from "../linux/ffi.ts";
+import { addTimer, runDue, type Timer, untilNext } from "../timers.ts";
+
+export { cancel, type Timer } from "../timers.ts";
 
 /** Called with the epoll event mask of its descriptor. */
 export type Handler = (events: number) => void;
-
-/** A timer set on the loop; `cancel` makes it a no-op. */
-export interface Timer {
-  readonly at: number;
-  fn: (() => void) | null;
-}
 
 /** The loop of one data plane. */
 export interface Loop {
@@ -114,8 +111,7 @@ export function createLoop(onError: (err: unknown) => void): Loop {
       st.handlers.delete(token);
     },
     timer(at, fn) {
-      const t: Timer = { at, fn };
-      push(st.heap, t);
+      const t = addTimer(st.heap, at, fn);
       if (st.waitingUntil > 0 && at < st.waitingUntil) sys.signalEventFd(wakeFd);
       return t;
     },
@@ -153,16 +149,16 @@ async function run(st: State): Promise<void> {
       const n = sys.epollWait(st.ep, syncBuf, 0);
       if (n <= 0) break;
       dispatch(st, syncBuf, n);
-      runTimers(st);
+      runDue(st.heap, st.onError);
     }
-    runTimers(st);
+    runDue(st.heap, st.onError);
     if (st.stopped) break;
-    const timeout = rounds === BURST ? 0 : untilNextTimer(st);
+    const timeout = rounds === BURST ? 0 : untilNext(st.heap, MAX_WAIT_MS);
     st.waitingUntil = Date.now() + timeout;
     const n = await sys.epollWaitAsync(st.ep, asyncBuf, timeout);
     st.waitingUntil = 0;
     if (n > 0) dispatch(st, asyncBuf, n);
-    runTimers(st);
+    runDue(st.heap, st.onError);
   }
 }
 
@@ -177,60 +173,4 @@ function dispatch(st: State, buf: sys.EventBuffer, n: number): void {
       st.onError(err);
     }
   }
-}
-
-function untilNextTimer(st: State): number {
-  const next = st.heap[0];
-  if (!next) return MAX_WAIT_MS;
-  return Math.max(0, Math.min(MAX_WAIT_MS, Math.ceil(next.at - Date.now())));
-}
-
-function runTimers(st: State): void {
-  if (st.heap.length === 0) return;
-  const now = Date.now();
-  while (st.heap.length > 0 && st.heap[0].at <= now) {
-    const t = pop(st.heap)!;
-    const fn = t.fn;
-    t.fn = null;
-    try {
-      fn?.();
-    } catch (err) {
-      st.onError(err);
-    }
-  }
-}
-
-/** Makes a timer a no-op (it leaves the heap when due). */
-export function cancel(t: Timer | null): void {
-  if (t) t.fn = null;
-}
-
-function push(heap: Timer[], t: Timer): void {
-  heap.push(t);
-  let i = heap.length - 1;
-  while (i > 0) {
-    const parent = (i - 1) >> 1;
-    if (heap[parent].at <= t.at) break;
-    heap[i] = heap[parent];
-    i = parent;
-  }
-  heap[i] = t;
-}
-
-function pop(heap: Timer[]): Timer | undefined {
-  const top = heap[0];
-  const last = heap.pop();
-  if (heap.length === 0 || !last) return top;
-  let i = 0;
-  for (;;) {
-    const l = 2 * i + 1;
-    if (l >= heap.length) break;
-    const r = l + 1;
-    const c = r < heap.length && heap[r].at < heap[l].at ? r : l;
-    if (heap[c].at >= last.at) break;
-    heap[i] = heap[c];
-    i = c;
-  }
-  heap[i] = last;
-  return top;
 }

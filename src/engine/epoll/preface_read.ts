@@ -13,7 +13,7 @@
 import type { Preface, PrefaceReader } from "../../route/preface.ts";
 import { HELLO_MAX, type HelloRead, parseClientHello } from "../../route/client_hello.ts";
 import { HEADER_READ_MAX } from "../../route/proxy_protocol.ts";
-import * as sys from "./ffi.ts";
+import * as sys from "../linux/ffi.ts";
 import type { Loop } from "./loop.ts";
 import { RELAY_EVENTS } from "./relay.ts";
 

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import * as sys from "./ffi.ts";
+import * as sys from "../linux/ffi.ts";
 import type { Loop } from "./loop.ts";
 
 /** Size of the plane's shared buffer (one per thread). */

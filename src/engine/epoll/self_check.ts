@@ -7,9 +7,9 @@
  *
  * @module
  */
-import * as sys from "./ffi.ts";
-import { decodeAddress, encodeAddress } from "./sockaddr.ts";
-import { startConnect } from "./sockets.ts";
+import * as sys from "../linux/ffi.ts";
+import { decodeAddress, encodeAddress } from "../linux/sockaddr.ts";
+import { startConnect } from "../linux/sockets.ts";
 
 /** Null when the native engine works on this machine, else why not. */
 export function nativeSelfCheck(): string | null {

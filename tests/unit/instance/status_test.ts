@@ -36,7 +36,8 @@ function input(yaml: string): Input {
     planes: [plane(0, 3, 2), plane(1, 4, 1)],
     reloads: 1,
     lastReload: null,
-    engine: "native",
+    engine: "uring",
+    engineFallback: null,
     discovery: [],
   };
 }

@@ -35,7 +35,8 @@ function input(planes: PlaneStats[]): MetricsInput {
   const runtime = createRuntime(checked.config, "m.yaml");
   return {
     version: "0.0.0-test",
-    engine: "native",
+    engine: "epoll",
+    engineFallback: "io_uring refused by the kernel",
     startedAt: 1_700_000_000_000,
     rssBytes: 1234,
     openFds: 10,
@@ -118,5 +119,8 @@ Deno.test("metrics: the connect histogram is cumulative and ends in +Inf equal t
 Deno.test("metrics: label values are escaped as the exposition format says", () => {
   const i = input([]);
   i.version = 'a"b\\c\nd';
-  assert.match(renderMetrics(i), /^bal_build_info\{version="a\\"b\\\\c\\nd",engine="native"\} 1$/m);
+  assert.match(
+    renderMetrics(i),
+    /^bal_build_info\{version="a\\"b\\\\c\\nd",engine="epoll",engine_fallback="io_uring refused by the kernel"\} 1$/m,
+  );
 });

@@ -10,7 +10,7 @@
  */
 import type { Backend, Config } from "../../config/schema.ts";
 import { allBackends } from "../../config/schema.ts";
-import * as sys from "./ffi.ts";
+import { resolve } from "./getaddrinfo.ts";
 import { encodeAddress, isIpLiteral, withPort } from "./sockaddr.ts";
 
 /** A name's lookup: under way, done, or failed with a reason. */
@@ -32,7 +32,7 @@ export function addressBook(): AddressBook {
   const literal = new Map<string, Uint8Array>();
   const names = new Map<string, Lookup>();
   const lookup = (host: string): Promise<void> => {
-    const running = sys.resolve(host).then(
+    const running = resolve(host).then(
       (found) => void names.set(host, found.length > 0 ? found : `${host} has no address`),
       (err) => void names.set(host, err instanceof Error ? err.message : String(err)),
     );

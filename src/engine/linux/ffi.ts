@@ -16,7 +16,6 @@
 export { C } from "../../net/linux.ts";
 export { E } from "../../net/errno.ts";
 import {
-  C,
   EFD_FLAGS,
   MSG_NOSIGNAL,
   MSG_PEEK,
@@ -68,6 +67,27 @@ const SYMBOLS = {
   // buffers: Deno's pointer objects and views need --allow-ffi for every
   // path, while calls into a library need it for that library only.
   memcpy: { parameters: ["buffer", "usize", "usize"], result: "void" },
+  // memmove(b, b, 0) returns b: the address of a buffer, without a pointer object.
+  memmove: { parameters: ["buffer", "buffer", "usize"], result: "usize" },
+  getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  read_async: {
+    name: "read",
+    parameters: ["i32", "buffer", "usize"],
+    result: "i32",
+    nonblocking: true,
+  },
+  // io_uring's calls (syscall(2); every argument but the number fits 32 bits or is a buffer).
+  uring_setup: { name: "syscall", parameters: ["i64", "u32", "buffer"], result: "i32" },
+  uring_enter: {
+    name: "syscall",
+    parameters: ["i64", "i32", "u32", "u32", "u32", "usize", "usize"],
+    result: "i32",
+  },
+  uring_register: {
+    name: "syscall",
+    parameters: ["i64", "i32", "u32", "buffer", "u32"],
+    result: "i32",
+  },
 } as const;
 
 /** Where libc lives, by architecture (Debian's multiarch paths, then the loader's search). */
@@ -120,7 +140,8 @@ export function loadLibc(): void {
   if (!errnoAddress) throw new Error("cannot find errno");
 }
 
-function libc(): Lib {
+/** The loaded libc (for getaddrinfo.ts, the other half of this unsafe code). */
+export function libc(): Lib {
   if (!lib) throw new Error("libc is not loaded: call loadLibc() first");
   return lib;
 }
@@ -136,7 +157,7 @@ const errnoBuf = new Uint8Array(ERRNO_SIZE);
 const errnoView = new DataView(errnoBuf.buffer);
 
 /** Copies `len` bytes at address `from` into the start of `into`. */
-function copyFrom(from: bigint, into: Uint8Array, len: number): void {
+export function copyFrom(from: bigint, into: Uint8Array, len: number): void {
   checkRange(into, len);
   if (!from) throw new RangeError("null address");
   libc().memcpy(into, from, BigInt(len));
@@ -211,6 +232,13 @@ export function localAddress(fd: number, out: Uint8Array): number {
   if (out.byteLength < SOCKADDR_MAX) throw new RangeError("address buffer too small");
   lenView.setUint32(0, SOCKADDR_MAX, true);
   return ret(libc().getsockname(fd, out, lenBuf));
+}
+
+/** Writes a socket's peer address into `out` (at least {@link SOCKADDR_MAX} bytes); 0 or -errno. */
+export function peerAddress(fd: number, out: Uint8Array): number {
+  if (out.byteLength < SOCKADDR_MAX) throw new RangeError("address buffer too small");
+  lenView.setUint32(0, SOCKADDR_MAX, true);
+  return ret(libc().getpeername(fd, out, lenBuf));
 }
 
 /** Reads up to `len` bytes into the start of `buf`; bytes (0 at end of stream) or -errno. */
@@ -304,9 +332,19 @@ export function tokenAt(out: EventBuffer, i: number): number {
   return out.view.getUint32(i * eventSize + eventDataOffset, true);
 }
 
-/** A nonblocking eventfd; fd or -errno. */
-export function eventFd(): number {
-  return ret(libc().eventfd(0, EFD_FLAGS));
+/** An eventfd, nonblocking unless `blocking` (then read on a helper thread); fd or -errno. */
+export function eventFd(blocking = false): number {
+  return ret(libc().eventfd(0, blocking ? SOCK_CLOEXEC : EFD_FLAGS));
+}
+
+/**
+ * Reads a blocking eventfd's counter into `into` on a helper thread, leaving
+ * the event loop free: 8 once something signalled it, else -1. `into` must
+ * not be reused until it resolves.
+ */
+export function waitEventFd(fd: number, into: Uint8Array): Promise<number> {
+  checkRange(into, 8);
+  return libc().read_async(fd, into, 8n);
 }
 
 const counterBuf = new Uint8Array(8);
@@ -329,59 +367,40 @@ export function readCounter(fd: number, into: Uint8Array): number {
   return ret(libc().read(fd, into, 8n));
 }
 
-/** struct addrinfo on 64-bit Linux: ai_family at 4, ai_addrlen at 16, ai_addr at 24, ai_next at 40. */
-const AI = { family: 4, addrlen: 16, addr: 24, next: 40, size: 48, socktype: 8 };
+/** io_uring's system call numbers, by architecture (x86_64, aarch64's generic table). */
+const URING_CALLS: Record<string, { setup: bigint; enter: bigint; register: bigint }> = {
+  x86_64: { setup: 425n, enter: 426n, register: 427n },
+  aarch64: { setup: 425n, enter: 426n, register: 427n },
+};
+
+function uringCalls() {
+  const calls = URING_CALLS[Deno.build.arch];
+  if (!calls) throw new Error(`io_uring is not known on ${Deno.build.arch}`);
+  return calls;
+}
 
 /**
- * Resolves a host name the way the system does (/etc/hosts, then DNS, as
- * nsswitch says), on a helper thread. Resolves to encoded socket addresses
- * without a port, or rejects with the resolver's reason.
+ * The address of `buf`'s first byte, for the kernel to read or write it
+ * later (io_uring): the caller keeps `buf` referenced until the kernel is
+ * done with it (the GC never moves an ArrayBuffer's bytes).
  */
-export async function resolve(host: string): Promise<Uint8Array[]> {
-  const q = lookupQuery(host);
-  return lookupResult(host, await libc().getaddrinfo_async(q.name, null, q.hints, q.result), q);
+export function addressOf(buf: Uint8Array): number {
+  if (buf.byteLength === 0) throw new RangeError("an empty buffer has no address");
+  return Number(libc().memmove(buf, buf, 0n));
 }
 
-/** {@link resolve} on this thread, blocking it: for the few names a reload listens on. */
-export function resolveSync(host: string): Uint8Array[] {
-  const q = lookupQuery(host);
-  return lookupResult(host, libc().getaddrinfo(q.name, null, q.hints, q.result), q);
+/** io_uring_setup with `params` (struct io_uring_params, 120 bytes); the ring's fd or -errno. */
+export function uringSetup(entries: number, params: Uint8Array): number {
+  if (params.byteLength < 120) throw new RangeError("io_uring_params is 120 bytes");
+  return ret(libc().uring_setup(uringCalls().setup, entries, params));
 }
 
-interface LookupQuery {
-  name: Uint8Array;
-  hints: Uint8Array;
-  result: Uint8Array;
+/** io_uring_enter without a signal mask or extended argument; what it returns, or -errno. */
+export function uringEnter(ring: number, toSubmit: number, minComplete: number, flags: number) {
+  return ret(libc().uring_enter(uringCalls().enter, ring, toSubmit, minComplete, flags, 0n, 0n));
 }
 
-function lookupQuery(host: string): LookupQuery {
-  const hints = new Uint8Array(AI.size);
-  new DataView(hints.buffer).setInt32(AI.socktype, SOCK_STREAM, true);
-  return { name: new TextEncoder().encode(host + "\0"), hints, result: new Uint8Array(8) };
-}
-
-/** Copies the addresses out of getaddrinfo's list and frees it. */
-function lookupResult(host: string, code: number, q: LookupQuery): Uint8Array[] {
-  if (code !== 0) throw new Error(`cannot resolve ${host} (getaddrinfo error ${code})`);
-  const first = new DataView(q.result.buffer).getBigUint64(0, true);
-  const entry = new Uint8Array(AI.size);
-  const view = new DataView(entry.buffer);
-  const found: Uint8Array[] = [];
-  try {
-    for (let p = first; p !== 0n && found.length < 64;) {
-      copyFrom(p, entry, AI.size);
-      const family = view.getInt32(AI.family, true);
-      const len = view.getUint32(AI.addrlen, true);
-      const addr = view.getBigUint64(AI.addr, true);
-      if ((family === C.AF_INET || family === C.AF_INET6) && addr && len <= SOCKADDR_MAX) {
-        const bytes = new Uint8Array(len);
-        copyFrom(addr, bytes, len);
-        found.push(bytes);
-      }
-      p = view.getBigUint64(AI.next, true);
-    }
-  } finally {
-    if (first) libc().freeaddrinfo(first);
-  }
-  return found;
+/** io_uring_register with `arg` (`size` bytes of it are the kernel's to read); 0 or -errno. */
+export function uringRegister(ring: number, opcode: number, arg: Uint8Array, count: number) {
+  return ret(libc().uring_register(uringCalls().register, ring, opcode, arg, count));
 }

@@ -6,7 +6,9 @@
  * @module
  */
 import * as sys from "./ffi.ts";
-import { encodeAddress, familyOf, isIpLiteral, withPort } from "./sockaddr.ts";
+import { resolveSync } from "./getaddrinfo.ts";
+import { decodeAddress, encodeAddress, familyOf, isIpLiteral, withPort } from "./sockaddr.ts";
+import type { Peer } from "../plane.ts";
 import { describeErrno, errnoReason } from "../../net/errno.ts";
 import type { Wanted } from "../listeners.ts";
 
@@ -44,7 +46,7 @@ export function openListener(want: Wanted, address: Uint8Array, reusePort: boole
 /** The socket address a listener binds: an IP as it is, a name as the system resolves it first. */
 export function listenAddress(want: Wanted): Uint8Array {
   if (isIpLiteral(want.bind_address)) return encodeAddress(want.bind_address, want.port);
-  const found = sys.resolveSync(want.bind_address);
+  const found = resolveSync(want.bind_address);
   if (found.length === 0) throw new Error(`${want.bind_address} has no address`);
   return withPort(found[0], want.port);
 }
@@ -62,4 +64,10 @@ export function startConnect(address: Uint8Array): { fd: number; errno: number }
   if (r === 0 || r === -sys.E.EINPROGRESS) return { fd, errno: -r };
   sys.close(fd);
   return { fd: -1, errno: -r };
+}
+
+/** A socket's own end (bal's end of a client's connection), or null when the kernel will not say. */
+export function localEnd(fd: number): Peer | null {
+  const buf = new Uint8Array(sys.SOCKADDR_MAX);
+  return sys.localAddress(fd, buf) === 0 ? decodeAddress(buf) : null;
 }

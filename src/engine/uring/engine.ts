@@ -1,0 +1,355 @@
+/**
+ * The io_uring engine: the sessions of `../session.ts` on one io_uring per
+ * data plane (Linux 6.1 and later, where the kernel allows it). Accepts,
+ * receives and sends go through the ring, so a connection costs no
+ * `epoll_ctl` and a busy round one system call; connects, half-closes and
+ * socket options stay plain calls (`../linux/`).
+ *
+ * Its part of a session ({@link mechanism}): reading the first bytes
+ * (`preface_read.ts`), connecting with a timeout ({@link dial}), the relay
+ * (`relay.ts`) and closing; accepting is {@link uringSockets}.
+ *
+ * @module
+ */
+import type { Backend } from "../../config/schema.ts";
+import { episode, logger, rateLimited } from "../../log.ts";
+import { describeError } from "../../errors.ts";
+import type { Runtime } from "../../snapshot.ts";
+import type { Engine, EngineOptions } from "../engine.ts";
+import type { BackendCounters } from "../../stats/counters.ts";
+import { acceptFailed, acceptRecovered, listenerSet, type ListenSockets } from "../listeners.ts";
+import {
+  createPlane,
+  type Peer,
+  type Plane,
+  planeEngine,
+  type SessionBase,
+  sweepIdle,
+} from "../plane.ts";
+import { begun, type DialOutcome, finish, type Mechanism, serve } from "../session.ts";
+import { acceptAborted, admit } from "../admission.ts";
+import { inspector } from "../inspect.ts";
+import { dialFailure } from "../../net/dial.ts";
+import { describeErrno, EXHAUSTION_ERRNOS } from "../../net/errno.ts";
+import { dialedFrom, mayLoop } from "../self_loop.ts";
+import * as sys from "../linux/ffi.ts";
+import { decodeAddress } from "../linux/sockaddr.ts";
+import { listenAddress, localEnd, openListener, startConnect } from "../linux/sockets.ts";
+import { type AddressBook, addressBook } from "../linux/resolve.ts";
+import { cancel, createUringLoop, IGNORED, type Timer, type UringLoop, userData } from "./loop.ts";
+import {
+  CQE_F_MORE,
+  createRing,
+  POLL,
+  prepAccept,
+  prepCancel,
+  prepPoll,
+  type RingSize,
+} from "./ring.ts";
+import { KIND, type Relay, side, startRelay, stopRelay } from "./relay.ts";
+import { inspectClient, type Inspection, stopInspection } from "./preface_read.ts";
+
+/** The ring of one data plane: 16 KiB buffers, 1,024 of them (16 MiB), shared by its connections. */
+export const RING_SIZE: RingSize = {
+  entries: 1024,
+  completions: 8192,
+  buffers: 1024,
+  bufferSize: 16 * 1024,
+};
+
+/** errno of a failed accept worth backing off for: the machine is out of descriptors or memory. */
+const EXHAUSTED = new Set(EXHAUSTION_ERRNOS);
+const ACCEPT = 4;
+const log = logger("proxy");
+const internalErrors = rateLimited(1000);
+
+/** A bug in a handler: said (at most once a second), and the loop serves on. */
+function loopError(err: unknown): void {
+  const suppressed = internalErrors();
+  if (suppressed === null) return;
+  log.error("io_uring engine: unexpected error, still serving: {error}", {
+    event: "internal_error",
+    error: describeError(err),
+    suppressed,
+  });
+}
+
+/** A connect under way: its socket, waited on for writability. */
+interface Dialing {
+  readonly fd: number;
+  readonly token: number;
+  timer: Timer | null;
+  readonly begun: number;
+}
+
+/** A connected backend socket and its token. */
+interface Connected {
+  fd: number;
+  token: number;
+}
+
+/** One client and what bal holds for it now. */
+interface Session extends SessionBase {
+  readonly clientFd: number;
+  readonly clientToken: number;
+  inspection: Inspection | null;
+  dial: Dialing | null;
+  relay: Relay | null;
+}
+
+/** An io_uring data plane: the shared bookkeeping, its loop and its backends' addresses. */
+interface UringPlane extends Plane<Session> {
+  readonly loop: UringLoop;
+  readonly addresses: AddressBook;
+}
+
+/** Creates the io_uring engine; throws when the kernel will not set up its ring. */
+export function createUringEngine(runtime: Runtime, options: EngineOptions): Engine {
+  sys.loadLibc();
+  const ring = createRing(RING_SIZE);
+  if (typeof ring === "string") throw new Error(ring);
+  const loop = createUringLoop(ring, loopError);
+  const plane: UringPlane = Object.assign(
+    createPlane<Session>(runtime, options, (s) => finish(plane, mech, s)),
+    { loop, addresses: addressBook() },
+  );
+  const mech = mechanism(plane);
+  const sweep = () => loop.timer(Date.now() + sweepIdle(plane, Date.now()), sweep);
+  sweep();
+  const listeners = listenerSet({
+    reusePort: options.reusePort,
+    claimPort: options.claimPort,
+    sockets: uringSockets(
+      loop,
+      (service, fd, peer) => onClient(plane, mech, service, fd, peer),
+      (service, error) => acceptAborted(plane, service, error),
+    ),
+  });
+  plane.addresses.refresh(runtime.snapshot.config);
+  return planeEngine("uring", plane, listeners, {
+    applied: (config) => plane.addresses.refresh(config),
+    stopped: () => loop.stop(),
+  });
+}
+
+/** A listening socket of the io_uring engine. */
+interface UringListener {
+  fd: number;
+  token: number;
+  closed: () => void;
+}
+
+/**
+ * Listeners with one multishot accept each. While accepts fail for want
+ * of descriptors or memory the listener rests 50 ms at a time; a client
+ * gone before it was taken goes to `aborted`.
+ */
+function uringSockets(
+  loop: UringLoop,
+  onClient: (service: string, fd: number, peer: Peer) => void,
+  aborted: (service: string, error: string) => void,
+): ListenSockets<UringListener> {
+  const failing = episode();
+  const peerBuf = new Uint8Array(sys.SOCKADDR_MAX);
+  const arm = (l: UringListener) => prepAccept(loop.ring, l.fd, userData(l.token, ACCEPT));
+  const accepted = (service: string, l: UringListener, res: number, flags: number) => {
+    const more = (flags & CQE_F_MORE) !== 0;
+    if (l.fd < 0) {
+      // Closed meanwhile: a client the kernel took first is let go.
+      if (res >= 0) sys.close(res);
+      if (!more) loop.forget(l.token);
+      return;
+    }
+    if (res >= 0) {
+      acceptRecovered(failing);
+      const peer = sys.peerAddress(res, peerBuf) === 0 ? decodeAddress(peerBuf) : null;
+      onClient(service, res, peer ?? { hostname: "unknown", port: 0 });
+    } else if (EXHAUSTED.has(-res)) {
+      if (failing.fail()) acceptFailed(service, describeErrno(-res));
+      if (!more) loop.timer(Date.now() + 50, () => l.fd >= 0 && arm(l));
+      return;
+    } else if (res !== -sys.E.ECANCELED) {
+      aborted(service, describeErrno(-res));
+    }
+    if (!more && res !== -sys.E.ECANCELED) arm(l);
+  };
+  return {
+    open: (want, reusePort) => ({
+      fd: openListener(want, listenAddress(want), reusePort),
+      token: 0,
+      closed: () => {},
+    }),
+    serve(service, l) {
+      l.token = loop.add((_kind, res, flags) => accepted(service, l, res, flags));
+      arm(l);
+      return new Promise<void>((resolve) => l.closed = resolve);
+    },
+    close(l) {
+      if (l.fd < 0) return;
+      if (l.token) prepCancel(loop.ring, userData(l.token, ACCEPT), IGNORED);
+      sys.close(l.fd);
+      l.fd = -1;
+      l.closed();
+    },
+  };
+}
+
+/** A new client: refused at its service's limit, else served (session.ts). */
+function onClient(
+  plane: UringPlane,
+  mech: Mechanism<Session, Connected>,
+  service: string,
+  fd: number,
+  peer: Peer,
+): void {
+  const counters = admit(plane, service, peer);
+  if (!counters) return sys.close(fd);
+  serve(plane, mech, {
+    ...begun(service, peer, counters, Date.now()),
+    clientFd: fd,
+    clientToken: plane.loop.add(() => {}),
+    inspection: null,
+    dial: null,
+    relay: null,
+  });
+}
+
+/** The io_uring engine's part of a session. */
+function mechanism(plane: UringPlane): Mechanism<Session, Connected> {
+  return {
+    inspect(s, service, then) {
+      const reader = inspector(plane, s, service);
+      s.inspection = inspectClient(plane.loop, s.clientFd, s.clientToken, reader, then);
+      return true;
+    },
+    connect: (s, backend, timeoutMs, done) => dial(plane, s, backend, timeoutMs, done),
+    relay: (s, conn, header, early, counters, done) =>
+      relay(plane, s, conn, header, early, counters, done),
+    localEnd: (s) => localEnd(s.clientFd),
+    close: (s) => closeSession(plane, s),
+  };
+}
+
+/** Hears once how a connect went. */
+type Done = (outcome: DialOutcome<Connected>) => void;
+
+/**
+ * Connects to `backend`. A name not known yet is looked up first, and the
+ * same pick dialed once it is (it still counts as active meanwhile).
+ */
+function dial(
+  plane: UringPlane,
+  s: Session,
+  backend: Backend,
+  timeoutMs: number,
+  done: Done,
+  lookedUp = false,
+): void {
+  if (s.finished) return;
+  const address = plane.addresses.of(backend);
+  if (address instanceof Uint8Array) return connectTo(plane, s, backend, address, timeoutMs, done);
+  if (address instanceof Promise && !lookedUp) {
+    address.then(() => dial(plane, s, backend, timeoutMs, done, true));
+    return;
+  }
+  const message = typeof address === "string" ? address : `cannot resolve ${backend.host}`;
+  done({ ok: false, kind: "other", message });
+}
+
+/** Starts a nonblocking connect and waits, through the ring, for the socket to be writable. */
+function connectTo(
+  plane: UringPlane,
+  s: Session,
+  backend: Backend,
+  address: Uint8Array,
+  timeoutMs: number,
+  done: Done,
+): void {
+  const begun = performance.now();
+  const { fd, errno } = startConnect(address);
+  if (fd < 0) return done({ ok: false, ...dialFailure(errno) });
+  // The local end is bound by connect(): known before the listener can accept it.
+  if (mayLoop(plane.runtime.snapshot.services, backend)) {
+    const local = localEnd(fd);
+    if (local) dialedFrom(plane.loops, s, local);
+  }
+  const { loop } = plane;
+  const d: Dialing = {
+    fd,
+    token: loop.add((_kind, res) => connected(plane, s, d, res, done)),
+    timer: null,
+    begun,
+  };
+  prepPoll(loop.ring, fd, userData(d.token, KIND.POLL), POLL.OUT | POLL.ERR | POLL.HUP);
+  d.timer = loop.timer(Date.now() + timeoutMs, () => {
+    abandonDial(plane, s, d);
+    done({ ok: false, kind: "timeout", message: `connect timed out after ${timeoutMs} ms` });
+  });
+  s.dial = d;
+}
+
+function connected(plane: UringPlane, s: Session, d: Dialing, res: number, done: Done): void {
+  if (s.dial !== d) return;
+  cancel(d.timer);
+  s.dial = null;
+  if (res > 0 && !(res & (POLL.ERR | POLL.HUP))) {
+    return done({ ok: true, conn: { fd: d.fd, token: d.token }, ms: performance.now() - d.begun });
+  }
+  const err = sys.getIntOption(d.fd, sys.C.SOL_SOCKET, sys.C.SO_ERROR);
+  plane.loop.forget(d.token);
+  sys.close(d.fd);
+  done({ ok: false, ...dialFailure(err > 0 ? err : res < 0 ? -res : sys.E.ECONNRESET) });
+}
+
+/** Stops a connect under way: its wait cancelled, its socket closed, its timer off. */
+function abandonDial(plane: UringPlane, s: Session, d: Dialing): void {
+  cancel(d.timer);
+  prepCancel(plane.loop.ring, userData(d.token, KIND.POLL), IGNORED);
+  plane.loop.forget(d.token);
+  sys.close(d.fd);
+  s.dial = null;
+}
+
+/** The backend took the connection: relay until both directions are done. */
+function relay(
+  plane: UringPlane,
+  s: Session,
+  conn: Connected,
+  header: Uint8Array | null,
+  early: number,
+  counters: BackendCounters,
+  done: () => void,
+): Relay {
+  // The relay takes the client's token over from the inspection, whose receive is complete.
+  s.inspection = null;
+  const r: Relay = s.relay = {
+    loop: plane.loop,
+    a: side(s.clientFd, s.clientToken),
+    b: side(conn.fd, conn.token),
+    aToB: early,
+    bToA: 0,
+    failed: false,
+    firstEnd: null,
+    done: false,
+    activity: s.activity,
+    counters,
+    onEnd: done,
+    closed: false,
+  };
+  startRelay(r, header);
+  return r;
+}
+
+/** Closes a session's sockets, whatever step it was at; its tokens go once nothing is in flight. */
+function closeSession(plane: UringPlane, s: Session): void {
+  if (s.dial) abandonDial(plane, s, s.dial);
+  if (s.relay) {
+    stopRelay(s.relay);
+    sys.close(s.relay.b.fd);
+  } else if (s.inspection) {
+    stopInspection(s.inspection);
+  } else {
+    plane.loop.forget(s.clientToken);
+  }
+  sys.close(s.clientFd);
+}

@@ -1,0 +1,204 @@
+/**
+ * The io_uring engine's event loop: one ring per data plane, the handlers
+ * of its operations by token, and one timer heap.
+ *
+ * An operation's user data is its owner's token times 8 plus its kind, so
+ * one handler serves every operation of a socket and no object is made per
+ * operation. Tokens, not descriptors, identify owners: a completion for a
+ * socket closed meanwhile never reaches whoever got its number next.
+ *
+ * Waiting: while completions keep coming the loop enters the ring without
+ * blocking and hands Deno's own loop a turn every few rounds; when nothing
+ * is left it lets the kernel signal an eventfd and awaits a read of it on a
+ * helper thread (a ring set up for one issuer cannot be entered from
+ * another), so the thread stays free for the control plane, health checks
+ * and signals.
+ *
+ * @module
+ */
+import * as sys from "../linux/ffi.ts";
+import { addTimer, runDue, type Timer, untilNext } from "../timers.ts";
+import {
+  CQE_F_BUFFER,
+  enter,
+  eventFdSignals,
+  giveBuffer,
+  registerEventFd,
+  type Ring,
+} from "./ring.ts";
+
+export { cancel, type Timer } from "../timers.ts";
+
+/** Called with one completion of an owner's operation: its kind, result and flags. */
+export type Handler = (kind: number, res: number, flags: number) => void;
+
+/** User data of completions nobody waits for (a cancel that failed: the target was done). */
+export const IGNORED = 0;
+
+/** The loop of one data plane. */
+export interface UringLoop {
+  readonly ring: Ring;
+  /** A token for an owner of operations, handled by `handler`. */
+  add(handler: Handler): number;
+  /** Gives a token another handler. */
+  rebind(token: number, handler: Handler): void;
+  /** Forgets a token: later completions for it only give back the buffers they hold. */
+  forget(token: number): void;
+  /** Calls `fn` once, at epoch ms `at` or soon after. */
+  timer(at: number, fn: () => void): Timer;
+  /** Called once when a provided buffer comes back after receives ran out of them. */
+  onBufferBack(fn: () => void): void;
+  /** Gives a provided buffer back to the kernel. */
+  giveBack(id: number): void;
+  /** Ends the loop after the current round; resolves once it has ended. */
+  stop(): Promise<void>;
+}
+
+/** The user data of `kind` for `token`. */
+export function userData(token: number, kind: number): number {
+  return token * 8 + kind;
+}
+
+/** Rounds of polling before Deno's loop gets a turn. */
+const BURST = 16;
+/** The longest a wait lasts with no timer due (bounds how late a stop is seen). */
+const MAX_WAIT_MS = 1000;
+
+interface State {
+  readonly ring: Ring;
+  readonly wakeFd: number;
+  readonly handlers: Map<number, Handler>;
+  readonly heap: Timer[];
+  readonly onError: (err: unknown) => void;
+  readonly starved: (() => void)[];
+  nextToken: number;
+  stopped: boolean;
+  waitingUntil: number;
+}
+
+/** Creates the loop over `ring` and starts it. Throws when its eventfd cannot be made or registered. */
+export function createUringLoop(ring: Ring, onError: (err: unknown) => void): UringLoop {
+  const wakeFd = sys.eventFd(true);
+  if (wakeFd < 0) throw new Error(`eventfd failed (errno ${-wakeFd})`);
+  const r = registerEventFd(ring, wakeFd);
+  if (r < 0) {
+    sys.close(wakeFd);
+    throw new Error(`io_uring eventfd registration failed (errno ${-r})`);
+  }
+  const st: State = {
+    ring,
+    wakeFd,
+    handlers: new Map(),
+    heap: [],
+    onError,
+    starved: [],
+    nextToken: 1,
+    stopped: false,
+    waitingUntil: 0,
+  };
+  const running = run(st).finally(() => {
+    sys.close(ring.fd);
+    sys.close(wakeFd);
+  });
+  return {
+    ring,
+    add(handler) {
+      const token = newToken(st);
+      st.handlers.set(token, handler);
+      return token;
+    },
+    rebind(token, handler) {
+      if (st.handlers.has(token)) st.handlers.set(token, handler);
+    },
+    forget: (token) => void st.handlers.delete(token),
+    timer(at, fn) {
+      const t = addTimer(st.heap, at, fn);
+      if (st.waitingUntil > 0 && at < st.waitingUntil) sys.signalEventFd(wakeFd);
+      return t;
+    },
+    onBufferBack: (fn) => void st.starved.push(fn),
+    giveBack: (id) => giveBack(st, id),
+    stop() {
+      if (!st.stopped) {
+        st.stopped = true;
+        sys.signalEventFd(wakeFd);
+      }
+      return running;
+    },
+  };
+}
+
+function giveBack(st: State, id: number): void {
+  giveBuffer(st.ring.buffers, id);
+  // Receives that found no buffer wait for one: re-armed now, in the order they starved.
+  const waiting = st.starved.splice(0);
+  for (const fn of waiting) fn();
+}
+
+function newToken(st: State): number {
+  // Tokens fit 29 bits (user data is token * 8 + kind, 32 bits); 0 is never one.
+  do st.nextToken = st.nextToken >= 0x1fffffff ? 1 : st.nextToken + 1; while (
+    st.handlers.has(st.nextToken)
+  );
+  return st.nextToken;
+}
+
+async function run(st: State): Promise<void> {
+  const reap = (ud: number, res: number, flags: number) => dispatch(st, ud, res, flags);
+  const counter = new Uint8Array(8);
+  eventFdSignals(st.ring, false);
+  while (!st.stopped) {
+    let rounds = 0;
+    for (; rounds < BURST && !st.stopped; rounds++) {
+      const n = enter(st.ring, 0, reap);
+      runDue(st.heap, st.onError);
+      if (n === 0 && st.ring.pending === 0) break;
+    }
+    if (st.stopped) break;
+    if (rounds === BURST) {
+      // Busy: Deno's loop gets its turn through the helper thread's quick answer.
+      sys.signalEventFd(st.wakeFd);
+      await sys.waitEventFd(st.wakeFd, counter);
+      continue;
+    }
+    await idle(st, reap, counter);
+  }
+}
+
+/** Nothing to do: the kernel may signal the eventfd; one more look, then the wait. */
+async function idle(
+  st: State,
+  reap: (ud: number, res: number, flags: number) => void,
+  counter: Uint8Array,
+): Promise<void> {
+  eventFdSignals(st.ring, true);
+  if (enter(st.ring, 0, reap) > 0) {
+    eventFdSignals(st.ring, false);
+    return;
+  }
+  const timeout = untilNext(st.heap, MAX_WAIT_MS);
+  st.waitingUntil = Date.now() + timeout;
+  const timer = setTimeout(() => sys.signalEventFd(st.wakeFd), timeout);
+  st.ring.wake = () => sys.signalEventFd(st.wakeFd);
+  await sys.waitEventFd(st.wakeFd, counter);
+  st.ring.wake = null;
+  clearTimeout(timer);
+  st.waitingUntil = 0;
+  eventFdSignals(st.ring, false);
+  runDue(st.heap, st.onError);
+}
+
+function dispatch(st: State, ud: number, res: number, flags: number): void {
+  if (ud === IGNORED) return;
+  const handler = st.handlers.get(ud >>> 3);
+  if (!handler) {
+    // Its owner is gone; a buffer the kernel filled for it is still ours to give back.
+    if (flags & CQE_F_BUFFER) giveBack(st, flags >>> 16);
+    return;
+  }
+  try {
+    handler(ud & 7, res, flags);
+  } catch (err) {
+    st.onError(err);
+  }
+}

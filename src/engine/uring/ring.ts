@@ -1,0 +1,403 @@
+/**
+ * One io_uring instance: its submission and completion rings, the
+ * submission entries, and a ring of provided buffers, all in memory bal
+ * allocates itself (`IORING_SETUP_NO_MMAP`) and views as typed arrays. No
+ * pointer object is ever made, so the scoped `--allow-ffi` of the release
+ * flags is enough; FFI is needed only to set up, enter and register.
+ *
+ * This is unsafe code beside `../linux/ffi.ts`: the kernel reads and
+ * writes the memory whose addresses go into an entry. Every address comes
+ * from {@link slot} or a buffer the caller keeps referenced until its
+ * completion, and every length is checked against the memory it names.
+ *
+ * Ordering: with `DEFER_TASKRUN` the kernel touches the rings only inside
+ * `io_uring_enter` calls made by this thread, so plain stores before the
+ * call and loads after it are ordered. The one field it reads otherwise is
+ * the CQ flags' eventfd bit, set and cleared just before an enter.
+ *
+ * @module
+ */
+import * as sys from "../linux/ffi.ts";
+import { describeErrno } from "../../net/errno.ts";
+
+const PAGE = 4096;
+const SQE_WORDS = 16;
+const CQE_BYTES = 16;
+
+/** io_uring_setup flags (include/uapi/linux/io_uring.h). */
+const SETUP = {
+  CQSIZE: 1 << 3,
+  SUBMIT_ALL: 1 << 7,
+  SINGLE_ISSUER: 1 << 12,
+  DEFER_TASKRUN: 1 << 13,
+  NO_MMAP: 1 << 14,
+  NO_SQARRAY: 1 << 16,
+};
+
+/** Opcodes bal uses. */
+export const OP = {
+  POLL_ADD: 6,
+  ACCEPT: 13,
+  ASYNC_CANCEL: 14,
+  SEND: 26,
+  RECV: 27,
+} as const;
+
+const IOSQE_BUFFER_SELECT = 1 << 5;
+const IOSQE_CQE_SKIP_SUCCESS = 1 << 6;
+const ACCEPT_MULTISHOT = 1 << 0;
+const CANCEL_ALL = 1 << 0;
+const CANCEL_FD = 1 << 1;
+const ENTER_GETEVENTS = 1;
+const REGISTER_PROBE = 8;
+const REGISTER_EVENTFD = 4;
+const REGISTER_PBUF_RING = 22;
+const CQ_EVENTFD_DISABLED = 1;
+/** A completion's flags: it used a provided buffer (its id in the top 16 bits), more will come. */
+export const CQE_F_BUFFER = 1;
+export const CQE_F_MORE = 2;
+/** Poll bits (poll.h). */
+export const POLL = { IN: 0x1, OUT: 0x4, ERR: 0x8, HUP: 0x10 };
+
+/** Memory the kernel may use: a page-aligned region and its address. */
+interface Region {
+  bytes: Uint8Array;
+  address: number;
+}
+
+/** `len` zeroed bytes starting on a page boundary, kept as long as the region is. */
+function region(len: number): Region {
+  const raw = new Uint8Array(len + PAGE);
+  const skew = sys.addressOf(raw) % PAGE;
+  const bytes = raw.subarray(skew === 0 ? 0 : PAGE - skew, (skew === 0 ? 0 : PAGE - skew) + len);
+  return { bytes, address: sys.addressOf(bytes) };
+}
+
+/** Provided buffers: the kernel picks one when data arrives, bal gives it back when sent. */
+export interface BufferRing {
+  readonly group: number;
+  readonly size: number;
+  readonly count: number;
+  /** Buffer `id`'s bytes. */
+  readonly buffers: Uint8Array[];
+  readonly entries: DataView;
+  readonly tail: Uint16Array;
+  /** The ring of entries, and the buffers' memory. */
+  readonly ring: Region;
+  readonly pool: Region;
+}
+
+/** A ring and everything it owns. */
+export interface Ring {
+  readonly fd: number;
+  readonly sqes: Uint32Array;
+  readonly sqeBytes: Uint8Array;
+  readonly words: Uint32Array;
+  readonly cqes: Int32Array;
+  /** Word offsets of the ring fields in `words`. */
+  readonly at: {
+    sqHead: number;
+    sqTail: number;
+    cqHead: number;
+    cqTail: number;
+    cqFlags: number;
+    cqes: number;
+  };
+  readonly sqMask: number;
+  readonly sqEntries: number;
+  readonly cqMask: number;
+  /** Entries written since the last enter. */
+  pending: number;
+  /**
+   * Set while the loop waits on its eventfd: an entry written meanwhile
+   * (from a callback of Deno's own loop) must wake it to be submitted.
+   */
+  wake: (() => void) | null;
+  sqTail: number;
+  readonly buffers: BufferRing;
+  /** Memory the kernel holds addresses of, kept alive with the ring. */
+  readonly keep: Region[];
+}
+
+/** What a ring is made with. */
+export interface RingSize {
+  entries: number;
+  completions: number;
+  /** Provided buffers: how many (a power of two) and of what size. */
+  buffers: number;
+  bufferSize: number;
+}
+
+/**
+ * Sets up a ring of `size` with every opcode bal uses supported; the ring,
+ * or why not (the errno's words: a container's seccomp profile shows as
+ * EPERM or ENOSYS).
+ */
+export function createRing(size: RingSize): Ring | string {
+  const params = new Uint8Array(120);
+  const pv = new DataView(params.buffer);
+  const ringBytes = 256 + size.completions * CQE_BYTES;
+  const rings = region(Math.ceil(ringBytes / PAGE) * PAGE);
+  const sqeMem = region(size.entries * SQE_WORDS * 4);
+  pv.setUint32(0, size.entries, true);
+  pv.setUint32(4, size.completions, true);
+  pv.setUint32(
+    8,
+    SETUP.CQSIZE | SETUP.SUBMIT_ALL | SETUP.SINGLE_ISSUER | SETUP.DEFER_TASKRUN | SETUP.NO_MMAP |
+      SETUP.NO_SQARRAY,
+    true,
+  );
+  setU64(pv, 40 + 32, sqeMem.address);
+  setU64(pv, 80 + 32, rings.address);
+  const fd = sys.uringSetup(size.entries, params);
+  if (fd < 0) return `io_uring_setup: ${describeErrno(-fd)}`;
+  const off = (base: number, field: number) => pv.getUint32(base + field, true) / 4;
+  const words = new Uint32Array(
+    rings.bytes.buffer,
+    rings.bytes.byteOffset,
+    rings.bytes.byteLength / 4,
+  );
+  const at = {
+    sqHead: off(40, 0),
+    sqTail: off(40, 4),
+    cqHead: off(80, 0),
+    cqTail: off(80, 4),
+    cqFlags: off(80, 24),
+    cqes: off(80, 20),
+  };
+  if (pv.getUint32(80 + 20, true) + size.completions * CQE_BYTES > rings.bytes.byteLength) {
+    sys.close(fd);
+    return "io_uring_setup: the completion ring does not fit the memory given";
+  }
+  const missing = unsupported(fd);
+  if (missing) {
+    sys.close(fd);
+    return missing;
+  }
+  const buffers = bufferRing(fd, size.buffers, size.bufferSize);
+  if (typeof buffers === "string") {
+    sys.close(fd);
+    return buffers;
+  }
+  return {
+    fd,
+    sqes: new Uint32Array(
+      sqeMem.bytes.buffer,
+      sqeMem.bytes.byteOffset,
+      sqeMem.bytes.byteLength / 4,
+    ),
+    sqeBytes: sqeMem.bytes,
+    words,
+    cqes: new Int32Array(rings.bytes.buffer, rings.bytes.byteOffset, rings.bytes.byteLength / 4),
+    at,
+    sqMask: words[off(40, 8)],
+    sqEntries: words[off(40, 12)],
+    cqMask: words[off(80, 8)],
+    pending: 0,
+    wake: null,
+    sqTail: words[at.sqTail],
+    buffers,
+    keep: [rings, sqeMem, buffers.ring, buffers.pool],
+  };
+}
+
+function setU64(view: DataView, at: number, value: number): void {
+  view.setUint32(at, value % 0x100000000, true);
+  view.setUint32(at + 4, Math.floor(value / 0x100000000), true);
+}
+
+/** Null when the kernel supports every opcode bal uses, else which it lacks. */
+function unsupported(fd: number): string | null {
+  const probe = new Uint8Array(16 + 256 * 8);
+  const r = sys.uringRegister(fd, REGISTER_PROBE, probe, 256);
+  if (r < 0) return `io_uring probe: ${describeErrno(-r)}`;
+  const missing = Object.entries(OP).filter(([, op]) =>
+    op > probe[0] || (probe[16 + op * 8 + 2] & 1) === 0
+  );
+  return missing.length ? `io_uring lacks ${missing.map(([name]) => name).join(", ")}` : null;
+}
+
+/** Registers `count` buffers of `size` bytes as provided-buffer group 0. */
+function bufferRing(fd: number, count: number, size: number): BufferRing | string {
+  if (count & (count - 1) || count > 32768) throw new RangeError("buffer count: a power of 2");
+  const ringMem = region(Math.max(PAGE, count * 16));
+  const pool = region(count * size);
+  const reg = new Uint8Array(40);
+  const rv = new DataView(reg.buffer);
+  setU64(rv, 0, ringMem.address);
+  rv.setUint32(8, count, true);
+  rv.setUint16(12, 0, true);
+  const r = sys.uringRegister(fd, REGISTER_PBUF_RING, reg, 1);
+  if (r < 0) return `io_uring buffer ring: ${describeErrno(-r)}`;
+  const entries = new DataView(
+    ringMem.bytes.buffer,
+    ringMem.bytes.byteOffset,
+    ringMem.bytes.byteLength,
+  );
+  const b: BufferRing = {
+    group: 0,
+    size,
+    count,
+    buffers: Array.from({ length: count }, (_, i) => pool.bytes.subarray(i * size, (i + 1) * size)),
+    entries,
+    // The ring's tail is the u16 at byte 14, inside entry 0: written alone, nothing beside it.
+    tail: new Uint16Array(ringMem.bytes.buffer, ringMem.bytes.byteOffset + 14, 1),
+    ring: ringMem,
+    pool,
+  };
+  for (let id = 0; id < count; id++) giveBuffer(b, id);
+  return b;
+}
+
+/** Hands buffer `id` back to the kernel. */
+export function giveBuffer(b: BufferRing, id: number): void {
+  if (!(id >= 0 && id < b.count)) throw new RangeError(`buffer ${id} is not one of ${b.count}`);
+  const tail = b.tail[0];
+  const at = (tail & (b.count - 1)) * 16;
+  setU64(b.entries, at, b.pool.address + id * b.size);
+  b.entries.setUint32(at + 8, b.size, true);
+  b.entries.setUint16(at + 12, id, true);
+  b.tail[0] = (tail + 1) & 0xffff;
+}
+
+/** Registers an eventfd the kernel signals on completions (while the ring lets it). */
+export function registerEventFd(ring: Ring, eventFd: number): number {
+  const arg = new Uint8Array(4);
+  new DataView(arg.buffer).setInt32(0, eventFd, true);
+  return sys.uringRegister(ring.fd, REGISTER_EVENTFD, arg, 1);
+}
+
+/** Lets the kernel signal the eventfd (before waiting on it), or not (while busy). */
+export function eventFdSignals(ring: Ring, on: boolean): void {
+  const i = ring.at.cqFlags;
+  ring.words[i] = on ? ring.words[i] & ~CQ_EVENTFD_DISABLED : ring.words[i] | CQ_EVENTFD_DISABLED;
+}
+
+/** The next free entry's first word, zeroed; submits what is queued when the ring is full. */
+function slot(ring: Ring): number {
+  if (ring.sqTail - ring.words[ring.at.sqHead] >= ring.sqEntries) enter(ring, 0);
+  const w = (ring.sqTail & ring.sqMask) * SQE_WORDS;
+  ring.sqes.fill(0, w, w + SQE_WORDS);
+  ring.sqTail = (ring.sqTail + 1) >>> 0;
+  ring.pending++;
+  if (ring.wake) {
+    ring.wake();
+    ring.wake = null;
+  }
+  return w;
+}
+
+/** Writes an entry's common fields; returns its first word. */
+function prep(ring: Ring, op: number, fd: number, userData: number, flags = 0): number {
+  const w = slot(ring);
+  ring.sqes[w] = op | (flags << 8);
+  ring.sqes[w + 1] = fd >>> 0;
+  ring.sqes[w + 8] = userData >>> 0;
+  return w;
+}
+
+function setAddress(ring: Ring, w: number, address: number, len: number): void {
+  ring.sqes[w + 4] = address % 0x100000000;
+  ring.sqes[w + 5] = Math.floor(address / 0x100000000);
+  ring.sqes[w + 6] = len;
+}
+
+/** Accepts clients of listener `fd` until cancelled (one completion each, F_MORE while armed). */
+export function prepAccept(ring: Ring, fd: number, userData: number): void {
+  const w = prep(ring, OP.ACCEPT, fd, userData);
+  ring.sqes[w] |= ACCEPT_MULTISHOT << 16;
+  ring.sqes[w + 7] = 0o4000 | 0o2000000; // SOCK_NONBLOCK | SOCK_CLOEXEC
+}
+
+/** Receives into a provided buffer, picked by the kernel when data arrives. */
+export function prepRecvBuffered(ring: Ring, fd: number, userData: number): void {
+  const w = prep(ring, OP.RECV, fd, userData, IOSQE_BUFFER_SELECT);
+  ring.sqes[w + 10] = ring.buffers.group;
+}
+
+/** Receives into `buf` from `offset` on (kept referenced by the caller until the completion). */
+export function prepRecvInto(
+  ring: Ring,
+  fd: number,
+  userData: number,
+  buf: Uint8Array,
+  offset: number,
+): void {
+  if (!(offset >= 0 && offset < buf.byteLength)) throw new RangeError("receive past the buffer");
+  const w = prep(ring, OP.RECV, fd, userData);
+  setAddress(ring, w, sys.addressOf(buf) + offset, buf.byteLength - offset);
+}
+
+/**
+ * Sends `len` bytes of `buf` from `offset` (kept referenced by the caller
+ * until the completion), all of them unless the socket fails, never
+ * raising SIGPIPE.
+ */
+export function prepSend(
+  ring: Ring,
+  fd: number,
+  userData: number,
+  buf: Uint8Array,
+  offset: number,
+  len: number,
+): void {
+  if (!(offset >= 0 && len > 0 && offset + len <= buf.byteLength)) {
+    throw new RangeError(`send of ${len} at ${offset} is outside a buffer of ${buf.byteLength}`);
+  }
+  const w = prep(ring, OP.SEND, fd, userData);
+  setAddress(ring, w, sys.addressOf(buf) + offset, len);
+  ring.sqes[w + 7] = 0x4000 | 0x100; // MSG_NOSIGNAL | MSG_WAITALL
+}
+
+/** Completes once `fd` has any of `events` (POLL bits). */
+export function prepPoll(ring: Ring, fd: number, userData: number, events: number): void {
+  const w = prep(ring, OP.POLL_ADD, fd, userData);
+  ring.sqes[w + 7] = events;
+}
+
+/** Cancels every operation on `fd`; its own completion is skipped when it succeeds. */
+export function prepCancelFd(ring: Ring, fd: number, userData: number): void {
+  const w = prep(ring, OP.ASYNC_CANCEL, fd, userData, IOSQE_CQE_SKIP_SUCCESS);
+  ring.sqes[w + 7] = CANCEL_FD | CANCEL_ALL;
+}
+
+/** Cancels the operation of `target` (its user data). */
+export function prepCancel(ring: Ring, target: number, userData: number): void {
+  const w = prep(ring, OP.ASYNC_CANCEL, -1, userData, IOSQE_CQE_SKIP_SUCCESS);
+  ring.sqes[w + 4] = target >>> 0;
+}
+
+/** Called with each completion: its user data, result (or -errno) and flags. */
+export type Reap = (userData: number, res: number, flags: number) => void;
+
+/**
+ * Submits what is queued and takes every completion there is, calling
+ * `reap` for each; returns how many. `wait` 0: does not block.
+ */
+export function enter(ring: Ring, wait: number, reap?: Reap): number {
+  const submit = ring.pending;
+  ring.words[ring.at.sqTail] = ring.sqTail;
+  ring.pending = 0;
+  const r = sys.uringEnter(ring.fd, submit, wait, ENTER_GETEVENTS);
+  if (r < 0 && r !== -sys.E.EINTR && r !== -sys.E.EAGAIN && r !== -sys.E.EBUSY) {
+    throw new Error(`io_uring_enter: ${describeErrno(-r)}`);
+  }
+  return reap ? takeCompletions(ring, reap) : 0;
+}
+
+function takeCompletions(ring: Ring, reap: Reap): number {
+  const { words, cqes, at, cqMask } = ring;
+  let head = words[at.cqHead];
+  const tail = words[at.cqTail];
+  let n = 0;
+  for (; head !== tail; head = (head + 1) >>> 0, n++) {
+    const i = at.cqes + (head & cqMask) * (CQE_BYTES / 4);
+    const userData = words[i];
+    const res = cqes[i + 2];
+    const flags = words[i + 3];
+    // Marked taken first: a completion whose handler throws must not come back.
+    words[at.cqHead] = (head + 1) >>> 0;
+    reap(userData, res, flags);
+  }
+  return n;
+}
