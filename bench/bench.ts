@@ -130,9 +130,12 @@ const direct: Target = {
     Promise.resolve({ port: backends[0], pid: null, stop: () => Promise.resolve() }),
 };
 
-/** bal on one engine: `bal` is the native one (what `engine: auto` runs on Linux), `bal-deno` the other. */
-const balOn = (engine: "native" | "deno"): Target => ({
-  name: engine === "native" ? "bal" : "bal-deno",
+/**
+ * bal on one engine: `bal` is io_uring (what `engine: auto` runs on a
+ * Linux that allows it), `bal-epoll` and `bal-deno` the others.
+ */
+const balOn = (engine: "uring" | "epoll" | "deno"): Target => ({
+  name: engine === "uring" ? "bal" : `bal-${engine}`,
   async start(backends, opts = {}) {
     const port = freePort();
     const home = Deno.makeTempDirSync({ dir: tmp, prefix: "bal-" });
@@ -173,7 +176,8 @@ const balOn = (engine: "native" | "deno"): Target => ({
     return { port, pid: child.pid, stop: () => stopProcess(child, child.pid) };
   },
 });
-const bal = balOn("native");
+const bal = balOn("uring");
+const balEpoll = balOn("epoll");
 const balDeno = balOn("deno");
 
 const haproxy: Target = {
@@ -242,6 +246,7 @@ const hasNginxStream = has("nginx") && (() => {
 const targets = [
   direct,
   bal,
+  balEpoll,
   balDeno,
   ...(has("haproxy") ? [haproxy] : []),
   ...(hasNginxStream ? [nginx] : []),
@@ -546,7 +551,7 @@ console.log(
  * that grows while nothing happens is a leak.
  */
 async function soak(): Promise<void> {
-  for (const t of [bal, balDeno]) {
+  for (const t of [bal, balEpoll, balDeno]) {
     const r = await t.start([httpA, httpB]);
     const holder = spawn(loadArgv("hold", r.port, ["--count", String(bigHold)]), {
       stdin: "piped",
@@ -640,7 +645,7 @@ try {
   // with the CPU they took, since the load generator shares the machine.
   const scaling: Row = {};
   if (!only || only.includes("bal")) {
-    for (const t of [bal, balDeno]) {
+    for (const t of [bal, balEpoll, balDeno]) {
       for (const workers of [1, 2]) {
         const r = await t.start([httpA, httpB], { workers, cpu: null });
         const key = `${t.name}_workers_${workers}`;

@@ -10,6 +10,7 @@
 
 /** Linux errno values bal names. */
 export const E = {
+  EPERM: 1,
   ENOENT: 2,
   EINTR: 4,
   EAGAIN: 11,
@@ -40,6 +41,8 @@ export const E = {
 } as const;
 
 const REASONS: Record<number, string> = {
+  [E.EPERM]: "operation not permitted",
+  [E.ENOSYS]: "function not implemented",
   [E.EADDRINUSE]: "address already in use",
   [E.EACCES]: "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
   [E.EADDRNOTAVAIL]: "address not available on this machine",

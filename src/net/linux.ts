@@ -1,7 +1,7 @@
 /**
  * Linux's numbers for sockets, epoll and eventfd, as its headers give
  * them (the same on x86_64 and aarch64): plain data for the native engine's
- * libc calls (engine/epoll/ffi.ts). errno values are in errno.ts.
+ * libc calls (engine/linux/ffi.ts). errno values are in errno.ts.
  *
  * @module
  */

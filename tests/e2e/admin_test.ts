@@ -91,7 +91,10 @@ Deno.test({
       assert.equal(status.engine, asked === "native" ? "epoll" : asked);
       assert.match(
         body,
-        new RegExp(`^bal_build_info\\{version="[^"]+",engine="${status.engine}"\\} 1$`, "m"),
+        new RegExp(
+          `^bal_build_info\\{version="[^"]+",engine="${status.engine}",engine_fallback=""\\} 1$`,
+          "m",
+        ),
       );
       const cli = JSON.parse((await bal(d.home, "status", "--json")).stdout);
       assert.deepEqual(Object.keys(status).sort(), Object.keys(cli).sort());

@@ -36,11 +36,11 @@ export function uringSelfCheck(): string | null {
 
 /** The kernel's refusal, in words an operator can act on. */
 function refusal(reason: string): string {
-  if (reason.includes("operation not permitted") || /\bEPERM\b/.test(reason)) {
+  if (reason.includes(`(os error ${E.EPERM})`)) {
     return `io_uring refused by the kernel (${reason}: kernel.io_uring_disabled, or a container's seccomp profile?)`;
   }
-  if (/\bENOSYS\b|not implemented/.test(reason)) {
-    return `io_uring is not available (${reason}: a kernel without it, or a seccomp profile)`;
+  if (reason.includes(`(os error ${E.ENOSYS})`)) {
+    return `io_uring is not available (${reason}: a kernel without it, or a seccomp profile?)`;
   }
   return `io_uring cannot be used (${reason})`;
 }

@@ -1,7 +1,8 @@
 /**
- * The native engine's own parts (socket addresses, the loop's timers), how
- * the engine is chosen and reported, and what a byte mover must get right
- * whichever engine runs: backpressure to a slow reader.
+ * The Linux engines' own parts (socket addresses, the loop's timers), how
+ * the engine is chosen and reported (io_uring refused as a container's
+ * seccomp profile refuses it included), and what a byte mover must get
+ * right whichever engine runs: backpressure to a slow reader.
  */
 import * as assert from "node:assert/strict";
 import { ipv6Bytes, normalizeHost } from "../../src/config/mod.ts";
@@ -133,6 +134,66 @@ Deno.test("engine: auto runs uring here; epoll (or native), deno and BAL_ENGINE 
   }
 });
 
+Deno.test("engine: with io_uring refused by seccomp, auto runs epoll and check, status, doctor, metrics and the log say why", async () => {
+  const echo = echoBackend();
+  const home = tempHome();
+  const port = freePort();
+  const admin = freePort();
+  const config = writeConfig(home, {
+    port,
+    backends: [echo.port],
+    extra: `admin: {listen: "127.0.0.1:${admin}"}`,
+  });
+  // Docker's and containerd's default profiles answer io_uring_setup with EPERM; so does this one.
+  const refusedWith = (engine: string, ...args: string[]) =>
+    runCommand("python3", [
+      `${ROOT}tests/fixtures/no_io_uring.py`,
+      Deno.execPath(),
+      "task",
+      "-q",
+      "bal",
+      ...args,
+    ], { cwd: ROOT, env: { BAL_HOME: home, NO_COLOR: "1", BAL_ENGINE: engine } });
+  const refused = (...args: string[]) => refusedWith("", ...args);
+  const why = /io_uring refused by the kernel \(io_uring_setup: operation not permitted/;
+  try {
+    const check = await refused("check", "--verbose", "-c", config);
+    assert.match(check.stdout, /engine: auto: epoll on this machine \(io_uring refused/);
+    // Asked for by name, io_uring is not quietly replaced.
+    const named = await refusedWith("uring", "start", "-c", config);
+    assert.equal(named.code, 1);
+    assert.match(named.stderr, /engine: uring cannot run here: io_uring refused/);
+    const started = await refused("start", "-d", "-c", config);
+    assert.equal(started.code, 0, started.stderr);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(conn, new TextEncoder().encode("ping"));
+    assert.equal(new TextDecoder().decode(await readN(conn, 4)), "ping");
+    conn.close();
+    const status = JSON.parse((await bal(home, "status", "--json")).stdout);
+    assert.equal(status.engine, "epoll");
+    assert.match(status.engine_fallback, why);
+    assert.match(
+      (await bal(home, "status")).stdout,
+      /engine: epoll, as auto falls back: io_uring refused/,
+    );
+    const doctor = JSON.parse((await bal(home, "doctor", "--json", "-c", config)).stdout);
+    const engine = doctor.checks.find((c: { name: string }) => c.name === "engine");
+    assert.equal(engine.level, "warn");
+    assert.match(engine.summary, why);
+    const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+    assert.match(
+      metrics,
+      /^bal_build_info\{[^}]*engine="epoll",engine_fallback="io_uring refused/m,
+    );
+    const line = Deno.readTextFileSync(`${home}/bal.log`).split("\n")
+      .find((l) => l.includes('"engine_fallback"'));
+    assert.match(line ?? "", /"engine":"epoll"/);
+  } finally {
+    await bal(home, "stop");
+    await echo.close();
+  }
+});
+
 Deno.test("engine: a bad value is a config error at its line; a bad BAL_ENGINE one line", async () => {
   const home = tempHome();
   const config = writeConfig(home, { port: freePort(), backends: [9], extra: "engine: fast" });
@@ -186,7 +247,7 @@ Deno.test("native: system calls with a length stay optimized (no deoptimization 
   // under load, each call meanwhile on the slow path).
   const script = `
     import * as sys from ${
-    JSON.stringify(new URL("../../src/engine/epoll/ffi.ts", import.meta.url).href)
+    JSON.stringify(new URL("../../src/engine/linux/ffi.ts", import.meta.url).href)
   };
     sys.loadLibc();
     const buf = new Uint8Array(64);
