@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { emptyLag, sampleLoop } from "../stats/loop_lag.ts";
 import { allBackends, drainTimeout, readConfig } from "../config/mod.ts";
 import { describeError, StateError } from "../errors.ts";
 import { startHealthChecks } from "../health/checker.ts";
@@ -131,6 +132,8 @@ async function startRunning(options: ServeOptions, planes: Planes): Promise<Runn
     saveState();
   }, STATS_INTERVAL_MS);
   const checks = startHealthChecks(planes.runtime, planes.record);
+  const lag = emptyLag();
+  const sampler = sampleLoop(lag);
   const running: Running = {
     ...planes,
     options,
@@ -139,8 +142,10 @@ async function startRunning(options: ServeOptions, planes: Planes): Promise<Runn
       stop: () => {
         checks.stop();
         clearInterval(statsTimer);
+        sampler.stop();
       },
     },
+    lag,
     state,
     saveState,
     startedAt: Date.now(),

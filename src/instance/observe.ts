@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { summarizeLag } from "../stats/loop_lag.ts";
 import type { Config } from "../config/mod.ts";
 import { VERSION } from "../build.ts";
 import { buildStatus, type Status } from "./status_report.ts";
@@ -31,6 +32,7 @@ export async function statusOf(running: Running): Promise<Status> {
     lastReload: running.state.last_reload,
     engine: running.engine.name,
     engineFallback: running.engineFallback,
+    loopLag: summarizeLag(running.lag),
     discovery: running.discovery.status(),
   });
 }
@@ -51,6 +53,7 @@ async function metricsOf(running: Running): Promise<string> {
     version: VERSION,
     engine: running.engine.name,
     engineFallback: running.engineFallback,
+    lag: running.lag,
     startedAt: running.startedAt,
     rssBytes: Deno.memoryUsage().rss,
     openFds: await openFds(),

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { LoopLag } from "../stats/loop_lag.ts";
 import type { Backend, Config } from "../config/mod.ts";
 import type { HealthChecks } from "../health/checker.ts";
 import type { Observation } from "../health/state.ts";
@@ -49,6 +50,8 @@ export interface Running extends Planes {
   state: InstanceState;
   saveState(): Promise<void>;
   startedAt: number;
+  /** How late the main thread's event loop runs timers (its data plane's and the control plane's). */
+  lag: LoopLag;
   /** The reload under way, if any; reloads run one at a time. */
   reloading: Promise<void>;
   /** Reloads by outcome, for the metrics. */

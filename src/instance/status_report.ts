@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { LagSummary } from "../stats/loop_lag.ts";
 import type { EngineName } from "../engine/engine.ts";
 import type { BackendSource, RuntimeSettings, Service } from "../config/schema.ts";
 import { formatAddress } from "../net/address.ts";
@@ -121,6 +122,8 @@ export interface Status extends Partial<Omit<ServiceStatus, "protection_mode">> 
   engine?: EngineName;
   /** Why `engine: auto` passed over faster engines, or null. */
   engine_fallback?: string | null;
+  /** How late the main thread's event loop ran timers in the latest minute, ms. */
+  loop_lag_ms?: LagSummary;
   reloads?: { count: number; last: ReloadOutcome | null };
   protection_mode: ProtectionMode;
   services?: ServiceStatus[];
@@ -151,6 +154,7 @@ export interface StatusInput {
   lastReload: ReloadOutcome | null;
   engine: EngineName;
   engineFallback: string | null;
+  loopLag: LagSummary;
   /** How each discovered entry stands. */
   discovery: readonly EntryStatus[];
 }
@@ -266,6 +270,7 @@ export function buildStatus(input: StatusInput): Status {
     workers: input.planes.length,
     engine: input.engine,
     engine_fallback: input.engineFallback,
+    loop_lag_ms: input.loopLag,
     ...first,
     reloads: { count: input.reloads, last: input.lastReload },
     services,

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { LAG_BUCKETS, type LoopLag } from "./loop_lag.ts";
 import type { Backend, Service } from "../config/mod.ts";
 import type { BackendAdmin } from "../balance/admin_state.ts";
 import { weightOf } from "../balance/admin_state.ts";
@@ -20,6 +21,8 @@ export interface MetricsInput {
   engine: string;
   /** Why `engine: auto` passed over faster engines, or null. */
   engineFallback: string | null;
+  /** How late the main thread's event loop ran timers. */
+  lag: LoopLag;
   /** Epoch ms the process started. */
   startedAt: number;
   rssBytes: number;
@@ -45,6 +48,16 @@ interface Descriptor {
   type: "counter" | "gauge" | "histogram";
   help: string;
   samples(input: MetricsInput): Sample[];
+  /** A histogram's series: cumulative buckets, sum and count of each. */
+  histograms?(input: MetricsInput): Histogram[];
+}
+
+/** One histogram series: counts per bound of `bounds`, then over the last. */
+interface Histogram {
+  labels: Labels;
+  bounds: readonly number[];
+  counts: readonly number[];
+  sum: number;
 }
 
 const services = (i: MetricsInput) => i.snapshot.config.services;
@@ -201,6 +214,26 @@ export const METRICS: readonly Descriptor[] = [
     type: "histogram",
     help: "How long successful connects to a backend took.",
     samples: () => [],
+    histograms: (i) =>
+      backends(i).map((b) => {
+        const c = backendTotal(i.planes, b.id);
+        return {
+          labels: ofBackend(b),
+          bounds: CONNECT_BUCKETS,
+          counts: c.connect_buckets,
+          sum: c.connect_seconds,
+        };
+      }),
+  },
+  {
+    name: "bal_event_loop_lag_seconds",
+    type: "histogram",
+    help:
+      "How much later than asked the main thread's event loop ran a timer, sampled every 100 ms.",
+    samples: () => [],
+    histograms: (
+      i,
+    ) => [{ labels: {}, bounds: LAG_BUCKETS, counts: i.lag.buckets, sum: i.lag.sumSeconds }],
   },
   {
     name: "bal_backend_up",
@@ -240,8 +273,8 @@ export function renderMetrics(input: MetricsInput): string {
   for (const m of METRICS) {
     out.push(`# HELP ${m.name} ${m.help}`, `# TYPE ${m.name} ${m.type}`);
     // Pushed one at a time: spread as arguments, 10,000 backends' lines overflowed the stack.
-    if (m.type === "histogram") {
-      for (const line of histogramLines(m.name, input)) out.push(line);
+    for (const h of m.histograms?.(input) ?? []) {
+      for (const line of histogramLines(m.name, h)) out.push(line);
     }
     for (const s of m.samples(input)) {
       out.push(`${m.name}${labelText(s.labels)} ${number(s.value)}`);
@@ -250,23 +283,17 @@ export function renderMetrics(input: MetricsInput): string {
   return out.join("\n") + "\n";
 }
 
-/** The connect-time histogram: cumulative buckets, sum and count per backend. */
-function histogramLines(name: string, input: MetricsInput): string[] {
-  return backends(input).flatMap((b) => {
-    const c = backendTotal(input.planes, b.id);
-    const labels = ofBackend(b);
-    let cumulative = 0;
-    const lines = c.connect_buckets.map((n, k) => {
-      cumulative += n;
-      const le = k < CONNECT_BUCKETS.length ? String(CONNECT_BUCKETS[k]) : "+Inf";
-      return `${name}_bucket${labelText({ ...labels, le })} ${cumulative}`;
-    });
-    return [
-      ...lines,
-      `${name}_sum${labelText(labels)} ${number(c.connect_seconds)}`,
-      `${name}_count${labelText(labels)} ${cumulative}`,
-    ];
+/** A histogram series' lines: cumulative buckets, then sum and count. */
+function histogramLines(name: string, h: Histogram): string[] {
+  let cumulative = 0;
+  const lines = h.counts.map((n, k) => {
+    cumulative += n;
+    const le = k < h.bounds.length ? String(h.bounds[k]) : "+Inf";
+    return `${name}_bucket${labelText({ ...h.labels, le })} ${cumulative}`;
   });
+  lines.push(`${name}_sum${labelText(h.labels)} ${number(h.sum)}`);
+  lines.push(`${name}_count${labelText(h.labels)} ${cumulative}`);
+  return lines;
 }
 
 function labelText(labels: Labels): string {

@@ -49,11 +49,11 @@ import {
 import { KIND, type Relay, side, startRelay, stopRelay } from "./relay.ts";
 import { inspectClient, type Inspection, stopInspection } from "./preface_read.ts";
 
-/** The ring of one data plane: 16 KiB buffers, 1,024 of them (16 MiB), shared by its connections. */
+/** The ring of one data plane: 512 buffers of 16 KiB (8 MiB), shared by its connections. */
 export const RING_SIZE: RingSize = {
   entries: 1024,
   completions: 8192,
-  buffers: 1024,
+  buffers: 512,
   bufferSize: 16 * 1024,
 };
 
@@ -103,10 +103,17 @@ interface UringPlane extends Plane<Session> {
   readonly addresses: AddressBook;
 }
 
-/** Creates the io_uring engine; throws when the kernel will not set up its ring. */
-export function createUringEngine(runtime: Runtime, options: EngineOptions): Engine {
+/**
+ * Creates the io_uring engine with a ring of `size` (tests starve its
+ * buffer pool with a smaller one); throws when the kernel will not set it up.
+ */
+export function createUringEngine(
+  runtime: Runtime,
+  options: EngineOptions,
+  size: RingSize = RING_SIZE,
+): Engine {
   sys.loadLibc();
-  const ring = createRing(RING_SIZE);
+  const ring = createRing(size);
   if (typeof ring === "string") throw new Error(ring);
   const loop = createUringLoop(ring, loopError);
   const plane: UringPlane = Object.assign(

@@ -39,17 +39,19 @@ export interface Inspection {
 
 /** Room for the longest preface bal reads: a PROXY header and a ClientHello. */
 const BUFFER = HEADER_READ_MAX + HELLO_MAX;
-/** Buffers of finished inspections, for the next (per loop: one thread each). */
-const spares = new WeakMap<UringLoop, Uint8Array[]>();
+/**
+ * Buffers of finished inspections, for the next (one list per thread).
+ * Kept, never dropped: a buffer the kernel was given must not be freed and
+ * reused while a ring that may still write to it is torn down.
+ */
+const spares: Uint8Array[] = [];
 
-function takeBuffer(loop: UringLoop): Uint8Array {
-  return spares.get(loop)?.pop() ?? new Uint8Array(BUFFER);
+function takeBuffer(): Uint8Array {
+  return spares.pop() ?? new Uint8Array(BUFFER);
 }
 
-function giveBuffer(loop: UringLoop, buf: Uint8Array): void {
-  let list = spares.get(loop);
-  if (!list) spares.set(loop, list = []);
-  if (list.length < 256) list.push(buf);
+function giveBuffer(buf: Uint8Array): void {
+  spares.push(buf);
 }
 
 /**
@@ -67,7 +69,7 @@ export function inspectClient(
     loop,
     fd,
     token,
-    buf: takeBuffer(loop),
+    buf: takeBuffer(),
     reader,
     receiving: false,
     timer: null,
@@ -133,7 +135,7 @@ function end(i: Inspection): void {
 /** The buffer goes back to the spares, and a stopped client's token is forgotten. */
 function release(i: Inspection): void {
   if (i.receiving) return;
-  giveBuffer(i.loop, i.buf);
+  giveBuffer(i.buf);
   if (i.stopped) i.loop.forget(i.token);
 }
 

@@ -65,9 +65,21 @@ interface Region {
   address: number;
 }
 
-/** `len` zeroed bytes starting on a page boundary, kept as long as the region is. */
+/**
+ * Every region ever handed to a kernel, kept for the life of the process.
+ * Closing a ring does not end the kernel's use of its memory at once: its
+ * teardown runs later and may still write completions of cancelled
+ * operations into the rings. Memory the GC freed and malloc reused would
+ * be corrupted then (seen: "free(): invalid next size" after a self-check
+ * ring was closed). A process makes a ring per data plane and one for the
+ * self-check, so what this keeps is bounded.
+ */
+const handedToKernel: Uint8Array[] = [];
+
+/** `len` zeroed bytes starting on a page boundary, never freed (see {@link handedToKernel}). */
 function region(len: number): Region {
   const raw = new Uint8Array(len + PAGE);
+  handedToKernel.push(raw);
   const skew = sys.addressOf(raw) % PAGE;
   const bytes = raw.subarray(skew === 0 ? 0 : PAGE - skew, (skew === 0 ? 0 : PAGE - skew) + len);
   return { bytes, address: sys.addressOf(bytes) };

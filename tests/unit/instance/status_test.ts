@@ -38,6 +38,7 @@ function input(yaml: string): Input {
     lastReload: null,
     engine: "uring",
     engineFallback: null,
+    loopLag: { p50: 0.2, p99: 3, max: 7.5 },
     discovery: [],
   };
 }

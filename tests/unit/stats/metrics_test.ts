@@ -10,6 +10,7 @@ import {
   zeroCounters,
   zeroServiceCounters,
 } from "../../../src/stats/counters.ts";
+import { emptyLag, LAG_BUCKETS, recordLag, summarizeLag } from "../../../src/stats/loop_lag.ts";
 import { METRICS, type MetricsInput, renderMetrics } from "../../../src/stats/metrics.ts";
 
 const ID = "default/127.0.0.1:9001";
@@ -37,6 +38,7 @@ function input(planes: PlaneStats[]): MetricsInput {
     version: "0.0.0-test",
     engine: "epoll",
     engineFallback: "io_uring refused by the kernel",
+    lag: emptyLag(),
     startedAt: 1_700_000_000_000,
     rssBytes: 1234,
     openFds: 10,
@@ -123,4 +125,21 @@ Deno.test("metrics: label values are escaped as the exposition format says", () 
     renderMetrics(i),
     /^bal_build_info\{version="a\\"b\\\\c\\nd",engine="epoll",engine_fallback="io_uring refused by the kernel"\} 1$/m,
   );
+});
+
+Deno.test("loop lag: samples land in the histogram's buckets, and status sees the latest minute's p50, p99 and most", () => {
+  const lag = emptyLag();
+  for (let i = 0; i < 98; i++) recordLag(lag, 0.5);
+  recordLag(lag, 30);
+  recordLag(lag, 2000);
+  assert.equal(lag.buckets[0], 98);
+  assert.equal(lag.buckets[LAG_BUCKETS.indexOf(0.05)], 1);
+  assert.equal(lag.buckets.at(-1), 1, "over the last bound");
+  assert.deepEqual(summarizeLag(lag), { p50: 0.5, p99: 30, max: 2000 });
+  assert.deepEqual(summarizeLag(emptyLag()), { p50: 0, p99: 0, max: 0 });
+  const i = input([]);
+  recordLag(i.lag, 4);
+  const text = renderMetrics(i);
+  assert.match(text, /^bal_event_loop_lag_seconds_bucket\{le="0.005"\} 1$/m);
+  assert.match(text, /^bal_event_loop_lag_seconds_count 1$/m);
 });
