@@ -19,7 +19,7 @@
  */
 import * as sys from "../linux/ffi.ts";
 import type { Relayed } from "../plane.ts";
-import { CQE_F_BUFFER, prepCancel, prepRecvBuffered, prepSend } from "./ring.ts";
+import { CQE_F_BUFFER, prepCancel, prepRecvBuffered, prepSend, prepSendBuffer } from "./ring.ts";
 import { IGNORED, type UringLoop, userData } from "./loop.ts";
 
 /** Kinds of a relayed socket's operations (the low bits of their user data). */
@@ -149,14 +149,11 @@ function sendNext(r: Relay, y: Side): void {
   const chunk = y.queue[0];
   if (!chunk) return;
   y.sending = true;
-  prepSend(
-    r.loop.ring,
-    y.fd,
-    userData(y.token, KIND.SEND),
-    chunk.bytes,
-    chunk.offset,
-    chunk.end - chunk.offset,
-  );
+  const ud = userData(y.token, KIND.SEND);
+  const len = chunk.end - chunk.offset;
+  // A pool buffer's address is known; bal's own bytes (the backend header) are asked for theirs.
+  if (chunk.id >= 0) prepSendBuffer(r.loop.ring, y.fd, ud, chunk.id, chunk.offset, len);
+  else prepSend(r.loop.ring, y.fd, ud, chunk.bytes, chunk.offset, len);
 }
 
 function onSent(r: Relay, y: Side, res: number): void {

@@ -361,6 +361,27 @@ export function prepSend(
   ring.sqes[w + 7] = 0x4000 | 0x100; // MSG_NOSIGNAL | MSG_WAITALL
 }
 
+/**
+ * Sends `len` bytes of provided buffer `id` from `offset` (the buffer stays
+ * the sender's until the completion), all of them unless the socket fails.
+ */
+export function prepSendBuffer(
+  ring: Ring,
+  fd: number,
+  userData: number,
+  id: number,
+  offset: number,
+  len: number,
+): void {
+  const b = ring.buffers;
+  if (!(id >= 0 && id < b.count && offset >= 0 && len > 0 && offset + len <= b.size)) {
+    throw new RangeError(`send of ${len} at ${offset} of buffer ${id} is outside the pool`);
+  }
+  const w = prep(ring, OP.SEND, fd, userData);
+  setAddress(ring, w, b.pool.address + id * b.size + offset, len);
+  ring.sqes[w + 7] = 0x4000 | 0x100; // MSG_NOSIGNAL | MSG_WAITALL
+}
+
 /** Completes once `fd` has any of `events` (POLL bits). */
 export function prepPoll(ring: Ring, fd: number, userData: number, events: number): void {
   const w = prep(ring, OP.POLL_ADD, fd, userData);
