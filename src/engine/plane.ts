@@ -10,6 +10,9 @@
  * @module
  */
 import type { Backend, Config } from "../config/schema.ts";
+import type { Relayed } from "./relayed.ts";
+
+export { type ByteCounters, moved, type Relayed } from "./relayed.ts";
 import { formatAddress } from "../net/address.ts";
 import type { ListenerSet } from "./listeners.ts";
 import { type ClientRefusal, type ClientTable, pruneBuckets } from "../route/client_limits.ts";
@@ -54,19 +57,6 @@ export interface Peer {
 
 /** Why a client was closed before any backend was tried (admission.ts decides and says it). */
 export type Refusal = "denied" | ClientRefusal | "proxy_refused" | "no_route" | "loop";
-
-/** A relay's progress, kept current by the engine that moves its bytes. */
-export interface Relayed {
-  /** Bytes from the client to the backend (early bytes included), and back. */
-  aToB: number;
-  bToA: number;
-  /** A read or write failed (reset, broken pipe). */
-  failed: boolean;
-  /** Whose stream ended first: the client's (`a`) or the backend's (`b`). */
-  firstEnd: "a" | "b" | null;
-  /** Both directions ended (false while it runs, or when bal cut it). */
-  done: boolean;
-}
 
 /** What every engine's session has. */
 export interface SessionBase extends Guarded {

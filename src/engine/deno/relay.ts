@@ -17,7 +17,7 @@
  * @module
  */
 import { closeQuietly, type Stream } from "../../net/stream.ts";
-import type { Relayed } from "../plane.ts";
+import { type ByteCounters, moved, type Relayed } from "../plane.ts";
 
 /** Buffer each direction waits on while idle. */
 export const SMALL_BUFFER = 2 * 1024;
@@ -39,19 +39,13 @@ function giveLarge(buf: Uint8Array<ArrayBuffer>): void {
 interface Shared {
   progress: Relayed;
   activity: Activity;
-  counters: Moved;
+  counters: ByteCounters;
   fail(): void;
 }
 
 /** When bytes last moved, in either direction (epoch ms); the relay keeps it current. */
 export interface Activity {
   at: number;
-}
-
-/** Byte counters moved as chunks are forwarded: `bytes_in` from `a`, `bytes_out` from `b`. */
-export interface Moved {
-  bytes_in: number;
-  bytes_out: number;
 }
 
 /**
@@ -67,7 +61,7 @@ export async function relay(
   b: Stream,
   progress: Relayed,
   activity: Activity,
-  counters: Moved,
+  counters: ByteCounters,
 ): Promise<void> {
   const shared: Shared = {
     progress,
@@ -104,13 +98,7 @@ async function pump(
       let written = 0;
       while (written < n) written += await dst.write(buf.subarray(written, n));
       writing = false;
-      if (side === "a") {
-        progress.aToB += n;
-        counters.bytes_in += n;
-      } else {
-        progress.bToA += n;
-        counters.bytes_out += n;
-      }
+      moved(progress, counters, shared.activity, side === "a", n);
       if (buf === small) {
         if (n === small.length) buf = takeLarge();
       } else if (n < LARGE_BUFFER / 4) {

@@ -10,50 +10,35 @@
  *
  * @module
  */
-import type { Backend } from "../../config/schema.ts";
-import { episode, logger, rateLimited } from "../../log.ts";
-import { describeError } from "../../errors.ts";
+import type { Service } from "../../config/schema.ts";
+import type { Preface } from "../../route/preface.ts";
+import { episode } from "../../log.ts";
 import type { Runtime } from "../../snapshot.ts";
 import type { Engine, EngineOptions } from "../engine.ts";
 import type { BackendCounters } from "../../stats/counters.ts";
-import { acceptFailed, acceptRecovered, listenerSet, type ListenSockets } from "../listeners.ts";
-import {
-  createPlane,
-  type Peer,
-  type Plane,
-  planeEngine,
-  type SessionBase,
-  sweepIdle,
-} from "../plane.ts";
-import { begun, type DialOutcome, finish, type Mechanism, serve } from "../session.ts";
-import { acceptAborted, admit } from "../admission.ts";
+import { acceptFailed, acceptRecovered, type ListenSockets } from "../listeners.ts";
+import type { DialOutcome } from "../session.ts";
 import { dialFailure } from "../../net/dial.ts";
 import { describeErrno, EXHAUSTION_ERRNOS } from "../../net/errno.ts";
-import { dialedFrom, mayLoop } from "../self_loop.ts";
 import * as sys from "../linux/ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
 import { inspectClient, type Inspection, peekHello, stopInspection } from "./preface_read.ts";
 import { inspector } from "../inspect.ts";
 import { decodeAddress } from "../linux/sockaddr.ts";
-import { listenAddress, localEnd, openListener, startConnect } from "../linux/sockets.ts";
-import { type AddressBook, addressBook } from "../linux/resolve.ts";
+import { listenAddress, openListener } from "../linux/sockets.ts";
+import {
+  linuxEngine,
+  type LinuxListener,
+  type LinuxPlane,
+  type LinuxSession,
+  loopErrors,
+  type OnAborted,
+  type OnClient,
+} from "../linux/linux_engine.ts";
 
 /** errno of a failed accept worth backing off for: the machine is out of descriptors or memory. */
 const EXHAUSTED = new Set(EXHAUSTION_ERRNOS);
-const log = logger("proxy");
-const internalErrors = rateLimited(1000);
-
-/** A bug in a handler: said (at most once a second), and the loop serves on. */
-function loopError(err: unknown): void {
-  const suppressed = internalErrors();
-  if (suppressed === null) return;
-  log.error("native engine: unexpected error, still serving: {error}", {
-    event: "internal_error",
-    error: describeError(err),
-    suppressed,
-  });
-}
 
 /** A connect under way. */
 interface Dialing {
@@ -64,19 +49,14 @@ interface Dialing {
 }
 
 /** One client and the sockets bal holds for it now. */
-interface Session extends SessionBase {
-  readonly clientFd: number;
+interface Session extends LinuxSession {
   dial: Dialing | null;
   relay: Relay | null;
   /** Its first bytes being read (PROXY header, ClientHello), or the read that took them. */
   inspection: Inspection | null;
 }
 
-/** A native data plane: the shared bookkeeping, its loop and its backends' addresses. */
-interface NativePlane extends Plane<Session> {
-  readonly loop: Loop;
-  readonly addresses: AddressBook;
-}
+type NativePlane = LinuxPlane<Session, Loop>;
 
 /** A connected backend: its connect's socket, and the events that said it connected. */
 interface Connected {
@@ -84,38 +64,24 @@ interface Connected {
   events: number;
 }
 
-/** Creates the native engine; libc must be loaded (`nativeSelfCheck` in self_check.ts, run by choose.ts). */
+/** Creates the epoll engine; libc must be loaded (`nativeSelfCheck` in self_check.ts, run by choose.ts). */
 export function createNativeEngine(runtime: Runtime, options: EngineOptions): Engine {
   sys.loadLibc();
-  const loop = createLoop(loopError);
-  const plane: NativePlane = Object.assign(
-    createPlane<Session>(runtime, options, (s) => finish(plane, mech, s)),
-    { loop, addresses: addressBook() },
-  );
-  const mech = mechanism(plane);
-  const sweep = () => loop.timer(Date.now() + sweepIdle(plane, Date.now()), sweep);
-  sweep();
-  const listeners = listenerSet({
-    reusePort: options.reusePort,
-    claimPort: options.claimPort,
-    sockets: nativeSockets(
-      loop,
-      (service, fd, peer) => onClient(plane, mech, service, fd, peer),
-      (service, error) => acceptAborted(plane, service, error),
-    ),
+  const loop = createLoop(loopErrors("epoll"));
+  return linuxEngine("epoll", runtime, options, loop, {
+    inspect,
+    awaitConnect,
+    relay,
+    close: closeSession,
+    session: (_plane, base, fd): Session => ({
+      ...base,
+      clientFd: fd,
+      dial: null,
+      relay: null,
+      inspection: null,
+    }),
+    sockets: (onClient, aborted) => nativeSockets(loop, onClient, aborted),
   });
-  plane.addresses.refresh(runtime.snapshot.config);
-  return planeEngine("epoll", plane, listeners, {
-    applied: (config) => plane.addresses.refresh(config),
-    stopped: () => loop.stop(),
-  });
-}
-
-/** A listening socket of the native engine. */
-interface NativeListener {
-  fd: number;
-  token: number;
-  closed: () => void;
 }
 
 /**
@@ -126,12 +92,12 @@ interface NativeListener {
  */
 function nativeSockets(
   loop: Loop,
-  onClient: (service: string, fd: number, peer: Peer) => void,
-  aborted: (service: string, error: string) => void,
-): ListenSockets<NativeListener> {
+  onClient: OnClient,
+  aborted: OnAborted,
+): ListenSockets<LinuxListener> {
   const failing = episode();
   const peerBuf = new Uint8Array(sys.SOCKADDR_MAX);
-  const acceptBatch = (service: string, l: NativeListener) => {
+  const acceptBatch = (service: string, l: LinuxListener) => {
     for (let i = 0; i < 64 && l.fd >= 0; i++) {
       const fd = sys.accept(l.fd, peerBuf);
       if (fd >= 0) {
@@ -174,85 +140,31 @@ function nativeSockets(
   };
 }
 
-/** A new client: refused at its service's limit, else served (session.ts). */
-function onClient(
+/** Reads the client's first bytes: a PROXY header taken off the socket, or a ClientHello peeked. */
+function inspect(
   plane: NativePlane,
-  mech: Mechanism<Session, Connected>,
-  service: string,
-  fd: number,
-  peer: Peer,
-): void {
-  const counters = admit(plane, service, peer);
-  if (!counters) return sys.close(fd);
-  const s: Session = {
-    ...begun(service, peer, counters, Date.now()),
-    clientFd: fd,
-    dial: null,
-    relay: null,
-    inspection: null,
-  };
-  serve(plane, mech, s);
-}
-
-/** The native engine's part of a session: sockets on the plane's epoll loop. */
-function mechanism(plane: NativePlane): Mechanism<Session, Connected> {
-  return {
-    inspect(s, service, then) {
-      s.inspection = service.accept_proxy
-        ? inspectClient(plane.loop, s.clientFd, inspector(plane, s, service), then)
-        : peekHello(plane.loop, s.clientFd, service.runtime.tls_hello_timeout_ms, then);
-      return s.inspection !== null;
-    },
-    connect: (s, backend, timeoutMs, done) => dial(plane, s, backend, timeoutMs, done),
-    relay: (s, conn, header, early, counters, done) =>
-      relay(plane, s, conn, header, early, counters, done),
-    localEnd: (s) => localEnd(s.clientFd),
-    close: (s) => closeSession(plane, s),
-  };
+  s: Session,
+  service: Service,
+  then: (read: Preface | string) => void,
+): boolean {
+  s.inspection = service.accept_proxy
+    ? inspectClient(plane.loop, s.clientFd, inspector(plane, s, service), then)
+    : peekHello(plane.loop, s.clientFd, service.runtime.tls_hello_timeout_ms, then);
+  return s.inspection !== null;
 }
 
 /** Hears once how a connect went. */
 type Done = (outcome: DialOutcome<Connected>) => void;
 
-/**
- * Connects to `backend`. A name not known yet is looked up first, and the
- * same pick dialed once it is (it still counts as active meanwhile).
- */
-function dial(
+/** Waits on the loop for a connect started on `fd` to finish, within `timeoutMs`. */
+function awaitConnect(
   plane: NativePlane,
   s: Session,
-  backend: Backend,
-  timeoutMs: number,
-  done: Done,
-  lookedUp = false,
-): void {
-  if (s.finished) return;
-  const address = plane.addresses.of(backend);
-  if (address instanceof Uint8Array) return connectTo(plane, s, backend, address, timeoutMs, done);
-  if (address instanceof Promise && !lookedUp) {
-    address.then(() => dial(plane, s, backend, timeoutMs, done, true));
-    return;
-  }
-  const message = typeof address === "string" ? address : `cannot resolve ${backend.host}`;
-  done({ ok: false, kind: "other", message });
-}
-
-function connectTo(
-  plane: NativePlane,
-  s: Session,
-  backend: Backend,
-  address: Uint8Array,
+  fd: number,
+  begun: number,
   timeoutMs: number,
   done: Done,
 ): void {
-  const begun = performance.now();
-  const { fd, errno } = startConnect(address);
-  if (fd < 0) return done({ ok: false, ...dialFailure(errno) });
-  // The local end is bound by connect(): known before the listener can accept it.
-  if (mayLoop(plane.runtime.snapshot.services, backend)) {
-    const local = localEnd(fd);
-    if (local) dialedFrom(plane.loops, s, local);
-  }
   const d: Dialing = { fd, token: 0, timer: null!, begun };
   // Registered once for the connect and the relay after it: edge-triggered, see relay.ts.
   d.token = plane.loop.add(fd, RELAY_EVENTS, (ev) => onConnectEvent(plane, s, d, ev, done));

@@ -22,6 +22,7 @@
  */
 import * as sys from "../linux/ffi.ts";
 import type { Loop } from "./loop.ts";
+import { moved } from "../plane.ts";
 
 /** Size of the plane's shared buffer (one per thread). */
 export const SHARED_BUFFER = 64 * 1024;
@@ -129,9 +130,7 @@ function sendHeader(r: Relay, header: Uint8Array, read: boolean): void {
     return;
   }
   shared.set(header);
-  r.activity.at = Date.now();
-  r.aToB += n;
-  r.counters.bytes_in += n;
+  moved(r, r.counters, r.activity, true, n);
   a.readable = n === room;
   b.writable = true;
   forward(r, b, header.length + n);
@@ -166,14 +165,7 @@ function pump(r: Relay, x: Side, y: Side): void {
   while (!r.done && !y.pending && x.reading && x.readable) {
     const n = sys.recv(x.fd, shared, SHARED_BUFFER);
     if (n > 0) {
-      r.activity.at = Date.now();
-      if (x === r.a) {
-        r.aToB += n;
-        r.counters.bytes_in += n;
-      } else {
-        r.bToA += n;
-        r.counters.bytes_out += n;
-      }
+      moved(r, r.counters, r.activity, x === r.a, n);
       // A short read emptied the socket: the next arrival is a new edge. Not
       // so for a FIN that came with the data: its edge is spent already.
       if (n < SHARED_BUFFER && !x.closing) x.readable = false;

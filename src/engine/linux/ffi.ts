@@ -367,17 +367,8 @@ export function readCounter(fd: number, into: Uint8Array): number {
   return ret(libc().read(fd, into, 8n));
 }
 
-/** io_uring's system call numbers, by architecture (x86_64, aarch64's generic table). */
-const URING_CALLS: Record<string, { setup: bigint; enter: bigint; register: bigint }> = {
-  x86_64: { setup: 425n, enter: 426n, register: 427n },
-  aarch64: { setup: 425n, enter: 426n, register: 427n },
-};
-
-function uringCalls() {
-  const calls = URING_CALLS[Deno.build.arch];
-  if (!calls) throw new Error(`io_uring is not known on ${Deno.build.arch}`);
-  return calls;
-}
+/** io_uring's system call numbers: the same on x86_64 and in aarch64's generic table. */
+const URING = { setup: 425n, enter: 426n, register: 427n } as const;
 
 /**
  * The address of `buf`'s first byte, for the kernel to read or write it
@@ -392,15 +383,15 @@ export function addressOf(buf: Uint8Array): number {
 /** io_uring_setup with `params` (struct io_uring_params, 120 bytes); the ring's fd or -errno. */
 export function uringSetup(entries: number, params: Uint8Array): number {
   if (params.byteLength < 120) throw new RangeError("io_uring_params is 120 bytes");
-  return ret(libc().uring_setup(uringCalls().setup, entries, params));
+  return ret(libc().uring_setup(URING.setup, entries, params));
 }
 
 /** io_uring_enter without a signal mask or extended argument; what it returns, or -errno. */
 export function uringEnter(ring: number, toSubmit: number, minComplete: number, flags: number) {
-  return ret(libc().uring_enter(uringCalls().enter, ring, toSubmit, minComplete, flags, 0n, 0n));
+  return ret(libc().uring_enter(URING.enter, ring, toSubmit, minComplete, flags, 0n, 0n));
 }
 
 /** io_uring_register with `arg` (`size` bytes of it are the kernel's to read); 0 or -errno. */
 export function uringRegister(ring: number, opcode: number, arg: Uint8Array, count: number) {
-  return ret(libc().uring_register(uringCalls().register, ring, opcode, arg, count));
+  return ret(libc().uring_register(URING.register, ring, opcode, arg, count));
 }

@@ -11,35 +11,34 @@
  *
  * @module
  */
-import type { Backend } from "../../config/schema.ts";
-import { episode, logger, rateLimited } from "../../log.ts";
-import { describeError } from "../../errors.ts";
+import type { Service } from "../../config/schema.ts";
+import type { Preface } from "../../route/preface.ts";
+import { episode } from "../../log.ts";
 import type { Runtime } from "../../snapshot.ts";
 import type { Engine, EngineOptions } from "../engine.ts";
 import type { BackendCounters } from "../../stats/counters.ts";
-import { acceptFailed, acceptRecovered, listenerSet, type ListenSockets } from "../listeners.ts";
-import {
-  createPlane,
-  type Peer,
-  type Plane,
-  planeEngine,
-  type SessionBase,
-  sweepIdle,
-} from "../plane.ts";
-import { begun, type DialOutcome, finish, type Mechanism, serve } from "../session.ts";
-import { acceptAborted, admit } from "../admission.ts";
+import { acceptFailed, acceptRecovered, type ListenSockets } from "../listeners.ts";
+import type { DialOutcome } from "../session.ts";
 import { inspector } from "../inspect.ts";
 import { dialFailure } from "../../net/dial.ts";
 import { describeErrno, EXHAUSTION_ERRNOS } from "../../net/errno.ts";
-import { dialedFrom, mayLoop } from "../self_loop.ts";
 import * as sys from "../linux/ffi.ts";
 import { decodeAddress } from "../linux/sockaddr.ts";
-import { listenAddress, localEnd, openListener, startConnect } from "../linux/sockets.ts";
-import { type AddressBook, addressBook } from "../linux/resolve.ts";
+import { listenAddress, openListener } from "../linux/sockets.ts";
+import {
+  linuxEngine,
+  type LinuxListener,
+  type LinuxPlane,
+  type LinuxSession,
+  loopErrors,
+  type OnAborted,
+  type OnClient,
+} from "../linux/linux_engine.ts";
 import { cancel, createUringLoop, IGNORED, type Timer, type UringLoop, userData } from "./loop.ts";
 import {
   CQE_F_MORE,
   createRing,
+  enter,
   POLL,
   prepAccept,
   prepCancel,
@@ -59,20 +58,8 @@ export const RING_SIZE: RingSize = {
 
 /** errno of a failed accept worth backing off for: the machine is out of descriptors or memory. */
 const EXHAUSTED = new Set(EXHAUSTION_ERRNOS);
+/** The kind of a listener's accept (beside those of relay.ts). */
 const ACCEPT = 4;
-const log = logger("proxy");
-const internalErrors = rateLimited(1000);
-
-/** A bug in a handler: said (at most once a second), and the loop serves on. */
-function loopError(err: unknown): void {
-  const suppressed = internalErrors();
-  if (suppressed === null) return;
-  log.error("io_uring engine: unexpected error, still serving: {error}", {
-    event: "internal_error",
-    error: describeError(err),
-    suppressed,
-  });
-}
 
 /** A connect under way: its socket, waited on for writability. */
 interface Dialing {
@@ -89,19 +76,14 @@ interface Connected {
 }
 
 /** One client and what bal holds for it now. */
-interface Session extends SessionBase {
-  readonly clientFd: number;
+interface Session extends LinuxSession {
   readonly clientToken: number;
   inspection: Inspection | null;
   dial: Dialing | null;
   relay: Relay | null;
 }
 
-/** An io_uring data plane: the shared bookkeeping, its loop and its backends' addresses. */
-interface UringPlane extends Plane<Session> {
-  readonly loop: UringLoop;
-  readonly addresses: AddressBook;
-}
+type UringPlane = LinuxPlane<Session, UringLoop>;
 
 /**
  * Creates the io_uring engine with a ring of `size` (tests starve its
@@ -115,35 +97,22 @@ export function createUringEngine(
   sys.loadLibc();
   const ring = createRing(size);
   if (typeof ring === "string") throw new Error(ring);
-  const loop = createUringLoop(ring, loopError);
-  const plane: UringPlane = Object.assign(
-    createPlane<Session>(runtime, options, (s) => finish(plane, mech, s)),
-    { loop, addresses: addressBook() },
-  );
-  const mech = mechanism(plane);
-  const sweep = () => loop.timer(Date.now() + sweepIdle(plane, Date.now()), sweep);
-  sweep();
-  const listeners = listenerSet({
-    reusePort: options.reusePort,
-    claimPort: options.claimPort,
-    sockets: uringSockets(
-      loop,
-      (service, fd, peer) => onClient(plane, mech, service, fd, peer),
-      (service, error) => acceptAborted(plane, service, error),
-    ),
+  const loop = createUringLoop(ring, loopErrors("uring"));
+  return linuxEngine("uring", runtime, options, loop, {
+    inspect,
+    awaitConnect,
+    relay,
+    close: closeSession,
+    session: (plane, base, fd): Session => ({
+      ...base,
+      clientFd: fd,
+      clientToken: plane.loop.add(() => {}),
+      inspection: null,
+      dial: null,
+      relay: null,
+    }),
+    sockets: (onClient, aborted) => uringSockets(loop, onClient, aborted),
   });
-  plane.addresses.refresh(runtime.snapshot.config);
-  return planeEngine("uring", plane, listeners, {
-    applied: (config) => plane.addresses.refresh(config),
-    stopped: () => loop.stop(),
-  });
-}
-
-/** A listening socket of the io_uring engine. */
-interface UringListener {
-  fd: number;
-  token: number;
-  closed: () => void;
 }
 
 /**
@@ -153,13 +122,13 @@ interface UringListener {
  */
 function uringSockets(
   loop: UringLoop,
-  onClient: (service: string, fd: number, peer: Peer) => void,
-  aborted: (service: string, error: string) => void,
-): ListenSockets<UringListener> {
+  onClient: OnClient,
+  aborted: OnAborted,
+): ListenSockets<LinuxListener> {
   const failing = episode();
   const peerBuf = new Uint8Array(sys.SOCKADDR_MAX);
-  const arm = (l: UringListener) => prepAccept(loop.ring, l.fd, userData(l.token, ACCEPT));
-  const accepted = (service: string, l: UringListener, res: number, flags: number) => {
+  const arm = (l: LinuxListener) => prepAccept(loop.ring, l.fd, userData(l.token, ACCEPT));
+  const accepted = (service: string, l: LinuxListener, res: number, flags: number) => {
     const more = (flags & CQE_F_MORE) !== 0;
     if (l.fd < 0) {
       // Closed meanwhile: a client the kernel took first is let go.
@@ -193,7 +162,12 @@ function uringSockets(
     },
     close(l) {
       if (l.fd < 0) return;
-      if (l.token) prepCancel(loop.ring, userData(l.token, ACCEPT), IGNORED);
+      if (l.token) {
+        // Cancelled now, not at the loop's next round: until its accept lets go of the
+        // socket, closing the fd would not close the listener, and clients would still queue.
+        prepCancel(loop.ring, userData(l.token, ACCEPT), IGNORED);
+        enter(loop.ring, 0);
+      }
       sys.close(l.fd);
       l.fd = -1;
       l.closed();
@@ -201,85 +175,30 @@ function uringSockets(
   };
 }
 
-/** A new client: refused at its service's limit, else served (session.ts). */
-function onClient(
+/** Reads the client's first bytes (a PROXY header, a ClientHello) through the ring. */
+function inspect(
   plane: UringPlane,
-  mech: Mechanism<Session, Connected>,
-  service: string,
-  fd: number,
-  peer: Peer,
-): void {
-  const counters = admit(plane, service, peer);
-  if (!counters) return sys.close(fd);
-  serve(plane, mech, {
-    ...begun(service, peer, counters, Date.now()),
-    clientFd: fd,
-    clientToken: plane.loop.add(() => {}),
-    inspection: null,
-    dial: null,
-    relay: null,
-  });
-}
-
-/** The io_uring engine's part of a session. */
-function mechanism(plane: UringPlane): Mechanism<Session, Connected> {
-  return {
-    inspect(s, service, then) {
-      const reader = inspector(plane, s, service);
-      s.inspection = inspectClient(plane.loop, s.clientFd, s.clientToken, reader, then);
-      return true;
-    },
-    connect: (s, backend, timeoutMs, done) => dial(plane, s, backend, timeoutMs, done),
-    relay: (s, conn, header, early, counters, done) =>
-      relay(plane, s, conn, header, early, counters, done),
-    localEnd: (s) => localEnd(s.clientFd),
-    close: (s) => closeSession(plane, s),
-  };
+  s: Session,
+  service: Service,
+  then: (read: Preface | string) => void,
+): boolean {
+  const reader = inspector(plane, s, service);
+  s.inspection = inspectClient(plane.loop, s.clientFd, s.clientToken, reader, then);
+  return true;
 }
 
 /** Hears once how a connect went. */
 type Done = (outcome: DialOutcome<Connected>) => void;
 
-/**
- * Connects to `backend`. A name not known yet is looked up first, and the
- * same pick dialed once it is (it still counts as active meanwhile).
- */
-function dial(
+/** Waits on the loop for a connect started on `fd` to finish, within `timeoutMs`. */
+function awaitConnect(
   plane: UringPlane,
   s: Session,
-  backend: Backend,
-  timeoutMs: number,
-  done: Done,
-  lookedUp = false,
-): void {
-  if (s.finished) return;
-  const address = plane.addresses.of(backend);
-  if (address instanceof Uint8Array) return connectTo(plane, s, backend, address, timeoutMs, done);
-  if (address instanceof Promise && !lookedUp) {
-    address.then(() => dial(plane, s, backend, timeoutMs, done, true));
-    return;
-  }
-  const message = typeof address === "string" ? address : `cannot resolve ${backend.host}`;
-  done({ ok: false, kind: "other", message });
-}
-
-/** Starts a nonblocking connect and waits, through the ring, for the socket to be writable. */
-function connectTo(
-  plane: UringPlane,
-  s: Session,
-  backend: Backend,
-  address: Uint8Array,
+  fd: number,
+  begun: number,
   timeoutMs: number,
   done: Done,
 ): void {
-  const begun = performance.now();
-  const { fd, errno } = startConnect(address);
-  if (fd < 0) return done({ ok: false, ...dialFailure(errno) });
-  // The local end is bound by connect(): known before the listener can accept it.
-  if (mayLoop(plane.runtime.snapshot.services, backend)) {
-    const local = localEnd(fd);
-    if (local) dialedFrom(plane.loops, s, local);
-  }
   const { loop } = plane;
   const d: Dialing = {
     fd,

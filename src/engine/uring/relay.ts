@@ -18,7 +18,7 @@
  * @module
  */
 import * as sys from "../linux/ffi.ts";
-import type { Relayed } from "../plane.ts";
+import { moved, type Relayed } from "../plane.ts";
 import { CQE_F_BUFFER, prepCancel, prepRecvBuffered, prepSend, prepSendBuffer } from "./ring.ts";
 import { IGNORED, type UringLoop, userData } from "./loop.ts";
 
@@ -115,14 +115,7 @@ function onReceived(r: Relay, x: Side, res: number, flags: number): void {
   if (res > 0) {
     const id = flags >>> 16;
     const y = peerOf(r, x);
-    r.activity.at = Date.now();
-    if (x === r.a) {
-      r.aToB += res;
-      r.counters.bytes_in += res;
-    } else {
-      r.bToA += res;
-      r.counters.bytes_out += res;
-    }
+    moved(r, r.counters, r.activity, x === r.a, res);
     enqueue(r, y, { id, bytes: r.loop.ring.buffers.buffers[id], offset: 0, end: res });
     return receive(r, x);
   }

@@ -19,8 +19,12 @@
  */
 import * as sys from "../linux/ffi.ts";
 import { describeErrno } from "../../net/errno.ts";
+import { PAGE, type Region, region, setU64 } from "./memory.ts";
+import { type BufferRing, bufferRing, giveBuffer } from "./buffers.ts";
 
-const PAGE = 4096;
+export { giveBuffer };
+export type { BufferRing };
+
 const SQE_WORDS = 16;
 const CQE_BYTES = 16;
 
@@ -51,53 +55,12 @@ const CANCEL_FD = 1 << 1;
 const ENTER_GETEVENTS = 1;
 const REGISTER_PROBE = 8;
 const REGISTER_EVENTFD = 4;
-const REGISTER_PBUF_RING = 22;
 const CQ_EVENTFD_DISABLED = 1;
 /** A completion's flags: it used a provided buffer (its id in the top 16 bits), more will come. */
 export const CQE_F_BUFFER = 1;
 export const CQE_F_MORE = 2;
 /** Poll bits (poll.h). */
 export const POLL = { IN: 0x1, OUT: 0x4, ERR: 0x8, HUP: 0x10 };
-
-/** Memory the kernel may use: a page-aligned region and its address. */
-interface Region {
-  bytes: Uint8Array;
-  address: number;
-}
-
-/**
- * Every region ever handed to a kernel, kept for the life of the process.
- * Closing a ring does not end the kernel's use of its memory at once: its
- * teardown runs later and may still write completions of cancelled
- * operations into the rings. Memory the GC freed and malloc reused would
- * be corrupted then (seen: "free(): invalid next size" after a self-check
- * ring was closed). A process makes a ring per data plane and one for the
- * self-check, so what this keeps is bounded.
- */
-const handedToKernel: Uint8Array[] = [];
-
-/** `len` zeroed bytes starting on a page boundary, never freed (see {@link handedToKernel}). */
-function region(len: number): Region {
-  const raw = new Uint8Array(len + PAGE);
-  handedToKernel.push(raw);
-  const skew = sys.addressOf(raw) % PAGE;
-  const bytes = raw.subarray(skew === 0 ? 0 : PAGE - skew, (skew === 0 ? 0 : PAGE - skew) + len);
-  return { bytes, address: sys.addressOf(bytes) };
-}
-
-/** Provided buffers: the kernel picks one when data arrives, bal gives it back when sent. */
-export interface BufferRing {
-  readonly group: number;
-  readonly size: number;
-  readonly count: number;
-  /** Buffer `id`'s bytes. */
-  readonly buffers: Uint8Array[];
-  readonly entries: DataView;
-  readonly tail: Uint16Array;
-  /** The ring of entries, and the buffers' memory. */
-  readonly ring: Region;
-  readonly pool: Region;
-}
 
 /** A ring and everything it owns. */
 export interface Ring {
@@ -213,11 +176,6 @@ export function createRing(size: RingSize): Ring | string {
   };
 }
 
-function setU64(view: DataView, at: number, value: number): void {
-  view.setUint32(at, value % 0x100000000, true);
-  view.setUint32(at + 4, Math.floor(value / 0x100000000), true);
-}
-
 /** Null when the kernel supports every opcode bal uses, else which it lacks. */
 function unsupported(fd: number): string | null {
   const probe = new Uint8Array(16 + 256 * 8);
@@ -227,49 +185,6 @@ function unsupported(fd: number): string | null {
     op > probe[0] || (probe[16 + op * 8 + 2] & 1) === 0
   );
   return missing.length ? `io_uring lacks ${missing.map(([name]) => name).join(", ")}` : null;
-}
-
-/** Registers `count` buffers of `size` bytes as provided-buffer group 0. */
-function bufferRing(fd: number, count: number, size: number): BufferRing | string {
-  if (count & (count - 1) || count > 32768) throw new RangeError("buffer count: a power of 2");
-  const ringMem = region(Math.max(PAGE, count * 16));
-  const pool = region(count * size);
-  const reg = new Uint8Array(40);
-  const rv = new DataView(reg.buffer);
-  setU64(rv, 0, ringMem.address);
-  rv.setUint32(8, count, true);
-  rv.setUint16(12, 0, true);
-  const r = sys.uringRegister(fd, REGISTER_PBUF_RING, reg, 1);
-  if (r < 0) return `io_uring buffer ring: ${describeErrno(-r)}`;
-  const entries = new DataView(
-    ringMem.bytes.buffer,
-    ringMem.bytes.byteOffset,
-    ringMem.bytes.byteLength,
-  );
-  const b: BufferRing = {
-    group: 0,
-    size,
-    count,
-    buffers: Array.from({ length: count }, (_, i) => pool.bytes.subarray(i * size, (i + 1) * size)),
-    entries,
-    // The ring's tail is the u16 at byte 14, inside entry 0: written alone, nothing beside it.
-    tail: new Uint16Array(ringMem.bytes.buffer, ringMem.bytes.byteOffset + 14, 1),
-    ring: ringMem,
-    pool,
-  };
-  for (let id = 0; id < count; id++) giveBuffer(b, id);
-  return b;
-}
-
-/** Hands buffer `id` back to the kernel. */
-export function giveBuffer(b: BufferRing, id: number): void {
-  if (!(id >= 0 && id < b.count)) throw new RangeError(`buffer ${id} is not one of ${b.count}`);
-  const tail = b.tail[0];
-  const at = (tail & (b.count - 1)) * 16;
-  setU64(b.entries, at, b.pool.address + id * b.size);
-  b.entries.setUint32(at + 8, b.size, true);
-  b.entries.setUint16(at + 12, id, true);
-  b.tail[0] = (tail + 1) & 0xffff;
 }
 
 /** Registers an eventfd the kernel signals on completions (while the ring lets it). */
