@@ -92,6 +92,8 @@ interface Running {
   /** The proxy's pid, or null for the direct connection. */
   pid: number | null;
   stop(): Promise<void>;
+  /** bal: how late its event loop ran timers over the latest minute (`status --json`), ms. */
+  lagP99?(): Promise<number | null>;
 }
 
 interface Target {
@@ -173,7 +175,17 @@ const balOn = (engine: "uring" | "epoll" | "deno"): Target => ({
     // file, which bal writes a moment after it starts accepting.
     const child = spawn(argv, { env: { BAL_HOME: home } });
     await waitPort(port);
-    return { port, pid: child.pid, stop: () => stopProcess(child, child.pid) };
+    const lagP99 = async () => {
+      const status = await new Deno.Command(Deno.execPath(), {
+        args: ["run", ...RUN_FLAGS, `${root}src/main.ts`, "status", "--json"],
+        env: { BAL_HOME: home },
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      const lag = JSON.parse(new TextDecoder().decode(status.stdout) || "{}").loop_lag_ms;
+      return typeof lag?.p99 === "number" ? lag.p99 : null;
+    };
+    return { port, pid: child.pid, stop: () => stopProcess(child, child.pid), lagP99 };
   },
 });
 const bal = balOn("uring");
@@ -607,6 +619,9 @@ try {
           const used = cpu.take();
           row.keepalive_cpu_us = (used.user + used.sys) * 1e6 / (k.rate * secs);
         }
+        // The minute just past was the two loads at full speed: its p99 is the loaded loop's lag.
+        const lag = await http.lagP99?.();
+        if (typeof lag === "number") row.loop_lag_p99_ms = lag;
       } finally {
         await http.stop();
       }
@@ -701,6 +716,7 @@ try {
     ["keepalive_p50_ms", "p50 ms"],
     ["keepalive_p99_ms", "p99 ms"],
     ["keepalive_cpu_us", "CPU µs/req"],
+    ["loop_lag_p99_ms", "loop lag p99 ms"],
     ["bulk1_gbit_s", "bulk 1 Gbit/s"],
     ["bulk8_gbit_s", "bulk 8 Gbit/s"],
     ["idle_rss_mb", "idle RSS MB"],

@@ -1,5 +1,5 @@
 /**
- * `deno run -A bench/compare.ts REV [--rounds N] [--secs S] [--engine native|deno]`:
+ * `deno run -A bench/compare.ts REV [--rounds N] [--secs S] [--engine uring|epoll|deno]`:
  * bal at git revision REV against bal in this checkout, in interleaved pairs
  * (the order swapped every round, so a machine that speeds up or slows down
  * favours neither): CPU per short connection and per keep-alive request,
@@ -17,7 +17,7 @@ const args = Deno.args;
 const rev = args[0];
 if (!rev || rev.startsWith("--")) {
   console.error(
-    "usage: deno run -A bench/compare.ts REV [--rounds N] [--secs S] [--engine native|deno]",
+    "usage: deno run -A bench/compare.ts REV [--rounds N] [--secs S] [--engine uring|epoll|deno]",
   );
   Deno.exit(2);
 }
@@ -27,7 +27,7 @@ const opt = (name: string, fallback: string) => {
 };
 const rounds = Number(opt("rounds", "5"));
 const secs = Number(opt("secs", "4"));
-const engine = opt("engine", "native");
+const engine = opt("engine", "uring");
 const root = new URL("..", import.meta.url).pathname;
 
 function run(argv: string[], env: Record<string, string> = {}): Deno.ChildProcess {
