@@ -8,7 +8,7 @@
  * socket closed meanwhile never reaches whoever got its number next.
  *
  * Waiting: while completions keep coming the loop enters the ring without
- * blocking and hands Deno's own loop a turn every few rounds; when nothing
+ * blocking and hands Deno's own loop a turn every 2 ms; when nothing
  * is left it lets the kernel signal an eventfd and awaits a read of it on a
  * helper thread (a ring set up for one issuer cannot be entered from
  * another), so the thread stays free for the control plane, health checks
@@ -23,6 +23,7 @@ import {
   enter,
   eventFdSignals,
   giveBuffer,
+  type Reap,
   registerEventFd,
   type Ring,
 } from "./ring.ts";
@@ -59,8 +60,15 @@ export function userData(token: number, kind: number): number {
   return token * 8 + kind;
 }
 
-/** Rounds of polling before Deno's loop gets a turn. */
-const BURST = 16;
+/**
+ * How long the loop keeps the thread while completions keep coming before
+ * Deno's own loop gets a turn: a count of rounds let one turn last 100 ms
+ * under load (a round can take thousands of completions), and the control
+ * plane's timers with it.
+ */
+const TURN_MS = 2;
+/** Completions taken per round, so one round cannot outlast a turn by much. */
+const ROUND_MAX = 512;
 /** The longest a wait lasts with no timer due (bounds how late a stop is seen). */
 const MAX_WAIT_MS = 1000;
 
@@ -148,14 +156,7 @@ async function run(st: State): Promise<void> {
   const counter = new Uint8Array(8);
   eventFdSignals(st.ring, false);
   while (!st.stopped) {
-    let rounds = 0;
-    for (; rounds < BURST && !st.stopped; rounds++) {
-      const n = enter(st.ring, 0, reap);
-      runDue(st.heap, st.onError);
-      if (n === 0 && st.ring.pending === 0) break;
-    }
-    if (st.stopped) break;
-    if (rounds === BURST) {
+    if (busyTurn(st, reap)) {
       // Busy: Deno's loop gets its turn through the helper thread's quick answer.
       sys.signalEventFd(st.wakeFd);
       await sys.waitEventFd(st.wakeFd, counter);
@@ -165,10 +166,22 @@ async function run(st: State): Promise<void> {
   }
 }
 
+/** Rounds of submitting and taking completions; true when the turn ran out with work left. */
+function busyTurn(st: State, reap: Reap): boolean {
+  const until = performance.now() + TURN_MS;
+  while (!st.stopped) {
+    const n = enter(st.ring, 0, reap, ROUND_MAX);
+    runDue(st.heap, st.onError);
+    if (n === 0 && st.ring.pending === 0) return false;
+    if (performance.now() >= until) return true;
+  }
+  return false;
+}
+
 /** Nothing to do: the kernel may signal the eventfd; one more look, then the wait. */
 async function idle(
   st: State,
-  reap: (ud: number, res: number, flags: number) => void,
+  reap: Reap,
   counter: Uint8Array,
 ): Promise<void> {
   eventFdSignals(st.ring, true);

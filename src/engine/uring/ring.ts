@@ -319,10 +319,11 @@ export function prepCancel(ring: Ring, target: number, userData: number): void {
 export type Reap = (userData: number, res: number, flags: number) => void;
 
 /**
- * Submits what is queued and takes every completion there is, calling
- * `reap` for each; returns how many. `wait` 0: does not block.
+ * Submits what is queued and takes the completions there are (at most
+ * `max`; the rest wait for the next call), calling `reap` for each;
+ * returns how many. `wait` 0: does not block.
  */
-export function enter(ring: Ring, wait: number, reap?: Reap): number {
+export function enter(ring: Ring, wait: number, reap?: Reap, max = Infinity): number {
   const submit = ring.pending;
   ring.words[ring.at.sqTail] = ring.sqTail;
   ring.pending = 0;
@@ -330,15 +331,15 @@ export function enter(ring: Ring, wait: number, reap?: Reap): number {
   if (r < 0 && r !== -sys.E.EINTR && r !== -sys.E.EAGAIN && r !== -sys.E.EBUSY) {
     throw new Error(`io_uring_enter: ${describeErrno(-r)}`);
   }
-  return reap ? takeCompletions(ring, reap) : 0;
+  return reap ? takeCompletions(ring, reap, max) : 0;
 }
 
-function takeCompletions(ring: Ring, reap: Reap): number {
+function takeCompletions(ring: Ring, reap: Reap, max: number): number {
   const { words, cqes, at, cqMask } = ring;
   let head = words[at.cqHead];
   const tail = words[at.cqTail];
   let n = 0;
-  for (; head !== tail; head = (head + 1) >>> 0, n++) {
+  for (; head !== tail && n < max; head = (head + 1) >>> 0, n++) {
     const i = at.cqes + (head & cqMask) * (CQE_BYTES / 4);
     const userData = words[i];
     const res = cqes[i + 2];
