@@ -46,3 +46,12 @@ export function moved(
     counters.bytes_out += n;
   }
 }
+
+/** A read or write failed on `side` (the client's, `a`, or the backend's): the relay ends now. */
+export function relayFailed(r: Relayed, side: "a" | "b", onEnd: () => void): void {
+  if (r.done) return;
+  r.failed = true;
+  r.firstEnd ??= side;
+  r.done = true;
+  onEnd();
+}

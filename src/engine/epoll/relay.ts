@@ -23,6 +23,7 @@
 import * as sys from "../linux/ffi.ts";
 import type { Loop } from "./loop.ts";
 import { moved } from "../plane.ts";
+import { relayFailed } from "../relayed.ts";
 
 /** Size of the plane's shared buffer (one per thread). */
 export const SHARED_BUFFER = 64 * 1024;
@@ -217,9 +218,5 @@ function ended(r: Relay, x: Side, y: Side): void {
 
 /** A failure on `x` (reset, broken pipe, error): the relay ends at once. */
 function fail(r: Relay, x: Side): void {
-  if (r.done) return;
-  r.failed = true;
-  r.firstEnd ??= x === r.a ? "a" : "b";
-  r.done = true;
-  r.onEnd();
+  relayFailed(r, x === r.a ? "a" : "b", r.onEnd);
 }

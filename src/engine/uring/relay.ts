@@ -19,6 +19,7 @@
  */
 import * as sys from "../linux/ffi.ts";
 import { moved, type Relayed } from "../plane.ts";
+import { relayFailed } from "../relayed.ts";
 import { CQE_F_BUFFER, prepCancel, prepRecvBuffered, prepSend, prepSendBuffer } from "./ring.ts";
 import { IGNORED, type UringLoop, userData } from "./loop.ts";
 
@@ -186,11 +187,7 @@ function finishIfDone(r: Relay): void {
 
 /** A failure on `x` (reset, broken pipe, error): the relay ends at once. */
 function fail(r: Relay, x: Side): void {
-  if (r.done) return;
-  r.failed = true;
-  r.firstEnd ??= x === r.a ? "a" : "b";
-  r.done = true;
-  r.onEnd();
+  relayFailed(r, x === r.a ? "a" : "b", r.onEnd);
 }
 
 /** Gives back the buffers queued for `y` that no send holds any more. */
