@@ -182,6 +182,7 @@ const balOn = (engine: "uring" | "epoll" | "deno"): Target => ({
     // file, which bal writes a moment after it starts accepting.
     const child = spawn(argv, { env: { BAL_HOME: home } });
     await waitPort(port);
+    await waitPort(admin);
     const lag = async () => {
       const text = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
       const buckets = new Map<number, number>();
