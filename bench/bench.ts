@@ -660,7 +660,9 @@ try {
           }
         }
       }
-      const sink = await t.start([sinkPort]);
+      // iperf3's server takes one control connection at a time, and a fresh one per
+      // measurement: a health check landing between its runs failed the run. One check, at start.
+      const sink = await t.start([sinkPort], { runtime: { health_check_interval_ms: 600_000 } });
       try {
         row.bulk1_gbit_s = await bulk(sink.port, 1);
         row.bulk8_gbit_s = await bulk(sink.port, 8);
