@@ -102,7 +102,9 @@ function onCompletion(r: Relay, x: Side, kind: number, res: number, flags: numbe
 
 /** Arms `x`'s receive unless one is in flight, its stream ended, or its peer's queue is full. */
 function receive(r: Relay, x: Side): void {
-  if (r.done || x.receiving || x.ended || peerOf(r, x).queue.length >= QUEUE_MAX) return;
+  // Closed: its fd may be another socket's by now (a starved side is re-armed late).
+  if (r.done || r.closed || x.receiving || x.ended) return;
+  if (peerOf(r, x).queue.length >= QUEUE_MAX) return;
   x.receiving = true;
   prepRecvBuffered(r.loop.ring, x.fd, userData(x.token, KIND.RECV));
 }
