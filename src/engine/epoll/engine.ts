@@ -26,8 +26,8 @@ import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
 import { inspectClient, type Inspection, peekHello, stopInspection } from "./preface_read.ts";
 import { inspector } from "../inspect.ts";
 import { decodeAddress } from "../linux/sockaddr.ts";
-import { listenAddress, openListener } from "../linux/sockets.ts";
 import {
+  closeLinuxListener,
   linuxEngine,
   type LinuxListener,
   type LinuxPlane,
@@ -35,6 +35,7 @@ import {
   loopErrors,
   type OnAborted,
   type OnClient,
+  openLinuxListener,
 } from "../linux/linux_engine.ts";
 
 /** errno of a failed accept worth backing off for: the machine is out of descriptors or memory. */
@@ -120,23 +121,13 @@ function nativeSockets(
     }
   };
   return {
-    open: (want, reusePort) => ({
-      fd: openListener(want, listenAddress(want), reusePort),
-      token: 0,
-      closed: () => {},
-    }),
+    open: openLinuxListener,
     serve(service, l) {
       l.token = loop.add(l.fd, sys.C.EPOLLIN, () => acceptBatch(service, l));
       if (l.token < 0) throw new Error(`cannot watch the listener: ${describeErrno(-l.token)}`);
       return new Promise<void>((resolve) => l.closed = resolve);
     },
-    close(l) {
-      if (l.fd < 0) return;
-      loop.forget(l.token);
-      sys.close(l.fd);
-      l.fd = -1;
-      l.closed();
-    },
+    close: (l) => closeLinuxListener(l, () => loop.forget(l.token)),
   };
 }
 

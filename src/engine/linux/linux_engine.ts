@@ -15,7 +15,7 @@ import { logger, rateLimited } from "../../log.ts";
 import type { Runtime } from "../../snapshot.ts";
 import { acceptAborted, admit } from "../admission.ts";
 import type { Engine, EngineName, EngineOptions } from "../engine.ts";
-import { listenerSet, type ListenSockets } from "../listeners.ts";
+import { listenerSet, type ListenSockets, type Wanted } from "../listeners.ts";
 import {
   createPlane,
   type Peer,
@@ -28,7 +28,7 @@ import {
 import { begun, type DialOutcome, finish, type Mechanism, serve } from "../session.ts";
 import { dialFailure } from "../../net/dial.ts";
 import { dialedFrom, mayLoop } from "../self_loop.ts";
-import { localEnd, startConnect } from "./sockets.ts";
+import { listenAddress, localEnd, openListener, startConnect } from "./sockets.ts";
 import * as sys from "./ffi.ts";
 import { type AddressBook, addressBook } from "./resolve.ts";
 
@@ -56,6 +56,20 @@ export interface LinuxListener {
   fd: number;
   token: number;
   closed: () => void;
+}
+
+/** Opens a listening socket for `want`, not yet on any loop. */
+export function openLinuxListener(want: Wanted, reusePort: boolean): LinuxListener {
+  return { fd: openListener(want, listenAddress(want), reusePort), token: 0, closed: () => {} };
+}
+
+/** Closes a listener, once: `release` lets go of its registration first. */
+export function closeLinuxListener(l: LinuxListener, release: (l: LinuxListener) => void): void {
+  if (l.fd < 0) return;
+  release(l);
+  sys.close(l.fd);
+  l.fd = -1;
+  l.closed();
 }
 
 /** Where a Linux engine's listeners hand accepted clients, and clients lost before. */

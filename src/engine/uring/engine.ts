@@ -24,8 +24,8 @@ import { dialFailure } from "../../net/dial.ts";
 import { describeErrno, EXHAUSTION_ERRNOS } from "../../net/errno.ts";
 import * as sys from "../linux/ffi.ts";
 import { decodeAddress } from "../linux/sockaddr.ts";
-import { listenAddress, openListener } from "../linux/sockets.ts";
 import {
+  closeLinuxListener,
   linuxEngine,
   type LinuxListener,
   type LinuxPlane,
@@ -33,6 +33,7 @@ import {
   loopErrors,
   type OnAborted,
   type OnClient,
+  openLinuxListener,
 } from "../linux/linux_engine.ts";
 import { cancel, createUringLoop, IGNORED, type Timer, type UringLoop, userData } from "./loop.ts";
 import {
@@ -64,6 +65,9 @@ export const RING_SIZE: RingSize = {
 const EXHAUSTED = new Set(EXHAUSTION_ERRNOS);
 /** The kind of a listener's accept (beside those of relay.ts). */
 const ACCEPT = 4;
+
+/** A client's token before its inspection or relay takes it: nothing of it completes yet. */
+function ignore(): void {}
 
 /** A connect under way: its socket, waited on for writability. */
 interface Dialing {
@@ -110,7 +114,7 @@ export function createUringEngine(
     session: (plane, base, fd): Session => ({
       ...base,
       clientFd: fd,
-      clientToken: plane.loop.add(() => {}),
+      clientToken: plane.loop.add(ignore),
       inspection: null,
       dial: null,
       relay: null,
@@ -154,28 +158,20 @@ function uringSockets(
     if (!more && res !== -sys.E.ECANCELED) arm(l);
   };
   return {
-    open: (want, reusePort) => ({
-      fd: openListener(want, listenAddress(want), reusePort),
-      token: 0,
-      closed: () => {},
-    }),
+    open: openLinuxListener,
     serve(service, l) {
       l.token = loop.add((_kind, res, flags) => accepted(service, l, res, flags));
       arm(l);
       return new Promise<void>((resolve) => l.closed = resolve);
     },
-    close(l) {
-      if (l.fd < 0) return;
-      if (l.token) {
+    close: (l) =>
+      closeLinuxListener(l, () => {
+        if (!l.token) return;
         // Cancelled now, not at the loop's next round: until its accept lets go of the
         // socket, closing the fd would not close the listener, and clients would still queue.
         prepCancel(loop.ring, userData(l.token, ACCEPT), IGNORED);
         enter(loop.ring, 0);
-      }
-      sys.close(l.fd);
-      l.fd = -1;
-      l.closed();
-    },
+      }),
   };
 }
 
