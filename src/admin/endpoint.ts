@@ -39,13 +39,14 @@ export function startAdmin(
   listen: AdminSettings["listen"],
   settings: () => AdminSettings,
   handlers: AdminHandlers,
+  held: ReadonlySet<string> = new Set(),
 ): AdminServer | null {
   if (!listen) return null;
   const { host, port } = listen;
   const address = formatAddress(host, port);
   let listener: Deno.TcpListener;
   try {
-    listener = Deno.listen({ hostname: host, port, transport: "tcp" });
+    listener = listenShared(host, port, held.has(address));
   } catch (err) {
     const why = err instanceof Deno.errors.AddrInUse ? "address already in use" : String(err);
     throw new ListenError(`cannot listen on ${address} (admin.listen): ${why}`, { cause: err });
@@ -59,6 +60,18 @@ export function startAdmin(
     };
   });
   return { address, close: () => server.close() };
+}
+
+/**
+ * On Linux the admin listener sets SO_REUSEPORT, so the next bal can
+ * listen beside it during `bal upgrade` (Deno cannot take its descriptor
+ * over). The port is claimed first with a plain bind, so no other process
+ * shares it unnoticed, except when the bal before holds it (`join`).
+ */
+function listenShared(hostname: string, port: number, join: boolean): Deno.TcpListener {
+  const reusePort = Deno.build.os === "linux";
+  if (reusePort && !join) Deno.listen({ hostname, port, transport: "tcp" }).close();
+  return Deno.listen({ hostname, port, transport: "tcp", reusePort });
 }
 
 /** Whether `header` carries `token` as a bearer credential (the scheme's case does not matter). */

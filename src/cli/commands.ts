@@ -58,6 +58,8 @@ const CONFIG_COMMANDS: CommandSpec[] = [
         default: "text",
       },
       { flags: "--daemon-child <ready-file>", help: "", hidden: true },
+      { flags: "--upgrade-timeout <ms>", help: "", hidden: true },
+      { flags: "--stderr-log <format>", help: "", hidden: true },
     ],
     run: async (_, o) =>
       (await import("./start.ts")).startCommand({
@@ -65,6 +67,8 @@ const CONFIG_COMMANDS: CommandSpec[] = [
         daemon: o.daemon === true,
         logFormat: o.logFormat === "json" ? "json" : "text",
         daemonChild: stringOption(o.daemonChild),
+        upgradeTimeoutMs: Number(stringOption(o.upgradeTimeout) ?? 0) || undefined,
+        stderrLog: o.stderrLog === "json" ? "json" : o.stderrLog === "text" ? "text" : undefined,
       }),
   },
   {
@@ -155,11 +159,36 @@ const CONTROL_COMMANDS: CommandSpec[] = [
   {
     usage: "restart",
     help:
-      "stop the running bal (draining) and start it again as a daemon with the config it was running",
-    options: [config(RUNNING_CONFIG)],
+      "restart the running bal with no refused client: the same hand-over as upgrade, with the config it runs",
+    options: [
+      config(RUNNING_CONFIG),
+      { flags: "--wait", help: "return only once the old bal has drained and exited" },
+      { flags: "--timeout <seconds>", help: "how long the new bal has to take over (default 30)" },
+    ],
     run: async (_, o) =>
       (await import("./graceful_stop_restart.ts")).restartCommand({
         config: stringOption(o.config),
+        wait: o.wait === true,
+        timeout: stringOption(o.timeout),
+      }),
+  },
+  {
+    usage: "upgrade",
+    help:
+      "run the program on disk in place of the running bal: the new bal takes its listening sockets, the old one drains and exits; no client is refused, and on any failure the old bal serves on unchanged",
+    options: [
+      config("config for the new bal (default: the one the running bal uses)"),
+      { flags: "--wait", help: "return only once the old bal has drained and exited" },
+      {
+        flags: "--timeout <seconds>",
+        help: "how long the new bal has to take over and serve (default 30)",
+      },
+    ],
+    run: async (_, o) =>
+      (await import("./upgrade.ts")).upgradeCommand({
+        config: stringOption(o.config),
+        wait: o.wait === true,
+        timeout: stringOption(o.timeout),
       }),
   },
 ];

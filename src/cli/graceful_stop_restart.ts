@@ -92,10 +92,19 @@ export async function stopCommand(options: StopCommandOptions): Promise<number> 
   return 0;
 }
 
-/** `bal restart`: stop (draining), then start as a daemon with the config it was running. */
-export async function restartCommand(options: { config?: string }): Promise<number> {
+/**
+ * `bal restart`: on Linux, `bal upgrade` with the running config (no
+ * client refused). Where sockets cannot be handed over, the cold path:
+ * stop (draining), then start as a daemon.
+ */
+export async function restartCommand(
+  options: { config?: string; wait?: boolean; timeout?: string },
+): Promise<number> {
   const paths = statePaths();
   await sameConfig(paths, options.config);
+  if (Deno.build.os === "linux") {
+    return (await import("./upgrade.ts")).upgradeCommand({ ...options, config: undefined });
+  }
   const found = await findInstance(paths);
   const configPath = found.kind === "running" ? found.state?.config_path : undefined;
   if (!configPath) {

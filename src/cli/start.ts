@@ -17,6 +17,10 @@ export interface StartOptions {
   daemon?: boolean;
   logFormat: LogFormat;
   daemonChild?: string;
+  /** As the child of `bal upgrade`: take over from the running bal within this long. */
+  upgradeTimeoutMs?: number;
+  /** Log to standard error in this format (a foreground bal's successor), not bal.log. */
+  stderrLog?: LogFormat;
 }
 
 /** Writes the commented default config when there is none; true if it did. */
@@ -50,9 +54,11 @@ export async function startCommand(options: StartOptions): Promise<number> {
       return await serve({
         configPath,
         paths,
-        logFormat: "json",
-        daemon: true,
-        onReady: (listening) => reportReady(readyFile, { ok: true, pid: Deno.pid, listening }),
+        logFormat: options.stderrLog ?? "json",
+        daemon: !options.stderrLog,
+        upgrade: options.upgradeTimeoutMs ? { timeoutMs: options.upgradeTimeoutMs } : undefined,
+        onReady: (listening, upgraded) =>
+          reportReady(readyFile, { ok: true, pid: Deno.pid, listening, upgraded }),
       });
     } catch (e) {
       await reportReady(readyFile, { ok: false, error: describeError(e) });

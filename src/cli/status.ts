@@ -79,6 +79,13 @@ export async function statusCommand(options: StatusOptions): Promise<number> {
     }, ${s.engine} engine, config ${s.config_path}`,
   );
   if (s.engine_fallback) out(`  engine: ${s.engine}, as auto falls back: ${s.engine_fallback}`);
+  for (const d of s.draining ?? []) {
+    out(
+      `  draining: pid ${d.pid} (before an upgrade), ${
+        plural(d.active_connections, "connection")
+      } left`,
+    );
+  }
   for (const service of services) printService(service, services.length > 1, options.verbose);
   if (options.verbose && s.reloads) {
     const last = s.reloads.last;

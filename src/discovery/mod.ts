@@ -14,6 +14,11 @@ import type { Target } from "./expand.ts";
 export interface Discovery extends DiscoverySource {
   /** The last known targets of every discovered entry, by its key. */
   readonly known: ReadonlyMap<string, readonly Target[]>;
+  /**
+   * Takes the targets the bal before knew (`bal upgrade`) as the last known
+   * ones, until this bal's own lookups answer.
+   */
+  seed(known: Iterable<[string, readonly Target[]]>): void;
 }
 
 /** Starts discovering `config`'s entries; `changed` hears when any set of targets changes. */
@@ -38,6 +43,9 @@ export function startDiscovery(config: Config, changed: () => void): Discovery {
   follow(config);
   return {
     known: dns.known,
+    seed: (known) => {
+      for (const [key, targets] of known) dns.known.set(key, targets);
+    },
     follow,
     status: () => [...dns.status(), ...(etcd?.status() ?? [])],
     stop() {

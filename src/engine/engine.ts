@@ -11,6 +11,7 @@
 import type { Backend, Config } from "../config/mod.ts";
 import type { Observation } from "../health/state.ts";
 import type { PlaneStats } from "../stats/counters.ts";
+import type { Inherited, ListenerFd } from "./listeners.ts";
 
 /**
  * The engines bal has: `uring` (Linux io_uring), `epoll` (Linux epoll;
@@ -49,6 +50,8 @@ export interface Engine {
   kill(backendId: string): number;
   /** Its counters now. */
   stats(): PlaneStats;
+  /** Each service's listening descriptor (Linux engines; none for deno), for `bal upgrade`. */
+  listenerFds(): ListenerFd[];
 }
 
 /** How an engine fits into the process. */
@@ -76,4 +79,6 @@ export interface EngineOptions {
    * takes its share, since the kernel spreads clients over them evenly.
    */
   planes: number;
+  /** Listening sockets handed over by the bal before (`bal upgrade`), for this plane. */
+  inherited?: Inherited;
 }

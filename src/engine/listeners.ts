@@ -37,6 +37,10 @@ interface Entry<L> {
  */
 export interface ListenSockets<L> {
   open(want: Wanted, reusePort: boolean): L;
+  /** Takes over a listening socket the bal before handed over (Linux engines only). */
+  adopt?(fd: number): L;
+  /** A listener's descriptor, for handing it to the next bal (Linux engines only). */
+  fd?(listener: L): number;
   serve(service: string, listener: L): Promise<void>;
   close(listener: L): void;
 }
@@ -55,18 +59,40 @@ export interface ListenerSet {
   backlog(service: string): number;
   /** Closes every listener for good; resolves once every accept loop has ended. */
   closeAll(): Promise<void>;
+  /** Each service's listening descriptor, where the engine has one. */
+  fds(): ListenerFd[];
+}
+
+/** A service's listening socket as a descriptor, to hand to the next bal. */
+export interface ListenerFd {
+  service: string;
+  /** `host:port`, as {@link formatAddress} writes it. */
+  address: string;
+  fd: number;
+}
+
+/**
+ * Listening sockets from the bal before (`bal upgrade`), by `host:port`:
+ * `fds` to take over (consumed by the first apply; what it does not take
+ * is closed), and `held`, every address the bal before listens on, where a
+ * new socket joins it through SO_REUSEPORT instead of claiming the port.
+ */
+export interface Inherited {
+  fds: Map<string, number>;
+  held: ReadonlySet<string>;
 }
 
 /** How listeners are opened. */
 export interface ListenerOptions<L> {
   reusePort: boolean;
   claimPort: boolean;
+  inherited?: Inherited;
   sockets: ListenSockets<L>;
 }
 
 /** What a listener set holds. */
 interface Listeners<L> {
-  readonly options: ListenerOptions<L>;
+  options: ListenerOptions<L>;
   readonly entries: Map<string, Entry<L>>;
   stopped: boolean;
 }
@@ -92,11 +118,28 @@ export function listenerSet<L>(options: ListenerOptions<L>): ListenerSet {
       ls.entries.clear();
       await Promise.all(loops);
     },
+    fds: () => {
+      const fdOf = ls.options.sockets.fd;
+      if (!fdOf) return [];
+      return [...ls.entries].map(([service, e]) => ({
+        service,
+        address: formatAddress(e.bound.bind_address, e.bound.port),
+        fd: fdOf(e.listener),
+      }));
+    },
   };
 }
 
 function open<L>(ls: Listeners<L>, want: Wanted, claim: boolean): L {
-  const { sockets, reusePort } = ls.options;
+  const { sockets, reusePort, inherited } = ls.options;
+  const key = formatAddress(want.bind_address, want.port);
+  const fd = inherited?.fds.get(key);
+  if (fd !== undefined && sockets.adopt) {
+    inherited!.fds.delete(key);
+    return sockets.adopt(fd);
+  }
+  // The bal before holds this port: join it; claiming would fail on its socket.
+  if (inherited?.held.has(key)) claim = false;
   try {
     // A plain bind fails while any socket holds the port, SO_REUSEPORT or not.
     if (claim) sockets.close(sockets.open(want, false));
@@ -156,6 +199,7 @@ function openAll<L>(ls: Listeners<L>, wanted: ReadonlyMap<string, Wanted>) {
 function apply<L>(ls: Listeners<L>, wanted: ReadonlyMap<string, Wanted>): string[] {
   if (ls.stopped) return [];
   const opened = openAll(ls, wanted);
+  releaseInherited(ls);
   for (const [name, listener] of opened) {
     const old = ls.entries.get(name);
     ls.entries.set(name, start(ls, name, listener, wanted.get(name)!));
@@ -167,6 +211,20 @@ function apply<L>(ls: Listeners<L>, wanted: ReadonlyMap<string, Wanted>): string
     ls.entries.delete(name);
   }
   return removed;
+}
+
+/**
+ * After the first apply, closes the handed-over sockets it did not take
+ * (services the new config dropped): the socket itself closes once the bal
+ * before closes its copy too.
+ */
+function releaseInherited<L>(ls: Listeners<L>): void {
+  const { inherited, sockets } = ls.options;
+  if (!inherited) return;
+  for (const fd of inherited.fds.values()) {
+    if (sockets.adopt) sockets.close(sockets.adopt(fd));
+  }
+  ls.options = { ...ls.options, inherited: undefined };
 }
 
 function sameAddress(a: Wanted | undefined, b: Wanted): boolean {

@@ -367,5 +367,6 @@ export function planeEngine<S extends SessionBase>(
     },
     kill: (backendId) => closeWhere(plane, (s) => s.to?.id === backendId, "killed"),
     stats: () => stats(plane),
+    listenerFds: () => listeners.fds(),
   };
 }

@@ -19,6 +19,7 @@ import {
 import type { StatePaths } from "./paths.ts";
 import { NoAnswer, request } from "./control_socket.ts";
 import { notRunning, type Status } from "./status_report.ts";
+import { drainingBals } from "./draining.ts";
 
 /** Extra time `stop` allows beyond the drain timeout for the process to exit. */
 const STOP_MARGIN_MS = 5_000;
@@ -260,13 +261,18 @@ export class ReloadRefused extends BalError {
 export async function liveStatus(paths: StatePaths): Promise<Status> {
   const found = await findInstance(paths);
   if (found.kind !== "running") return notRunning(await removeStale(paths, found));
+  let reply: Status & { error?: string };
   try {
-    const reply = await request(paths.sock, { cmd: "status" }) as Status & { error?: string };
+    reply = await request(paths.sock, { cmd: "status" }) as typeof reply;
     if (reply.error) throw new Error(reply.error);
-    return reply;
   } catch (e) {
     throw await notAnswering(found.pid, paths, e);
   }
+  const draining = await drainingBals(paths.dir, async (path) => {
+    const s = await request(path, { cmd: "status" }, 1000).catch(() => null) as Status | null;
+    return s?.services ? { active: activeOf(s) } : null;
+  });
+  return draining.length ? { ...reply, draining } : reply;
 }
 
 /** Removes what a dead bal left behind, unless one is starting; says what it removed. */

@@ -6,12 +6,15 @@
  * @module
  */
 import { emptyLag, sampleLoop } from "../stats/loop_lag.ts";
-import { allBackends, drainTimeout, readConfig } from "../config/mod.ts";
+import { allBackends, type Config, drainTimeout, readConfig, workerCount } from "../config/mod.ts";
+import { expandConfig } from "../discovery/expand.ts";
+import { closeFd, sendDatagram } from "../engine/linux/ffi_unix.ts";
+import { drainingSocket, type Handover, retire, takeHandover } from "./handover.ts";
+import { upgradeCommands } from "./upgrade.ts";
 import { describeError, StateError } from "../errors.ts";
 import { startHealthChecks } from "../health/checker.ts";
 import {
   type InstanceState,
-  lockInstance,
   processStart,
   readPid,
   removeInstanceFiles,
@@ -23,12 +26,13 @@ import { plural } from "../text.ts";
 import { startDiscovery } from "../discovery/mod.ts";
 import { VERSION } from "../build.ts";
 import { serveControl } from "./control_socket.ts";
+import { heldFd, type InstanceLock, lockInstance } from "./lock.ts";
 import { type Command, dispatch, type Registry } from "../admin/registry.ts";
 import { backendCommands } from "../admin/backend_control.ts";
 import { openAdmin, statusOf } from "./observe.ts";
-import { startPlanes } from "./planes.ts";
+import { type PlaneSeed, startPlanes } from "./planes.ts";
 import { applyDiscovered, queueReload } from "./reload.ts";
-import type { Planes, Running, ServeOptions } from "./running.ts";
+import type { Planes, Running, ServeOptions, Upgraded } from "./running.ts";
 import { listenForSignals } from "./signals.ts";
 import { logger } from "../log.ts";
 
@@ -39,9 +43,11 @@ const STATS_INTERVAL_MS = 1000;
 
 /**
  * Runs bal until it is told to stop and has drained. Resolves to the exit
- * code; rejects with a BalError when it cannot start.
+ * code; rejects with a BalError when it cannot start. With
+ * `options.upgrade`, takes over from the running bal instead (handover.ts).
  */
 export async function serve(options: ServeOptions): Promise<number> {
+  if (options.upgrade) return await serveUpgrade(options, options.upgrade.timeoutMs);
   const { paths } = options;
   const lock = await lockInstance(paths);
   if (!lock) {
@@ -50,16 +56,24 @@ export async function serve(options: ServeOptions): Promise<number> {
     throw new StateError(`bal is already running (${pid ? `pid ${pid}` : "starting"})`);
   }
   try {
-    return await serveLocked(options);
+    // With the lock ours, a pid file left behind can only be stale.
+    const stalePid = await readPid(paths);
+    const config = await prepare(options);
+    if (stalePid !== null) {
+      log.warn("replaced the stale pid file of pid {pid}, which is not a running bal", {
+        event: "stale_pid",
+        pid: stalePid,
+      });
+    }
+    return await run(options, lock, config, null);
   } finally {
     lock.close();
   }
 }
 
-async function serveLocked(options: ServeOptions): Promise<number> {
+/** The config, checked, and logging set up for it. */
+async function prepare(options: ServeOptions): Promise<Config> {
   const { paths, configPath } = options;
-  // With the lock ours, a pid file left behind can only be stale.
-  const stalePid = await readPid(paths);
   const loaded = await readConfig(configPath);
   if (!loaded.ok) throw loaded.errors[0];
   const config = loaded.config;
@@ -69,12 +83,36 @@ async function serveLocked(options: ServeOptions): Promise<number> {
     file: options.daemon ? paths.log : undefined,
     accessFile: config.access_log_path,
   });
-  if (stalePid !== null) {
-    log.warn("replaced the stale pid file of pid {pid}, which is not a running bal", {
-      event: "stale_pid",
-      pid: stalePid,
-    });
+  return config;
+}
+
+/**
+ * `bal upgrade`'s new bal: checks its config, receives the running bal's
+ * sockets, lock and state, serves on them, then retires the old one and
+ * takes the pid file, state file and control socket. Before the retire,
+ * any failure leaves the old bal serving as it was.
+ */
+async function serveUpgrade(options: ServeOptions, timeoutMs: number): Promise<number> {
+  const config = await prepare(options);
+  const handover = await takeHandover(options.paths, timeoutMs);
+  const lock = heldFd(handover.lockFd);
+  try {
+    if (faultInjected("crash_after_handover")) Deno.exit(70);
+    if (faultInjected("hang_after_handover")) await new Promise(() => setInterval(() => {}, 1000));
+    return await run(options, lock, config, handover);
+  } finally {
+    lock.close();
   }
+}
+
+/** Serves from the planes' start to the drained stop; `handover` when upgrading. */
+async function run(
+  options: ServeOptions,
+  lock: InstanceLock,
+  declared: Config,
+  handover: Handover | null,
+): Promise<number> {
+  const { paths } = options;
   const onUnhandled = (e: PromiseRejectionEvent) => {
     e.preventDefault();
     log.error("unexpected error, still serving: {error}", {
@@ -83,24 +121,126 @@ async function serveLocked(options: ServeOptions): Promise<number> {
     });
   };
   globalThis.addEventListener("unhandledrejection", onUnhandled);
-  const running = await startRunning(options, await startPlanes(config, configPath));
+  const known = new Map(handover?.discovered ?? []);
+  const planes = await startPlanes(
+    expandConfig(declared, known),
+    options.configPath,
+    handover ? seedOf(handover, declared) : undefined,
+  );
+  const running = await startRunning(options, planes, lock, declared, handover);
+  running.discovery.seed(known);
   const stopping = listenForSignals(running);
-  const control = serveControl(paths.sock, (req) => dispatch(commands(running), req));
+  running.upgrade.stop = stopping.stop;
+  const upgraded = handover ? await retireOld(running, handover) : null;
+  const handler = (req: Record<string, unknown>) => dispatch(commands(running), req);
+  let control = serveControl(paths.sock, handler);
+  // Deno unlinks a Unix socket's path when it closes the listener: a retiring bal opens
+  // its draining socket first, then closes bal.sock before the new bal makes its own.
+  running.upgrade.moveControl = () => {
+    const moved = serveControl(drainingSocket(paths, Deno.pid), handler);
+    control.close();
+    control = moved;
+  };
   await writePid(paths);
   await running.saveState();
-  await options.onReady?.(running.state.listening);
+  await options.onReady?.(running.state.listening, upgraded);
+  notifySystemd(upgraded);
   await shutdown(running, await stopping.requested);
   control.close();
   stopping.remove();
   globalThis.removeEventListener("unhandledrejection", onUnhandled);
   flushAccessLog();
   log.info("stopped", { event: "stopped", pid: Deno.pid });
-  await removeInstanceFiles(paths, Deno.pid);
+  // A retired bal's pid and state files are the new bal's, whenever it writes them.
+  if (running.upgrade.retired) await Deno.remove(drainingSocket(paths, Deno.pid)).catch(() => {});
+  else await removeInstanceFiles(paths, Deno.pid);
   return 0;
 }
 
+/** The planes' seed from a hand-over: sockets by plane, health and admin states. */
+function seedOf(handover: Handover, config: Config): PlaneSeed {
+  const held = new Set(handover.held);
+  const planes = workerCount(config.workers);
+  // Sockets of planes this bal does not run close now, with the old bal's copies:
+  // fewer workers cost the clients queued in those sockets.
+  for (const l of handover.listeners) if (l.plane >= planes) closeFd(l.fd);
+  return {
+    inherited: (plane) => ({
+      fds: new Map(
+        handover.listeners.filter((l) => l.plane === plane).map((l) => [l.address, l.fd]),
+      ),
+      held,
+    }),
+    health: handover.health,
+    admin: handover.admin,
+  };
+}
+
+/**
+ * Tells the old bal to retire now that this one serves. When it does not
+ * answer, this bal stops (its clients drain) and the old one serves on.
+ */
+async function retireOld(running: Running, handover: Handover): Promise<Upgraded> {
+  try {
+    const draining = await retire(running.options.paths, 10_000);
+    log.info(
+      `upgraded from pid {old_pid}: ${
+        plural(handover.listeners.length, "listening socket")
+      } taken over`,
+      {
+        event: "upgraded",
+        old_pid: handover.pid,
+        sockets: handover.listeners.length,
+        draining,
+      },
+    );
+    return { old_pid: handover.pid, sockets: handover.listeners.length, draining };
+  } catch (err) {
+    await shutdown(running, "upgrade failed");
+    throw err;
+  }
+}
+
+/**
+ * Under systemd (`Type=notify`, NOTIFY_SOCKET set): ready, and after an
+ * upgrade, that this process is the service's main one now.
+ */
+function notifySystemd(upgraded: Upgraded | null): void {
+  let socket: string | undefined;
+  try {
+    socket = Deno.env.get("NOTIFY_SOCKET");
+  } catch {
+    return;
+  }
+  if (!socket) return;
+  const text = upgraded ? `MAINPID=${Deno.pid}\nREADY=1\n` : "READY=1\n";
+  const r = sendDatagram(socket, text);
+  if (r < 0) {
+    log.warn("cannot notify systemd at {socket}: errno {errno}", {
+      event: "notify_failed",
+      socket,
+      errno: -r,
+    });
+  }
+}
+
+/** Whether the test-only fault `name` is asked for (BAL_TEST_FAULT); never in normal use. */
+function faultInjected(name: string): boolean {
+  try {
+    return Deno.env.get("BAL_TEST_FAULT") === name;
+  } catch {
+    return false;
+  }
+}
+
 /** The state file kept current, health checks running, and the `started` line. */
-async function startRunning(options: ServeOptions, planes: Planes): Promise<Running> {
+async function startRunning(
+  options: ServeOptions,
+  planes: Planes,
+  lock: InstanceLock,
+  declared: Config,
+  handover: Handover | null,
+): Promise<Running> {
   const { config } = planes.runtime.snapshot;
   const listening = planes.engine.listening();
   const state: InstanceState = {
@@ -114,12 +254,17 @@ async function startRunning(options: ServeOptions, planes: Planes): Promise<Runn
     reloads: 0,
     last_reload: null,
     data_planes: planes.stats(),
+    daemon: options.daemon,
+    log_format: options.logFormat,
   };
   // One write at a time, each of the state as it is then: two writes racing
   // on the same temporary file could lose the newer one.
   let saving = Promise.resolve();
+  // Once retired by an upgrade, the state file is the new bal's.
   const saveState = () =>
-    saving = saving.then(() => writeState(options.paths, state)).catch((err) =>
+    saving = saving.then(() =>
+      running.upgrade.retired ? undefined : writeState(options.paths, state)
+    ).catch((err) =>
       log.warn("cannot write the state file: {error}", {
         event: "state_write_failed",
         error: describeError(err),
@@ -137,6 +282,15 @@ async function startRunning(options: ServeOptions, planes: Planes): Promise<Runn
   const running: Running = {
     ...planes,
     options,
+    lock,
+    upgrade: {
+      count: handover ? handover.upgrades + 1 : 0,
+      held: new Set(handover?.held ?? []),
+      to: null,
+      retired: false,
+      stop: () => {},
+      moveControl: () => {},
+    },
     checks: {
       checkNow: checks.checkNow,
       stop: () => {
@@ -152,10 +306,10 @@ async function startRunning(options: ServeOptions, planes: Planes): Promise<Runn
     reloading: Promise.resolve(),
     reloadOutcomes: { ok: 0, failed: 0 },
     adminServer: null,
-    declared: config,
+    declared,
     discovery: null!,
   };
-  running.discovery = startDiscovery(config, () => applyDiscovered(running));
+  running.discovery = startDiscovery(declared, () => applyDiscovered(running));
   try {
     running.adminServer = openAdmin(running, planes.runtime.snapshot.config.admin);
   } catch (err) {
@@ -206,6 +360,7 @@ function commands(running: Running): Registry {
       "reload",
       () => queueReload(running).catch((e) => ({ error: `reload crashed: ${describeError(e)}` })),
     ],
+    ...upgradeCommands(running),
     ...backendCommands({
       runtime: running.runtime,
       broadcast: (id, admin) => running.pool?.admin(id, admin),

@@ -30,6 +30,8 @@ export async function statusOf(running: Running): Promise<Status> {
     planes: running.stats(),
     reloads: running.state.reloads,
     lastReload: running.state.last_reload,
+    upgrades: running.upgrade.count,
+    retired: running.upgrade.retired,
     engine: running.engine.name,
     engineFallback: running.engineFallback,
     loopLag: summarizeLag(running.lag),
@@ -42,7 +44,7 @@ export function openAdmin(running: Running, settings: Config["admin"]): AdminSer
   return startAdmin(settings.listen, () => running.runtime.snapshot.config.admin, {
     metrics: () => metricsOf(running),
     status: () => statusOf(running),
-  });
+  }, running.upgrade.held);
 }
 
 /** The metrics, with every worker's counters as of now. */
@@ -63,6 +65,7 @@ async function metricsOf(running: Running): Promise<string> {
     protection: runtime.protection,
     planes: running.stats(),
     reloads: running.reloadOutcomes,
+    upgrades: running.upgrade.count,
   });
 }
 

@@ -11,6 +11,9 @@ import { createRuntime, protectionOf } from "../snapshot.ts";
 import { chooseEngine, createEngine, type EngineDecision } from "../engine/choose.ts";
 import { startWorkers } from "../engine/workers/pool.ts";
 import type { Planes } from "./running.ts";
+import type { Inherited } from "../engine/listeners.ts";
+import type { HealthState } from "../health/state.ts";
+import type { BackendAdmin } from "../balance/admin_state.ts";
 import { logger } from "../log.ts";
 
 const log = logger("server");
@@ -49,9 +52,39 @@ function engineFor(config: Config): EngineDecision {
   return decision;
 }
 
+/**
+ * What a new bal starts from besides its config: on `bal upgrade`, the
+ * listening sockets, health and admin states the bal before handed over.
+ */
+export interface PlaneSeed {
+  /** The handed-over listeners of data plane `plane`, if any. */
+  inherited(plane: number): Inherited | undefined;
+  health: ReadonlyArray<[string, HealthState]>;
+  admin: ReadonlyArray<[string, BackendAdmin]>;
+}
+
+/**
+ * Listeners always set SO_REUSEPORT on Linux (after claiming the port), so
+ * the next bal can join them during an upgrade: on the deno engine, which
+ * cannot take a descriptor over, and for data planes the bal before lacked.
+ */
+const REUSE_PORT = Deno.build.os === "linux";
+
 /** The runtime, the main thread's engine listening, and the worker threads. */
-export async function startPlanes(config: Config, configPath: string): Promise<Planes> {
+export async function startPlanes(
+  config: Config,
+  configPath: string,
+  seed?: PlaneSeed,
+): Promise<Planes> {
   const runtime = createRuntime(config, configPath);
+  // A backend the bal before knew keeps its state: one that was down gets no client
+  // until a check passes here too.
+  for (const [id, state] of seed?.health ?? []) {
+    if (runtime.health.has(id)) runtime.health.set(id, state);
+  }
+  for (const [id, admin] of seed?.admin ?? []) {
+    if (runtime.snapshot.backends.has(id)) runtime.admin.set(id, admin);
+  }
   const count = planeCount(config);
   const planes: Planes = {
     runtime,
@@ -86,8 +119,9 @@ export async function startPlanes(config: Config, configPath: string): Promise<P
   planes.engineFallback = decision.fallback;
   planes.engine = createEngine(decision.name, runtime, {
     id: 0,
-    reusePort: count > 1,
+    reusePort: count > 1 || REUSE_PORT,
     claimPort: true,
+    inherited: seed?.inherited(0),
     planes: count,
     onResult,
     onNoBackend,
@@ -98,7 +132,7 @@ export async function startPlanes(config: Config, configPath: string): Promise<P
       planes.pool = await startWorkers(count - 1, planes.engine.name, runtime, {
         onResult,
         onNoBackend,
-      });
+      }, (plane) => seed?.inherited(plane));
     } catch (err) {
       await planes.engine.stopAccepting();
       throw err;

@@ -17,6 +17,7 @@ import type { Engine } from "../engine/engine.ts";
 import type { PlaneStats } from "../stats/counters.ts";
 import type { WorkerPool } from "../engine/workers/pool.ts";
 import type { AdminServer } from "../admin/endpoint.ts";
+import type { InstanceLock } from "./lock.ts";
 
 /** How to run. */
 export interface ServeOptions {
@@ -27,7 +28,34 @@ export interface ServeOptions {
   /** Log to `bal.log` instead of the terminal. */
   daemon: boolean;
   /** Called once bal is listening, with every service's address; the daemon reports here. */
-  onReady?: (listening: Record<string, string>) => Promise<void> | void;
+  onReady?: (listening: Record<string, string>, upgraded: Upgraded | null) => Promise<void> | void;
+  /** Take over from the running bal (`bal upgrade`) rather than start cold. */
+  upgrade?: { timeoutMs: number };
+}
+
+/** How an upgrade went, as the new bal reports it. */
+export interface Upgraded {
+  old_pid: number;
+  /** Listening sockets received. */
+  sockets: number;
+  /** Connections the old bal still had to drain when it retired. */
+  draining: number;
+}
+
+/** This bal's part in upgrades. */
+export interface UpgradeState {
+  /** Upgrades since the cold start that began this line of bals. */
+  count: number;
+  /** The new bal being handed over to, or null. */
+  to: number | null;
+  /** Addresses the bal before listened on when this one took over (joined, not claimed). */
+  held: ReadonlySet<string>;
+  /** Whether this bal has handed over and drains. */
+  retired: boolean;
+  /** Begins this bal's stop (drain and exit), as a signal does. */
+  stop(reason: string): void;
+  /** Serves the control socket at `bal.draining.PID.sock` from now on, leaving `bal.sock`. */
+  moveControl(): void;
 }
 
 /** The data planes and the one recorder of everything they observe. */
@@ -46,6 +74,9 @@ export interface Planes {
 /** A running bal: its planes, checks and state file. */
 export interface Running extends Planes {
   options: ServeOptions;
+  /** The state directory's lock, held for life (handed on by an upgrade). */
+  lock: InstanceLock;
+  upgrade: UpgradeState;
   checks: HealthChecks;
   state: InstanceState;
   saveState(): Promise<void>;

@@ -49,6 +49,11 @@ export function listenForSignals(running: Running) {
   for (const [signal, handler] of handlers) Deno.addSignalListener(signal, handler);
   return {
     requested: stopRequested,
+    /** Stops as the first signal would, for `reason` (an upgrade's retire). */
+    stop: (reason: string) => {
+      signals++;
+      requested(reason);
+    },
     remove: () => {
       for (const [signal, handler] of handlers) Deno.removeSignalListener(signal, handler);
     },

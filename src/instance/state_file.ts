@@ -19,7 +19,11 @@ export interface InstanceState {
   pid: number;
   /** Process start time as the OS reports it, to tell a reused pid apart. */
   proc_start: string | null;
-  status: "running" | "stopping";
+  status: "running" | "stopping" | "draining";
+  /** Whether it runs as a daemon (logging to bal.log); absent from bals before upgrades. */
+  daemon?: boolean;
+  /** Its terminal log format, when in the foreground. */
+  log_format?: "text" | "json";
   config_path: string;
   /** `host:port` the first service listens on. */
   listen: string | null;
@@ -185,19 +189,6 @@ export async function isStarting(paths: StatePaths): Promise<boolean> {
   if (!(await lockFree(paths))) return true;
   const pid = Number((await Deno.readTextFile(paths.starting).catch(() => "")).trim());
   return Number.isInteger(pid) && pid > 0 && (await processStatus(pid)) === "running";
-}
-
-/**
- * Takes the state directory's lock for this process's life, or returns null
- * when another process holds it. The kernel drops the lock when its holder
- * exits, however it dies (`kill -9` included), so a lock is never stale;
- * of two bals starting at the same moment, exactly one gets it.
- */
-export async function lockInstance(paths: StatePaths): Promise<Deno.FsFile | null> {
-  const file = await Deno.open(paths.lock, { create: true, write: true, mode: 0o600 });
-  if (await file.tryLock(true)) return file;
-  file.close();
-  return null;
 }
 
 /** Writes a file whole or not at all (write aside, then rename). */

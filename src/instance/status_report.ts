@@ -125,6 +125,12 @@ export interface Status extends Partial<Omit<ServiceStatus, "protection_mode">> 
   /** How late the main thread's event loop ran timers in the latest minute, ms. */
   loop_lag_ms?: LagSummary;
   reloads?: { count: number; last: ReloadOutcome | null };
+  /** Upgrades (`bal upgrade`) since the cold start this bal descends from. */
+  upgrades?: number;
+  /** True for a bal that handed over to a new one and drains. */
+  retired?: boolean;
+  /** Older bals still draining after an upgrade: pid and live connections. */
+  draining?: { pid: number; active_connections: number }[];
   protection_mode: ProtectionMode;
   services?: ServiceStatus[];
   /** When not running: stale files of a dead bal that this status removed. */
@@ -152,6 +158,8 @@ export interface StatusInput {
   planes: readonly PlaneStats[];
   reloads: number;
   lastReload: ReloadOutcome | null;
+  upgrades: number;
+  retired: boolean;
   engine: EngineName;
   engineFallback: string | null;
   loopLag: LagSummary;
@@ -273,6 +281,8 @@ export function buildStatus(input: StatusInput): Status {
     loop_lag_ms: input.loopLag,
     ...first,
     reloads: { count: input.reloads, last: input.lastReload },
+    upgrades: input.upgrades,
+    ...(input.retired ? { retired: true } : {}),
     services,
   };
 }

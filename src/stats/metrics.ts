@@ -34,6 +34,8 @@ export interface MetricsInput {
   protection: ReadonlyMap<string, ProtectionState>;
   planes: readonly PlaneStats[];
   reloads: { ok: number; failed: number };
+  /** Upgrades since the cold start this process descends from. */
+  upgrades: number;
 }
 
 type Labels = Record<string, string>;
@@ -117,6 +119,12 @@ export const METRICS: readonly Descriptor[] = [
       { labels: { outcome: "ok" }, value: i.reloads.ok },
       { labels: { outcome: "failed" }, value: i.reloads.failed },
     ],
+  },
+  {
+    name: "bal_upgrades_total",
+    type: "counter",
+    help: "Upgrades (bal upgrade, bal restart) since the cold start this process descends from.",
+    samples: (i) => [{ labels: {}, value: i.upgrades }],
   },
   {
     name: "bal_connections_accepted_total",

@@ -69,6 +69,7 @@ export function createDenoEngine(runtime: Runtime, options: EngineOptions): Engi
   const listeners = listenerSet({
     reusePort: options.reusePort,
     claimPort: options.claimPort,
+    inherited: options.inherited,
     sockets: denoSockets(
       (service, client) => accept(plane, mech, service, client),
       (service, error) => acceptAborted(plane, service, error),

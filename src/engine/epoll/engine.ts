@@ -27,6 +27,7 @@ import { inspectClient, type Inspection, peekHello, stopInspection } from "./pre
 import { inspector } from "../inspect.ts";
 import { decodeAddress } from "../linux/sockaddr.ts";
 import {
+  adoptLinuxListener,
   closeLinuxListener,
   linuxEngine,
   type LinuxListener,
@@ -122,12 +123,21 @@ function nativeSockets(
   };
   return {
     open: openLinuxListener,
+    adopt: adoptLinuxListener,
+    fd: (l) => l.fd,
     serve(service, l) {
       l.token = loop.add(l.fd, sys.C.EPOLLIN, () => acceptBatch(service, l));
       if (l.token < 0) throw new Error(`cannot watch the listener: ${describeErrno(-l.token)}`);
       return new Promise<void>((resolve) => l.closed = resolve);
     },
-    close: (l) => closeLinuxListener(l, () => loop.forget(l.token)),
+    // Out of the epoll set first: a handed-over socket stays open in the next bal, and
+    // closing our descriptor alone would leave it in our set, waking this loop.
+    close: (l) =>
+      closeLinuxListener(l, () => {
+        if (!l.token) return;
+        loop.modify(l.token, l.fd, 0);
+        loop.forget(l.token);
+      }),
   };
 }
 

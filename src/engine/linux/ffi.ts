@@ -76,6 +76,12 @@ const SYMBOLS = {
     result: "i32",
     nonblocking: true,
   },
+  // Unix sockets, descriptor passing and the instance lock (ffi_unix.ts).
+  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  flock: { parameters: ["i32", "i32"], result: "i32" },
   // io_uring's calls (syscall(2); every argument but the number fits 32 bits or is a buffer).
   uring_setup: { name: "syscall", parameters: ["i64", "u32", "buffer"], result: "i32" },
   uring_enter: {
@@ -163,15 +169,16 @@ export function copyFrom(from: bigint, into: Uint8Array, len: number): void {
   libc().memcpy(into, from, BigInt(len));
 }
 
-/** A result as the kernel gives it: the value, or `-errno`. */
-function ret(r: number): number {
+/** A result as the kernel gives it: the value, or `-errno` (sync calls only). */
+export function ret(r: number): number {
   return r < 0 ? -errno() : r;
 }
 
 /** The most one call moves: its count comes back as a 32-bit int (see SYMBOLS). */
 const CALL_MAX = 0x7fffffff;
 
-function checkRange(buf: Uint8Array, len: number): void {
+/** Throws unless `len` bytes fit in `buf` and in one call. */
+export function checkRange(buf: Uint8Array, len: number): void {
   if (!Number.isInteger(len) || len < 0 || len > buf.byteLength || len > CALL_MAX) {
     throw new RangeError(`length ${len} is outside a buffer of ${buf.byteLength} bytes`);
   }

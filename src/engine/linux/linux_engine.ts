@@ -63,6 +63,11 @@ export function openLinuxListener(want: Wanted, reusePort: boolean): LinuxListen
   return { fd: openListener(want, listenAddress(want), reusePort), token: 0, closed: () => {} };
 }
 
+/** A listening socket the bal before handed over, not yet on any loop. */
+export function adoptLinuxListener(fd: number): LinuxListener {
+  return { fd, token: 0, closed: () => {} };
+}
+
 /** Closes a listener, once: `release` lets go of its registration first. */
 export function closeLinuxListener(l: LinuxListener, release: (l: LinuxListener) => void): void {
   if (l.fd < 0) return;
@@ -123,6 +128,7 @@ export function linuxEngine<S extends LinuxSession, C, Lp extends EngineLoop>(
   const listeners = listenerSet({
     reusePort: options.reusePort,
     claimPort: options.claimPort,
+    inherited: options.inherited,
     sockets: parts.sockets(onClient, (service, error) => acceptAborted(plane, service, error)),
   });
   plane.addresses.refresh(runtime.snapshot.config);

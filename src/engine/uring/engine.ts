@@ -25,6 +25,7 @@ import { describeErrno, EXHAUSTION_ERRNOS } from "../../net/errno.ts";
 import * as sys from "../linux/ffi.ts";
 import { decodeAddress } from "../linux/sockaddr.ts";
 import {
+  adoptLinuxListener,
   closeLinuxListener,
   linuxEngine,
   type LinuxListener,
@@ -159,6 +160,8 @@ function uringSockets(
   };
   return {
     open: openLinuxListener,
+    adopt: adoptLinuxListener,
+    fd: (l) => l.fd,
     serve(service, l) {
       l.token = loop.add((_kind, res, flags) => accepted(service, l, res, flags));
       arm(l);

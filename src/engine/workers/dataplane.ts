@@ -23,7 +23,8 @@ let runtime: Runtime;
 let engine: Engine;
 let statsTimer: ReturnType<typeof setInterval> | undefined;
 
-const sendStats = (seq: number | null) => post({ type: "stats", seq, stats: engine.stats() });
+const sendStats = (seq: number | null) =>
+  post({ type: "stats", seq, stats: engine.stats(), fds: engine.listenerFds() });
 
 self.addEventListener("unhandledrejection", (e) => {
   e.preventDefault();
@@ -69,6 +70,7 @@ function start(m: Extract<ToWorker, { type: "start" }>): void {
     reusePort: true,
     claimPort: false,
     planes: m.planes,
+    inherited: m.inherited,
     onResult: (backend, obs) => post({ type: "result", id: backend.id, obs }),
     onNoBackend: (service, at) => post({ type: "no_backend", service, at }),
   });
@@ -78,6 +80,7 @@ function start(m: Extract<ToWorker, { type: "start" }>): void {
     return post({ type: "failed", id, error: describeError(err) });
   }
   statsTimer = setInterval(() => sendStats(null), STATS_INTERVAL_MS);
+  sendStats(null);
   post({ type: "ready", id });
 }
 

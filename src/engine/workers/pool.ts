@@ -16,6 +16,7 @@ import type { BackendAdmin } from "../../balance/admin_state.ts";
 import { emitForwarded, type LogRecord, writeAccessLines } from "../../log.ts";
 import type { PlaneStats } from "../../stats/counters.ts";
 import type { EngineName } from "../engine.ts";
+import type { Inherited, ListenerFd } from "../listeners.ts";
 import type { Runtime } from "../../snapshot.ts";
 
 /** Messages to a worker thread. */
@@ -31,6 +32,7 @@ export type ToWorker =
     health: [string, HealthState][];
     admin: [string, BackendAdmin][];
     protection: [string, ProtectionState][];
+    inherited?: Inherited;
   }
   | { type: "config"; config: Config }
   | { type: "health"; id: string; state: HealthState }
@@ -49,7 +51,7 @@ export type FromWorker =
   | { type: "no_backend"; service: string; at: number }
   | { type: "log"; record: LogRecord }
   | { type: "access"; lines: string[] }
-  | { type: "stats"; seq: number | null; stats: PlaneStats }
+  | { type: "stats"; seq: number | null; stats: PlaneStats; fds: ListenerFd[] }
   | { type: "killed"; seq: number; plane: number; count: number }
   | { type: "closed"; id: number }
   | { type: "drained"; id: number; forced: number };
@@ -66,6 +68,8 @@ export interface WorkerPool {
   protection(service: string, state: ProtectionState): void;
   /** Latest counters of each worker (sent every second). */
   stats(): PlaneStats[];
+  /** Each worker's listening descriptors as last reported (with its counters), by plane id. */
+  listenerFds(): Map<number, ListenerFd[]>;
   /** Asks every worker for its counters now; resolves when all answered or after `timeoutMs`. */
   refresh(timeoutMs: number): Promise<void>;
   /** Closes one backend's live connections on every worker; resolves to how many. */
@@ -105,13 +109,15 @@ export async function startWorkers(
   engine: EngineName,
   runtime: Runtime,
   hooks: PoolHooks,
+  inherited: (plane: number) => Inherited | undefined = () => undefined,
 ): Promise<WorkerPool> {
   const stats = new Map<number, PlaneStats>();
+  const fds = new Map<number, ListenerFd[]>();
   const drained = new Map<number, (forced: number) => void>();
   const pending: Pending = { seq: 0, waiting: new Map() };
   const workers: Worker[] = [];
   const ready: Promise<void>[] = [];
-  const handlers = { runtime, hooks, stats, drained, pending };
+  const handlers = { runtime, hooks, stats, fds, drained, pending };
   for (let i = 0; i < count; i++) {
     const worker = new Worker(new URL("./dataplane.ts", import.meta.url), { type: "module" });
     workers.push(worker);
@@ -127,6 +133,7 @@ export async function startWorkers(
         health: [...runtime.health],
         admin: [...runtime.admin],
         protection: [...runtime.protection],
+        inherited: inherited(i + 1),
       } satisfies ToWorker,
     );
   }
@@ -136,7 +143,7 @@ export async function startWorkers(
     workers.forEach((w) => w.terminate());
     throw err;
   }
-  return poolOf(workers, stats, drained, pending);
+  return { ...poolOf(workers, stats, drained, pending), listenerFds: () => fds };
 }
 
 /** Handles one worker's messages; resolves once it listens, rejects if it cannot. */
@@ -147,6 +154,7 @@ function listenTo(
     runtime: Runtime;
     hooks: PoolHooks;
     stats: Map<number, PlaneStats>;
+    fds: Map<number, ListenerFd[]>;
     drained: Map<number, (forced: number) => void>;
     pending: Pending;
   },
@@ -172,6 +180,7 @@ function listenTo(
           return writeAccessLines(m.lines);
         case "stats":
           h.stats.set(m.stats.id, m.stats);
+          h.fds.set(m.stats.id, m.fds);
           if (m.seq !== null) answer(h.pending, m.seq, m.stats.id, 0);
           return;
         case "killed":
@@ -203,7 +212,7 @@ function poolOf(
   stats: Map<number, PlaneStats>,
   drained: Map<number, (forced: number) => void>,
   pending: Pending,
-): WorkerPool {
+): Omit<WorkerPool, "listenerFds"> {
   const send = (m: ToWorker) => workers.forEach((w) => w.postMessage(m));
   /** Sends a request to every worker and sums their answers, waiting at most `timeoutMs`. */
   const ask = async (request: (seq: number) => ToWorker, timeoutMs: number) => {

@@ -36,6 +36,8 @@ function input(yaml: string): Input {
     planes: [plane(0, 3, 2), plane(1, 4, 1)],
     reloads: 1,
     lastReload: null,
+    upgrades: 3,
+    retired: false,
     engine: "uring",
     engineFallback: null,
     loopLag: { p50: 0.2, p99: 3, max: 7.5 },

@@ -48,6 +48,7 @@ function input(planes: PlaneStats[]): MetricsInput {
     protection: runtime.protection,
     planes,
     reloads: { ok: 2, failed: 1 },
+    upgrades: 4,
   };
 }
 
@@ -92,6 +93,7 @@ Deno.test("metrics: every metric has HELP and TYPE once, and samples sum the pla
     /^bal_backend_connections_total\{service="default",backend="127.0.0.1:9001"\} 5$/m,
   );
   assert.match(text, /^bal_connections_accepted_total\{service="default"\} 5$/m);
+  assert.match(text, /^bal_upgrades_total 4$/m);
   assert.match(
     text,
     /^bal_backend_connect_failures_total\{service="default",backend="127.0.0.1:9001",kind="refused"\} 1$/m,

@@ -1,0 +1,104 @@
+/**
+ * The running bal's half of `bal upgrade` (handover.ts carries it): the
+ * `handover` and `retire` control commands, and what a retired bal shows
+ * while it drains. The new bal's half is in lifecycle.ts.
+ *
+ * @module
+ */
+import type { Command } from "../admin/registry.ts";
+import { describeError } from "../errors.ts";
+import { type HandedListener, handoverSocket, sendHandover } from "./handover.ts";
+import type { HandoverState } from "./handover.ts";
+import { processStatus } from "./state_file.ts";
+import type { Running } from "./running.ts";
+import { logger } from "../log.ts";
+import { plural } from "../text.ts";
+
+const log = logger("server");
+
+/** How long the main thread waits for the workers' listening descriptors. */
+const WORKER_FDS_MS = 1000;
+
+/** Every listening socket of every data plane, with the plane that serves it. */
+async function listeners(running: Running): Promise<HandedListener[]> {
+  await running.pool?.refresh(WORKER_FDS_MS);
+  const all = running.engine.listenerFds().map((l) => ({ ...l, plane: 0 }));
+  for (const [plane, fds] of running.pool?.listenerFds() ?? []) {
+    all.push(...fds.map((l) => ({ ...l, plane })));
+  }
+  return all;
+}
+
+/** Why this bal cannot hand over now, or null. */
+async function refusal(running: Running, pid: number, socket: unknown): Promise<string | null> {
+  const { upgrade } = running;
+  if (upgrade.retired) return "this bal is draining after an upgrade; upgrade the one that serves";
+  if (upgrade.to !== null && (await processStatus(upgrade.to)) === "running") {
+    return `an upgrade is already under way (new bal pid ${upgrade.to}); wait for it to finish`;
+  }
+  if (running.lock.fd === null) {
+    return `this bal's lock cannot be handed over on ${Deno.build.os}; bal stop, then bal start`;
+  }
+  if (!Number.isInteger(pid) || socket !== handoverSocket(running.options.paths, pid)) {
+    return "bad handover request";
+  }
+  return null;
+}
+
+/** The state the new bal starts from. */
+function handoverState(running: Running): HandoverState {
+  const { runtime } = running;
+  const admin = running.runtime.snapshot.config.admin.listen;
+  return {
+    pid: Deno.pid,
+    upgrades: running.upgrade.count,
+    health: [...runtime.health],
+    admin: [...runtime.admin],
+    discovered: [...running.discovery.known],
+    held: [
+      ...Object.values(running.engine.listening()),
+      ...(admin && running.adminServer ? [running.adminServer.address] : []),
+    ],
+  };
+}
+
+/** `handover`: sends the sockets and lock to the new bal, answers with the rest. */
+const handover = (running: Running): Command => async (req) => {
+  const pid = Number(req.pid);
+  const refused = await refusal(running, pid, req.socket);
+  if (refused) return { error: refused };
+  try {
+    const sockets = await listeners(running);
+    sendHandover(String(req.socket), running.lock.fd!, sockets);
+    running.upgrade.to = pid;
+    log.info(`handed ${plural(sockets.length, "listening socket")} to the new bal (pid {to})`, {
+      event: "handover",
+      sockets: sockets.length,
+      to: pid,
+    });
+    return handoverState(running);
+  } catch (err) {
+    return { error: `cannot hand over: ${describeError(err)}` };
+  }
+};
+
+/**
+ * `retire`: the new bal serves. This one gives up its control socket's
+ * name and state file, stops accepting and drains (as on SIGTERM).
+ */
+const retire = (running: Running): Command => (req) => {
+  if (running.upgrade.to === null || Number(req.pid) !== running.upgrade.to) {
+    return { error: "no hand-over to that pid is under way" };
+  }
+  running.upgrade.retired = true;
+  running.state.status = "draining";
+  running.upgrade.moveControl();
+  const active = running.stats().reduce((sum, p) => sum + p.active, 0);
+  running.upgrade.stop("upgrade");
+  return { ok: true, pid: Deno.pid, active };
+};
+
+/** The control commands of an upgrade's running side. */
+export function upgradeCommands(running: Running): [string, Command][] {
+  return [["handover", handover(running)], ["retire", retire(running)]];
+}
