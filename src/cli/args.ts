@@ -29,6 +29,8 @@ export interface CommandSpec {
   readonly usage: string;
   readonly alias?: string;
   readonly help: string;
+  /** More lines for the command's own `--help`, after `help`. */
+  readonly details?: string;
   readonly options?: readonly OptionSpec[];
   readonly commands?: readonly CommandSpec[];
   run?(args: string[], options: Options): Promise<number>;
@@ -182,7 +184,14 @@ function checkArguments(command: CommandSpec, path: string[], args: string[]): v
 export function helpOf(command: CommandSpec, path: readonly string[]): string {
   const [, ...args] = command.usage.split(" ");
   const usage = [...path, command.commands ? "[options] [command]" : "[options]", ...args];
-  const lines = [`Usage: ${usage.join(" ")}`, "", command.help, "", "Options:"];
+  const lines = [
+    `Usage: ${usage.join(" ")}`,
+    "",
+    command.help,
+    ...(command.details ? ["", command.details] : []),
+    "",
+    "Options:",
+  ];
   const options = [...(command.options ?? []).filter((o) => !o.hidden), HELP];
   lines.push(...columns(options.map((o) => [o.flags, describe(o)])));
   if (command.commands) {

@@ -176,6 +176,17 @@ const CONTROL_COMMANDS: CommandSpec[] = [
     usage: "upgrade",
     help:
       "run the program on disk in place of the running bal: the new bal takes its listening sockets, the old one drains and exits; no client is refused, and on any failure the old bal serves on unchanged",
+    details: [
+      "What it does (Linux): checks the config; starts the new bal, which receives every listening",
+      "socket and the lock from the running bal over the control socket (SCM_RIGHTS), with its",
+      "health and admin states; serves on them; then the old bal stops accepting, drains its live",
+      "connections (up to shutdown_drain_timeout_ms) and exits. Prints the old and new pids, the",
+      "sockets handed over and the connections left to drain.",
+      "",
+      "What it never does: close a listening socket, cut a live connection, or leave a second pid",
+      "file or a stray process. An invalid config, a new bal that fails, crashes or does not serve",
+      "within --timeout, or an old bal that does not answer: exit 1, the old bal serves unchanged.",
+    ].join("\n"),
     options: [
       config("config for the new bal (default: the one the running bal uses)"),
       { flags: "--wait", help: "return only once the old bal has drained and exited" },

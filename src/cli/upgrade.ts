@@ -32,6 +32,11 @@ export async function upgradeCommand(options: UpgradeOptions): Promise<number> {
     throw new BalError(`--timeout takes seconds, e.g. --timeout 30; got ${quote(options.timeout)}`);
   }
   const timeoutMs = Number(options.timeout ?? 30) * 1000;
+  if (Deno.build.os !== "linux") {
+    throw new StateError(
+      `bal upgrade hands listening sockets over, which needs Linux; on ${Deno.build.os}, bal stop, then bal start -d`,
+    );
+  }
   const found = await findInstance(paths);
   if (found.kind !== "running" || !found.state) {
     throw new StateError("bal is not running; bal start -d starts it");

@@ -477,7 +477,7 @@ Deno.test("edges 10: a missing -c file points at bal init -c FILE; init refuses 
   );
 });
 
-Deno.test("edges 11: reload is graceful, restart stops and starts with the running config", async () => {
+Deno.test("edges 11: reload is graceful, restart hands over to a new bal with the running config", async () => {
   const a = nameBackend("A");
   const home = tempHome();
   const port = freePort();
@@ -492,9 +492,7 @@ Deno.test("edges 11: reload is graceful, restart stops and starts with the runni
     assert.equal(restart.code, 0, restart.stderr);
     assert.match(
       restart.stdout,
-      new RegExp(
-        `bal stopped \\(pid ${d.pid}\\)\\nbal started in the background \\(pid \\d+\\), listening on 127\\.0\\.0\\.1:${port}`,
-      ),
+      new RegExp(`upgraded: bal pid ${d.pid} -> pid \\d+, listening on 127\\.0\\.0\\.1:${port}`),
     );
     pid = readPid(home)!;
     assert.notEqual(pid, d.pid);
@@ -503,7 +501,7 @@ Deno.test("edges 11: reload is graceful, restart stops and starts with the runni
     assert.equal(s.config_path, config);
     const help = await bal(home, "--help");
     assert.match(help.stdout, /graceful\|reload/);
-    assert.match(help.stdout, /restart .*stop the running bal \(draining\) and start it again/);
+    assert.match(help.stdout, /restart .*the same hand-over as upgrade, with the config it runs/);
   } finally {
     await bal(home, "stop");
     if (alive(pid)) Deno.kill(pid, "SIGKILL");

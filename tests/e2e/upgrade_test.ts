@@ -299,3 +299,109 @@ Deno.test("upgrade: a config that adds a service and drops another; restart is t
     await echo.close();
   }
 });
+
+Deno.test("upgrade under systemd: READY=1 at start, then the new bal's MAINPID= and READY=1; a foreground bal's successor logs where it did", async () => {
+  const echo = echoBackend();
+  const home = tempHome();
+  const port = freePort();
+  const config = `${home}/test.yaml`;
+  Deno.writeTextFileSync(
+    config,
+    `port: ${port}\nbind_address: 127.0.0.1\nbackends: [{host: 127.0.0.1, port: ${echo.port}}]\n`,
+  );
+  const notify = `${home}/notify.sock`;
+  const sd = Deno.listenDatagram({ transport: "unixpacket", path: notify });
+  const said = async () => new TextDecoder().decode((await sd.receive())[0]);
+  const env = { BAL_HOME: home, NO_COLOR: "1", NOTIFY_SOCKET: notify };
+  // ExecStart: bal in the foreground, as the unit runs it.
+  const foreground = new Deno.Command(Deno.execPath(), {
+    args: ["task", "-q", "bal", "start", "-c", config],
+    cwd: ROOT,
+    env,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  let newPid: number | null = null;
+  try {
+    assert.equal(await said(), "READY=1\n");
+    const first = readPid(home)!;
+    // ExecReload: bal upgrade; its standard error stands for the journal.
+    const journal = `${home}/journal.txt`;
+    const r = await runCommand("sh", [
+      "-c",
+      `"${Deno.execPath()}" task -q bal upgrade 2>"${journal}"`,
+    ], { cwd: ROOT, env });
+    assert.equal(r.code, 0, Deno.readTextFileSync(journal));
+    newPid = readPid(home)!;
+    assert.notEqual(newPid, first);
+    assert.equal(await said(), `MAINPID=${newPid}\nREADY=1\n`);
+    assert.match(r.stdout, /the new bal logs to this command's standard error/);
+    assert.equal((await foreground.status).code, 0, "the foreground bal drained and exited");
+    await oneRequest(port, 1);
+    await waitFor(
+      "the new bal's start in the journal",
+      () => /upgraded from pid \d+/.test(Deno.readTextFileSync(journal)),
+    );
+  } finally {
+    await bal(home, "stop");
+    if (newPid && alive(newPid)) Deno.kill(newPid, "SIGKILL");
+    try {
+      foreground.kill("SIGKILL");
+    } catch {
+      // exited
+    }
+    await foreground.status;
+    sd.close();
+    await echo.close();
+  }
+});
+
+Deno.test("upgrade: health and admin states carry over; a down backend gets no client before a check passes", async () => {
+  const up = echoBackend();
+  const drained = echoBackend();
+  const deadPort = freePort();
+  const b = await startBal({
+    backends: [up.port, drained.port, deadPort],
+    runtime: { health_check_interval_ms: 300 },
+  });
+  const backendsOf = async () =>
+    JSON.parse((await bal(b.home, "status", "--json")).stdout).backends as {
+      address: string;
+      reachable: boolean;
+      admin_state: string;
+    }[];
+  const byPort = (list: Awaited<ReturnType<typeof backendsOf>>, port: number) =>
+    list.find((x) => x.address.endsWith(`:${port}`))!;
+  try {
+    const r = await bal(b.home, "backend", "drain", "default", `127.0.0.1:${drained.port}`);
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor(
+      "the dead backend to be down",
+      async () => !byPort(await backendsOf(), deadPort).reachable,
+    );
+    // Checks far apart now: a fresh start would show every backend up for seconds.
+    Deno.writeTextFileSync(
+      b.config,
+      Deno.readTextFileSync(b.config).replace(
+        /health_check_interval_ms: \d+/,
+        "health_check_interval_ms: 60000",
+      ),
+    );
+    await upgrade(b.home);
+    const after = await backendsOf();
+    assert.equal(byPort(after, deadPort).reachable, false, "the down backend stays down");
+    assert.equal(byPort(after, drained.port).admin_state, "draining");
+    assert.equal(byPort(after, up.port).reachable, true);
+    // Its health checks connect too: count only what the requests bring (checks are a minute apart).
+    await new Promise((r) => setTimeout(r, 300));
+    const before = drained.accepted;
+    for (let i = 0; i < 20; i++) await oneRequest(b.port, i);
+    assert.equal(drained.accepted - before, 0, "the drained backend got no new client");
+  } finally {
+    await b.stop();
+    if (alive(b.pid)) Deno.kill(b.pid, "SIGKILL");
+    await up.close();
+    await drained.close();
+  }
+});
