@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { type UpgradeGap, upgradeGap } from "./upgrade_gap.ts";
 import { RUN_FLAGS } from "../src/build.ts";
 import { freePort } from "../tests/ports.ts";
 import { cpuMeter, FD_LIMIT, has, loadArgv, onCpu, pinned, waitPort } from "./proc.ts";
@@ -799,6 +800,11 @@ try {
     console.log(`\nCPU per short connection, feature on vs off:\n${lines.join("\n")}`);
   }
 
+  // `bal upgrade` under a steady load: failures, and the longest gap between completions.
+  const upgrades = !only || only.includes("bal") || only.includes("upgrade")
+    ? await upgradeGaps(quick ? 2 : 5)
+    : null;
+
   const json = {
     date: new Date().toISOString(),
     machine: {
@@ -818,11 +824,29 @@ try {
     results: result,
     scaling,
     features,
+    upgrades,
   };
   await Deno.writeTextFile(`${root}bench/results.json`, JSON.stringify(json, null, 2) + "\n");
   console.log(`\nwrote bench/results.json`);
 } finally {
   await cleanup();
+}
+
+/** Each engine's upgrade gaps, printed as a table. */
+async function upgradeGaps(count: number): Promise<UpgradeGap[]> {
+  const rows: UpgradeGap[] = [];
+  for (const engine of ["uring", "epoll", "deno"]) rows.push(await upgradeGap(engine, count));
+  console.log(
+    [
+      `\nbal upgrade under load (${count} upgrades; short connections on 4 loops; gaps in ms)`,
+      "| engine | connections | failed | longest gap in an upgrade | normal gap p99 | normal gap max |",
+      "| --- | --- | --- | --- | --- | --- |",
+      ...rows.map((r) =>
+        `| ${r.engine} | ${r.connections} | ${r.failed} | ${r.gap_during_upgrade_ms} | ${r.gap_normal_p99_ms} | ${r.gap_normal_max_ms} |`
+      ),
+    ].join("\n"),
+  );
+  return rows;
 }
 
 /** Ends the backends and removes the temporary directory. */

@@ -6,11 +6,10 @@
  * @module
  */
 import { emptyLag, sampleLoop } from "../stats/loop_lag.ts";
-import { allBackends, type Config, drainTimeout, readConfig, workerCount } from "../config/mod.ts";
+import { allBackends, type Config, drainTimeout, readConfig } from "../config/mod.ts";
 import { expandConfig } from "../discovery/expand.ts";
-import { closeFd, sendDatagram } from "../engine/linux/ffi_unix.ts";
 import { drainingSocket, type Handover, retire, takeHandover } from "./handover.ts";
-import { upgradeCommands } from "./upgrade.ts";
+import { faultInjected, notifySystemd, seedOf, upgradeCommands } from "./upgrade.ts";
 import { describeError, StateError } from "../errors.ts";
 import { startHealthChecks } from "../health/checker.ts";
 import {
@@ -30,7 +29,7 @@ import { heldFd, type InstanceLock, lockInstance } from "./lock.ts";
 import { type Command, dispatch, type Registry } from "../admin/registry.ts";
 import { backendCommands } from "../admin/backend_control.ts";
 import { openAdmin, statusOf } from "./observe.ts";
-import { type PlaneSeed, startPlanes } from "./planes.ts";
+import { startPlanes } from "./planes.ts";
 import { applyDiscovered, queueReload } from "./reload.ts";
 import type { Planes, Running, ServeOptions, Upgraded } from "./running.ts";
 import { listenForSignals } from "./signals.ts";
@@ -157,25 +156,6 @@ async function run(
   return 0;
 }
 
-/** The planes' seed from a hand-over: sockets by plane, health and admin states. */
-function seedOf(handover: Handover, config: Config): PlaneSeed {
-  const held = new Set(handover.held);
-  const planes = workerCount(config.workers);
-  // Sockets of planes this bal does not run close now, with the old bal's copies:
-  // fewer workers cost the clients queued in those sockets.
-  for (const l of handover.listeners) if (l.plane >= planes) closeFd(l.fd);
-  return {
-    inherited: (plane) => ({
-      fds: new Map(
-        handover.listeners.filter((l) => l.plane === plane).map((l) => [l.address, l.fd]),
-      ),
-      held,
-    }),
-    health: handover.health,
-    admin: handover.admin,
-  };
-}
-
 /**
  * Tells the old bal to retire now that this one serves. When it does not
  * answer, this bal stops (its clients drain) and the old one serves on.
@@ -198,38 +178,6 @@ async function retireOld(running: Running, handover: Handover): Promise<Upgraded
   } catch (err) {
     await shutdown(running, "upgrade failed");
     throw err;
-  }
-}
-
-/**
- * Under systemd (`Type=notify`, NOTIFY_SOCKET set): ready, and after an
- * upgrade, that this process is the service's main one now.
- */
-function notifySystemd(upgraded: Upgraded | null): void {
-  let socket: string | undefined;
-  try {
-    socket = Deno.env.get("NOTIFY_SOCKET");
-  } catch {
-    return;
-  }
-  if (!socket) return;
-  const text = upgraded ? `MAINPID=${Deno.pid}\nREADY=1\n` : "READY=1\n";
-  const r = sendDatagram(socket, text);
-  if (r < 0) {
-    log.warn("cannot notify systemd at {socket}: errno {errno}", {
-      event: "notify_failed",
-      socket,
-      errno: -r,
-    });
-  }
-}
-
-/** Whether the test-only fault `name` is asked for (BAL_TEST_FAULT); never in normal use. */
-function faultInjected(name: string): boolean {
-  try {
-    return Deno.env.get("BAL_TEST_FAULT") === name;
-  } catch {
-    return false;
   }
 }
 

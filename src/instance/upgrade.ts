@@ -1,14 +1,19 @@
 /**
  * The running bal's half of `bal upgrade` (handover.ts carries it): the
- * `handover` and `retire` control commands, and what a retired bal shows
- * while it drains. The new bal's half is in lifecycle.ts.
+ * `handover` and `retire` control commands; and the new bal's parts that
+ * lifecycle.ts runs: its planes' seed from what it received, and systemd's
+ * notification once it serves.
  *
  * @module
  */
 import type { Command } from "../admin/registry.ts";
 import { describeError } from "../errors.ts";
 import { type HandedListener, handoverSocket, sendHandover } from "./handover.ts";
-import type { HandoverState } from "./handover.ts";
+import type { Handover, HandoverState } from "./handover.ts";
+import { type Config, workerCount } from "../config/mod.ts";
+import { closeFd, sendDatagram } from "../engine/linux/ffi_unix.ts";
+import type { PlaneSeed } from "./planes.ts";
+import type { Upgraded } from "./running.ts";
 import { processStatus } from "./state_file.ts";
 import type { Running } from "./running.ts";
 import { logger } from "../log.ts";
@@ -86,19 +91,83 @@ const handover = (running: Running): Command => async (req) => {
  * `retire`: the new bal serves. This one gives up its control socket's
  * name and state file, stops accepting and drains (as on SIGTERM).
  */
-const retire = (running: Running): Command => (req) => {
+const retire = (running: Running): Command => async (req) => {
   if (running.upgrade.to === null || Number(req.pid) !== running.upgrade.to) {
     return { error: "no hand-over to that pid is under way" };
   }
   running.upgrade.retired = true;
   running.state.status = "draining";
   running.upgrade.moveControl();
+  await socketGone(running.options.paths.sock);
   const active = running.stats().reduce((sum, p) => sum + p.active, 0);
   running.upgrade.stop("upgrade");
   return { ok: true, pid: Deno.pid, active };
 };
 
+/**
+ * Waits (up to 2 s) until the closed control listener's path is gone. Deno
+ * unlinks it a turn of the event loop after the close: answering first let
+ * that unlink remove the socket the new bal had just made in its place.
+ */
+async function socketGone(path: string): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    if (!(await Deno.lstat(path).then(() => true, () => false))) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
 /** The control commands of an upgrade's running side. */
 export function upgradeCommands(running: Running): [string, Command][] {
   return [["handover", handover(running)], ["retire", retire(running)]];
+}
+
+/** The planes' seed from a hand-over: sockets by plane, health and admin states. */
+export function seedOf(handover: Handover, config: Config): PlaneSeed {
+  const held = new Set(handover.held);
+  const planes = workerCount(config.workers);
+  // Sockets of planes this bal does not run close now, with the old bal's copies:
+  // fewer workers cost the clients queued in those sockets.
+  for (const l of handover.listeners) if (l.plane >= planes) closeFd(l.fd);
+  return {
+    inherited: (plane) => ({
+      fds: new Map(
+        handover.listeners.filter((l) => l.plane === plane).map((l) => [l.address, l.fd]),
+      ),
+      held,
+    }),
+    health: handover.health,
+    admin: handover.admin,
+  };
+}
+
+/**
+ * Under systemd (`Type=notify`, NOTIFY_SOCKET set): ready, and after an
+ * upgrade, that this process is the service's main one now.
+ */
+export function notifySystemd(upgraded: Upgraded | null): void {
+  let socket: string | undefined;
+  try {
+    socket = Deno.env.get("NOTIFY_SOCKET");
+  } catch {
+    return;
+  }
+  if (!socket) return;
+  const text = upgraded ? `MAINPID=${Deno.pid}\nREADY=1\n` : "READY=1\n";
+  const r = sendDatagram(socket, text);
+  if (r < 0) {
+    log.warn("cannot notify systemd at {socket}: errno {errno}", {
+      event: "notify_failed",
+      socket,
+      errno: -r,
+    });
+  }
+}
+
+/** Whether the test-only fault `name` is asked for (BAL_TEST_FAULT); never in normal use. */
+export function faultInjected(name: string): boolean {
+  try {
+    return Deno.env.get("BAL_TEST_FAULT") === name;
+  } catch {
+    return false;
+  }
 }

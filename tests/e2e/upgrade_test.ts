@@ -87,6 +87,8 @@ function longStream(port: number) {
   const done = (async () => {
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     const reading = readAll(conn);
+    // Awaited below; a test that fails first must not leave its rejection unhandled.
+    reading.catch(() => {});
     for (let i = 0; !ending && i < 2000; i++) {
       const chunk = crypto.getRandomValues(new Uint8Array(4096));
       sent.push(chunk);
@@ -160,6 +162,8 @@ Deno.test("upgrade: ten upgrades under load refuse, reset and cut no one; old ba
     await waitFor("every old bal to exit", () => pids.slice(0, -1).every((p) => !alive(p)));
   } finally {
     await load.stop();
+    for (const s of streams) s.end();
+    await Promise.allSettled(streams.map((s) => s.done));
     await b.stop();
     for (const p of pids) if (alive(p)) Deno.kill(p, "SIGKILL");
     await echo.close();
@@ -272,7 +276,8 @@ Deno.test("upgrade: a config that adds a service and drops another; restart is t
     `  - name: ${name}\n    port: ${port}\n    bind_address: 127.0.0.1\n    backends: [{host: 127.0.0.1, port: ${echo.port}}]\n`;
   const head = `admin:\n  listen: 127.0.0.1:${admin}\nservices:\n`;
   const path = `${home}/test.yaml`;
-  Deno.writeTextFileSync(path, head + svc("a", a) + svc("b", freePort()));
+  const dropped = freePort();
+  Deno.writeTextFileSync(path, head + svc("a", a) + svc("b", dropped));
   const start = await bal(home, "start", "-d", "-c", path);
   assert.equal(start.code, 0, start.stderr);
   const first = readPid(home)!;
@@ -292,6 +297,8 @@ Deno.test("upgrade: a config that adds a service and drops another; restart is t
     assert.match(restart.stdout, /drained and exited/);
     await oneRequest(a, 3);
     assert.ok(!alive(first));
+    // The dropped service's socket closed once the old bal let go of it too.
+    assert.deepEqual(await listenSocket(dropped), []);
   } finally {
     await bal(home, "stop");
     const pid = readPid(home);

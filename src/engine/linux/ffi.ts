@@ -1,6 +1,6 @@
 /**
- * The only module that calls libc. Everything unsafe about the native
- * engine is here: symbol signatures, struct layouts, pointers and lengths.
+ * The module that loads libc; with getaddrinfo.ts and ffi_unix.ts, the only
+ * code that calls it. Symbol signatures, struct layouts, pointers and lengths live here.
  * Every buffer handed to the kernel is checked against the length passed
  * with it, so a bug elsewhere becomes an exception, never a write out of
  * bounds. Calls return the result or `-errno`, as the kernel does, so the
@@ -103,11 +103,9 @@ const LIBC_PATHS: Record<string, string[]> = {
 };
 
 /**
- * `size_t` parameters take bigints. A number works too, but only on Deno's
- * slow path: the optimized call expects a bigint, so every number passed
- * deoptimized its caller, and V8 kept recompiling the relay's functions
- * (measured: hundreds of deoptimizations a minute under load, 0.4 µs more
- * per call). `BigInt(len)` of a small integer is cheap beside that.
+ * `size_t` parameters take bigints: a number takes Deno's slow path, and
+ * deoptimized its caller (measured: hundreds of deoptimizations a minute
+ * under load, 0.4 µs more per call). `BigInt(len)` is cheap beside that.
  */
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 
@@ -146,7 +144,7 @@ export function loadLibc(): void {
   if (!errnoAddress) throw new Error("cannot find errno");
 }
 
-/** The loaded libc (for getaddrinfo.ts, the other half of this unsafe code). */
+/** The loaded libc (for getaddrinfo.ts and ffi_unix.ts, the rest of this unsafe code). */
 export function libc(): Lib {
   if (!lib) throw new Error("libc is not loaded: call loadLibc() first");
   return lib;
