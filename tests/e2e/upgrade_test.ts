@@ -228,6 +228,8 @@ Deno.test("upgrade: an invalid config, a crashing or hanging new bal, and a seco
       [],
       "no hand-over socket or ready file is left",
     );
+    const procs = (await runCommand("pgrep", ["-f", b.home])).stdout.trim().split("\n");
+    assert.deepEqual(procs, [String(b.pid)], "no stray bal is left");
   };
   try {
     const good = Deno.readTextFileSync(b.config);
@@ -252,6 +254,15 @@ Deno.test("upgrade: an invalid config, a crashing or hanging new bal, and a seco
     r = await runFaulty("hang_after_handover", "--timeout", "1");
     assert.equal(r.code, 1);
     assert.match(r.stderr, /did not report ready within 6 s/);
+    await stillServing();
+
+    // An old bal that does not answer (paused): the new one gives up at its timeout.
+    Deno.kill(b.pid, "SIGSTOP");
+    r = await bal(b.home, "upgrade", "--timeout", "1");
+    Deno.kill(b.pid, "SIGCONT");
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /the running bal did not answer the hand-over within 1 s/);
+    await new Promise((r) => setTimeout(r, 300));
     await stillServing();
 
     // A second upgrade while one hangs in its hand-over is refused.
