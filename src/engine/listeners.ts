@@ -26,8 +26,14 @@ export interface Wanted {
 /** A service's open listener. */
 interface Entry<L> {
   listener: L;
+  /**
+   * More sockets of the same address, handed over by a bal with more data
+   * planes than this one: served here until they close, so the clients
+   * queued in them are accepted rather than reset.
+   */
+  extras: L[];
   bound: Wanted;
-  /** The accept loop; it ends once the listener is closed. */
+  /** The accept loops; they end once the sockets are closed. */
   accepting: Promise<void>;
 }
 
@@ -73,12 +79,14 @@ export interface ListenerFd {
 
 /**
  * Listening sockets from the bal before (`bal upgrade`), by `host:port`:
- * `fds` to take over (consumed by the first apply; what it does not take
- * is closed), and `held`, every address the bal before listens on, where a
- * new socket joins it through SO_REUSEPORT instead of claiming the port.
+ * `fds` to take over (consumed by the first apply: the first of each
+ * address becomes the listener, any more are served beside it; what it
+ * does not take is closed), and `held`, every address the bal before
+ * listens on, where a new socket joins it through SO_REUSEPORT instead of
+ * claiming the port.
  */
 export interface Inherited {
-  fds: Map<string, number>;
+  fds: Map<string, number[]>;
   held: ReadonlySet<string>;
 }
 
@@ -93,13 +101,15 @@ export interface ListenerOptions<L> {
 /** What a listener set holds. */
 interface Listeners<L> {
   options: ListenerOptions<L>;
+  /** Handed-over sockets adopted beside a listener, until its entry is made. */
+  extras: Map<string, L[]>;
   readonly entries: Map<string, Entry<L>>;
   stopped: boolean;
 }
 
 /** An empty listener set. */
 export function listenerSet<L>(options: ListenerOptions<L>): ListenerSet {
-  const ls: Listeners<L> = { options, entries: new Map(), stopped: false };
+  const ls: Listeners<L> = { options, extras: new Map(), entries: new Map(), stopped: false };
   return {
     apply: (wanted) => apply(ls, wanted),
     addresses: () =>
@@ -112,7 +122,7 @@ export function listenerSet<L>(options: ListenerOptions<L>): ListenerSet {
     async closeAll() {
       ls.stopped = true;
       const loops = [...ls.entries.values()].map((e) => {
-        ls.options.sockets.close(e.listener);
+        closeEntry(ls, e);
         return e.accepting;
       });
       ls.entries.clear();
@@ -121,11 +131,13 @@ export function listenerSet<L>(options: ListenerOptions<L>): ListenerSet {
     fds: () => {
       const fdOf = ls.options.sockets.fd;
       if (!fdOf) return [];
-      return [...ls.entries].map(([service, e]) => ({
-        service,
-        address: formatAddress(e.bound.bind_address, e.bound.port),
-        fd: fdOf(e.listener),
-      }));
+      return [...ls.entries].flatMap(([service, e]) =>
+        [e.listener, ...e.extras].map((l) => ({
+          service,
+          address: formatAddress(e.bound.bind_address, e.bound.port),
+          fd: fdOf(l),
+        }))
+      );
     },
   };
 }
@@ -133,9 +145,10 @@ export function listenerSet<L>(options: ListenerOptions<L>): ListenerSet {
 function open<L>(ls: Listeners<L>, want: Wanted, claim: boolean): L {
   const { sockets, reusePort, inherited } = ls.options;
   const key = formatAddress(want.bind_address, want.port);
-  const fd = inherited?.fds.get(key);
+  const [fd, ...more] = inherited?.fds.get(key) ?? [];
   if (fd !== undefined && sockets.adopt) {
     inherited!.fds.delete(key);
+    ls.extras.set(key, more.map((n) => sockets.adopt!(n)));
     return sockets.adopt(fd);
   }
   // The bal before holds this port: join it; claiming would fail on its socket.
@@ -155,7 +168,20 @@ function open<L>(ls: Listeners<L>, want: Wanted, claim: boolean): L {
 }
 
 function start<L>(ls: Listeners<L>, service: string, listener: L, bound: Wanted): Entry<L> {
-  return { listener, bound, accepting: ls.options.sockets.serve(service, listener) };
+  const key = formatAddress(bound.bind_address, bound.port);
+  const extras = ls.extras.get(key) ?? [];
+  ls.extras.delete(key);
+  const serve = (l: L) => ls.options.sockets.serve(service, l);
+  return {
+    listener,
+    extras,
+    bound,
+    accepting: Promise.all([listener, ...extras].map(serve)).then(() => {}),
+  };
+}
+
+function closeEntry<L>(ls: Listeners<L>, e: Entry<L>): void {
+  for (const l of [e.listener, ...e.extras]) ls.options.sockets.close(l);
 }
 
 /**
@@ -199,15 +225,15 @@ function openAll<L>(ls: Listeners<L>, wanted: ReadonlyMap<string, Wanted>) {
 function apply<L>(ls: Listeners<L>, wanted: ReadonlyMap<string, Wanted>): string[] {
   if (ls.stopped) return [];
   const opened = openAll(ls, wanted);
-  releaseInherited(ls);
   for (const [name, listener] of opened) {
     const old = ls.entries.get(name);
     ls.entries.set(name, start(ls, name, listener, wanted.get(name)!));
-    if (old) ls.options.sockets.close(old.listener);
+    if (old) closeEntry(ls, old);
   }
+  releaseInherited(ls);
   const removed = [...ls.entries.keys()].filter((name) => !wanted.has(name));
   for (const name of removed) {
-    ls.options.sockets.close(ls.entries.get(name)!.listener);
+    closeEntry(ls, ls.entries.get(name)!);
     ls.entries.delete(name);
   }
   return removed;
@@ -221,9 +247,11 @@ function apply<L>(ls: Listeners<L>, wanted: ReadonlyMap<string, Wanted>): string
 function releaseInherited<L>(ls: Listeners<L>): void {
   const { inherited, sockets } = ls.options;
   if (!inherited) return;
-  for (const fd of inherited.fds.values()) {
+  for (const fd of [...inherited.fds.values()].flat()) {
     if (sockets.adopt) sockets.close(sockets.adopt(fd));
   }
+  for (const l of [...ls.extras.values()].flat()) sockets.close(l);
+  ls.extras.clear();
   ls.options = { ...ls.options, inherited: undefined };
 }
 

@@ -124,20 +124,41 @@ export function upgradeCommands(running: Running): [string, Command][] {
 /** The planes' seed from a hand-over: sockets by plane, health and admin states. */
 export function seedOf(handover: Handover, config: Config): PlaneSeed {
   const held = new Set(handover.held);
-  const planes = workerCount(config.workers);
-  // Sockets of planes this bal does not run close now, with the old bal's copies:
-  // fewer workers cost the clients queued in those sockets.
-  for (const l of handover.listeners) if (l.plane >= planes) closeFd(l.fd);
+  const byPlane = assignSockets(handover.listeners, workerCount(config.workers));
   return {
-    inherited: (plane) => ({
-      fds: new Map(
-        handover.listeners.filter((l) => l.plane === plane).map((l) => [l.address, l.fd]),
-      ),
-      held,
-    }),
+    inherited: (plane) => ({ fds: byPlane.get(plane) ?? new Map(), held }),
     health: handover.health,
     admin: handover.admin,
   };
+}
+
+/**
+ * Which data plane takes each handed-over socket, as descriptors by plane
+ * and address. A socket stays on its plane where this bal runs it; the rest
+ * go to a plane that has none for that address, else to plane 0, served
+ * beside its own: closing one would reset the clients queued in it.
+ */
+export function assignSockets(
+  listeners: readonly HandedListener[],
+  planes: number,
+): Map<number, Map<string, number[]>> {
+  const out = new Map<number, Map<string, number[]>>();
+  const give = (plane: number, l: HandedListener) => {
+    const fds = out.get(plane) ?? new Map<string, number[]>();
+    fds.set(l.address, [...(fds.get(l.address) ?? []), l.fd]);
+    out.set(plane, fds);
+  };
+  const has = (plane: number, address: string) => out.get(plane)?.has(address) ?? false;
+  const rest: HandedListener[] = [];
+  for (const l of listeners) {
+    if (l.plane < planes && !has(l.plane, l.address)) give(l.plane, l);
+    else rest.push(l);
+  }
+  for (const l of rest) {
+    const free = Array.from({ length: planes }, (_, p) => p).find((p) => !has(p, l.address));
+    give(free ?? 0, l);
+  }
+  return out;
 }
 
 /**

@@ -423,3 +423,48 @@ Deno.test("upgrade: health and admin states carry over; a down backend gets no c
     await drained.close();
   }
 });
+
+Deno.test("upgrade: to fewer data planes and back, under load, with no client lost", async () => {
+  const echo = echoBackend();
+  const b = await startBal({ backends: [echo.port], extra: "workers: 2" });
+  const load = shortLoad(b.port, 300);
+  const setWorkers = (n: number) =>
+    Deno.writeTextFileSync(
+      b.config,
+      Deno.readTextFileSync(b.config).replace(/workers: \d+/, `workers: ${n}`),
+    );
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    setWorkers(1);
+    await upgrade(b.home);
+    const one = readPid(b.home)!;
+    await waitFor("the old bal to exit", () => !alive(b.pid));
+    const sockets = await listenSocket(b.port);
+    if (!DENO_ENGINE) {
+      // The second plane's socket is served by the one plane left, not closed.
+      assert.deepEqual(sockets.map((s) => s.pid), [one, one]);
+    }
+    setWorkers(2);
+    await upgrade(b.home);
+    await waitFor("the one-plane bal to exit", () => !alive(one));
+    if (!DENO_ENGINE) {
+      // Back to two planes, each takes one of the two sockets: none closes, none is added.
+      const two = await listenSocket(b.port);
+      assert.deepEqual(two.map((s) => s.inode).sort(), sockets.map((s) => s.inode).sort());
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    await load.stop();
+    const failed = [...load.failed].map(([why, n]) => `${n} x ${why}`).join("; ");
+    if (DENO_ENGINE) console.log(`deno engine: ${load.ok} served, failed: ${failed || "none"}`);
+    else assert.equal(failed, "", `failed requests: ${failed}`);
+    assert.ok(load.ok > 200, `only ${load.ok} requests ran`);
+    const status = JSON.parse((await bal(b.home, "status", "--json")).stdout);
+    assert.equal(status.workers, 2);
+  } finally {
+    await load.stop();
+    await bal(b.home, "stop");
+    const pid = readPid(b.home);
+    if (pid && alive(pid)) Deno.kill(pid, "SIGKILL");
+    await echo.close();
+  }
+});
