@@ -124,6 +124,9 @@ export function createUringEngine(
   });
 }
 
+/** How long a closed listener waits at most for its accept's last completion. */
+const ACCEPT_END_MS = 1000;
+
 /**
  * Listeners with one multishot accept each. While accepts fail for want
  * of descriptors or memory the listener rests 50 ms at a time; a client
@@ -137,18 +140,32 @@ function uringSockets(
   const failing = episode();
   const peerBuf = new Uint8Array(sys.SOCKADDR_MAX);
   const arm = (l: LinuxListener) => prepAccept(loop.ring, l.fd, userData(l.token, ACCEPT));
+  /** Resolves a closed listener's accept loop: once its last accept has completed. */
+  const ended = new Map<LinuxListener, () => void>();
+  const end = (l: LinuxListener) => {
+    // Once: the safety timer must not forget a token the loop has handed out again.
+    const resolve = ended.get(l);
+    if (!resolve) return;
+    ended.delete(l);
+    loop.forget(l.token);
+    resolve();
+  };
+  const take = (service: string, fd: number) => {
+    const peer = sys.peerAddress(fd, peerBuf) === 0 ? decodeAddress(peerBuf) : null;
+    onClient(service, fd, peer ?? { hostname: "unknown", port: 0 });
+  };
   const accepted = (service: string, l: LinuxListener, res: number, flags: number) => {
     const more = (flags & CQE_F_MORE) !== 0;
     if (l.fd < 0) {
-      // Closed meanwhile: a client the kernel took first is let go.
-      if (res >= 0) sys.close(res);
-      if (!more) loop.forget(l.token);
+      // Closed meanwhile: a client the kernel took before the cancel is served all the same.
+      // After an upgrade the socket lives on in the new bal, and letting it go was a reset.
+      if (res >= 0) take(service, res);
+      if (!more) end(l);
       return;
     }
     if (res >= 0) {
       acceptRecovered(failing);
-      const peer = sys.peerAddress(res, peerBuf) === 0 ? decodeAddress(peerBuf) : null;
-      onClient(service, res, peer ?? { hostname: "unknown", port: 0 });
+      take(service, res);
     } else if (EXHAUSTED.has(-res)) {
       if (failing.fail()) acceptFailed(service, describeErrno(-res));
       if (!more) loop.timer(Date.now() + 50, () => l.fd >= 0 && arm(l));
@@ -165,7 +182,9 @@ function uringSockets(
     serve(service, l) {
       l.token = loop.add((_kind, res, flags) => accepted(service, l, res, flags));
       arm(l);
-      return new Promise<void>((resolve) => l.closed = resolve);
+      // The loop ends at the accept's last completion, not at the close: clients the
+      // kernel took until the cancel land first.
+      return new Promise<void>((resolve) => ended.set(l, resolve));
     },
     close: (l) =>
       closeLinuxListener(l, () => {
@@ -174,6 +193,8 @@ function uringSockets(
         // socket, closing the fd would not close the listener, and clients would still queue.
         prepCancel(loop.ring, userData(l.token, ACCEPT), IGNORED);
         enter(loop.ring, 0);
+        // Should the last completion never come (the ring torn down), the loop ends anyway.
+        Deno.unrefTimer(setTimeout(() => end(l), ACCEPT_END_MS));
       }),
   };
 }
