@@ -31,7 +31,7 @@ import { backendCommands } from "../admin/backend_control.ts";
 import { openAdmin, statusOf } from "./observe.ts";
 import { startPlanes } from "./planes.ts";
 import { applyDiscovered, queueReload } from "./reload.ts";
-import type { Planes, Running, ServeOptions, Upgraded } from "./running.ts";
+import type { Planes, Running, ServeOptions, Upgraded, UpgradeState } from "./running.ts";
 import { listenForSignals } from "./signals.ts";
 import { logger } from "../log.ts";
 
@@ -181,17 +181,11 @@ async function retireOld(running: Running, handover: Handover): Promise<Upgraded
   }
 }
 
-/** The state file kept current, health checks running, and the `started` line. */
-async function startRunning(
-  options: ServeOptions,
-  planes: Planes,
-  lock: InstanceLock,
-  declared: Config,
-  handover: Handover | null,
-): Promise<Running> {
+/** What the state file says first. */
+async function initialState(options: ServeOptions, planes: Planes): Promise<InstanceState> {
   const { config } = planes.runtime.snapshot;
   const listening = planes.engine.listening();
-  const state: InstanceState = {
+  return {
     pid: Deno.pid,
     proc_start: await processStart(Deno.pid),
     status: "running",
@@ -205,6 +199,29 @@ async function startRunning(
     daemon: options.daemon,
     log_format: options.logFormat,
   };
+}
+
+/** This bal's part in upgrades at its start: one more than the bal it took over from. */
+function upgradeState(handover: Handover | null): UpgradeState {
+  return {
+    count: handover ? handover.upgrades + 1 : 0,
+    held: new Set(handover?.held ?? []),
+    to: null,
+    retired: false,
+    stop: () => {},
+    moveControl: () => {},
+  };
+}
+
+/** The state file kept current, health checks running, and the `started` line. */
+async function startRunning(
+  options: ServeOptions,
+  planes: Planes,
+  lock: InstanceLock,
+  declared: Config,
+  handover: Handover | null,
+): Promise<Running> {
+  const state = await initialState(options, planes);
   // One write at a time, each of the state as it is then: two writes racing
   // on the same temporary file could lose the newer one.
   let saving = Promise.resolve();
@@ -231,14 +248,7 @@ async function startRunning(
     ...planes,
     options,
     lock,
-    upgrade: {
-      count: handover ? handover.upgrades + 1 : 0,
-      held: new Set(handover?.held ?? []),
-      to: null,
-      retired: false,
-      stop: () => {},
-      moveControl: () => {},
-    },
+    upgrade: upgradeState(handover),
     checks: {
       checkNow: checks.checkNow,
       stop: () => {

@@ -8,14 +8,18 @@
  */
 import type { Command } from "../admin/registry.ts";
 import { describeError } from "../errors.ts";
-import { type HandedListener, handoverSocket, sendHandover } from "./handover.ts";
-import type { Handover, HandoverState } from "./handover.ts";
+import {
+  type HandedListener,
+  type Handover,
+  handoverSocket,
+  type HandoverState,
+  sendHandover,
+} from "./handover.ts";
 import { type Config, workerCount } from "../config/mod.ts";
-import { closeFd, sendDatagram } from "../engine/linux/ffi_unix.ts";
+import { sendDatagram } from "../engine/linux/ffi_unix.ts";
 import type { PlaneSeed } from "./planes.ts";
-import type { Upgraded } from "./running.ts";
+import type { Running, Upgraded } from "./running.ts";
 import { processStatus } from "./state_file.ts";
-import type { Running } from "./running.ts";
 import { logger } from "../log.ts";
 import { plural } from "../text.ts";
 
