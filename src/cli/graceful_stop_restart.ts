@@ -103,7 +103,13 @@ export async function restartCommand(
   const paths = statePaths();
   await sameConfig(paths, options.config);
   if (Deno.build.os === "linux") {
-    return (await import("./upgrade.ts")).upgradeCommand({ ...options, config: undefined });
+    try {
+      return await (await import("./upgrade.ts")).upgradeCommand({ ...options, config: undefined });
+    } catch (err) {
+      const { PREDATES_UPGRADE } = await import("../instance/handover.ts");
+      if (!(err instanceof BalError && err.message.includes(PREDATES_UPGRADE))) throw err;
+      out(`${PREDATES_UPGRADE}: restarting it cold (stop, then start)`);
+    }
   }
   const found = await findInstance(paths);
   const configPath = found.kind === "running" ? found.state?.config_path : undefined;

@@ -108,7 +108,7 @@ export async function takeHandover(paths: StatePaths, timeoutMs: number): Promis
   const listening = listenPackets(path, timeoutMs);
   try {
     const reply = await ask(paths, { cmd: "handover", pid: Deno.pid, socket: path }, timeoutMs);
-    if (typeof reply.error === "string") throw new BalError(reply.error);
+    if (typeof reply.error === "string") throw new BalError(refusalReason(reply.error));
     // The running bal connected and sent everything before it answered.
     const peer = acceptPeer(listening);
     try {
@@ -121,6 +121,20 @@ export async function takeHandover(paths: StatePaths, timeoutMs: number): Promis
     await Deno.remove(path).catch(() => {});
   }
 }
+
+/**
+ * What the running bal's refusal means to the operator. A bal from before
+ * upgrades existed does not know the command: it needs one cold restart.
+ */
+export function refusalReason(error: string): string {
+  if (/^unknown cmd "handover"/.test(error)) {
+    return `${PREDATES_UPGRADE}; restart it cold once (bal stop, then bal start -d), and upgrades work from then on`;
+  }
+  return error;
+}
+
+/** How a refusal from a bal without upgrades begins (`bal restart` then restarts cold). */
+export const PREDATES_UPGRADE = "the running bal predates bal upgrade";
 
 /** Reads every message until the sender closes: the lock and the listeners. */
 function receiveAll(peer: number): { lockFd: number; listeners: HandedListener[] } {

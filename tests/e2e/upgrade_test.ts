@@ -468,3 +468,45 @@ Deno.test("upgrade: to fewer data planes and back, under load, with no client lo
     await echo.close();
   }
 });
+
+Deno.test("restart: a bal from before upgrades is restarted cold once, and upgrades work after", async () => {
+  const echo = echoBackend();
+  const home = tempHome();
+  const port = freePort();
+  const config = `${home}/test.yaml`;
+  Deno.writeTextFileSync(
+    config,
+    `port: ${port}\nbind_address: 127.0.0.1\nbackends: [{host: 127.0.0.1, port: ${echo.port}}]\n`,
+  );
+  // BAL_TEST_FAULT=no_handover: the daemon answers `handover` as an older bal does.
+  const start = await runCommand(Deno.execPath(), [
+    "task",
+    "-q",
+    "bal",
+    "start",
+    "-d",
+    "-c",
+    config,
+  ], {
+    cwd: ROOT,
+    env: { BAL_HOME: home, NO_COLOR: "1", BAL_TEST_FAULT: "no_handover" },
+  });
+  assert.equal(start.code, 0, start.stderr);
+  const old = readPid(home)!;
+  try {
+    const up = await bal(home, "upgrade");
+    assert.equal(up.code, 1);
+    assert.match(up.stderr, /the running bal predates bal upgrade; restart it cold once/);
+    assert.equal(readPid(home), old);
+    const restart = await bal(home, "restart");
+    assert.equal(restart.code, 0, restart.stderr);
+    assert.match(restart.stdout, /predates bal upgrade: restarting it cold \(stop, then start\)/);
+    assert.match(restart.stdout, new RegExp(`bal stopped \\(pid ${old}\\)`));
+    await upgrade(home);
+    await oneRequest(port, 1);
+  } finally {
+    await bal(home, "stop");
+    for (const p of [old, readPid(home)]) if (p && alive(p)) Deno.kill(p, "SIGKILL");
+    await echo.close();
+  }
+});
