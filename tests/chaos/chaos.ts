@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { closeQuietly, ROOT } from "../helpers.ts";
+import { closeQuietly, ROOT, tempHome } from "../helpers.ts";
 
 /** `short` (CI, about two minutes) or `full` (the figures in docs/reliability.md). */
 export const PROFILE = Deno.env.get("CHAOS_PROFILE") === "short" ? "short" : "full";
@@ -18,7 +18,7 @@ export function pick<T>(short: T, full: T): T {
 
 const RESULTS = PROFILE === "full"
   ? `${ROOT}docs/reliability-results.json`
-  : `${Deno.makeTempDirSync({ prefix: "bal-chaos-" })}/results.json`;
+  : `${tempHome()}/results.json`;
 
 /** Records one scenario's figures (merged into the results file by name). */
 export function record(scenario: string, figures: Record<string, unknown>): void {

@@ -4,7 +4,7 @@
  * and INSTALL_DIR.
  */
 import assert from "node:assert/strict";
-import { alive, missingTool, ROOT, runCommand, sha256, waitFor } from "../helpers.ts";
+import { alive, missingTool, ROOT, runCommand, sha256, tempHome, waitFor } from "../helpers.ts";
 
 const script = `${ROOT}install.sh`;
 
@@ -75,8 +75,9 @@ interface Env {
   vars: Record<string, string>;
 }
 
-async function setup(server: Server, extra: Record<string, string> = {}): Promise<Env> {
-  const home = await Deno.makeTempDir({ prefix: "bal-install-" });
+function setup(server: Server, extra: Record<string, string> = {}): Env {
+  // Removed when the test process exits, as every test's home is.
+  const home = tempHome();
   const installDir = `${home}/bin`;
   return {
     home,
@@ -152,7 +153,7 @@ Deno.test(
 
 Deno.test("install.sh: fresh install, then a same-version run downloads nothing", async () => {
   await withRelease(async (server) => {
-    const env = await setup(server);
+    const env = setup(server);
     const r = await install(env);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(await installedVersion(env), "1.0.0");
@@ -171,7 +172,7 @@ Deno.test("install.sh: fresh install, then a same-version run downloads nothing"
 
 Deno.test("install.sh: a release that says v1.0.0 is the same as an installed 1.0.0", async () => {
   await withRelease(async (server, dirs) => {
-    const env = await setup(server);
+    const env = setup(server);
     assert.equal((await install(env)).code, 0);
     await Deno.writeTextFile(`${dirs.v1}/VERSION`, "v1.0.0\n");
     server.requests.length = 0;
@@ -183,7 +184,7 @@ Deno.test("install.sh: a release that says v1.0.0 is the same as an installed 1.
 
 Deno.test("install.sh: updates to a newer release, keeping the config", async () => {
   await withRelease(async (server, dirs) => {
-    const env = await setup(server);
+    const env = setup(server);
     assert.equal((await install(env)).code, 0);
     await Deno.writeTextFile(`${env.home}/.bal/config.yaml`, "edited\n");
     server.use(dirs.v2);
@@ -197,7 +198,7 @@ Deno.test("install.sh: updates to a newer release, keeping the config", async ()
 
 Deno.test("install.sh: a bad checksum is refused and the installed binary stays", async () => {
   await withRelease(async (server, dirs) => {
-    const env = await setup(server);
+    const env = setup(server);
     assert.equal((await install(env)).code, 0);
     const sums = Deno.readTextFileSync(`${dirs.v2}/SHA256SUMS`).replace(
       /^[0-9a-f]{8}/gm,
@@ -222,10 +223,10 @@ Deno.test("install.sh: a bad checksum is refused and the installed binary stays"
 
 Deno.test("install.sh: picks the asset for the platform and refuses unsupported ones", async () => {
   await withRelease(async (server) => {
-    const mac = await setup(server, { BAL_UNAME_S: "Darwin", BAL_UNAME_M: "arm64" });
+    const mac = setup(server, { BAL_UNAME_S: "Darwin", BAL_UNAME_M: "arm64" });
     assert.equal((await install(mac)).code, 0);
     assert.ok(server.requests.includes("/bal-macos-arm64.tar.gz"));
-    const arm = await setup(server, { BAL_UNAME_M: "aarch64" });
+    const arm = setup(server, { BAL_UNAME_M: "aarch64" });
     assert.equal((await install(arm)).code, 0);
     assert.ok(server.requests.includes("/bal-linux-arm64.tar.gz"));
 
@@ -243,7 +244,7 @@ Deno.test("install.sh: picks the asset for the platform and refuses unsupported 
 
 Deno.test("install.sh: --uninstall keeps the config, --purge removes it", async () => {
   await withRelease(async (server) => {
-    const env = await setup(server);
+    const env = setup(server);
     assert.equal((await install(env)).code, 0);
     const u = await install(env, "--uninstall");
     assert.equal(u.code, 0, u.stderr);
@@ -261,7 +262,7 @@ Deno.test("install.sh: --uninstall keeps the config, --purge removes it", async 
 
 Deno.test("install.sh: a running daemon is stopped before the update and started after", async () => {
   await withRelease(async (server, dirs) => {
-    const env = await setup(server);
+    const env = setup(server);
     assert.equal((await install(env)).code, 0);
     const daemon = new Deno.Command("sleep", { args: ["30"] }).spawn();
     try {
