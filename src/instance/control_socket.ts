@@ -22,7 +22,8 @@ export type Handler = (request: Record<string, unknown>) => unknown | Promise<un
 
 /** A serving control socket. */
 export interface ControlSocket {
-  close(): void;
+  /** Stops serving; resolves once its path is gone. */
+  close(): Promise<void>;
 }
 
 async function readRequest(conn: Deno.Conn): Promise<string> {
@@ -88,15 +89,31 @@ export function serveControl(path: string, handler: Handler): ControlSocket {
     }
   })();
   return {
-    close() {
+    async close() {
       closed = true;
       try {
         listener.close();
       } catch {
         // already closed
       }
+      await pathGone(path);
     },
   };
+}
+
+/**
+ * Deno unlinks a Unix listener's path a turn or two after `close()`: a
+ * process that exits first leaves it behind (a stale socket for `bal
+ * status` to report), and one that hands its path on (`bal upgrade`) must
+ * not have that late unlink remove its successor's socket. So the close
+ * waits for the unlink, and removes the path itself should it not come.
+ */
+async function pathGone(path: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (!(await Deno.lstat(path).then(() => true, () => false))) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await Deno.remove(path).catch(() => {});
 }
 
 /** The other end took the request but did not answer in time (busy, or stopped). */

@@ -135,9 +135,9 @@ async function run(
   let control = serveControl(paths.sock, handler);
   // Deno unlinks a Unix socket's path when it closes the listener: a retiring bal opens
   // its draining socket first, then closes bal.sock before the new bal makes its own.
-  running.upgrade.moveControl = () => {
+  running.upgrade.moveControl = async () => {
     const moved = serveControl(drainingSocket(paths, Deno.pid), handler);
-    control.close();
+    await control.close();
     control = moved;
   };
   await writePid(paths);
@@ -145,14 +145,13 @@ async function run(
   await options.onReady?.(running.state.listening, upgraded);
   notifySystemd(upgraded);
   await shutdown(running, await stopping.requested);
-  control.close();
+  await control.close();
   stopping.remove();
   globalThis.removeEventListener("unhandledrejection", onUnhandled);
   flushAccessLog();
   log.info("stopped", { event: "stopped", pid: Deno.pid });
   // A retired bal's pid and state files are the new bal's, whenever it writes them.
-  if (running.upgrade.retired) await Deno.remove(drainingSocket(paths, Deno.pid)).catch(() => {});
-  else await removeInstanceFiles(paths, Deno.pid);
+  if (!running.upgrade.retired) await removeInstanceFiles(paths, Deno.pid);
   return 0;
 }
 
@@ -209,7 +208,7 @@ function upgradeState(handover: Handover | null): UpgradeState {
     to: null,
     retired: false,
     stop: () => {},
-    moveControl: () => {},
+    moveControl: () => Promise.resolve(),
   };
 }
 

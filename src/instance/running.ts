@@ -55,7 +55,7 @@ export interface UpgradeState {
   /** Begins this bal's stop (drain and exit), as a signal does. */
   stop(reason: string): void;
   /** Serves the control socket at `bal.draining.PID.sock` from now on, leaving `bal.sock`. */
-  moveControl(): void;
+  moveControl(): Promise<void>;
 }
 
 /** The data planes and the one recorder of everything they observe. */

@@ -101,24 +101,12 @@ const retire = (running: Running): Command => async (req) => {
   }
   running.upgrade.retired = true;
   running.state.status = "draining";
-  running.upgrade.moveControl();
-  await socketGone(running.options.paths.sock);
+  // Answered once bal.sock is gone, so the new bal's socket is made after, never removed.
+  await running.upgrade.moveControl();
   const active = running.stats().reduce((sum, p) => sum + p.active, 0);
   running.upgrade.stop("upgrade");
   return { ok: true, pid: Deno.pid, active };
 };
-
-/**
- * Waits (up to 2 s) until the closed control listener's path is gone. Deno
- * unlinks it a turn of the event loop after the close: answering first let
- * that unlink remove the socket the new bal had just made in its place.
- */
-async function socketGone(path: string): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    if (!(await Deno.lstat(path).then(() => true, () => false))) return;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** The control commands of an upgrade's running side. */
 export function upgradeCommands(running: Running): [string, Command][] {
