@@ -52,6 +52,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <body>
 <div id="bar"><h1>bal</h1><span class="meta" id="meta">loading…</span>
 <input id="filter" type="search" placeholder="filter services and backends" hidden></div>
+<div id="change" class="meta"></div>
 <div id="error"></div>
 <form id="login" hidden><label>Admin token <input id="token" type="password" size="40"></label>
 <button>Show</button></form>
@@ -228,6 +229,8 @@ function draw(s) {
   const planes = s.workers ?? 1;
   $("meta").textContent = "pid " + s.pid + ", up " + s.uptime_s + " s, " + plural(s.services.length, "service") +
     ", " + plural(planes, "data plane") + ", " + s.engine + " engine, config " + s.config_path;
+  const c = s.last_change;
+  $("change").textContent = c ? "last change: " + c.change + ", by " + c.who + " at " + c.at : "";
   const many = s.services.length > FOLD_ABOVE;
   $("filter").hidden = !many;
   $("services").replaceChildren(...s.services.filter(matches).map((svc) => section(svc, many)));

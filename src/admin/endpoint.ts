@@ -1,8 +1,9 @@
 /**
  * The admin HTTP endpoint (`admin.listen`), served by the control plane:
  * `GET /` (the dashboard page), `GET /metrics` (Prometheus text format) and
- * `GET /status.json` (what `bal status --json` prints). With `admin.token`, every request must send
- * it as `Authorization: Bearer TOKEN`. The HTTP itself is `http_server.ts`.
+ * `GET /status.json` (what `bal status --json` prints), and the JSON API under `/api/` (api.ts).
+ * With `admin.token` or `admin.tokens`, every request must send one as `Authorization: Bearer
+ * TOKEN` (auth.ts). The HTTP itself is `http_server.ts`.
  *
  * @module
  */
@@ -11,11 +12,15 @@ import { formatAddress } from "../net/address.ts";
 import { ListenError } from "../errors.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { serveHttp } from "./http_server.ts";
+import { callerOf } from "./auth.ts";
+import { answerApi, type RunCommand } from "./api.ts";
 
 /** What the endpoint serves. */
 export interface AdminHandlers {
   metrics(): Promise<string>;
   status(): Promise<unknown>;
+  /** Runs a control command for an API request. */
+  command: RunCommand;
 }
 
 /** A running admin endpoint. */
@@ -51,7 +56,7 @@ export function startAdmin(
     const why = err instanceof Deno.errors.AddrInUse ? "address already in use" : String(err);
     throw new ListenError(`cannot listen on ${address} (admin.listen): ${why}`, { cause: err });
   }
-  const server = serveHttp(listener, (req) => answer(req, settings().token, handlers), () => {
+  const server = serveHttp(listener, (req) => answer(req, settings(), handlers), () => {
     const s = settings();
     return {
       headerTimeoutMs: s.header_timeout_ms,
@@ -74,13 +79,7 @@ function listenShared(hostname: string, port: number, join: boolean): Deno.TcpLi
   return Deno.listen({ hostname, port, transport: "tcp", reusePort });
 }
 
-/** Whether `header` carries `token` as a bearer credential (the scheme's case does not matter). */
-export function hasBearer(header: string | null, token: string): boolean {
-  const m = header === null ? null : /^bearer[ ]+(\S+)\s*$/i.exec(header);
-  return m !== null && m[1] === token;
-}
-
-async function answer(req: Request, token: string | null, h: AdminHandlers): Promise<Response> {
+async function answer(req: Request, settings: AdminSettings, h: AdminHandlers): Promise<Response> {
   const path = new URL(req.url).pathname;
   // The page holds no data: it loads without the token, then asks for it.
   if (path === "/" && req.method === "GET") {
@@ -88,12 +87,14 @@ async function answer(req: Request, token: string | null, h: AdminHandlers): Pro
       headers: { "content-type": "text/html; charset=utf-8" },
     });
   }
-  if (token !== null && !hasBearer(req.headers.get("authorization"), token)) {
-    return new Response("a bearer token is required (admin.token)\n", {
+  const caller = callerOf(req.headers.get("authorization"), settings);
+  if (caller === null) {
+    return new Response("a bearer token is required (admin.token or admin.tokens)\n", {
       status: 401,
       headers: { "www-authenticate": 'Bearer realm="bal"' },
     });
   }
+  if (path.startsWith("/api/")) return answerApi(req, caller, h.command);
   if (req.method !== "GET" && req.method !== "HEAD") {
     return new Response("only GET\n", { status: 405, headers: { allow: "GET, HEAD" } });
   }

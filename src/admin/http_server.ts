@@ -1,6 +1,6 @@
 /**
- * The small HTTP/1.1 server the admin endpoint runs on: GET and HEAD, no
- * request bodies, keep-alive. bal keeps its own accept loop and timers
+ * The small HTTP/1.1 server the admin endpoint runs on: keep-alive, request
+ * bodies up to {@link BODY_MAX} bytes with a `content-length` (no chunks). bal keeps its own accept loop and timers
  * rather than `Deno.serve`, whose accept loop ended for good the first
  * time accepting failed with EMFILE, and which has no header or idle
  * timeout: 1,500 slowloris clients held 1,500 descriptors for minutes.
@@ -23,6 +23,8 @@ const log = logger("admin");
 
 /** The most a request's line and headers may take. */
 export const HEAD_MAX = 16 * 1024;
+/** The most a request's body may take: a config file's own limit. */
+export const BODY_MAX = 1024 * 1024;
 
 /** Timeouts and the connection cap. */
 export interface HttpLimits {
@@ -123,8 +125,8 @@ interface Head {
   headers: Headers;
   /** The client wants the connection kept open after the answer. */
   keepAlive: boolean;
-  /** Bytes of a body announced (refused, as no admin request has one). */
-  body: boolean;
+  /** Bytes of body announced. */
+  length: number;
 }
 
 /** Serves requests on `conn` until the client closes, a limit is hit, or `Connection: close`. */
@@ -139,8 +141,12 @@ async function serveConnection(conn: Deno.Conn, handler: HttpHandler, limits: Ht
         await send(conn, plain(head), "GET", false, limits.idleTimeoutMs);
         return;
       }
-      const res = head.body ? plain(413) : await answer(handler, head, conn);
-      const keep = head.keepAlive && !head.body;
+      const body = head.length > BODY_MAX
+        ? null
+        : await reader.body(head.length, limits.headerTimeoutMs);
+      if (head.length > 0 && body === null && head.length <= BODY_MAX) return;
+      const res = body === null ? plain(413) : await answer(handler, head, body, conn);
+      const keep = head.keepAlive && body !== null;
       if (!(await send(conn, res, head.method, keep, limits.idleTimeoutMs)) || !keep) return;
     }
   } finally {
@@ -148,11 +154,21 @@ async function serveConnection(conn: Deno.Conn, handler: HttpHandler, limits: Ht
   }
 }
 
-async function answer(handler: HttpHandler, head: Head, conn: Deno.Conn): Promise<Response> {
+async function answer(
+  handler: HttpHandler,
+  head: Head,
+  body: Uint8Array,
+  conn: Deno.Conn,
+): Promise<Response> {
   const host = head.headers.get("host") ?? "admin";
+  const withBody = body.length > 0 && head.method !== "GET" && head.method !== "HEAD";
   try {
     return await handler(
-      new Request(`http://${host}${head.target}`, { method: head.method, headers: head.headers }),
+      new Request(`http://${host}${head.target}`, {
+        method: head.method,
+        headers: head.headers,
+        body: withBody ? body as Uint8Array<ArrayBuffer> : undefined,
+      }),
     );
   } catch (err) {
     log.error("admin {method} {path} failed: {error}", {
@@ -170,8 +186,10 @@ const REASONS: Record<number, string> = {
   200: "OK",
   400: "Bad Request",
   401: "Unauthorized",
+  403: "Forbidden",
   404: "Not Found",
   405: "Method Not Allowed",
+  409: "Conflict",
   408: "Request Timeout",
   413: "Content Too Large",
   431: "Request Header Fields Too Large",
@@ -262,6 +280,25 @@ function headReader(conn: Deno.Conn) {
         clearTimeout(timer);
       }
     },
+    /** The next `n` bytes (a body), or null when the client closed or stalled past `timeoutMs`. */
+    async body(n: number, timeoutMs: number): Promise<Uint8Array | null> {
+      const timer = setTimeout(() => closeQuietly(conn), timeoutMs);
+      try {
+        while (buf.length < n) {
+          const got = await conn.read(chunk).catch(() => null);
+          if (got === null) return null;
+          const next = new Uint8Array(buf.length + got);
+          next.set(buf);
+          next.set(chunk.subarray(0, got), buf.length);
+          buf = next;
+        }
+        const out = buf.slice(0, n);
+        buf = buf.slice(n);
+        return out;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
   };
 }
 
@@ -301,7 +338,7 @@ export function parseHead(text: string): Head | number {
   const keepAlive = m[3] === "1"
     ? !connection.includes("close")
     : connection.includes("keep-alive");
-  return { method: m[1], target: m[2], headers, keepAlive, body: Number(length ?? 0) > 0 };
+  return { method: m[1], target: m[2], headers, keepAlive, length: Number(length ?? 0) };
 }
 
 function closeQuietly(c: Deno.Conn | Deno.Listener): void {

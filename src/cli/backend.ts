@@ -1,6 +1,7 @@
 /**
  * `bal backend list|drain|disable|enable|weight`: live control of one
- * backend through the control socket, no reload.
+ * backend through the control socket, no reload; `bal backend add|remove`:
+ * a change saved into the config file and applied as a reload is.
  *
  * @module
  */
@@ -9,6 +10,7 @@ import { type CommandSpec, type Options, type OptionSpec, stringOption } from ".
 import { statePaths } from "../instance/paths.ts";
 import type { ServiceStatus } from "../instance/status_report.ts";
 import { out } from "./output.ts";
+import { runChange } from "./change.ts";
 
 /** Options every `bal backend` command takes. */
 interface BackendOptions {
@@ -74,10 +76,49 @@ const setter = (action: "drain" | "enable", help: string): CommandSpec => ({
   run: ([s, b], o) => setCommand(s, b, { action }, common(o)),
 });
 
+/** `--weight 2` and such as an integer, or the text itself for the config's check to refuse. */
+function intOf(value: string | boolean | undefined): number | string | undefined {
+  if (typeof value !== "string") return undefined;
+  return /^-?\d+$/.test(value) ? Number(value) : value;
+}
+
+/** The backend `HOST:PORT` and the options of `bal backend add`, as a config entry. */
+function entryOf(address: string, o: Options): Record<string, unknown> {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(address.trim());
+  const host = m ? m[1].replace(/^\[(.*)\]$/, "$1") : address;
+  const entry: Record<string, unknown> = { host, port: m ? Number(m[2]) : undefined };
+  if (o.weight !== undefined) entry.weight = intOf(o.weight);
+  if (o.backup === true) entry.backup = true;
+  if (o.maxConnections !== undefined) entry.max_connections = intOf(o.maxConnections);
+  return entry;
+}
+
+const ADD: CommandSpec = {
+  usage: "add <service> <host:port>",
+  help: "add a backend: saved into the config file, applied as a reload (checked before clients)",
+  options: [
+    ...COMMON,
+    { flags: "--weight <n>", help: "its weight, 0-256 (default 1)" },
+    { flags: "--backup", help: "used only while no other backend can take a client" },
+    { flags: "--max-connections <n>", help: "beyond it, new clients go elsewhere" },
+  ],
+  run: ([service, address], o) =>
+    runChange({ op: "add_backend", service, backend: entryOf(address, o) }, o.json === true),
+};
+
+const REMOVE: CommandSpec = {
+  usage: "remove <service> <host:port>",
+  help: "remove a backend from the config file: no new clients, live ones finish",
+  options: COMMON,
+  run: ([service, backend], o) =>
+    runChange({ op: "remove_backend", service, backend }, o.json === true),
+};
+
 /** `bal backend ...`. */
 export const backendCommands: CommandSpec = {
   usage: "backend",
-  help: "list backends, or drain, disable, enable or reweight one live (no reload)",
+  help:
+    "list backends; add or remove one (saved in the file); drain, disable, enable or reweight one live",
   commands: [
     {
       usage: "list [service]",
@@ -85,6 +126,8 @@ export const backendCommands: CommandSpec = {
       options: COMMON,
       run: ([service], o) => listCommand(service, common(o)),
     },
+    ADD,
+    REMOVE,
     setter("drain", "no new connections; live ones finish"),
     setter("enable", "take new connections again"),
     {

@@ -17,6 +17,7 @@ import {
   UsageError,
 } from "./args.ts";
 import { backendCommands } from "./backend.ts";
+import { serviceCommands } from "./service.ts";
 import { err, out } from "./output.ts";
 import type { StatusOptions } from "./status.ts";
 
@@ -213,7 +214,13 @@ const PROGRAM: CommandSpec = {
   usage: "bal",
   help: "A small, fast TCP (L4) load balancer. State lives in $BAL_HOME or ~/.bal.",
   options: [{ flags: "-v, --version", help: "print the version" }],
-  commands: [...CONFIG_COMMANDS, ...REPORT_COMMANDS, ...CONTROL_COMMANDS, backendCommands],
+  commands: [
+    ...CONFIG_COMMANDS,
+    ...REPORT_COMMANDS,
+    ...CONTROL_COMMANDS,
+    backendCommands,
+    serviceCommands,
+  ],
 };
 
 /** Runs the CLI with `args` (without the program name) and returns the exit code. */

@@ -79,6 +79,8 @@ export async function statusCommand(options: StatusOptions): Promise<number> {
     }, ${s.engine} engine, config ${s.config_path}`,
   );
   if (s.engine_fallback) out(`  engine: ${s.engine}, as auto falls back: ${s.engine_fallback}`);
+  const change = s.last_change;
+  if (change) out(`  last change: ${change.change}, by ${change.who} at ${change.at}`);
   for (const d of s.draining ?? []) {
     out(
       `  draining: pid ${d.pid} (before an upgrade), ${

@@ -37,6 +37,8 @@ export type ConfigCheck =
     warnings: string[];
     /** Where each service's `bind_address` was written (key path to place), for later checks. */
     places: Map<string, ConfigLocation>;
+    /** The text checked. */
+    text: string;
   }
   | { ok: false; errors: ConfigError[] };
 
@@ -100,7 +102,8 @@ export function checkConfig(text: string, file: string): ConfigCheck {
   };
   const config = configOf(root, file, at, position, notes);
   if (errors.length > 0) return { ok: false, errors: unique(errors).sort(byPosition) };
-  return { ok: true, config: deepFreeze(config), warnings: notes.warnings, places: notes.places };
+  const { warnings, places } = notes;
+  return { ok: true, config: deepFreeze(config), warnings, places, text };
 }
 
 function configOf(

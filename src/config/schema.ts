@@ -236,14 +236,26 @@ export interface Service {
 export interface AdminSettings {
   /** Where it listens, or null when off. */
   readonly listen: { readonly host: string; readonly port: number } | null;
-  /** Bearer token every request must carry, or null (loopback only). */
+  /** Bearer token every request must carry, or null (loopback only); it may read and write. */
   readonly token: string | null;
+  /** Further tokens, each named (the name is logged with what it changed) and with its role. */
+  readonly tokens: readonly AdminToken[];
   /** A request's line and headers must arrive within this, from its first byte (or the connect). */
   readonly header_timeout_ms: number;
   /** A keep-alive connection with no request (or a client not reading an answer) is closed after this. */
   readonly idle_timeout_ms: number;
   /** Clients connected at once; more are closed at once. */
   readonly max_connections: number;
+}
+
+/** What an admin token may do: `read` sees status, metrics and `GET /api/...`; `write` may change. */
+export type TokenRole = "read" | "write";
+
+/** One of `admin.tokens`. */
+export interface AdminToken {
+  readonly name: string;
+  readonly token: string;
+  readonly role: TokenRole;
 }
 
 /** A validated, frozen config. */

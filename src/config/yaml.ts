@@ -140,3 +140,8 @@ export function linePos(text: string, offset: number): { line: number; col: numb
   }
   return { line, col: offset - start + 1 };
 }
+
+/** The plain value of a YAML text (no positions), as the config checker reads it; throws on bad YAML. */
+export function plainYaml(text: string): unknown {
+  return load(text, { schema: CORE_SCHEMA, json: false });
+}

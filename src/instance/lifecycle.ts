@@ -28,6 +28,7 @@ import { serveControl } from "./control_socket.ts";
 import { heldFd, type InstanceLock, lockInstance } from "./lock.ts";
 import { type Command, dispatch, type Registry } from "../admin/registry.ts";
 import { backendCommands } from "../admin/backend_control.ts";
+import { changeCommands } from "./config_change.ts";
 import { openAdmin, statusOf } from "./observe.ts";
 import { startPlanes } from "./planes.ts";
 import { applyDiscovered, queueReload } from "./reload.ts";
@@ -57,21 +58,21 @@ export async function serve(options: ServeOptions): Promise<number> {
   try {
     // With the lock ours, a pid file left behind can only be stale.
     const stalePid = await readPid(paths);
-    const config = await prepare(options);
+    const loaded = await prepare(options);
     if (stalePid !== null) {
       log.warn("replaced the stale pid file of pid {pid}, which is not a running bal", {
         event: "stale_pid",
         pid: stalePid,
       });
     }
-    return await run(options, lock, config, null);
+    return await run(options, lock, loaded, null);
   } finally {
     lock.close();
   }
 }
 
-/** The config, checked, and logging set up for it. */
-async function prepare(options: ServeOptions): Promise<Config> {
+/** The config and its text, checked, and logging set up for it. */
+async function prepare(options: ServeOptions): Promise<{ config: Config; text: string }> {
   const { paths, configPath } = options;
   const loaded = await readConfig(configPath);
   if (!loaded.ok) throw loaded.errors[0];
@@ -82,7 +83,7 @@ async function prepare(options: ServeOptions): Promise<Config> {
     file: options.daemon ? paths.log : undefined,
     accessFile: config.access_log_path,
   });
-  return config;
+  return { config, text: loaded.text };
 }
 
 /**
@@ -92,13 +93,13 @@ async function prepare(options: ServeOptions): Promise<Config> {
  * any failure leaves the old bal serving as it was.
  */
 async function serveUpgrade(options: ServeOptions, timeoutMs: number): Promise<number> {
-  const config = await prepare(options);
+  const loaded = await prepare(options);
   const handover = await takeHandover(options.paths, timeoutMs);
   const lock = heldFd(handover.lockFd);
   try {
     if (faultInjected("crash_after_handover")) Deno.exit(70);
     if (faultInjected("hang_after_handover")) await new Promise(() => setInterval(() => {}, 1000));
-    return await run(options, lock, config, handover);
+    return await run(options, lock, loaded, handover);
   } finally {
     lock.close();
   }
@@ -108,7 +109,7 @@ async function serveUpgrade(options: ServeOptions, timeoutMs: number): Promise<n
 async function run(
   options: ServeOptions,
   lock: InstanceLock,
-  declared: Config,
+  { config: declared, text }: { config: Config; text: string },
   handover: Handover | null,
 ): Promise<number> {
   const { paths } = options;
@@ -127,11 +128,14 @@ async function run(
     handover ? seedOf(handover, declared) : undefined,
   );
   const running = await startRunning(options, planes, lock, declared, handover);
+  running.declaredText = text;
   running.discovery.seed(known);
   const stopping = listenForSignals(running);
   running.upgrade.stop = stopping.stop;
   const upgraded = handover ? await retireOld(running, handover) : null;
-  const handler = (req: Record<string, unknown>) => dispatch(commands(running), req);
+  // Only the admin API names its caller; a control socket request cannot.
+  const handler = ({ caller: _, ...req }: Record<string, unknown>) =>
+    dispatch(running.commands, req);
   let control = serveControl(paths.sock, handler);
   // Deno unlinks a Unix socket's path when it closes the listener: a retiring bal opens
   // its draining socket first, then closes bal.sock before the new bal makes its own.
@@ -264,8 +268,12 @@ async function startRunning(
     reloadOutcomes: { ok: 0, failed: 0 },
     adminServer: null,
     declared,
+    declaredText: "",
+    lastChange: null,
+    commands: new Map(),
     discovery: null!,
   };
+  running.commands = commands(running);
   running.discovery = startDiscovery(declared, () => applyDiscovered(running));
   try {
     running.adminServer = openAdmin(running, planes.runtime.snapshot.config.admin);
@@ -319,6 +327,7 @@ function commands(running: Running): Registry {
     ],
     // A bal from before upgrades, as tests play it.
     ...(faultInjected("no_handover") ? [] : upgradeCommands(running)),
+    ...changeCommands(running),
     ...backendCommands({
       runtime: running.runtime,
       broadcast: (id, admin) => running.pool?.admin(id, admin),

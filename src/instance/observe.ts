@@ -11,6 +11,7 @@ import { buildStatus, type Status } from "./status_report.ts";
 import { type AdminServer, startAdmin } from "../admin/endpoint.ts";
 import { renderMetrics } from "../stats/metrics.ts";
 import type { Running } from "./running.ts";
+import { dispatch } from "../admin/registry.ts";
 
 /** How long `bal status` waits for the workers' current counters before using their last report. */
 const STATUS_REFRESH_MS = 250;
@@ -19,7 +20,7 @@ const STATUS_REFRESH_MS = 250;
 export async function statusOf(running: Running): Promise<Status> {
   await running.pool?.refresh(STATUS_REFRESH_MS);
   const { runtime } = running;
-  return buildStatus({
+  const status = buildStatus({
     pid: Deno.pid,
     startedAt: running.startedAt,
     now: Date.now(),
@@ -37,6 +38,7 @@ export async function statusOf(running: Running): Promise<Status> {
     loopLag: summarizeLag(running.lag),
     discovery: running.discovery.status(),
   });
+  return { ...status, last_change: running.lastChange };
 }
 
 /** The admin endpoint on `settings.listen`, serving this bal's metrics and status. */
@@ -44,6 +46,8 @@ export function openAdmin(running: Running, settings: Config["admin"]): AdminSer
   return startAdmin(settings.listen, () => running.runtime.snapshot.config.admin, {
     metrics: () => metricsOf(running),
     status: () => statusOf(running),
+    command: async (request, caller) =>
+      await dispatch(running.commands, { ...request, caller: `token ${caller.name}` }),
   }, running.upgrade.held);
 }
 

@@ -35,9 +35,10 @@ export function queueReload(running: Running): Promise<ReloadOutcome> {
 /**
  * Re-reads the config file and applies it: new and moved listeners first
  * (all or nothing), then the snapshot swap that every data plane follows.
- * On any error the running config stays and the reason is logged.
+ * On any error the running config stays and the reason is logged. The
+ * caller holds the queue ({@link queueReload}, or a change from code).
  */
-async function reload(running: Running): Promise<ReloadOutcome> {
+export async function reload(running: Running): Promise<ReloadOutcome> {
   const { runtime, engine, state } = running;
   state.reloads++;
   const before = runtime.snapshot.config;
@@ -60,6 +61,7 @@ async function reload(running: Running): Promise<ReloadOutcome> {
     });
   } else {
     running.declared = result.config;
+    running.declaredText = result.text;
     running.discovery.follow(result.config);
     const next = install(running, wanted);
     warnDeferred(running, next.config);

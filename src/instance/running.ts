@@ -18,6 +18,7 @@ import type { PlaneStats } from "../stats/counters.ts";
 import type { WorkerPool } from "../engine/workers/pool.ts";
 import type { AdminServer } from "../admin/endpoint.ts";
 import type { InstanceLock } from "./lock.ts";
+import type { Registry } from "../admin/registry.ts";
 
 /** How to run. */
 export interface ServeOptions {
@@ -58,6 +59,13 @@ export interface UpgradeState {
   moveControl(): Promise<void>;
 }
 
+/** A change made from code: when, by whom, what. */
+export interface LastChange {
+  at: string;
+  who: string;
+  change: string;
+}
+
 /** The data planes and the one recorder of everything they observe. */
 export interface Planes {
   runtime: Runtime;
@@ -87,10 +95,16 @@ export interface Running extends Planes {
   reloading: Promise<void>;
   /** Reloads by outcome, for the metrics. */
   reloadOutcomes: { ok: number; failed: number };
+  /** The control commands, which the control socket and the admin API both run. */
+  commands: Registry;
   /** The admin HTTP endpoint, when `admin.listen` is set. */
   adminServer: AdminServer | null;
   /** The config as the file says it; the snapshot's is this with discovered backends filled in. */
   declared: Config;
+  /** The file's text `declared` was read from: a change from code is refused once the file differs. */
+  declaredText: string;
+  /** The last change made from code (API or CLI), for status and the dashboard. */
+  lastChange: LastChange | null;
   /** DNS names, SRV records and etcd prefixes being followed for backends. */
   discovery: Discovery;
 }

@@ -129,6 +129,8 @@ export interface Status extends Partial<Omit<ServiceStatus, "protection_mode">> 
   upgrades?: number;
   /** True for a bal that handed over to a new one and drains. */
   retired?: boolean;
+  /** The last change made from code (the HTTP API or `bal backend add`...): when, who, what. */
+  last_change?: { at: string; who: string; change: string } | null;
   /** Older bals still draining after an upgrade: pid and live connections. */
   draining?: { pid: number; active_connections: number }[];
   protection_mode: ProtectionMode;

@@ -144,3 +144,10 @@ export function reachesListener(
     (isLoopback(host) &&
       (isWildcard(bind) || isLocalhost(bind) || (isLocalhost(host) && isLoopback(bind))));
 }
+
+/** `HOST:PORT` as a key that two spellings of one address share, or null when it is not one. */
+export function addressKey(address: string): string | null {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d+)$/.exec(address.trim());
+  const host = m ? normalizeHost(m[1]) : undefined;
+  return host ? `${host}|${Number(m![2])}` : null;
+}

@@ -153,7 +153,7 @@ Deno.test("admin: nothing listens unless configured; a token, when set, is requi
   assert.equal(r.code, 1);
   assert.match(
     r.stderr,
-    /:1:17: admin\.listen: 0\.0\.0\.0 is reachable from other machines, so admin\.token is required/,
+    /:1:17: admin\.listen: 0\.0\.0\.0 is reachable from other machines, so admin\.token or admin\.tokens is required/,
   );
   Deno.writeTextFileSync(
     exposed,
