@@ -173,7 +173,10 @@ export const OPENAPI = {
         summary: "Replace a service",
         requestBody: {
           required: true,
-          ...body(ref("Service"), "The service; its name is the path's"),
+          ...body(
+            ref("Service"),
+            "The service; without a name it keeps the path's, and another renames it",
+          ),
         },
         responses: { "200": body(ref("Changed"), "Replaced and saved"), ...CHANGE_ERRORS },
       },

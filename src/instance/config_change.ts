@@ -11,7 +11,7 @@
 import { checkConfig } from "../config/mod.ts";
 import { plainYaml } from "../config/yaml.ts";
 import type { ConfigEdit } from "../config/edit.ts";
-import { describeError } from "../errors.ts";
+import { describeError, ioReason } from "../errors.ts";
 import { logger } from "../log.ts";
 import { addressKey } from "../net/address.ts";
 import type { Command } from "../admin/registry.ts";
@@ -103,7 +103,14 @@ async function change(running: Running, request: unknown, who: string): Promise<
       })),
     };
   }
-  await writeAtomically(path, after);
+  try {
+    await writeAtomically(path, after);
+  } catch (err) {
+    return {
+      error: `cannot save the change into ${path}: ${ioReason(err)}; nothing was changed`,
+      status: 409,
+    };
+  }
   const outcome = await reload(running);
   if (!outcome.ok) {
     await writeAtomically(path, before);
@@ -169,15 +176,21 @@ async function writeAtomically(path: string, text: string): Promise<void> {
   const slash = path.lastIndexOf("/");
   const temp = `${path.slice(0, slash + 1)}.${path.slice(slash + 1)}.${Deno.pid}.tmp`;
   const mode = (await Deno.stat(path)).mode ?? 0o644;
-  const file = await Deno.open(temp, { write: true, create: true, truncate: true, mode });
   try {
-    await file.write(new TextEncoder().encode(text));
-    await file.sync();
-  } finally {
-    file.close();
+    const file = await Deno.open(temp, { write: true, create: true, truncate: true, mode });
+    try {
+      const bytes = new TextEncoder().encode(text);
+      for (let at = 0; at < bytes.length;) at += await file.write(bytes.subarray(at));
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    await Deno.chmod(temp, mode & 0o7777);
+    await Deno.rename(temp, path);
+  } catch (err) {
+    await Deno.remove(temp).catch(() => {});
+    throw err;
   }
-  await Deno.chmod(temp, mode & 0o7777);
-  await Deno.rename(temp, path);
 }
 
 /** The services as configured and live; only `name` when given. */

@@ -349,6 +349,24 @@ Deno.test("api: bad input is a 400 with check's errors and key paths, and change
       "services[0].backends[1].port",
     ]);
     assert.equal(Deno.readTextFileSync(d.config), before);
+    // Valid, but the reload cannot apply it: the file is put back as it was.
+    const taken = Deno.listen({ hostname: "127.0.0.1", port: freePort() });
+    const busy = await curl("POST", `${d.api}/services`, {
+      token: WRITE,
+      body: {
+        name: "busy",
+        bind_address: "127.0.0.1",
+        port: taken.addr.port,
+        backends: ["127.0.0.1:1"],
+      },
+    });
+    taken.close();
+    assert.equal(busy.status, 409, JSON.stringify(busy.json));
+    assert.match(
+      String(busy.json.error),
+      /^not applied, the file is as it was: .*address already in use/,
+    );
+    assert.equal(Deno.readTextFileSync(d.config), before);
     assert.equal((await statusOf(d.home)).last_change, null);
     const cli = await bal(d.home, "backend", "add", "api", "127.0.0.1:70000");
     assert.equal(cli.code, 1);

@@ -158,6 +158,15 @@ Deno.test({
         [[`127.0.0.2:${backendPort}`, "dns", "web.test.lan", 2]],
       );
       assert.equal(s.services[0].discovery[0].state, "ok");
+      // A discovered backend is the source's to change, not the file's (issue 28).
+      const before = Deno.readTextFileSync(path);
+      const removed = await bal(home, "backend", "remove", "default", `127.0.0.2:${backendPort}`);
+      assert.equal(removed.code, 1);
+      assert.match(
+        removed.stderr,
+        /comes from dns discovery \(web\.test\.lan\): change the source instead/,
+      );
+      assert.equal(Deno.readTextFileSync(path), before);
       const text_ = (await bal(home, "status", "-c", path)).stdout;
       assert.match(text_, /dns web\.test\.lan: 1 address, as of \d{4}-/);
       assert.match(

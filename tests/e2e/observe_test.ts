@@ -74,6 +74,17 @@ Deno.test({
         `default 127.0.0.1:${a.port} up`,
         `default 127.0.0.1:${b.port} down`,
       ]);
+      // Who changed what last (issue 28).
+      const added = await bal(d.home, "backend", "add", "default", `127.0.0.1:${b.port + 1}`);
+      assert.equal(added.code, 0, added.stderr);
+      assert.match(
+        await dom(url),
+        new RegExp(
+          `<div id="change" class="meta">last change: added backend 127\\.0\\.0\\.1:${
+            b.port + 1
+          } to default, by uid \\d+ \\(control socket\\) at \\d{4}-`,
+        ),
+      );
     } finally {
       await d.stop();
       await a.close();

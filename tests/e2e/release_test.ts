@@ -96,6 +96,7 @@ const DOCS = [
   "observability",
   "development",
   "architecture",
+  "api",
 ];
 
 Deno.test("READMEs: the Korean translation links the English one and covers every section, README and docs alike", () => {

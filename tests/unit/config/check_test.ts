@@ -448,3 +448,31 @@ Deno.test("config: did-you-mean picks close words only", () => {
   assert.equal(closest("bakends", ["backends", "port"]), "backends");
   assert.equal(closest("xyzzy", ["backends", "port"]), undefined);
 });
+
+Deno.test("config: admin.tokens are named, long, unique, and read or write", () => {
+  const admin = (tokens: string) =>
+    `admin:\n  listen: "0.0.0.0:9296"\n  token: "the-full-rights-token"\n  tokens:\n${tokens}${ONE}`;
+  const ok = checkConfig(
+    admin(
+      `    - {name: ci, token: "ci-token-0123456789", role: write}\n    - {name: graf, token: "graf-token-012345678"}\n`,
+    ),
+    F,
+  );
+  assert.ok(ok.ok);
+  assert.deepEqual(ok.config.admin.tokens, [
+    { name: "ci", token: "ci-token-0123456789", role: "write" },
+    { name: "graf", token: "graf-token-012345678", role: "read" },
+  ]);
+  assert.deepEqual(
+    errorsOf(admin(
+      `    - {name: a, token: "short"}\n    - {name: a, token: "the-full-rights-token"}\n    - {name: c, token: "c-token-0123456789", role: admin}\n    - {name: "x y", token: "x-token-0123456789"}\n`,
+    )),
+    [
+      `${F}:5:24: admin.tokens[0].token: expected a secret of at least 16 characters`,
+      `${F}:6:14: admin.tokens[1].name: the name a is used twice`,
+      `${F}:6:24: admin.tokens[1].token: the same token as admin.token; each needs its own`,
+      `${F}:7:52: admin.tokens[2].role: expected read or write, got "admin"`,
+      `${F}:8:14: admin.tokens[3].name: expected a name of letters, digits and _.@- (logged with each change)`,
+    ],
+  );
+});
