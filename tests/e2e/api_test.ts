@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import {
   askName,
+  type Backend,
   bal,
   echoBackend,
   freePort,
@@ -21,6 +22,9 @@ import {
 
 const WRITE = "write-token-0123456789";
 const READ = "read-token-01234567890";
+
+/** bal started by {@link balWithApi}. */
+type Api = Awaited<ReturnType<typeof balWithApi>>;
 
 /** A services-form config with an admin endpoint and two tokens, and bal started on it. */
 async function balWithApi(backends: number[], services = "") {
@@ -48,6 +52,20 @@ ${services}`,
   );
   const daemon = await startDaemon(home, config, port);
   return { ...daemon, config, api: `http://127.0.0.1:${admin}/api` };
+}
+
+/** A test against bal with the API on, one name backend "A" behind service `api`; both stopped after. */
+function apiTest(name: string, fn: (d: Api, a: Backend) => Promise<void>): void {
+  Deno.test(name, async () => {
+    const a = nameBackend("A");
+    const d = await balWithApi([a.port]);
+    try {
+      await fn(d, a);
+    } finally {
+      await d.stop();
+      await a.close();
+    }
+  });
 }
 
 /** curl with a method, a token and a JSON body; the status and the parsed answer. */
@@ -145,11 +163,10 @@ Deno.test("api: a backend added with curl takes clients; removed mid-stream, its
   }
 });
 
-Deno.test("api: a service created listens; deleted, its listener closes; the CLI lists it", async () => {
-  const a = nameBackend("A");
-  const d = await balWithApi([a.port]);
-  const port = freePort();
-  try {
+apiTest(
+  "api: a service created listens; deleted, its listener closes; the CLI lists it",
+  async (d, a) => {
+    const port = freePort();
     const created = await curl("POST", `${d.api}/services`, {
       token: WRITE,
       body: { name: "web", bind_address: "127.0.0.1", port, backends: [`127.0.0.1:${a.port}`] },
@@ -169,11 +186,8 @@ Deno.test("api: a service created listens; deleted, its listener closes; the CLI
     assert.equal(gone.status, 200);
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }), "the listener is closed");
     assert.equal((await curl("GET", `${d.api}/services/web`, { token: READ })).status, 404);
-  } finally {
-    await d.stop();
-    await a.close();
-  }
-});
+  },
+);
 
 Deno.test("api: three changes to a hand-written file touch only their lines (diff)", async () => {
   const a = nameBackend("A");
@@ -227,10 +241,9 @@ services:
   }
 });
 
-Deno.test("api: a file edited by hand is a 409 and nothing is applied; 20 concurrent adds from two clients all land", async () => {
-  const a = nameBackend("A");
-  const d = await balWithApi([a.port]);
-  try {
+apiTest(
+  "api: a file edited by hand is a 409 and nothing is applied; 20 concurrent adds from two clients all land",
+  async (d, a) => {
     const handEdited = Deno.readTextFileSync(d.config) + "# an edit not yet applied\n";
     Deno.writeTextFileSync(d.config, handEdited);
     const refused = await curl("POST", `${d.api}/services/api/backends`, {
@@ -267,17 +280,13 @@ Deno.test("api: a file edited by hand is a 409 and nothing is applied; 20 concur
         /^uid \d+ \(control socket\)$/.test(String((l.fields as { who: string }).who))
       ),
     );
-  } finally {
-    await d.stop();
-    await a.close();
-  }
-});
+  },
+);
 
-Deno.test("api: tokens: none is 401, read may read but gets 403 on a write, write changes", async () => {
-  const a = nameBackend("A");
-  const d = await balWithApi([a.port]);
-  const body = { host: "127.0.0.1", port: 4 };
-  try {
+apiTest(
+  "api: tokens: none is 401, read may read but gets 403 on a write, write changes",
+  async (d, a) => {
+    const body = { host: "127.0.0.1", port: 4 };
     assert.equal((await curl("GET", `${d.api}/services`)).status, 401);
     assert.equal(
       (await curl("GET", `${d.api}/services`, { token: "not-a-known-token-xx" })).status,
@@ -298,17 +307,13 @@ Deno.test("api: tokens: none is 401, read may read but gets 403 on a write, writ
       (await curl("POST", `${d.api}/services/api/backends`, { token: WRITE, body })).status,
       201,
     );
-  } finally {
-    await d.stop();
-    await a.close();
-  }
-});
+  },
+);
 
-Deno.test("api: bad input is a 400 with check's errors and key paths, and changes nothing", async () => {
-  const a = nameBackend("A");
-  const d = await balWithApi([a.port]);
-  const before = Deno.readTextFileSync(d.config);
-  try {
+apiTest(
+  "api: bad input is a 400 with check's errors and key paths, and changes nothing",
+  async (d, a) => {
+    const before = Deno.readTextFileSync(d.config);
     const cases: [string, string, unknown, RegExp][] = [
       [
         "POST",
@@ -374,16 +379,12 @@ Deno.test("api: bad input is a 400 with check's errors and key paths, and change
       cli.stderr,
       /^bal: the change would make an invalid config: .*config\.yaml:\d+:\d+: services\[0\]\.backends\[1\]\.port: /,
     );
-  } finally {
-    await d.stop();
-    await a.close();
-  }
-});
+  },
+);
 
-Deno.test("api: kill -9 while changes are written leaves a whole file, the old or the new", async () => {
-  const a = nameBackend("A");
-  const d = await balWithApi([a.port]);
-  try {
+apiTest(
+  "api: kill -9 while changes are written leaves a whole file, the old or the new",
+  async (d, a) => {
     const adds = Array.from(
       { length: 30 },
       (_, i) =>
@@ -406,53 +407,49 @@ Deno.test("api: kill -9 while changes are written leaves a whole file, the old o
     assert.ok(ports.length >= 6 && ports.length <= 30, text);
     assert.equal(new Set(ports).size, ports.length);
     assert.equal(text.split("port: 3").length - 1, ports.length, "no partial entry");
-  } finally {
-    await d.stop();
-    await a.close();
-  }
-});
+  },
+);
 
-Deno.test("api: every route the server answers, and each answer's status, is in the OpenAPI document", async () => {
-  const a = nameBackend("A");
-  const d = await balWithApi([a.port]);
-  const { OPENAPI } = await import("../../src/admin/openapi.ts");
-  const port = freePort();
-  const b = `127.0.0.1:${a.port}`;
-  const calls: [string, string, string, unknown?][] = [
-    ["GET", "/api/openapi.json", "/openapi.json"],
-    ["GET", "/api/services", "/services"],
-    ["GET", "/api/services/{name}", "/services/api"],
-    ["GET", "/api/services/{name}", "/services/nope"],
-    ["POST", "/api/services", "/services", {
-      name: "w",
-      bind_address: "127.0.0.1",
-      port,
-      backends: [b],
-    }],
-    ["POST", "/api/services", "/services", { name: "w", port, backends: [b] }],
-    ["PUT", "/api/services/{name}", "/services/w", {
-      bind_address: "127.0.0.1",
-      port,
-      backends: [b, "127.0.0.1:9"],
-    }],
-    ["DELETE", "/api/services/{name}", "/services/w"],
-    ["DELETE", "/api/services/{name}", "/services/w"],
-    ["POST", "/api/services/{name}/backends", "/services/api/backends", {
-      host: "127.0.0.1",
-      port: 7,
-    }],
-    ["POST", "/api/services/{name}/backends", "/services/api/backends", {
-      host: "127.0.0.1",
-      port: 0,
-    }],
-    ["PATCH", "/api/services/{name}/backends/{backend}", "/services/api/backends/127.0.0.1:7", {
-      weight: 3,
-      admin_state: "draining",
-    }],
-    ["DELETE", "/api/services/{name}/backends/{backend}", "/services/api/backends/127.0.0.1:7"],
-    ["DELETE", "/api/services/{name}/backends/{backend}", "/services/api/backends/127.0.0.1:7"],
-  ];
-  try {
+apiTest(
+  "api: every route the server answers, and each answer's status, is in the OpenAPI document",
+  async (d, a) => {
+    const { OPENAPI } = await import("../../src/admin/openapi.ts");
+    const port = freePort();
+    const b = `127.0.0.1:${a.port}`;
+    const calls: [string, string, string, unknown?][] = [
+      ["GET", "/api/openapi.json", "/openapi.json"],
+      ["GET", "/api/services", "/services"],
+      ["GET", "/api/services/{name}", "/services/api"],
+      ["GET", "/api/services/{name}", "/services/nope"],
+      ["POST", "/api/services", "/services", {
+        name: "w",
+        bind_address: "127.0.0.1",
+        port,
+        backends: [b],
+      }],
+      ["POST", "/api/services", "/services", { name: "w", port, backends: [b] }],
+      ["PUT", "/api/services/{name}", "/services/w", {
+        bind_address: "127.0.0.1",
+        port,
+        backends: [b, "127.0.0.1:9"],
+      }],
+      ["DELETE", "/api/services/{name}", "/services/w"],
+      ["DELETE", "/api/services/{name}", "/services/w"],
+      ["POST", "/api/services/{name}/backends", "/services/api/backends", {
+        host: "127.0.0.1",
+        port: 7,
+      }],
+      ["POST", "/api/services/{name}/backends", "/services/api/backends", {
+        host: "127.0.0.1",
+        port: 0,
+      }],
+      ["PATCH", "/api/services/{name}/backends/{backend}", "/services/api/backends/127.0.0.1:7", {
+        weight: 3,
+        admin_state: "draining",
+      }],
+      ["DELETE", "/api/services/{name}/backends/{backend}", "/services/api/backends/127.0.0.1:7"],
+      ["DELETE", "/api/services/{name}/backends/{backend}", "/services/api/backends/127.0.0.1:7"],
+    ];
     const seen = new Set<number>();
     for (const [method, template, path, body] of calls) {
       const r = await curl(method, `${d.api}${path}`, { token: WRITE, body });
@@ -469,8 +466,5 @@ Deno.test("api: every route the server answers, and each answer's status, is in 
       );
     }
     assert.deepEqual([...seen].sort(), [200, 201, 400, 404]);
-  } finally {
-    await d.stop();
-    await a.close();
-  }
-});
+  },
+);
