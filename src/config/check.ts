@@ -178,7 +178,7 @@ function adminClash(
   const listen = admin.listen;
   if (!listen) return;
   const asListener = { bind_address: listen.host, port: listen.port };
-  const clash = services.find((s) => listenersOverlap(s, asListener));
+  const clash = services.find((s) => s.protocol === "tcp" && listenersOverlap(s, asListener));
   if (!clash) return;
   const node = isMap(field?.value)
     ? field.value.items.find((p) => isScalar(p.key) && p.key.value === "listen")?.value
@@ -200,7 +200,7 @@ function adminClash(
 function selfLoops(services: Service[], single: boolean, notes: Notes, at: Report): void {
   for (const service of services) {
     for (const b of service.backends) {
-      const target = services.find((t) => reachesListener(b, t));
+      const target = services.find((t) => t.protocol === service.protocol && reachesListener(b, t));
       if (!target) continue;
       const where = notes.backendAt.get(b);
       const whose = single ? "bal's own" : `service "${target.name}"'s`;

@@ -6,7 +6,6 @@
  * @module
  */
 import { isMap, isScalar, isSeq, type Node } from "./yaml.ts";
-import { quote } from "../text.ts";
 import {
   boolField,
   describeNode,
@@ -18,6 +17,9 @@ import {
   type Report,
 } from "./fields.ts";
 import { RUNTIME_RULES } from "./runtime.ts";
+import { stepOf, text } from "./check_steps.ts";
+import { dnsCheckOf, udpCheckOf } from "./udp.ts";
+import { quote } from "../text.ts";
 import {
   CHECK_TYPES,
   type CheckStep,
@@ -38,6 +40,9 @@ const TYPE_KEYS: { readonly [T in CheckType]: readonly string[] } = {
   http: ["method", "path", "host", "headers", "expect_status", "expect_body", "tls", ...TLS_KEYS],
   tls: [...TLS_KEYS, "expiry_warning_days"],
   agent: ["agent_port"],
+  dns: ["name", "qtype", "expect_rcode"],
+  udp: ["send", "send_hex", "expect", "expect_regex", "expect_hex"],
+  none: [],
 };
 const ALL_KEYS = [...new Set(["type", ...TIMING_KEYS, ...Object.values(TYPE_KEYS).flat()])];
 const STEP_KEYS = ["send", "send_hex", "expect", "expect_regex", "expect_hex"];
@@ -57,7 +62,14 @@ export function tcpCheck(r: RuntimeSettings): HealthCheck {
     tls: null,
     expiry_warning_days: 14,
     agent_port: null,
+    dns: null,
+    udp: null,
   };
+}
+
+/** A UDP service's check when it sets none: no probe (a datagram has no handshake to try). */
+export function noCheck(r: RuntimeSettings): HealthCheck {
+  return { ...tcpCheck(r), type: "none" };
 }
 
 /** A `health_check:` block at `path`, or `fallback` when there is none. */
@@ -103,6 +115,8 @@ export function healthCheckOf(
       max: 3650,
     }, at),
     agent_port: type === "agent" ? agentPort(f.get("agent_port"), path, field!.value, at) : null,
+    dns: type === "dns" ? dnsCheckOf(f, path, field!.value, at) : null,
+    udp: type === "udp" ? udpCheckOf(f, path, field!.value, at) : null,
   };
 }
 
@@ -112,14 +126,6 @@ function agentPort(field: Field | undefined, path: string, node: Node, at: Repor
     return null;
   }
   return intField(field, `${path}.agent_port`, PORT, at);
-}
-
-/** A string value, or undefined (reported) when the node is not text. */
-function text(field: Field, path: string, at: Report): string | undefined {
-  const v = isScalar(field.value) ? field.value.value : undefined;
-  if (typeof v === "string" || typeof v === "number") return String(v);
-  at(field.value ?? field.key, path, `expected text, got ${describeNode(field.value)}`);
-  return undefined;
 }
 
 function stepsOf(field: Field | undefined, path: string, node: Node, at: Report): CheckStep[] {
@@ -150,61 +156,6 @@ function stepsOf(field: Field | undefined, path: string, node: Node, at: Report)
     if (step) steps.push(step);
   });
   return steps;
-}
-
-/** One step from its key and text, or null (reported through `fail`). */
-function stepOf(key: string, raw: string, fail: (reason: string) => void): CheckStep | null {
-  const label = quote(raw);
-  const bytes = key.endsWith("_hex") ? fromHex(raw) : unescape(raw);
-  if (key === "expect_regex") {
-    try {
-      new RegExp(raw);
-    } catch (err) {
-      fail(`not a valid regex: ${err instanceof Error ? err.message : err}`);
-      return null;
-    }
-    return { kind: "expect", match: "regex", value: raw, label };
-  }
-  if (typeof bytes === "string") {
-    fail(bytes);
-    return null;
-  }
-  const hex = toHex(bytes);
-  if (key.startsWith("send")) return { kind: "send", hex, label };
-  return { kind: "expect", match: key === "expect_hex" ? "hex" : "string", value: hex, label };
-}
-
-/** `\r \n \t \0 \\ \xHH` decoded; other text as UTF-8. A message when an escape is bad. */
-export function unescape(text: string): Uint8Array | string {
-  const out: number[] = [];
-  const utf8 = new TextEncoder();
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (c !== "\\") {
-      out.push(...utf8.encode(c));
-      continue;
-    }
-    const next = text[++i];
-    const simple: Record<string, number> = { r: 13, n: 10, t: 9, "0": 0, "\\": 92 };
-    if (next in simple) out.push(simple[next]);
-    else if (next === "x" && /^[0-9a-fA-F]{2}$/.test(text.slice(i + 1, i + 3))) {
-      out.push(parseInt(text.slice(i + 1, i + 3), 16));
-      i += 2;
-    } else return `unknown escape \\${next ?? ""}; use \\r, \\n, \\t, \\0, \\\\ or \\xHH`;
-  }
-  return new Uint8Array(out);
-}
-
-/** Bytes from hex (spaces allowed), or a message. */
-function fromHex(text: string): Uint8Array | string {
-  const clean = text.replace(/\s+/g, "");
-  if (!/^([0-9a-fA-F]{2})+$/.test(clean)) return `${quote(text)} is not hex bytes, e.g. "0d0a"`;
-  return new Uint8Array(clean.match(/../g)!.map((h) => parseInt(h, 16)));
-}
-
-/** Lower-case hex of bytes. */
-export function toHex(bytes: Uint8Array): string {
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 function httpOf(f: Map<string, Field>, path: string, at: Report): HttpCheck {

@@ -92,8 +92,19 @@ export interface Route {
   readonly backends: readonly Backend[];
 }
 
-/** Kinds of active health check. */
-export const CHECK_TYPES = ["tcp", "send_expect", "http", "tls", "agent"] as const;
+/** Kinds of active health check: TCP ones, then UDP ones (`none`: the default for UDP, no probe). */
+export const CHECK_TYPES = [
+  "tcp",
+  "send_expect",
+  "http",
+  "tls",
+  "agent",
+  "dns",
+  "udp",
+  "none",
+] as const;
+/** The check types a UDP service may use. */
+export const UDP_CHECK_TYPES: readonly CheckType[] = ["dns", "udp", "none"];
 /** A kind of active health check. */
 export type CheckType = typeof CHECK_TYPES[number];
 
@@ -151,6 +162,37 @@ export interface HealthCheck {
   readonly expiry_warning_days: number;
   /** `agent`: the port the agent answers on. */
   readonly agent_port: number | null;
+  /** `dns`: the query and the answer code that means up. */
+  readonly dns: DnsCheck | null;
+  /** `udp`: one datagram out, and what the reply must match. */
+  readonly udp: UdpCheck | null;
+}
+
+/** What a `dns` check asks. */
+export interface DnsCheck {
+  readonly name: string;
+  readonly qtype: "A" | "AAAA" | "SRV";
+  /** The response code that means up (0 NOERROR, 3 NXDOMAIN, ...). */
+  readonly expect_rcode: number;
+}
+
+/** What a `udp` check sends, as hex, and what the reply must match. */
+export interface UdpCheck {
+  readonly send_hex: string;
+  /** How the reply is matched: `value` is hex for `string` and `hex`, a pattern for `regex`; null: any reply. */
+  readonly expect: { readonly match: "string" | "regex" | "hex"; readonly value: string } | null;
+}
+
+/** What a UDP service does with its datagrams (`udp:`). */
+export interface UdpSettings {
+  /** `session`: one flow per client address and port; `request`: one per datagram. */
+  readonly mode: "session" | "request";
+  /** `request` mode: replies that end a flow (0: none expected). */
+  readonly responses: number;
+  /** A flow with no datagram either way for this long ends. */
+  readonly idle_timeout_ms: number;
+  /** Larger datagrams are dropped and counted, never truncated. */
+  readonly max_datagram_bytes: number;
 }
 
 /** The integer knobs under `runtime:`. */
@@ -230,6 +272,10 @@ export interface Service {
   readonly default_route: string | null;
   /** Backend entries resolved at run time (`dns:`, `srv:`), in file order. */
   readonly discovered: readonly Discovered[];
+  /** What it carries: TCP streams, or UDP datagrams (`protocol: udp`). */
+  readonly protocol: "tcp" | "udp";
+  /** How UDP datagrams become flows; null for TCP. */
+  readonly udp: UdpSettings | null;
 }
 
 /** The admin HTTP endpoint (metrics, status.json), off unless `admin.listen` is set. */

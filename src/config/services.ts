@@ -20,7 +20,8 @@ import {
   type Report,
 } from "./fields.ts";
 import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./runtime.ts";
-import { healthCheckOf, tcpCheck } from "./health_check.ts";
+import { healthCheckOf, noCheck, tcpCheck } from "./health_check.ts";
+import { protocolOf, refuseForUdp, refuseUdpChecks } from "./udp.ts";
 import { aclOf, cidrList } from "./allow_deny.ts";
 import { backendsOf, type ParsedBackend, PORT_RULE, SEND_PROXY } from "./backends.ts";
 import { routesOf, type RoutesRead } from "./routes.ts";
@@ -61,6 +62,8 @@ export const SERVICE_FORM_KEYS = [
   "routes",
   "default_route",
   "discovery",
+  "protocol",
+  "udp",
 ];
 const SERVICE_KEYS = ["name", ...SERVICE_FORM_KEYS, "health_check", "access_log", "runtime"];
 const SERVICE_NAME = /^[a-z0-9_-]{1,32}$/;
@@ -126,7 +129,10 @@ export function servicesOf(
       );
       return;
     }
-    const clash = seen.find((s) => listenersOverlap(s.service, service));
+    // A TCP and a UDP service may share a port, as DNS does on 53.
+    const clash = seen.find((s) =>
+      s.service.protocol === service.protocol && listenersOverlap(s.service, service)
+    );
     if (clash) {
       const mine = formatAddress(service.bind_address, service.port);
       const theirs = formatAddress(clash.service.bind_address, clash.service.port);
@@ -186,11 +192,12 @@ export function serviceOf(
   const layers = [global];
   if (prefix) layers.push(runtimeLayer(fields.get("runtime"), key("runtime"), at, atServiceLevel));
   const runtime = mergeRuntime(parsed?.length ?? 0, layers, at);
+  const { protocol, udp } = protocolOf(fields, key, at);
   // Checks are timed by the runtime keys, which depend on how many backends there are.
   const serviceCheck = healthCheckOf(
     fields.get("health_check"),
     key("health_check"),
-    tcpCheck(runtime),
+    protocol === "udp" ? noCheck(runtime) : tcpCheck(runtime),
     runtime,
     at,
   );
@@ -206,6 +213,9 @@ export function serviceOf(
     at,
   );
   resolved.forEach((b, i) => notes.backendAt.set(b, parsed[i]));
+  const inherited = { check: serviceCheck, sendProxy: proxy.send_proxy };
+  if (protocol === "udp") refuseForUdp(fields, key, resolved, inherited, notes, at);
+  else refuseUdpChecks(fields, key, resolved, inherited, notes, at);
   const { backends, discovered } = splitDiscovered(
     resolved,
     etcd?.etcd ?? null,
@@ -231,6 +241,8 @@ export function serviceOf(
     routes,
     default_route,
     discovered,
+    protocol,
+    udp,
   };
 }
 

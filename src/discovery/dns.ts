@@ -12,7 +12,7 @@
  */
 import type { Config, Discovered } from "../config/mod.ts";
 import { lookup, type Resolver, systemResolver } from "./dns_client.ts";
-import type { Answer } from "./dns_wire.ts";
+import type { Answer } from "../net/dns_wire.ts";
 import { entryKey, srvWeights, type Target } from "./expand.ts";
 import {
   byAddress,

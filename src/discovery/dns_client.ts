@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { decodeResponse, encodeQuery, type RecordType, type Response } from "./dns_wire.ts";
+import { decodeResponse, encodeQuery, type RecordType, type Response } from "../net/dns_wire.ts";
 
 /** A DNS server. */
 export interface Resolver {

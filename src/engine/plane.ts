@@ -255,7 +255,9 @@ export function applyListeners<S extends SessionBase>(
   config: Config,
 ): void {
   const before = plane.runtime.snapshot.services;
-  const wanted = new Map(config.services.map((s) => [s.name, {
+  // UDP services are the UDP plane's (src/udp/); engines listen for TCP.
+  const tcp = config.services.filter((s) => s.protocol === "tcp");
+  const wanted = new Map(tcp.map((s) => [s.name, {
     bind_address: s.bind_address,
     port: s.port,
     backlog: s.runtime.tcp_backlog,

@@ -211,7 +211,9 @@ function startDue(s: Schedule, now: number): void {
   for (const id of s.due.keys()) if (!backends.has(id)) s.due.delete(id);
   s.waiting = [];
   s.nextWaiting = 0;
-  for (const id of backends.keys()) {
+  for (const [id, backend] of backends) {
+    // A UDP backend without a check has nothing to probe: it stays as passive observation has it.
+    if (backend.check.type === "none") continue;
     if (s.running.has(id) || (s.due.get(id) ?? 0) > now) continue;
     if (s.running.size < MAX_CHECKS_IN_FLIGHT) startCheck(s, id);
     else s.waiting.push(id);

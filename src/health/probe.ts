@@ -15,6 +15,7 @@ import { binary, matchEnd, printable, RECEIVE_LIMIT, sendBytes } from "./expect.
 import { httpRequest, httpVerdict } from "./http_check.ts";
 import { writeProxyHeader } from "../route/proxy_protocol.ts";
 import type { FailureKind, HealthState, Observation } from "./state.ts";
+import { probeUdp } from "./udp_probe.ts";
 
 /** Why a check failed (a step and what it saw), or null when it passed. */
 type Verdict = { error: string } | { ok: Partial<Observation> };
@@ -37,6 +38,7 @@ export async function probe(
   previous: HealthState | undefined,
 ): Promise<Observation | null> {
   const check = backend.check;
+  if (check.type === "dns" || check.type === "udp") return await probeUdp(backend);
   const port = check.type === "agent" ? check.agent_port! : check.port ?? backend.port;
   const deadline = Date.now() + check.timeout_ms;
   let channel: Channel;
@@ -103,6 +105,9 @@ async function converse(
   if (tls && "error" in tls) return tls;
   switch (check.type) {
     case "tcp":
+    case "none":
+    case "dns":
+    case "udp":
       return { ok: {} };
     case "tls":
       return tls ?? { ok: {} };

@@ -30,7 +30,7 @@ import { type Command, dispatch, type Registry } from "../admin/registry.ts";
 import { backendCommands } from "../admin/backend_control.ts";
 import { changeCommands } from "./config_change.ts";
 import { openAdmin, statusOf } from "./observe.ts";
-import { startPlanes } from "./planes.ts";
+import { listeningOf, startPlanes } from "./planes.ts";
 import { applyDiscovered, queueReload } from "./reload.ts";
 import type { Planes, Running, ServeOptions, Upgraded, UpgradeState } from "./running.ts";
 import { listenForSignals } from "./signals.ts";
@@ -187,7 +187,7 @@ async function retireOld(running: Running, handover: Handover): Promise<Upgraded
 /** What the state file says first. */
 async function initialState(options: ServeOptions, planes: Planes): Promise<InstanceState> {
   const { config } = planes.runtime.snapshot;
-  const listening = planes.engine.listening();
+  const listening = listeningOf(planes);
   return {
     pid: Deno.pid,
     proc_start: await processStart(Deno.pid),
@@ -368,7 +368,11 @@ async function shutdown(running: Running, signal: string): Promise<void> {
   await running.saveState();
   await running.reloading;
   await running.adminServer?.close();
-  const [forcedHere, forcedWorkers] = await Promise.all([engine.drain(drainMs), workersDrained]);
+  const [forcedHere, forcedWorkers] = await Promise.all([
+    engine.drain(drainMs),
+    workersDrained,
+    running.udp.stop(drainMs),
+  ]);
   pool?.terminate();
   const forced = forcedHere + forcedWorkers;
   if (forced > 0) {

@@ -37,6 +37,7 @@ export async function statusOf(running: Running): Promise<Status> {
     engineFallback: running.engineFallback,
     loopLag: summarizeLag(running.lag),
     discovery: running.discovery.status(),
+    udp: running.udp.counters(),
   });
   return { ...status, last_change: running.lastChange };
 }

@@ -15,6 +15,7 @@ import type { Inherited } from "../engine/listeners.ts";
 import type { HealthState } from "../health/state.ts";
 import type { BackendAdmin } from "../balance/admin_state.ts";
 import { logger } from "../log.ts";
+import { startUdp } from "../udp/flows.ts";
 
 const log = logger("server");
 
@@ -92,6 +93,7 @@ export async function startPlanes(
     engine: null!,
     engineFallback: null,
     pool: null,
+    udp: null!,
     count,
     stats: () => [],
   };
@@ -127,6 +129,13 @@ export async function startPlanes(
     onNoBackend,
   });
   planes.engine.apply(config);
+  planes.udp = startUdp(runtime, seed !== undefined);
+  try {
+    planes.udp.apply(config);
+  } catch (err) {
+    await planes.engine.stopAccepting();
+    throw err;
+  }
   if (count > 1) {
     try {
       planes.pool = await startWorkers(count - 1, planes.engine.name, runtime, {
@@ -135,9 +144,15 @@ export async function startPlanes(
       }, (plane) => seed?.inherited(plane));
     } catch (err) {
       await planes.engine.stopAccepting();
+      await planes.udp.stop(0);
       throw err;
     }
   }
   planes.stats = () => [planes.engine.stats(), ...(planes.pool?.stats() ?? [])];
   return planes;
+}
+
+/** Where every service listens, TCP and UDP, by service name. */
+export function listeningOf(planes: Planes): Record<string, string> {
+  return { ...planes.engine.listening(), ...planes.udp.listening() };
 }

@@ -15,6 +15,7 @@ import { type Snapshot, swapSnapshot } from "../snapshot.ts";
 import { expandConfig } from "../discovery/expand.ts";
 import { type AdminServer, sameListen } from "../admin/endpoint.ts";
 import { openAdmin } from "./observe.ts";
+import { listeningOf } from "./planes.ts";
 import type { Running } from "./running.ts";
 import { logger } from "../log.ts";
 
@@ -39,7 +40,7 @@ export function queueReload(running: Running): Promise<ReloadOutcome> {
  * caller holds the queue ({@link queueReload}, or a change from code).
  */
 export async function reload(running: Running): Promise<ReloadOutcome> {
-  const { runtime, engine, state } = running;
+  const { runtime, state } = running;
   state.reloads++;
   const before = runtime.snapshot.config;
   const result = await readConfig(running.options.configPath);
@@ -76,13 +77,13 @@ export async function reload(running: Running): Promise<ReloadOutcome> {
         event: "reload_ok",
         generation: next.generation,
         backends,
-        listen: engine.listening()[next.config.services[0].name],
+        listen: listeningOf(running)[next.config.services[0].name],
         summary,
         ...changed,
       },
     );
   }
-  const listening = engine.listening();
+  const listening = listeningOf(running);
   const { config, generation } = runtime.snapshot;
   state.listening = listening;
   state.listen = listening[config.services[0].name];
@@ -145,7 +146,14 @@ function applyListeners(running: Running, config: Config): string | null {
   let admin: AdminServer | null = null;
   try {
     if (moving) admin = openAdmin(running, config.admin);
-    running.engine.apply(config);
+    running.udp.apply(config);
+    try {
+      running.engine.apply(config);
+    } catch (err) {
+      // The UDP sockets just opened close again: all or nothing.
+      running.udp.apply(running.runtime.snapshot.config);
+      throw err;
+    }
   } catch (err) {
     if (!(err instanceof ListenError)) throw err;
     admin?.close();

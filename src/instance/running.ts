@@ -18,6 +18,7 @@ import type { PlaneStats } from "../stats/counters.ts";
 import type { WorkerPool } from "../engine/workers/pool.ts";
 import type { AdminServer } from "../admin/endpoint.ts";
 import type { InstanceLock } from "./lock.ts";
+import type { UdpPlane } from "../udp/flows.ts";
 import type { Registry } from "../admin/registry.ts";
 
 /** How to run. */
@@ -75,6 +76,8 @@ export interface Planes {
   /** Why `engine: auto` passed over faster engines (io_uring refused...), or null. */
   engineFallback: string | null;
   pool: WorkerPool | null;
+  /** UDP services, on the control plane's thread. */
+  udp: UdpPlane;
   count: number;
   stats(): PlaneStats[];
 }

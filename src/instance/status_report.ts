@@ -16,6 +16,7 @@ import type { ReloadOutcome } from "./state_file.ts";
 import { type AdminState, type BackendAdmin, weightOf } from "../balance/admin_state.ts";
 import { backendTotal, type PlaneStats, serviceTotal } from "../stats/counters.ts";
 import type { Snapshot } from "../snapshot.ts";
+import { type UdpServiceCounters, zeroService } from "../udp/udp_counters.ts";
 
 /** The likely cause while protection mode is on; `bal doctor` says the same. */
 export const WHY_PROTECTION =
@@ -109,6 +110,10 @@ export interface ServiceStatus {
   protection_mode: ProtectionMode;
   /** Its `dns:`/`srv:` entries: pending, ok or failed, with how many addresses they gave. */
   discovery: EntryStatus[];
+  /** `tcp` or `udp`. */
+  protocol: "tcp" | "udp";
+  /** A UDP service's datagrams, bytes, flows and drops; null for TCP. */
+  udp: UdpServiceCounters | null;
 }
 
 /** What `bal status --json` prints: the first service's keys at the top, and every service. */
@@ -167,6 +172,8 @@ export interface StatusInput {
   loopLag: LagSummary;
   /** How each discovered entry stands. */
   discovery: readonly EntryStatus[];
+  /** The UDP services' counters by name. */
+  udp: Readonly<Record<string, UdpServiceCounters>>;
 }
 
 const iso = (ms: number | null) => ms === null ? null : new Date(ms).toISOString();
@@ -196,6 +203,16 @@ function backendStatus(
   const h = input.health.get(b.id);
   const admin = input.admin.get(b.id);
   const c = backendTotal(input.planes, b.id);
+  // A UDP backend's live flows and traffic stand where a TCP one's connections do.
+  const u = input.udp[b.service]?.backends[b.id];
+  if (u) {
+    Object.assign(c, {
+      active: u.flows_active,
+      served: u.flows_created,
+      bytes_in: u.bytes_in,
+      bytes_out: u.bytes_out,
+    });
+  }
   return {
     service: b.service,
     address: b.address,
@@ -265,6 +282,8 @@ export function serviceStatus(input: StatusInput, service: Service): ServiceStat
     runtime: service.runtime,
     protection_mode: protectionMode(input.protection.get(service.name) ?? initialProtection()),
     discovery: input.discovery.filter((d) => d.service === service.name),
+    protocol: service.protocol,
+    udp: service.protocol === "udp" ? input.udp[service.name] ?? zeroService() : null,
   };
 }
 

@@ -37,10 +37,17 @@ export const V2_MAX = 16 + 2048;
 const V2_SIGNATURE = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
 const V1_PREFIX = [0x50, 0x52, 0x4f, 0x58, 0x59, 0x20]; // "PROXY "
 
-/** Reads a PROXY header (v1 or v2, told apart by their first bytes) at the start of `buf`. */
-export function parseProxyHeader(buf: Uint8Array): ProxyParse {
+/**
+ * Reads a PROXY header (v1 or v2, told apart by their first bytes) at the
+ * start of `buf`. A v2 header's addresses are taken when it names the
+ * transport bal reads it on: a stream (TCP), or datagrams (UDP).
+ */
+export function parseProxyHeader(
+  buf: Uint8Array,
+  transport: "stream" | "dgram" = "stream",
+): ProxyParse {
   if (startsLike(buf, V2_SIGNATURE)) {
-    return buf.length < V2_SIGNATURE.length ? { kind: "incomplete" } : parseV2(buf);
+    return buf.length < V2_SIGNATURE.length ? { kind: "incomplete" } : parseV2(buf, transport);
   }
   if (startsLike(buf, V1_PREFIX)) {
     return buf.length < V1_PREFIX.length ? { kind: "incomplete" } : parseV1(buf);
@@ -95,7 +102,7 @@ function endpoint(address: string, port: string, family: 4 | 16): Endpoint | nul
   return bytes ? { hostname: ipText(bytes), port: Number(port) } : null;
 }
 
-function parseV2(buf: Uint8Array): ProxyParse {
+function parseV2(buf: Uint8Array, transport: "stream" | "dgram"): ProxyParse {
   if (buf.length < 16) return { kind: "incomplete" };
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const version = buf[12] >> 4;
@@ -106,12 +113,13 @@ function parseV2(buf: Uint8Array): ProxyParse {
   if (length > V2_MAX) return { kind: "invalid", reason: `v2 header longer than ${V2_MAX} bytes` };
   if (buf.length < length) return { kind: "incomplete" };
   const header = { kind: "header" as const, length, version: 2 as const };
-  const family = buf[13];
-  // LOCAL (a proxy's own health check) and families other than TCP keep the connection's peer.
-  if (command === 0 || (family !== 0x11 && family !== 0x21)) {
+  const family = buf[13] >> 4;
+  const wanted = transport === "stream" ? 1 : 2;
+  // LOCAL (a proxy's own health check), other families and transports keep the socket's peer.
+  if (command === 0 || (family !== 1 && family !== 2) || (buf[13] & 0x0f) !== wanted) {
     return { ...header, source: null, destination: null };
   }
-  const size = family === 0x11 ? 4 : 16;
+  const size = family === 1 ? 4 : 16;
   if (length < 16 + size * 2 + 4) {
     return { kind: "invalid", reason: "v2 header too short for its addresses" };
   }
@@ -165,12 +173,14 @@ export type ProxyVersion = "v1" | "v2";
  * Both sides are written in one family: IPv4 when both are IPv4 (an
  * IPv4-mapped IPv6 address counts as IPv4), else IPv6, IPv4 ones mapped.
  * Addresses that are not IP addresses (or no destination) make the header
- * that says nothing: `PROXY UNKNOWN`, or v2's LOCAL.
+ * that says nothing: `PROXY UNKNOWN`, or v2's LOCAL. v2 names the
+ * transport: a stream (TCP) or datagrams (UDP, a header on each one).
  */
 export function writeProxyHeader(
   version: ProxyVersion,
   source: Endpoint,
   destination: Endpoint | null,
+  transport: "stream" | "dgram" = "stream",
 ): Uint8Array {
   // The common case, per connection: addresses as sockets give them, written as they are.
   if (
@@ -196,7 +206,8 @@ export function writeProxyHeader(
   const out = new Uint8Array(16 + size * 2 + 4);
   out.set(V2_SIGNATURE);
   out[12] = 0x21; // version 2, PROXY
-  out[13] = v4 ? 0x11 : 0x21; // TCP over IPv4 or IPv6
+  // The family (IPv4 0x10, IPv6 0x20) and the transport (stream 1, datagram 2).
+  out[13] = (v4 ? 0x10 : 0x20) | (transport === "dgram" ? 0x02 : 0x01);
   const view = new DataView(out.buffer);
   view.setUint16(14, size * 2 + 4);
   out.set(a, 16);

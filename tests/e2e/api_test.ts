@@ -243,7 +243,7 @@ services:
 
 apiTest(
   "api: a file edited by hand is a 409 and nothing is applied; 20 concurrent adds from two clients all land",
-  async (d, a) => {
+  async (d) => {
     const handEdited = Deno.readTextFileSync(d.config) + "# an edit not yet applied\n";
     Deno.writeTextFileSync(d.config, handEdited);
     const refused = await curl("POST", `${d.api}/services/api/backends`, {
@@ -285,7 +285,7 @@ apiTest(
 
 apiTest(
   "api: tokens: none is 401, read may read but gets 403 on a write, write changes",
-  async (d, a) => {
+  async (d) => {
     const body = { host: "127.0.0.1", port: 4 };
     assert.equal((await curl("GET", `${d.api}/services`)).status, 401);
     assert.equal(
@@ -384,7 +384,7 @@ apiTest(
 
 apiTest(
   "api: kill -9 while changes are written leaves a whole file, the old or the new",
-  async (d, a) => {
+  async (d) => {
     const adds = Array.from(
       { length: 30 },
       (_, i) =>

@@ -350,14 +350,14 @@ Deno.test("config: every runtime key is range-checked", () => {
 });
 
 Deno.test("config: unknown keys are errors with a did-you-mean hint", () => {
-  assert.equal(only(`prot: 80\n${ONE}`), `${F}:1:1: prot: unknown key; did you mean "port"?`);
+  assert.equal(only(`poort: 80\n${ONE}`), `${F}:1:1: poort: unknown key; did you mean "port"?`);
   assert.match(
     only(`${ONE}runtime:\n  health_check_interval: 5\n`),
     /:4:3: runtime\.health_check_interval: unknown key; did you mean "health_check_interval_ms"\?/,
   );
   assert.match(
     only(`zzz: 1\n${ONE}`),
-    /zzz: unknown key; expected one of: port, bind_address, method, backends, allow, deny, send_proxy, accept_proxy, proxy_trusted, health_check_send_proxy, routes, default_route, discovery, health_check, access_log, access_log_path, admin, log_level, workers, engine, resolver, runtime, services/,
+    /zzz: unknown key; expected one of: port, bind_address, method, backends, allow, deny, send_proxy, accept_proxy, proxy_trusted, health_check_send_proxy, routes, default_route, discovery, protocol, udp, health_check, access_log, access_log_path, admin, log_level, workers, engine, resolver, runtime, services/,
   );
 });
 

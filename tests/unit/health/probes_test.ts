@@ -1,7 +1,7 @@
 /** Health checks without sockets: the config block, expects, HTTP verdicts, agents, slow start. */
 import assert from "node:assert/strict";
 import { checkConfig, parseConfig } from "../../../src/config/mod.ts";
-import { unescape } from "../../../src/config/health_check.ts";
+import { unescape } from "../../../src/config/check_steps.ts";
 import { binary, matchEnd, printable } from "../../../src/health/expect.ts";
 import { httpVerdict } from "../../../src/health/http_check.ts";
 import { parseAgent } from "../../../src/health/agent.ts";
@@ -50,7 +50,7 @@ backends:
 Deno.test("checks config: every field is checked with line:col and says what is wrong", () => {
   assert.match(
     errorsOf("health_check: {type: htp}\nbackends: ['a:1']\n")[0],
-    /:1:22: health_check\.type: expected one of "tcp", "send_expect", "http", "tls", "agent", got the text "htp"; did you mean "http"\?/,
+    /:1:22: health_check\.type: expected one of "tcp", "send_expect", "http", "tls", "agent", "dns", "udp", "none", got the text "htp"; did you mean "http"\?/,
   );
   assert.match(
     errorsOf(

@@ -42,6 +42,7 @@ function input(yaml: string): Input {
     engineFallback: null,
     loopLag: { p50: 0.2, p99: 3, max: 7.5 },
     discovery: [],
+    udp: {},
   };
 }
 

@@ -4,7 +4,7 @@
  * that the targets found expand into.
  */
 import assert from "node:assert/strict";
-import { decodeResponse, encodeQuery } from "../../../src/discovery/dns_wire.ts";
+import { decodeResponse, encodeQuery } from "../../../src/net/dns_wire.ts";
 import { expandConfig, srvWeights, type Target } from "../../../src/discovery/expand.ts";
 import { parseConfig } from "../../../src/config/mod.ts";
 import { name, pointer, response, rr, u16 } from "../../dns_messages.ts";

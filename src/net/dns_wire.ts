@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { ipText } from "../net/address.ts";
+import { ipText } from "./address.ts";
 
 /** Record types bal asks for. */
 export const RR = { A: 1, CNAME: 5, AAAA: 28, SRV: 33 } as const;
