@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { isMap, isScalar, type Node } from "./yaml.ts";
+import { isMap, type Node } from "./yaml.ts";
 import {
   describeNode,
   enumField,
