@@ -145,7 +145,12 @@ function printServices(c: Config, verbose: boolean): void {
     );
   }
   for (const s of c.services) {
-    const listen = formatAddress(s.bind_address, s.port);
+    const udp = s.udp
+      ? `/udp (${s.udp.mode}${
+        s.udp.mode === "request" ? `, ${plural(s.udp.responses, "response")}` : ""
+      }, idle ${s.udp.idle_timeout_ms} ms)`
+      : "";
+    const listen = `${formatAddress(s.bind_address, s.port)}${udp}`;
     out(
       c.single
         ? `  listen ${listen}, ${s.method}, log_level ${c.log_level}, workers ${c.workers}`

@@ -15,6 +15,7 @@ import {
   type ServiceStatus,
   type Status,
 } from "../instance/status_report.ts";
+import type { UdpServiceCounters } from "../stats/udp_counters.ts";
 import type { EntryStatus } from "../discovery/entry.ts";
 import { configPathOf, out, plural } from "./output.ts";
 
@@ -105,16 +106,21 @@ function printService(s: ServiceStatus, several: boolean, verbose?: boolean): vo
   const indent = several ? "    " : "  ";
   if (several) {
     out(
-      `  service ${s.name} on ${listenAddress(s)}, ${s.method}: ${count(s.backend_reachable)}/${
-        count(s.backend_total)
-      } backends reachable, ${count(s.active_connections)} active`,
+      `  service ${s.name} on ${listenAddress(s)}${
+        s.protocol === "udp" ? "/udp" : ""
+      }, ${s.method}: ${count(s.backend_reachable)}/${count(s.backend_total)} backends reachable, ${
+        count(s.active_connections)
+      } active`,
     );
   }
-  out(
-    `${indent}connections: ${s.connections_accepted} accepted: ${s.connections_served} served, ${s.rejected_connections} rejected at the limit, ${s.no_backend_connections} found no backend${
-      clientRefusals(s)
-    }; ${s.idle_closed_connections} closed idle`,
-  );
+  if (s.udp) out(`${indent}${udpLine(s.udp)}`);
+  else {
+    out(
+      `${indent}connections: ${s.connections_accepted} accepted: ${s.connections_served} served, ${s.rejected_connections} rejected at the limit, ${s.no_backend_connections} found no backend${
+        clientRefusals(s)
+      }; ${s.idle_closed_connections} closed idle`,
+    );
+  }
   for (const d of s.discovery ?? []) out(`${indent}${discoveryLine(d)}`);
   const shown = verbose ? s.backends : s.backends.slice(0, LIST_LIMIT);
   for (const b of shown) printBackend(b, indent, verbose);
@@ -127,6 +133,16 @@ function printService(s: ServiceStatus, several: boolean, verbose?: boolean): vo
       } down); --verbose or \`bal backend list ${s.name}\` lists every one`,
     );
   }
+}
+
+/** A UDP service's datagrams, flows and drops, in a line. */
+function udpLine(u: UdpServiceCounters): string {
+  const drops = Object.entries(u.drops).filter(([, n]) => n > 0).map(([why, n]) => `${n} ${why}`);
+  return `datagrams: ${u.datagrams_in} in, ${u.datagrams_out} out (${kib(u.bytes_in)} in, ${
+    kib(u.bytes_out)
+  } out); flows: ${u.flows_active} active, ${u.flows_created} created, ${u.flows_expired} idled out; dropped: ${
+    drops.length ? drops.join(", ") : "none"
+  }`;
 }
 
 /** How a discovered entry stands, in a line. */

@@ -331,7 +331,8 @@ function commands(running: Running): Registry {
     ...backendCommands({
       runtime: running.runtime,
       broadcast: (id, admin) => running.pool?.admin(id, admin),
-      kill: async (id) => running.engine.kill(id) + (await running.pool?.kill(id, 1000) ?? 0),
+      kill: async (id) =>
+        running.engine.kill(id) + running.udp.kill(id) + (await running.pool?.kill(id, 1000) ?? 0),
       status: () => statusOf(running),
     }),
   ]);

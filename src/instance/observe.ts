@@ -71,6 +71,7 @@ async function metricsOf(running: Running): Promise<string> {
     planes: running.stats(),
     reloads: running.reloadOutcomes,
     upgrades: running.upgrade.count,
+    udp: running.udp.counters(),
   });
 }
 

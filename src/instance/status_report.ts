@@ -16,7 +16,7 @@ import type { ReloadOutcome } from "./state_file.ts";
 import { type AdminState, type BackendAdmin, weightOf } from "../balance/admin_state.ts";
 import { backendTotal, type PlaneStats, serviceTotal } from "../stats/counters.ts";
 import type { Snapshot } from "../snapshot.ts";
-import { type UdpServiceCounters, zeroService } from "../udp/udp_counters.ts";
+import { type UdpServiceCounters, zeroService } from "../stats/udp_counters.ts";
 
 /** The likely cause while protection mode is on; `bal doctor` says the same. */
 export const WHY_PROTECTION =

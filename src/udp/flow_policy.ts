@@ -15,7 +15,7 @@ import type { AdminTable } from "../balance/admin_state.ts";
 import { checkClient, type ClientTable } from "../route/client_limits.ts";
 import { parseProxyHeader } from "../route/proxy_protocol.ts";
 
-import type { DropCause } from "./udp_counters.ts";
+import type { DropCause } from "../stats/udp_counters.ts";
 export type { DropCause };
 
 /** How a flow ended, as the access log says it. */

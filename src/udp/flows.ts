@@ -27,7 +27,7 @@ import {
   type Origin,
   originOf,
 } from "./flow_policy.ts";
-import { backendTraffic, type UdpServiceCounters, zeroService } from "./udp_counters.ts";
+import { backendTraffic, type UdpServiceCounters, zeroService } from "../stats/udp_counters.ts";
 
 const log = logger("udp");
 
@@ -45,6 +45,8 @@ export interface UdpPlane {
   listening(): Record<string, string>;
   /** Counters by service name. */
   counters(): Record<string, UdpServiceCounters>;
+  /** Ends every flow to backend `id` (`bal backend disable --kill`); how many. */
+  kill(id: string): number;
   /** Stops receiving; request flows get up to `timeoutMs` for their replies, then every flow ends. */
   stop(timeoutMs: number): Promise<void>;
 }
@@ -113,6 +115,17 @@ export function startUdp(runtime: Runtime, joining = false): UdpPlane {
         [...state.listeners.values()].map((l) => [l.service, formatAddress(l.bind, l.port)]),
       ),
     counters: () => Object.fromEntries(state.counters),
+    kill(id) {
+      let killed = 0;
+      for (const l of state.listeners.values()) {
+        for (const flow of [...l.flows.values()]) {
+          if (flow.backend.id !== id) continue;
+          endFlow(state, flow, "killed");
+          killed++;
+        }
+      }
+      return killed;
+    },
     async stop(timeoutMs) {
       for (const l of state.listeners.values()) closeQuietly(l.conn);
       const deadline = Date.now() + timeoutMs;

@@ -143,7 +143,7 @@ Deno.test("README: fits a first screen or few, with no table cell longer than a 
 Deno.test("README: its config examples are valid configs", () => {
   for (const path of ["README.md", "README.ko.md"]) {
     const examples = [...read(path).matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]);
-    assert.equal(examples.length, 2, path);
+    assert.equal(examples.length, 3, path);
     for (const yaml of examples) {
       const r = checkConfig(yaml, path);
       assert.ok(r.ok, `${path}: ${r.ok ? "" : r.errors[0].message}`);

@@ -169,6 +169,51 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "udp: bal upgrade under dnsperf load loses no query (the new bal joins the port)",
+  ignore: noDns || missingTool("dnsperf"),
+  fn: async () => {
+    const dns = await twoDns();
+    const port = freePort();
+    const d = await balWith(
+      `protocol: udp
+bind_address: 127.0.0.1
+port: ${port}
+udp: {mode: request}
+backends: ["127.0.0.1:${dns.ports[0]}", "127.0.0.1:${dns.ports[1]}"]
+`,
+      port,
+    );
+    const queries = `${d.home}/queries.txt`;
+    Deno.writeTextFileSync(queries, "www.test.lan A\n".repeat(100));
+    try {
+      const perf = runCommand("dnsperf", [
+        "-s",
+        "127.0.0.1",
+        "-p",
+        String(port),
+        "-d",
+        queries,
+        "-l",
+        "6",
+        "-Q",
+        "500",
+        "-t",
+        "2",
+      ]);
+      await new Promise((r) => setTimeout(r, 2000));
+      const upgraded = await bal(d.home, "upgrade", "--wait");
+      assert.equal(upgraded.code, 0, upgraded.stderr);
+      const out = (await perf).stdout;
+      assert.equal(Number(/Queries lost:\s+(\d+)/.exec(out)?.[1]), 0, out);
+      assert.ok(Number(/Queries sent:\s+(\d+)/.exec(out)?.[1]) >= 2500, out);
+    } finally {
+      await d.stop();
+      await dns.stop();
+    }
+  },
+});
+
 /** A UDP backend that records what it receives and, unless `silent`, echoes it with `tag` first. */
 function udpBackend(tag = "", silent = false) {
   const conn = Deno.listenDatagram({ hostname: "127.0.0.1", port: 0, transport: "udp" });
@@ -225,9 +270,10 @@ const str = (b: Uint8Array | null) => b === null ? null : new TextDecoder().deco
 
 Deno.test("udp: sessions keep their backend for every datagram, and end after idle_timeout_ms", async () => {
   const a = udpBackend("A:"), b = udpBackend("B:");
-  const port = freePort();
+  const port = freePort(), admin = freePort();
   const d = await balWith(
     `protocol: udp
+admin: {listen: "127.0.0.1:${admin}"}
 bind_address: 127.0.0.1
 port: ${port}
 udp: {mode: session, idle_timeout_ms: 600}
@@ -250,9 +296,29 @@ backends: ["127.0.0.1:${a.port}", "127.0.0.1:${b.port}"]
     assert.equal(live.udp.flows_created, 2);
     // The backend sees one source per session: the flow's own socket.
     assert.equal(new Set(a.received.map((r) => r.from.port)).size, 1);
-    await waitFor("both flows to idle out", async () => {
+    const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+    assert.match(metrics, /^bal_udp_flows_active\{service="default"\} 2$/m);
+    assert.match(metrics, /^bal_udp_datagrams_total\{service="default",direction="out"\} 12$/m);
+    if (!missingTool("promtool")) {
+      const file = `${d.home}/metrics.txt`;
+      Deno.writeTextFileSync(file, metrics);
+      const check = await runCommand("sh", ["-c", `promtool check metrics < ${file}`]);
+      assert.equal(check.code, 0, check.stdout + check.stderr);
+    }
+    // disable --kill ends A's flow at once; B's idles out.
+    const killed = await bal(
+      d.home,
+      "backend",
+      "disable",
+      "default",
+      `127.0.0.1:${a.port}`,
+      "--kill",
+    );
+    assert.match(killed.stdout, /closed 1 live connections/);
+    assert.equal((await udpStatus(d.home, "default")).udp.flows_active, 1);
+    await waitFor("the other flow to idle out", async () => {
       const s = await udpStatus(d.home, "default");
-      return s.udp.flows_active === 0 && s.udp.flows_expired === 2;
+      return s.udp.flows_active === 0 && s.udp.flows_expired === 1;
     });
   } finally {
     clients.forEach((c) => c.close());

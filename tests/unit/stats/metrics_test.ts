@@ -12,6 +12,7 @@ import {
 } from "../../../src/stats/counters.ts";
 import { emptyLag, LAG_BUCKETS, recordLag, summarizeLag } from "../../../src/stats/loop_lag.ts";
 import { METRICS, type MetricsInput, renderMetrics } from "../../../src/stats/metrics.ts";
+import { zeroService, zeroTraffic } from "../../../src/stats/udp_counters.ts";
 
 const ID = "default/127.0.0.1:9001";
 
@@ -49,6 +50,7 @@ function input(planes: PlaneStats[]): MetricsInput {
     planes,
     reloads: { ok: 2, failed: 1 },
     upgrades: 4,
+    udp: {},
   };
 }
 
@@ -144,4 +146,29 @@ Deno.test("loop lag: samples land in the histogram's buckets, and status sees th
   const text = renderMetrics(i);
   assert.match(text, /^bal_event_loop_lag_seconds_bucket\{le="0.005"\} 1$/m);
   assert.match(text, /^bal_event_loop_lag_seconds_count 1$/m);
+});
+
+Deno.test("metrics: a UDP service's datagrams, flows and drops, by direction and cause", () => {
+  const checked = checkConfig(
+    `services:\n  - {name: dns, protocol: udp, port: 53, backends: ["127.0.0.1:5353"]}\n`,
+    "u.yaml",
+  );
+  assert.ok(checked.ok);
+  const runtime = createRuntime(checked.config, "u.yaml");
+  const counters = zeroService();
+  Object.assign(counters, { datagrams_in: 7, datagrams_out: 6, flows_active: 1, flows_created: 7 });
+  counters.drops.oversize = 2;
+  counters.backends["dns/127.0.0.1:5353"] = { ...zeroTraffic(), flows_active: 1 };
+  const text = renderMetrics({ ...input([]), snapshot: runtime.snapshot, udp: { dns: counters } });
+  for (
+    const line of [
+      'bal_udp_datagrams_total{service="dns",direction="in"} 7',
+      'bal_udp_datagrams_total{service="dns",direction="out"} 6',
+      'bal_udp_flows_active{service="dns"} 1',
+      'bal_udp_flows_total{service="dns"} 7',
+      'bal_udp_dropped_total{service="dns",cause="oversize"} 2',
+      'bal_udp_dropped_total{service="dns",cause="no_backend"} 0',
+      'bal_udp_backend_flows_active{service="dns",backend="127.0.0.1:5353"} 1',
+    ]
+  ) assert.ok(text.includes(`\n${line}\n`), line);
 });
