@@ -15,6 +15,7 @@
  */
 import { type UpgradeGap, upgradeGap } from "./upgrade_gap.ts";
 import { RUN_FLAGS } from "../src/build.ts";
+import { udpBench, udpTable } from "./udp.ts";
 import { freePort } from "../tests/ports.ts";
 import { cpuMeter, FD_LIMIT, has, loadArgv, onCpu, pinned, waitPort } from "./proc.ts";
 
@@ -805,6 +806,10 @@ try {
     ? await upgradeGaps(quick ? 2 : 5)
     : null;
 
+  // UDP request/reply through bal and nginx stream (proxy_responses 1), with dnsperf.
+  const udp = !only || only.includes("bal") || only.includes("udp") ? await udpBench(secs) : null;
+  if (udp) console.log(udpTable(udp));
+
   const json = {
     date: new Date().toISOString(),
     machine: {
@@ -825,6 +830,7 @@ try {
     scaling,
     features,
     upgrades,
+    udp,
   };
   await Deno.writeTextFile(`${root}bench/results.json`, JSON.stringify(json, null, 2) + "\n");
   console.log(`\nwrote bench/results.json`);

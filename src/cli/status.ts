@@ -136,9 +136,11 @@ function printService(s: ServiceStatus, several: boolean, verbose?: boolean): vo
 }
 
 /** A UDP service's datagrams, flows and drops, in a line. */
-function udpLine(u: UdpServiceCounters): string {
+function udpLine(u: UdpServiceCounters & { engine: string }): string {
   const drops = Object.entries(u.drops).filter(([, n]) => n > 0).map(([why, n]) => `${n} ${why}`);
-  return `datagrams: ${u.datagrams_in} in, ${u.datagrams_out} out (${kib(u.bytes_in)} in, ${
+  return `datagrams (${u.engine}): ${u.datagrams_in} in, ${u.datagrams_out} out (${
+    kib(u.bytes_in)
+  } in, ${
     kib(u.bytes_out)
   } out); flows: ${u.flows_active} active, ${u.flows_created} created, ${u.flows_expired} idled out; dropped: ${
     drops.length ? drops.join(", ") : "none"

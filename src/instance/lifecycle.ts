@@ -372,7 +372,7 @@ async function shutdown(running: Running, signal: string): Promise<void> {
   const [forcedHere, forcedWorkers] = await Promise.all([
     engine.drain(drainMs),
     workersDrained,
-    running.udp.stop(drainMs),
+    running.udp.stop(drainMs, running.upgrade.retired),
   ]);
   pool?.terminate();
   const forced = forcedHere + forcedWorkers;

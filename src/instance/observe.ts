@@ -38,6 +38,7 @@ export async function statusOf(running: Running): Promise<Status> {
     loopLag: summarizeLag(running.lag),
     discovery: running.discovery.status(),
     udp: running.udp.counters(),
+    udpEngine: running.udp.engine,
   });
   return { ...status, last_change: running.lastChange };
 }

@@ -129,7 +129,11 @@ export async function startPlanes(
     onNoBackend,
   });
   planes.engine.apply(config);
-  planes.udp = startUdp(runtime, seed !== undefined);
+  planes.udp = startUdp(runtime, {
+    native: decision.name !== "deno",
+    joining: seed !== undefined,
+    record: onResult,
+  });
   try {
     planes.udp.apply(config);
   } catch (err) {

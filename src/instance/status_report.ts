@@ -112,8 +112,8 @@ export interface ServiceStatus {
   discovery: EntryStatus[];
   /** `tcp` or `udp`. */
   protocol: "tcp" | "udp";
-  /** A UDP service's datagrams, bytes, flows and drops; null for TCP. */
-  udp: UdpServiceCounters | null;
+  /** A UDP service's datagrams, bytes, flows and drops, and what moves them; null for TCP. */
+  udp: (UdpServiceCounters & { engine: "native" | "deno" }) | null;
 }
 
 /** What `bal status --json` prints: the first service's keys at the top, and every service. */
@@ -174,6 +174,8 @@ export interface StatusInput {
   discovery: readonly EntryStatus[];
   /** The UDP services' counters by name. */
   udp: Readonly<Record<string, UdpServiceCounters>>;
+  /** What moves UDP datagrams: `native` (epoll, recvmmsg) or `deno` (its datagram sockets). */
+  udpEngine: "native" | "deno";
 }
 
 const iso = (ms: number | null) => ms === null ? null : new Date(ms).toISOString();
@@ -283,7 +285,9 @@ export function serviceStatus(input: StatusInput, service: Service): ServiceStat
     protection_mode: protectionMode(input.protection.get(service.name) ?? initialProtection()),
     discovery: input.discovery.filter((d) => d.service === service.name),
     protocol: service.protocol,
-    udp: service.protocol === "udp" ? input.udp[service.name] ?? zeroService() : null,
+    udp: service.protocol === "udp"
+      ? { engine: input.udpEngine, ...(input.udp[service.name] ?? zeroService()) }
+      : null,
   };
 }
 

@@ -16,6 +16,7 @@ import { checkClient, type ClientTable } from "../route/client_limits.ts";
 import { parseProxyHeader } from "../route/proxy_protocol.ts";
 
 import type { DropCause } from "../stats/udp_counters.ts";
+import type { Peer } from "./datagram_io.ts";
 export type { DropCause };
 
 /** How a flow ended, as the access log says it. */
@@ -24,9 +25,9 @@ export type FlowEnd = "idle" | "responses" | "killed" | "stopped";
 /** Where a datagram came from: the socket's sender and, behind a proxy, the client it names. */
 export interface Origin {
   /** Who sent the datagram (replies go back there). */
-  sender: Deno.NetAddr;
+  sender: Peer;
   /** The client: the sender, or the source a PROXY v2 header names. */
-  client: Deno.NetAddr;
+  client: Peer;
   /** Bytes of PROXY header at the start of the datagram. */
   headerLength: number;
 }
@@ -38,7 +39,7 @@ export interface Origin {
  */
 export function originOf(
   service: Service,
-  sender: Deno.NetAddr,
+  sender: Peer,
   data: Uint8Array,
 ): Origin | "proxy" {
   if (!service.accept_proxy) return { sender, client: sender, headerLength: 0 };
@@ -50,7 +51,7 @@ export function originOf(
   }
   if (parsed.kind !== "header" || parsed.version !== 2) return "proxy";
   const client = parsed.source
-    ? { transport: "udp" as const, hostname: parsed.source.hostname, port: parsed.source.port }
+    ? { hostname: parsed.source.hostname, port: parsed.source.port }
     : sender;
   return { sender, client, headerLength: parsed.length };
 }

@@ -1,10 +1,11 @@
 /**
  * UDP services: datagrams in on each service's socket, grouped into flows
- * (policy.ts says which), each flow forwarded to its backend through a
+ * (flow_policy.ts says which), each flow forwarded to its backend through a
  * socket of its own so that the backend's replies come back to it, and
  * the replies sent to the client from the service's address. Runs on the
- * control plane's thread, on Deno's datagram sockets, whatever engine
- * moves the TCP bytes.
+ * control plane's thread; the sockets are a {@link DatagramIo}'s: native
+ * (epoll and recvmmsg) beside the uring and epoll engines, Deno's
+ * datagram sockets beside the deno engine.
  *
  * @module
  */
@@ -16,7 +17,6 @@ import type { Runtime } from "../snapshot.ts";
 import { clientLeft, type ClientTable, clientTable, countClient } from "../route/client_limits.ts";
 import { writeProxyHeader } from "../route/proxy_protocol.ts";
 import { createBalancer } from "../balance/methods.ts";
-import { MAX_DATAGRAM } from "../config/udp.ts";
 import {
   admitFlow,
   answered,
@@ -28,11 +28,23 @@ import {
   originOf,
 } from "./flow_policy.ts";
 import { backendTraffic, type UdpServiceCounters, zeroService } from "../stats/udp_counters.ts";
+import type { Observation } from "../health/state.ts";
+import {
+  type DatagramIo,
+  denoIo,
+  type FlowSocket,
+  type Peer,
+  type ServiceSocket,
+} from "./datagram_io.ts";
+import { nativeIo } from "./native_io.ts";
 
 const log = logger("udp");
 
 /** Flow sockets that could not be opened (out of descriptors), said once per episode. */
 const failing = episode();
+
+/** How long a retiring bal's sockets stay open for what reached them before the steering. */
+const RETIRE_GRACE_MS = 200;
 
 /** How often flows are looked at for their idle timeout. */
 const SWEEP_MS = 100;
@@ -47,15 +59,22 @@ export interface UdpPlane {
   counters(): Record<string, UdpServiceCounters>;
   /** Ends every flow to backend `id` (`bal backend disable --kill`); how many. */
   kill(id: string): number;
-  /** Stops receiving; request flows get up to `timeoutMs` for their replies, then every flow ends. */
-  stop(timeoutMs: number): Promise<void>;
+  /** What moves the datagrams: `native` (epoll, recvmmsg) or `deno`. */
+  readonly engine: "native" | "deno";
+  /**
+   * Stops receiving; request flows get up to `timeoutMs` for their replies,
+   * then every flow ends. A bal `retiring` after `bal upgrade` keeps its
+   * sockets (natively steered away from, they get nothing new) until its
+   * request flows are answered: closing a socket drops what waits in it.
+   */
+  stop(timeoutMs: number, retiring?: boolean): Promise<void>;
 }
 
 interface Listener {
   service: string;
   bind: string;
   port: number;
-  conn: Deno.DatagramConn;
+  socket: ServiceSocket;
   flows: Map<string, Flow>;
 }
 
@@ -65,7 +84,7 @@ interface Flow {
   origin: Origin;
   backend: Backend;
   /** The flow's own socket to its backend (shared when no reply is expected). */
-  socket: Deno.DatagramConn;
+  socket: FlowSocket;
   /** The socket is the backend's shared one: it outlives the flow. */
   shared: boolean;
   /** The PROXY v2 header each datagram to the backend starts with, or null. */
@@ -73,8 +92,6 @@ interface Flow {
   startedAt: number;
   lastSeen: number;
   replies: number;
-  /** Datagrams handed to the socket and not yet sent: it closes once they have gone. */
-  sending: number;
   bytesIn: number;
   bytesOut: number;
   ended: boolean;
@@ -88,14 +105,27 @@ interface State {
   /** Live flows per backend id. */
   active: Map<string, number>;
   /** One socket per backend for datagrams that expect no reply (`responses: 0`). */
-  senders: Map<string, Deno.DatagramConn>;
+  senders: Map<string, FlowSocket>;
+  io: DatagramIo;
+  /** Passive health: a backend's host said its port is closed. */
+  record: (backend: Backend, obs: Observation) => void;
   sequence: number;
   /** May join a port another bal holds (this one takes over from it in `bal upgrade`). */
   joining: boolean;
 }
 
+/** How the UDP plane runs. */
+export interface UdpOptions {
+  /** Use the native mechanism (Linux, beside the uring and epoll engines). */
+  native: boolean;
+  /** May join ports the bal before holds (`bal upgrade`). */
+  joining: boolean;
+  /** Where passive health observations go (the planes' one recorder). */
+  record(backend: Backend, obs: Observation): void;
+}
+
 /** Starts the UDP plane for `runtime`'s config (listeners open at the first {@link UdpPlane.apply}). */
-export function startUdp(runtime: Runtime, joining = false): UdpPlane {
+export function startUdp(runtime: Runtime, options: UdpOptions): UdpPlane {
   const state: State = {
     runtime,
     listeners: new Map(),
@@ -103,8 +133,10 @@ export function startUdp(runtime: Runtime, joining = false): UdpPlane {
     clients: new Map(),
     active: new Map(),
     senders: new Map(),
+    io: ioFor(options.native),
+    record: options.record,
     sequence: 0,
-    joining,
+    joining: options.joining,
   };
   const sweeper = setInterval(() => sweep(state, Date.now()), SWEEP_MS);
   Deno.unrefTimer(sweeper);
@@ -126,19 +158,25 @@ export function startUdp(runtime: Runtime, joining = false): UdpPlane {
       }
       return killed;
     },
-    async stop(timeoutMs) {
-      for (const l of state.listeners.values()) closeQuietly(l.conn);
+    engine: state.io.name,
+    async stop(timeoutMs, retiring = false) {
+      const keep = retiring && state.io.name === "native";
+      if (!keep) { for (const l of state.listeners.values()) l.socket.close(); }
       const deadline = Date.now() + timeoutMs;
+      // Retiring, stragglers that reached the old socket before the steering are served too.
+      if (keep) await new Promise((r) => setTimeout(r, RETIRE_GRACE_MS));
       while (Date.now() < deadline && requestFlows(state) > 0) {
         await new Promise((r) => setTimeout(r, 20));
       }
+      if (keep) { for (const l of state.listeners.values()) l.socket.close(); }
       clearInterval(sweeper);
       for (const l of state.listeners.values()) {
         for (const flow of [...l.flows.values()]) endFlow(state, flow, "stopped");
       }
       state.listeners.clear();
-      for (const s of state.senders.values()) closeQuietly(s);
+      for (const s of state.senders.values()) s.close();
       state.senders.clear();
+      await state.io.stop();
     },
   };
 }
@@ -162,68 +200,67 @@ function apply(state: State, config: Config): void {
       opened.push(openListener(state, s));
     }
   } catch (err) {
-    for (const l of opened) closeQuietly(l.conn);
+    for (const l of opened) l.socket.close();
     throw err;
   }
   for (const [name, l] of state.listeners) {
     if (wanted.some((s) => s.name === name) && !opened.some((o) => o.service === name)) continue;
     // A removed or moved service stops receiving at once, and its flows end.
-    closeQuietly(l.conn);
+    l.socket.close();
     for (const flow of [...l.flows.values()]) endFlow(state, flow, "killed");
     state.listeners.delete(name);
   }
-  for (const l of opened) {
-    state.listeners.set(l.service, l);
-    receive(state, l);
-  }
+  for (const l of opened) state.listeners.set(l.service, l);
   for (const name of state.counters.keys()) {
     if (!wanted.some((s) => s.name === name)) state.counters.delete(name);
   }
   const ids = new Set(wanted.flatMap((s) => s.backends.map((b) => b.id)));
   for (const [id, socket] of state.senders) {
     if (ids.has(id)) continue;
-    closeQuietly(socket);
+    socket.close();
     state.senders.delete(id);
   }
 }
 
-/**
- * The service's socket. The port is claimed with a plain bind first, so
- * no other process shares it unnoticed; then it is bound for sharing
- * (SO_REUSEPORT), so the next bal can join it during `bal upgrade`.
- */
+/** The service's socket, claimed then shared (so the next bal can join it in `bal upgrade`). */
 function openListener(state: State, s: Service): Listener {
-  const address = formatAddress(s.bind_address, s.port);
-  const options = { hostname: s.bind_address, port: s.port, transport: "udp" as const };
+  const l: Listener = {
+    service: s.name,
+    bind: s.bind_address,
+    port: s.port,
+    socket: null!,
+    flows: new Map(),
+  };
   try {
-    try {
-      Deno.listenDatagram(options).close();
-    } catch (err) {
-      if (!(state.joining && err instanceof Deno.errors.AddrInUse)) throw err;
-    }
-    const conn = Deno.listenDatagram({ ...options, reuseAddress: true });
-    return { service: s.name, bind: s.bind_address, port: s.port, conn, flows: new Map() };
+    l.socket = state.io.listen(
+      s.bind_address,
+      s.port,
+      state.joining,
+      (data, from, truncated) => onDatagram(state, l, data, from, truncated),
+    );
   } catch (err) {
     const why = err instanceof Deno.errors.AddrInUse
       ? "address already in use"
       : describeError(err);
+    const address = formatAddress(s.bind_address, s.port);
     throw new ListenError(`cannot listen on ${address}/udp (service ${s.name}): ${why}`, {
       cause: err,
     });
   }
+  return l;
 }
 
-/** Receives the service's datagrams until its socket closes. */
-async function receive(state: State, l: Listener): Promise<void> {
-  const buf = new Uint8Array(MAX_DATAGRAM + 1);
-  for (;;) {
-    let got: [Uint8Array, Deno.Addr];
-    try {
-      got = await l.conn.receive(buf);
-    } catch {
-      return;
-    }
-    onDatagram(state, l, got[0].slice(), got[1] as Deno.NetAddr);
+/** The native mechanism when asked for and available, else Deno's sockets. */
+function ioFor(native: boolean): DatagramIo {
+  if (!native) return denoIo();
+  try {
+    return nativeIo();
+  } catch (err) {
+    log.warn("udp: the native mechanism is not available ({error}); Deno's sockets serve", {
+      event: "udp_native_unavailable",
+      error: describeError(err),
+    });
+    return denoIo();
   }
 }
 
@@ -234,12 +271,17 @@ function countersOf(state: State, service: string): UdpServiceCounters {
 }
 
 /** One datagram from a client: to its flow, a new flow, or dropped with a cause. */
-function onDatagram(state: State, l: Listener, data: Uint8Array, sender: Deno.NetAddr): void {
+function onDatagram(
+  state: State,
+  l: Listener,
+  data: Uint8Array,
+  sender: Peer,
+  truncated: boolean,
+): void {
   const service = state.runtime.snapshot.services.get(l.service);
   if (!service?.udp) return;
   const c = countersOf(state, service.name);
-  // The buffer holds one byte more than any datagram may: a full one was larger.
-  if (data.length > service.udp.max_datagram_bytes) return void c.drops.oversize++;
+  if (truncated || data.length > service.udp.max_datagram_bytes) return void c.drops.oversize++;
   const origin = originOf(service, sender, data);
   if (origin === "proxy") return void c.drops.proxy++;
   const key = flowKey(service, origin, ++state.sequence);
@@ -272,37 +314,36 @@ function openFlow(
     random: Math.random,
   });
   if (typeof picked === "string") return picked;
-  // Without a reply to wait for (syslog), every flow to a backend shares one socket.
-  const shared = answered(service, 0);
-  let socket: Deno.DatagramConn;
-  try {
-    socket = shared ? senderFor(state, picked) : flowSocket(picked);
-  } catch (err) {
-    if (failing.fail()) logFlowError(service.name, err);
-    return "queue_full";
-  }
-  failing.recover();
-  countClient(clients, origin.client.hostname);
   const version = picked.send_proxy ?? service.send_proxy;
-  const header = version === "v2"
-    ? writeProxyHeader("v2", origin.client, { hostname: l.bind, port: l.port }, "dgram")
-    : null;
   const flow: Flow = {
     key,
     listener: l,
     origin,
     backend: picked,
-    socket,
-    shared,
-    header,
+    socket: null!,
+    // Without a reply to wait for (syslog), every flow to a backend shares one socket.
+    shared: answered(service, 0),
+    header: version === "v2"
+      ? writeProxyHeader("v2", origin.client, { hostname: l.bind, port: l.port }, "dgram")
+      : null,
     startedAt: now,
     lastSeen: now,
     replies: 0,
-    sending: 0,
     bytesIn: 0,
     bytesOut: 0,
     ended: false,
   };
+  const socket = flow.shared ? senderFor(state, picked) : state.io.flow(picked, {
+    reply: (data) => onReply(state, flow, data),
+    refused: () => onRefused(state, flow),
+  });
+  if (typeof socket === "string") {
+    if (failing.fail()) logFlowError(service.name, socket);
+    return "queue_full";
+  }
+  failing.recover();
+  flow.socket = socket;
+  countClient(clients, origin.client.hostname);
   l.flows.set(key, flow);
   state.active.set(picked.id, (state.active.get(picked.id) ?? 0) + 1);
   const c = countersOf(state, service.name);
@@ -311,19 +352,15 @@ function openFlow(
   c.flows_active++;
   b.flows_created++;
   b.flows_active++;
-  if (!shared) pump(state, flow);
   return flow;
 }
 
-function flowSocket(backend: Backend): Deno.DatagramConn {
-  const any = backend.host.includes(":") ? "::" : "0.0.0.0";
-  return Deno.listenDatagram({ hostname: any, port: 0, transport: "udp" });
-}
-
-function senderFor(state: State, backend: Backend): Deno.DatagramConn {
-  let socket = state.senders.get(backend.id);
-  if (!socket) state.senders.set(backend.id, socket = flowSocket(backend));
-  return socket;
+function senderFor(state: State, backend: Backend): FlowSocket | string {
+  const known = state.senders.get(backend.id);
+  if (known) return known;
+  const made = state.io.flow(backend, null);
+  if (typeof made !== "string") state.senders.set(backend.id, made);
+  return made;
 }
 
 /** The service's balancer (the runtime's, kept across reloads while the method stays). */
@@ -347,40 +384,41 @@ function forward(state: State, service: Service, flow: Flow, payload: Uint8Array
   b.bytes_in += payload.length;
   flow.bytesIn += payload.length;
   flow.lastSeen = Date.now();
-  const to = { transport: "udp" as const, hostname: flow.backend.host, port: flow.backend.port };
-  flow.sending++;
-  flow.socket.send(data, to).catch(() => c.drops.queue_full++).finally(() => {
-    if (--flow.sending === 0 && flow.ended && !flow.shared) closeQuietly(flow.socket);
-  });
+  if (!flow.socket.send(data)) c.drops.queue_full++;
   // A request that expects no reply (syslog) is done once sent.
   if (answered(service, flow.replies)) endFlow(state, flow, "responses");
 }
 
-/** The backend's replies to the flow, sent to the client from the service's address. */
-async function pump(state: State, flow: Flow): Promise<void> {
-  for (;;) {
-    let got: [Uint8Array, Deno.Addr];
-    try {
-      got = await flow.socket.receive();
-    } catch {
-      return;
-    }
-    const [data, from] = got as [Uint8Array, Deno.NetAddr];
-    if (flow.ended) return;
-    if (from.port !== flow.backend.port) continue;
-    const service = state.runtime.snapshot.services.get(flow.listener.service);
-    const c = countersOf(state, flow.listener.service);
-    const b = backendTraffic(c, flow.backend.id);
-    flow.replies++;
-    flow.lastSeen = Date.now();
-    flow.bytesOut += data.length;
-    c.datagrams_out++;
-    b.datagrams_out++;
-    c.bytes_out += data.length;
-    b.bytes_out += data.length;
-    flow.listener.conn.send(data, flow.origin.sender).catch(() => c.drops.queue_full++);
-    if (service && answered(service, flow.replies)) return endFlow(state, flow, "responses");
-  }
+/** A reply from the flow's backend, sent to the client from the service's address. */
+function onReply(state: State, flow: Flow, data: Uint8Array): void {
+  if (flow.ended) return;
+  const service = state.runtime.snapshot.services.get(flow.listener.service);
+  const c = countersOf(state, flow.listener.service);
+  const b = backendTraffic(c, flow.backend.id);
+  flow.replies++;
+  flow.lastSeen = Date.now();
+  flow.bytesOut += data.length;
+  c.datagrams_out++;
+  b.datagrams_out++;
+  c.bytes_out += data.length;
+  b.bytes_out += data.length;
+  if (!flow.listener.socket.send(data, flow.origin.sender)) c.drops.queue_full++;
+  if (service && answered(service, flow.replies)) endFlow(state, flow, "responses");
+}
+
+/**
+ * The backend's host said its port is closed (ICMP port unreachable on
+ * the flow's connected socket): a failed connect, as for TCP, so the
+ * backend cools down and new flows go elsewhere.
+ */
+function onRefused(state: State, flow: Flow): void {
+  state.record(flow.backend, {
+    ok: false,
+    at: Date.now(),
+    source: "connect",
+    kind: "refused",
+    error: "port unreachable (ICMP)",
+  });
 }
 
 /** Ends a flow: its socket closes, its counts go, and its access line is written. */
@@ -388,8 +426,7 @@ function endFlow(state: State, flow: Flow, why: FlowEnd): void {
   if (flow.ended) return;
   flow.ended = true;
   flow.listener.flows.delete(flow.key);
-  // A datagram still being sent keeps its socket until it has gone.
-  if (flow.sending === 0 && !flow.shared) closeQuietly(flow.socket);
+  if (!flow.shared) flow.socket.close(why === "responses");
   const name = flow.listener.service;
   const id = flow.backend.id;
   const left = (state.active.get(id) ?? 1) - 1;
@@ -436,14 +473,6 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   out.set(a);
   out.set(b, a.length);
   return out;
-}
-
-function closeQuietly(c: Deno.DatagramConn): void {
-  try {
-    c.close();
-  } catch {
-    // Closed already.
-  }
 }
 
 /** Says once why a UDP socket could not be opened for a flow. */

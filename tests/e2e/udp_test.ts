@@ -327,6 +327,41 @@ backends: ["127.0.0.1:${a.port}", "127.0.0.1:${b.port}"]
   }
 });
 
+Deno.test({
+  name:
+    "udp: an ICMP port unreachable on a flow's socket cools its backend down (native mechanism)",
+  ignore: Deno.env.get("BAL_ENGINE") === "deno",
+  fn: async () => {
+    const live = udpBackend("up:");
+    const closed = freePort();
+    const port = freePort();
+    const d = await balWith(
+      `protocol: udp
+bind_address: 127.0.0.1
+port: ${port}
+udp: {mode: request}
+backends: ["127.0.0.1:${closed}", "127.0.0.1:${live.port}"]
+`,
+      port,
+    );
+    const client = udpClient();
+    try {
+      const answers: (string | null)[] = [];
+      for (let i = 0; i < 20; i++) answers.push(str(await client.ask(port, text(`q${i}`), 300)));
+      // The closed port refuses the first tries; from then on every query is answered.
+      assert.ok(answers.slice(-10).every((a, i) => a === `up:q${i + 10}`), JSON.stringify(answers));
+      const s = await udpStatus(d.home, "default");
+      assert.equal(s.udp.engine, "native");
+      const refused = s.backends.find((b: { address: string }) => b.address.endsWith(`:${closed}`));
+      assert.equal(refused.last_error, "port unreachable (ICMP)");
+    } finally {
+      client.close();
+      await d.stop();
+      await live.close();
+    }
+  },
+});
+
 Deno.test("udp: datagrams of 0, 1, 1472 and 65507 bytes pass intact; a larger one than max_datagram_bytes is dropped and counted", async () => {
   const echo = udpBackend();
   const port = freePort(), small = freePort();

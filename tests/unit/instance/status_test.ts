@@ -43,6 +43,7 @@ function input(yaml: string): Input {
     loopLag: { p50: 0.2, p99: 3, max: 7.5 },
     discovery: [],
     udp: {},
+    udpEngine: "native",
   };
 }
 

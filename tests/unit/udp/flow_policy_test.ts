@@ -23,11 +23,7 @@ function service(yaml: string): Service {
   return r.config.services[0];
 }
 
-const addr = (hostname: string, port: number): Deno.NetAddr => ({
-  transport: "udp",
-  hostname,
-  port,
-});
+const addr = (hostname: string, port: number) => ({ hostname, port });
 
 function ctx(over: Partial<FlowContext> = {}): FlowContext {
   return {

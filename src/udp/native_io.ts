@@ -1,0 +1,191 @@
+/**
+ * The native UDP mechanism (Linux): the service's socket read in batches
+ * with `recvmmsg`, each flow's socket `connect`ed to its backend (so its
+ * replies are the only datagrams it gets, and an ICMP port unreachable
+ * comes back as ECONNREFUSED), all on one epoll loop of its own on the
+ * control plane's thread, as the TCP engines run theirs.
+ *
+ * @module
+ */
+import * as sys from "../engine/linux/ffi.ts";
+import {
+  datagramAt,
+  datagramBatch,
+  datagramSocket,
+  receiveBatch,
+  receiveOne,
+  senderAt,
+  sendOne,
+  sendTo,
+  steerToNewest,
+} from "../engine/linux/ffi_udp.ts";
+import { decodeAddress, encodeAddress, familyOf, isIpLiteral } from "../engine/linux/sockaddr.ts";
+import { resolveSync } from "../engine/linux/getaddrinfo.ts";
+import { addressBook } from "../engine/linux/resolve.ts";
+import { createLoop, type Loop } from "../engine/epoll/loop.ts";
+import { loopErrors } from "../engine/linux/linux_engine.ts";
+import { describeErrno, errnoReason } from "../net/errno.ts";
+import type { DatagramIo, FlowEvents, FlowSocket, Peer, ServiceSocket } from "./datagram_io.ts";
+
+/** Datagrams one `recvmmsg` takes, and the batches one readiness event drains at most. */
+const BATCH = 32;
+const ROUNDS = 8;
+/** Room for the largest datagram, and one byte more to tell a larger one. */
+const BUFFER = 65_508;
+
+/** The native mechanism; throws when libc or epoll cannot be had (then the Deno one serves). */
+export function nativeIo(): DatagramIo {
+  sys.loadLibc();
+  const loop = createLoop(loopErrors("uring"));
+  const book = addressBook();
+  const reply = new Uint8Array(BUFFER);
+  const pools = new Map<string, Pooled[]>();
+  return {
+    name: "native",
+    listen: (bind, port, join, onDatagram) => listenNative(loop, bind, port, join, onDatagram),
+    flow(backend, events) {
+      const address = book.of(backend);
+      if (!(address instanceof Uint8Array)) {
+        return typeof address === "string" ? address : `resolving ${backend.host}`;
+      }
+      const pool = pools.get(backend.id) ?? pools.set(backend.id, []).get(backend.id)!;
+      return connectFlow(loop, address, events, reply, pool);
+    },
+    async stop() {
+      for (const pool of pools.values()) for (const p of pool) p.destroy();
+      pools.clear();
+      await loop.stop();
+    },
+  };
+}
+
+/** Sockets of answered flows, kept connected for the next flows to the same backend. */
+const POOL_MAX = 1024;
+
+/** A pooled socket: its new flow's events go to `use`. */
+interface Pooled {
+  use(events: FlowEvents | null): FlowSocket;
+  destroy(): void;
+}
+
+function fail(fd: number, r: number): never {
+  if (fd >= 0) sys.close(fd);
+  throw new Error(errnoReason(-r) ?? describeErrno(-r));
+}
+
+/** The service's socket, claimed with a plain bind first, then bound for sharing. */
+function listenNative(
+  loop: Loop,
+  bind: string,
+  port: number,
+  join: boolean,
+  onDatagram: (data: Uint8Array, from: Peer, truncated: boolean) => void,
+): ServiceSocket {
+  const address = isIpLiteral(bind)
+    ? encodeAddress(bind, port)
+    : withPortOf(resolveSync(bind)[0], port, bind);
+  const claim = datagramSocket(familyOf(address));
+  if (claim < 0) fail(-1, claim);
+  const claimed = sys.bind(claim, address);
+  sys.close(claim);
+  if (claimed < 0 && !(join && claimed === -sys.E.EADDRINUSE)) fail(-1, claimed);
+  const fd = datagramSocket(familyOf(address));
+  if (fd < 0) fail(-1, fd);
+  sys.setIntOption(fd, sys.C.SOL_SOCKET, sys.C.SO_REUSEADDR, 1);
+  sys.setIntOption(fd, sys.C.SOL_SOCKET, sys.C.SO_REUSEPORT, 1);
+  const r = sys.bind(fd, address);
+  if (r < 0) fail(fd, r);
+  // Taking over from the bal before: new datagrams come here from now on, none to it.
+  if (join) steerToNewest(fd);
+  const batch = datagramBatch(BATCH, BUFFER);
+  const token = loop.add(fd, sys.C.EPOLLIN, () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const n = receiveBatch(fd, batch);
+      if (n <= 0) return;
+      for (let i = 0; i < n; i++) {
+        const { data, truncated } = datagramAt(batch, i);
+        const raw = senderAt(batch, i);
+        const from = decodeAddress(raw);
+        if (from) onDatagram(data.slice(), { ...from, raw }, truncated);
+      }
+      if (n < batch.count) return;
+    }
+  });
+  if (token < 0) fail(fd, token);
+  return {
+    send: (data, to) => sendTo(fd, data, to.raw ?? encodeAddress(to.hostname, to.port)) >= 0,
+    close() {
+      loop.forget(token);
+      sys.close(fd);
+    },
+  };
+}
+
+function withPortOf(address: Uint8Array | undefined, port: number, host: string): Uint8Array {
+  if (!address) throw new Error(`${host} has no address`);
+  const out = address.slice();
+  new DataView(out.buffer).setUint16(2, port, false);
+  return out;
+}
+
+/**
+ * A socket connected to the backend (from the pool when one waits there);
+ * its replies go to `events` (read into the shared `buf`).
+ */
+function connectFlow(
+  loop: Loop,
+  address: Uint8Array,
+  events: FlowEvents | null,
+  buf: Uint8Array,
+  pool: Pooled[],
+): FlowSocket | string {
+  const pooled = pool.pop();
+  if (pooled) return pooled.use(events);
+  const fd = datagramSocket(familyOf(address));
+  if (fd < 0) return describeErrno(-fd);
+  const r = sys.connect(fd, address);
+  if (r < 0) {
+    sys.close(fd);
+    return describeErrno(-r);
+  }
+  let current: FlowEvents | null = null;
+  let token = -1;
+  const onReadable = () => {
+    for (let i = 0; i < BATCH; i++) {
+      const n = receiveOne(fd, buf);
+      if (n === -sys.E.ECONNREFUSED) current?.refused();
+      else if (n < 0) return;
+      else if (current) {
+        current.reply(buf.slice(0, Math.min(n, buf.length)));
+        // The flow ended on that reply: its socket is pooled or closed, and read no more now.
+        if (current === null) return;
+      }
+      // A reply while pooled is a late one: read and dropped, so the socket stays quiet.
+    }
+  };
+  const destroy = () => {
+    if (token >= 0) loop.forget(token);
+    sys.close(fd);
+  };
+  const entry: Pooled = {
+    use(events) {
+      current = events;
+      if (events && token < 0) token = loop.add(fd, sys.C.EPOLLIN, onReadable);
+      return {
+        send(data) {
+          const sent = sendOne(fd, data);
+          if (sent === -sys.E.ECONNREFUSED) current?.refused();
+          return sent >= 0;
+        },
+        close(reuse) {
+          current = null;
+          if (reuse && token >= 0 && pool.length < POOL_MAX) pool.push(entry);
+          else destroy();
+        },
+      };
+    },
+    destroy,
+  };
+  const socket = entry.use(events);
+  return token < 0 && events ? (destroy(), "epoll refused the socket") : socket;
+}
