@@ -189,6 +189,14 @@ function notes(svc) {
     lines.push(el("div", { "data-protection": "on" }, el("span", { class: "tag bad" }, "protection on"),
       " " + (p.reason ?? "") + (p.since ? " since " + p.since : "")));
   }
+  const u = svc.udp;
+  if (u) {
+    const drops = Object.entries(u.drops).filter(([, n]) => n > 0).map(([why, n]) => n + " " + why);
+    lines.push(el("div", { "data-udp": svc.name }, el("span", { class: "tag" }, "udp " + u.engine),
+      " datagrams " + u.datagrams_in + " in, " + u.datagrams_out + " out · flows " + u.flows_active +
+        " active, " + u.flows_created + " created, " + u.flows_expired + " idled out · dropped " +
+        (drops.length ? drops.join(", ") : "none")));
+  }
   for (const d of svc.discovery ?? []) {
     const cls = d.state === "ok" ? "tag" : d.state === "failing" ? "tag bad" : "tag warn";
     const said = d.state === "ok" ? plural(d.targets, "address") + (d.resolved_at ? ", as of " + d.resolved_at : "")
@@ -204,7 +212,7 @@ function section(svc, fold) {
   const host = svc.bind_address.includes(":") ? "[" + svc.bind_address + "]" : svc.bind_address;
   const down = svc.backend_total - svc.backend_reachable;
   const head = el("summary", {}, svc.name + " ",
-    el("span", { class: "meta" }, host + ":" + svc.port + " · " + svc.method + " · " +
+    el("span", { class: "meta" }, host + ":" + svc.port + (svc.protocol === "udp" ? "/udp" : "") + " · " + svc.method + " · " +
       svc.active_connections + " active · " + svc.backend_reachable + "/" + svc.backend_total + " up"),
     ...(down > 0 ? [el("span", { class: "tag bad" }, plural(down, "backend") + " down")] : []),
     ...(svc.protection_mode?.enabled ? [el("span", { class: "tag bad" }, "protection")] : []));

@@ -12,20 +12,26 @@ import {
   datagramAt,
   datagramBatch,
   datagramSocket,
+  outBatch,
+  queueDatagram,
   receiveBatch,
   receiveOne,
   senderAt,
   sendOne,
+  sendQueued,
   sendTo,
   steerToNewest,
 } from "../engine/linux/ffi_udp.ts";
 import { decodeAddress, encodeAddress, familyOf, isIpLiteral } from "../engine/linux/sockaddr.ts";
 import { resolveSync } from "../engine/linux/getaddrinfo.ts";
 import { addressBook } from "../engine/linux/resolve.ts";
-import { createLoop, type Loop } from "../engine/epoll/loop.ts";
+import { cancel, createLoop, type Loop, type Timer } from "../engine/epoll/loop.ts";
 import { loopErrors } from "../engine/linux/linux_engine.ts";
 import { describeErrno, errnoReason } from "../net/errno.ts";
 import type { DatagramIo, FlowEvents, FlowSocket, Peer, ServiceSocket } from "./datagram_io.ts";
+
+/** Bytes of replies one round may queue for one sendmmsg (a larger one goes alone). */
+const OUT_ARENA = 256 * 1024;
 
 /** Datagrams one `recvmmsg` takes, and the batches one readiness event drains at most. */
 const BATCH = 32;
@@ -112,9 +118,28 @@ function listenNative(
     }
   });
   if (token < 0) fail(fd, token);
+  // Replies wait for the end of the loop's round, then go out together in one sendmmsg.
+  const out = outBatch(BATCH * 2, OUT_ARENA);
+  let flushing: Timer | null = null;
+  const flush = () => {
+    flushing = null;
+    sendQueued(fd, out);
+  };
   return {
-    send: (data, to) => sendTo(fd, data, to.raw ?? encodeAddress(to.hostname, to.port)) >= 0,
+    send(data, to) {
+      const address = to.raw ?? encodeAddress(to.hostname, to.port);
+      if (!queueDatagram(out, data, address)) {
+        flush();
+        if (!queueDatagram(out, data, address)) return sendTo(fd, data, address) >= 0;
+      }
+      flushing ??= loop.timer(0, flush);
+      return true;
+    },
     close() {
+      if (flushing) {
+        cancel(flushing);
+        flush();
+      }
       loop.forget(token);
       sys.close(fd);
     },

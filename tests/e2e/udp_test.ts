@@ -320,6 +320,21 @@ backends: ["127.0.0.1:${a.port}", "127.0.0.1:${b.port}"]
       const s = await udpStatus(d.home, "default");
       return s.udp.flows_active === 0 && s.udp.flows_expired === 1;
     });
+    if (!missingTool("chromium")) {
+      // The dashboard shows the UDP words.
+      const page = await runCommand("chromium", [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=3000",
+        "--dump-dom",
+        `http://127.0.0.1:${admin}/`,
+      ]);
+      assert.match(
+        page.stdout,
+        /data-udp="default"><span class="tag">udp (native|deno)<\/span> datagrams 12 in, 12 out · flows \d active, 2 created/,
+      );
+    }
   } finally {
     clients.forEach((c) => c.close());
     await d.stop();

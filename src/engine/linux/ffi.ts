@@ -82,6 +82,7 @@ const SYMBOLS = {
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "i32" },
   // UDP services' batches (ffi_udp.ts); the timeout pointer is always null.
   recvmmsg: { parameters: ["i32", "buffer", "u32", "i32", "usize"], result: "i32" },
+  sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   flock: { parameters: ["i32", "i32"], result: "i32" },
   // io_uring's calls (syscall(2); every argument but the number fits 32 bits or is a buffer).

@@ -97,6 +97,98 @@ export function senderAt(batch: DatagramBatch, i: number): Uint8Array {
   return batch.names.slice(i * SOCKADDR_MAX, i * SOCKADDR_MAX + len);
 }
 
+/**
+ * Datagrams waiting to go out in one `sendmmsg`: their bytes packed into
+ * one arena, their destinations into fixed slots, the headers pointing
+ * into both (set once: the arena and slots never move).
+ */
+export interface OutBatch {
+  readonly count: number;
+  readonly arena: Uint8Array;
+  readonly names: Uint8Array;
+  readonly headers: Uint8Array;
+  readonly iovecs: Uint8Array;
+  readonly view: DataView;
+  readonly iov: DataView;
+  readonly base: number;
+  /** Datagrams queued, and arena bytes used. */
+  queued: number;
+  used: number;
+}
+
+/** Room for `count` datagrams of `arenaBytes` in all. */
+export function outBatch(count: number, arenaBytes: number): OutBatch {
+  if (!Number.isInteger(count) || count < 1 || count > 1024) {
+    throw new RangeError(`batch of ${count}`);
+  }
+  if (!Number.isInteger(arenaBytes) || arenaBytes < 65536) throw new RangeError("arena too small");
+  const arena = new Uint8Array(arenaBytes);
+  const names = new Uint8Array(count * SOCKADDR_MAX);
+  const headers = new Uint8Array(count * MMSGHDR);
+  const iovecs = new Uint8Array(count * IOVEC);
+  const view = new DataView(headers.buffer);
+  const iov = new DataView(iovecs.buffer);
+  const namesAt = addressOf(names), iovAt = addressOf(iovecs);
+  for (let i = 0; i < count; i++) {
+    view.setBigUint64(i * MMSGHDR + NAME, BigInt(namesAt + i * SOCKADDR_MAX), true);
+    view.setBigUint64(i * MMSGHDR + IOV, BigInt(iovAt + i * IOVEC), true);
+    view.setBigUint64(i * MMSGHDR + IOVLEN, 1n, true);
+  }
+  return {
+    count,
+    arena,
+    names,
+    headers,
+    iovecs,
+    view,
+    iov,
+    base: addressOf(arena),
+    queued: 0,
+    used: 0,
+  };
+}
+
+/** Queues a datagram for `address`; false when the batch has no room (send it first). */
+export function queueDatagram(b: OutBatch, data: Uint8Array, address: Uint8Array): boolean {
+  if (address.byteLength > SOCKADDR_MAX) throw new RangeError("socket address too long");
+  if (b.queued >= b.count || b.used + data.byteLength > b.arena.byteLength) return false;
+  const i = b.queued++;
+  b.arena.set(data, b.used);
+  b.names.set(address, i * SOCKADDR_MAX);
+  b.view.setUint32(i * MMSGHDR + NAMELEN, address.byteLength, true);
+  b.iov.setBigUint64(i * IOVEC, BigInt(b.base + b.used), true);
+  b.iov.setBigUint64(i * IOVEC + 8, BigInt(data.byteLength), true);
+  b.used += data.byteLength;
+  return true;
+}
+
+/**
+ * Sends what is queued, in as few `sendmmsg` calls as the kernel takes;
+ * returns how many were not sent (the socket's buffer was full, or an
+ * error), and empties the batch either way.
+ */
+export function sendQueued(fd: number, b: OutBatch): number {
+  let at = 0;
+  let failed = 0;
+  while (at < b.queued) {
+    const left = b.queued - at;
+    const n = ret(
+      libc().sendmmsg(fd, b.headers.subarray(at * MMSGHDR), left, MSG_DONTWAIT | MSG_NOSIGNAL),
+    );
+    if (n > left) throw new RangeError(`sendmmsg returned ${n} of ${left}`);
+    if (n > 0) at += n;
+    else {
+      // The first of those left failed (a full buffer, a refused destination): it is
+      // dropped, and the others still go.
+      failed++;
+      at++;
+    }
+  }
+  b.queued = 0;
+  b.used = 0;
+  return failed;
+}
+
 /** Sends one datagram to `address` (an encoded socket address); bytes sent or -errno. */
 export function sendTo(fd: number, data: Uint8Array, address: Uint8Array): number {
   checkRange(address, address.byteLength);
