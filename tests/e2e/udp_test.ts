@@ -274,6 +274,7 @@ Deno.test("udp: sessions keep their backend for every datagram, and end after id
   const d = await balWith(
     `protocol: udp
 admin: {listen: "127.0.0.1:${admin}"}
+access_log: true
 bind_address: 127.0.0.1
 port: ${port}
 udp: {mode: session, idle_timeout_ms: 600}
@@ -320,6 +321,12 @@ backends: ["127.0.0.1:${a.port}", "127.0.0.1:${b.port}"]
       const s = await udpStatus(d.home, "default");
       return s.udp.flows_active === 0 && s.udp.flows_expired === 1;
     });
+    // One access line per flow, saying how it ended.
+    const ended = await waitFor("both access lines", () => {
+      const lines = d.log().filter((l) => l.event === "access");
+      return lines.length === 2 ? lines.map((l) => (l.fields as { ended: string }).ended) : null;
+    });
+    assert.deepEqual(ended.toSorted(), ["idle", "killed"]);
     if (!missingTool("chromium")) {
       // The dashboard shows the UDP words.
       const page = await runCommand("chromium", [
