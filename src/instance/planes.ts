@@ -129,17 +129,7 @@ export async function startPlanes(
     onNoBackend,
   });
   planes.engine.apply(config);
-  planes.udp = startUdp(runtime, {
-    native: decision.name !== "deno",
-    joining: seed !== undefined,
-    record: onResult,
-  });
-  try {
-    planes.udp.apply(config);
-  } catch (err) {
-    await planes.engine.stopAccepting();
-    throw err;
-  }
+  await startUdpPlane(planes, config, decision.name !== "deno", seed !== undefined);
   if (count > 1) {
     try {
       planes.pool = await startWorkers(count - 1, planes.engine.name, runtime, {
@@ -154,6 +144,20 @@ export async function startPlanes(
   }
   planes.stats = () => [planes.engine.stats(), ...(planes.pool?.stats() ?? [])];
   return planes;
+}
+
+/**
+ * The UDP services, natively beside the uring and epoll engines; on a
+ * failure the main engine stops accepting and the error goes on.
+ */
+async function startUdpPlane(planes: Planes, config: Config, native: boolean, joining: boolean) {
+  planes.udp = startUdp(planes.runtime, { native, joining, record: planes.record });
+  try {
+    planes.udp.apply(config);
+  } catch (err) {
+    await planes.engine.stopAccepting();
+    throw err;
+  }
 }
 
 /** Where every service listens, TCP and UDP, by service name. */
