@@ -48,6 +48,16 @@ async function ask(port: number, tcp = false): Promise<string> {
   return r.code === 0 ? r.stdout.trim() : "";
 }
 
+/** dnsperf through `port` for `secs` at `qps` (started now, resolved when done): queries sent and lost. */
+async function dnsperf(home: string, port: number, secs: number, qps: number) {
+  const queries = `${home}/queries.txt`;
+  Deno.writeTextFileSync(queries, "www.test.lan A\n".repeat(100));
+  const args = ["-s", "127.0.0.1", "-p", String(port), "-d", queries, "-l", String(secs)];
+  const out = (await runCommand("dnsperf", [...args, "-Q", String(qps), "-t", "2"])).stdout;
+  const count = (what: string) => Number(new RegExp(`Queries ${what}:\\s+(\\d+)`).exec(out)?.[1]);
+  return { sent: count("sent"), lost: count("lost"), out };
+}
+
 async function udpStatus(home: string, service: string) {
   const s = JSON.parse((await bal(home, "status", "--json")).stdout);
   return s.services.find((x: { name: string }) => x.name === service);
@@ -131,23 +141,8 @@ Deno.test({
     backends: [${backends.map((p) => `"127.0.0.1:${p}"`).join(", ")}]
 `;
     const d = await balWith(service([dns.ports[0]]), port);
-    const queries = `${d.home}/queries.txt`;
-    Deno.writeTextFileSync(queries, "www.test.lan A\n".repeat(100));
     try {
-      const perf = runCommand("dnsperf", [
-        "-s",
-        "127.0.0.1",
-        "-p",
-        String(port),
-        "-d",
-        queries,
-        "-l",
-        "10",
-        "-Q",
-        "500",
-        "-t",
-        "2",
-      ]);
+      const perf = dnsperf(d.home, port, 10, 500);
       await new Promise((r) => setTimeout(r, 5000));
       Deno.writeTextFileSync(
         d.config,
@@ -155,9 +150,7 @@ Deno.test({
       );
       const reload = await bal(d.home, "graceful");
       assert.equal(reload.code, 0, reload.stderr);
-      const out = (await perf).stdout;
-      const sent = Number(/Queries sent:\s+(\d+)/.exec(out)?.[1]);
-      const lost = Number(/Queries lost:\s+(\d+)/.exec(out)?.[1]);
+      const { sent, lost, out } = await perf;
       assert.ok(sent >= 4000, out);
       assert.equal(lost, 0, out);
       const s = await udpStatus(d.home, "dns");
@@ -184,29 +177,14 @@ backends: ["127.0.0.1:${dns.ports[0]}", "127.0.0.1:${dns.ports[1]}"]
 `,
       port,
     );
-    const queries = `${d.home}/queries.txt`;
-    Deno.writeTextFileSync(queries, "www.test.lan A\n".repeat(100));
     try {
-      const perf = runCommand("dnsperf", [
-        "-s",
-        "127.0.0.1",
-        "-p",
-        String(port),
-        "-d",
-        queries,
-        "-l",
-        "6",
-        "-Q",
-        "500",
-        "-t",
-        "2",
-      ]);
+      const perf = dnsperf(d.home, port, 6, 500);
       await new Promise((r) => setTimeout(r, 2000));
       const upgraded = await bal(d.home, "upgrade", "--wait");
       assert.equal(upgraded.code, 0, upgraded.stderr);
-      const out = (await perf).stdout;
-      assert.equal(Number(/Queries lost:\s+(\d+)/.exec(out)?.[1]), 0, out);
-      assert.ok(Number(/Queries sent:\s+(\d+)/.exec(out)?.[1]) >= 2500, out);
+      const { sent, lost, out } = await perf;
+      assert.equal(lost, 0, out);
+      assert.ok(sent >= 2500, out);
     } finally {
       await d.stop();
       await dns.stop();
