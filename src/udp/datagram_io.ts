@@ -62,6 +62,8 @@ export interface DatagramIo {
   ): ServiceSocket;
   /** A socket for one flow to `backend`, or why none can be opened now. */
   flow(backend: Backend, events: FlowEvents | null): FlowSocket | string;
+  /** Closes what is kept for backends not in `ids` (gone in a reload). */
+  keepOnly(ids: ReadonlySet<string>): void;
   /** Ends the mechanism (its loop, if it has one). */
   stop(): Promise<void>;
 }
@@ -123,6 +125,7 @@ export function denoIo(): DatagramIo {
         },
       };
     },
+    keepOnly() {},
     stop: () => Promise.resolve(),
   };
 }

@@ -156,6 +156,7 @@ function apply(state: State, config: Config): void {
     socket.close();
     state.senders.delete(id);
   }
+  state.io.keepOnly(ids);
 }
 
 /** The service's socket, claimed then shared (so the next bal can join it in `bal upgrade`). */

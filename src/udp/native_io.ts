@@ -45,7 +45,7 @@ export function nativeIo(): DatagramIo {
   const loop = createLoop(loopErrors("uring"));
   const book = addressBook();
   const reply = new Uint8Array(BUFFER);
-  const pools = new Map<string, Pooled[]>();
+  const pools = new Map<string, Pool>();
   return {
     name: "native",
     listen: (bind, port, join, onDatagram) => listenNative(loop, bind, port, join, onDatagram),
@@ -54,11 +54,19 @@ export function nativeIo(): DatagramIo {
       if (!(address instanceof Uint8Array)) {
         return typeof address === "string" ? address : `resolving ${backend.host}`;
       }
-      const pool = pools.get(backend.id) ?? pools.set(backend.id, []).get(backend.id)!;
+      let pool = pools.get(backend.id);
+      if (!pool) pools.set(backend.id, pool = { sockets: [], open: true });
       return connectFlow(loop, address, events, reply, pool);
     },
+    keepOnly(ids) {
+      for (const [id, pool] of pools) {
+        if (ids.has(id)) continue;
+        closePool(pool);
+        pools.delete(id);
+      }
+    },
     async stop() {
-      for (const pool of pools.values()) for (const p of pool) p.destroy();
+      for (const pool of pools.values()) closePool(pool);
       pools.clear();
       await loop.stop();
     },
@@ -72,6 +80,18 @@ const POOL_MAX = 1024;
 interface Pooled {
   use(events: FlowEvents | null): FlowSocket;
   destroy(): void;
+}
+
+/** One backend's idle sockets; closed when the backend leaves the config. */
+interface Pool {
+  sockets: Pooled[];
+  open: boolean;
+}
+
+function closePool(pool: Pool): void {
+  pool.open = false;
+  for (const p of pool.sockets) p.destroy();
+  pool.sockets = [];
 }
 
 function fail(fd: number, r: number): never {
@@ -162,9 +182,9 @@ function connectFlow(
   address: Uint8Array,
   events: FlowEvents | null,
   buf: Uint8Array,
-  pool: Pooled[],
+  pool: Pool,
 ): FlowSocket | string {
-  const pooled = pool.pop();
+  const pooled = pool.sockets.pop();
   if (pooled) return pooled.use(events);
   const fd = datagramSocket(familyOf(address));
   if (fd < 0) return describeErrno(-fd);
@@ -204,8 +224,9 @@ function connectFlow(
         },
         close(reuse) {
           current = null;
-          if (reuse && token >= 0 && pool.length < POOL_MAX) pool.push(entry);
-          else destroy();
+          if (reuse && token >= 0 && pool.open && pool.sockets.length < POOL_MAX) {
+            pool.sockets.push(entry);
+          } else destroy();
         },
       };
     },
