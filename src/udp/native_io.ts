@@ -28,6 +28,7 @@ import { addressBook } from "../engine/linux/resolve.ts";
 import { cancel, createLoop, type Loop, type Timer } from "../engine/epoll/loop.ts";
 import { loopErrors } from "../engine/linux/linux_engine.ts";
 import { describeErrno, errnoReason } from "../net/errno.ts";
+import type { Backend } from "../config/schema.ts";
 import type { DatagramIo, FlowEvents, FlowSocket, Peer, ServiceSocket } from "./datagram_io.ts";
 
 /** Bytes of replies one round may queue for one sendmmsg (a larger one goes alone). */
@@ -46,11 +47,14 @@ export function nativeIo(): DatagramIo {
   const book = addressBook();
   const reply = new Uint8Array(BUFFER);
   const pools = new Map<string, Pool>();
+  // A backend's address, looked up once per config (a literal is parsed every time otherwise).
+  const known = new WeakMap<Backend, Uint8Array>();
   return {
     name: "native",
     listen: (bind, port, join, onDatagram) => listenNative(loop, bind, port, join, onDatagram),
     flow(backend, events) {
-      const address = book.of(backend);
+      const address = known.get(backend) ?? book.of(backend);
+      if (address instanceof Uint8Array) known.set(backend, address);
       if (!(address instanceof Uint8Array)) {
         return typeof address === "string" ? address : `resolving ${backend.host}`;
       }
@@ -212,26 +216,29 @@ function connectFlow(
     if (token >= 0) loop.forget(token);
     sys.close(fd);
   };
+  // One socket object for every flow the socket serves: a pooled socket's next flow
+  // gets it again (the previous flow, ended, never uses it after closing it).
+  const socket: FlowSocket = {
+    send(data) {
+      const sent = sendOne(fd, data);
+      if (sent === -sys.E.ECONNREFUSED) current?.refused();
+      return sent >= 0;
+    },
+    close(reuse) {
+      current = null;
+      if (reuse && token >= 0 && pool.open && pool.sockets.length < POOL_MAX) {
+        pool.sockets.push(entry);
+      } else destroy();
+    },
+  };
   const entry: Pooled = {
     use(events) {
       current = events;
       if (events && token < 0) token = loop.add(fd, sys.C.EPOLLIN, onReadable);
-      return {
-        send(data) {
-          const sent = sendOne(fd, data);
-          if (sent === -sys.E.ECONNREFUSED) current?.refused();
-          return sent >= 0;
-        },
-        close(reuse) {
-          current = null;
-          if (reuse && token >= 0 && pool.open && pool.sockets.length < POOL_MAX) {
-            pool.sockets.push(entry);
-          } else destroy();
-        },
-      };
+      return socket;
     },
     destroy,
   };
-  const socket = entry.use(events);
+  entry.use(events);
   return token < 0 && events ? (destroy(), "epoll refused the socket") : socket;
 }
