@@ -14,10 +14,18 @@
  * @module
  */
 import { type UpgradeGap, upgradeGap } from "./upgrade_gap.ts";
-import { RUN_FLAGS } from "../src/build.ts";
 import { udpBench, udpTable } from "./udp.ts";
 import { freePort } from "../tests/ports.ts";
-import { cpuMeter, FD_LIMIT, has, loadArgv, onCpu, pinned, waitPort } from "./proc.ts";
+import {
+  balStartArgv,
+  cpuMeter,
+  FD_LIMIT,
+  has,
+  loadArgv,
+  onCpu,
+  pinned,
+  waitPort,
+} from "./proc.ts";
 
 const args = Deno.args;
 const quick = args.includes("--quick");
@@ -171,15 +179,7 @@ const balOn = (engine: "uring" | "epoll" | "deno"): Target => ({
     );
     Deno.writeTextFileSync(`${home}/config.yaml`, lines.join("\n") + "\n");
     // The real CLI with the release flags, as `deno task bal start` runs it.
-    const argv = onCpu(opts.cpu === undefined ? 1 : opts.cpu, [
-      Deno.execPath(),
-      "run",
-      ...RUN_FLAGS,
-      `${root}src/main.ts`,
-      "start",
-      "-c",
-      `${home}/config.yaml`,
-    ]);
+    const argv = balStartArgv(`${home}/config.yaml`, opts.cpu === undefined ? 1 : opts.cpu);
     // taskset execs deno, so the child's pid is bal's: no wait for the pid
     // file, which bal writes a moment after it starts accepting.
     const child = spawn(argv, { env: { BAL_HOME: home } });

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { RUN_FLAGS } from "../src/build.ts";
+
 const root = new URL("..", import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -75,6 +77,19 @@ export function cpuMeter(pid: number): { take(): { user: number; sys: number } }
       return used;
     },
   };
+}
+
+/** `bal start -c config` as the released binary runs it (the release flags), on core `cpu`. */
+export function balStartArgv(config: string, cpu: number | null): string[] {
+  return onCpu(cpu, [
+    Deno.execPath(),
+    "run",
+    ...RUN_FLAGS,
+    `${root}src/main.ts`,
+    "start",
+    "-c",
+    config,
+  ]);
 }
 
 /** The load generator's command line for `workload` against `port`, on core `cpu`. */

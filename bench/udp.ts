@@ -9,9 +9,8 @@
  *
  * @module
  */
-import { RUN_FLAGS } from "../src/build.ts";
 import { freePort } from "../tests/ports.ts";
-import { cpuMeter, has, onCpu } from "./proc.ts";
+import { balStartArgv, cpuMeter, has, onCpu } from "./proc.ts";
 
 /** One proxy's figures. */
 export interface UdpRow {
@@ -31,7 +30,6 @@ export interface UdpResult {
   half_rate: { qps: number; sent: number; lost: number } | null;
 }
 
-const root = new URL("..", import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const NGINX_STREAM = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
@@ -125,18 +123,7 @@ function startBal(dir: string, backend: number): Proxy {
     `${dir}/bal.yaml`,
     `protocol: udp\nbind_address: 127.0.0.1\nport: ${port}\nlog_level: warn\nudp: {mode: request}\nbackends: ["127.0.0.1:${backend}"]\n`,
   );
-  const child = spawn(
-    onCpu(1, [
-      Deno.execPath(),
-      "run",
-      ...RUN_FLAGS,
-      `${root}src/main.ts`,
-      "start",
-      "-c",
-      `${dir}/bal.yaml`,
-    ]),
-    { BAL_HOME: dir },
-  );
+  const child = spawn(balStartArgv(`${dir}/bal.yaml`, 1), { BAL_HOME: dir });
   return { port, pid: child.pid, stop: () => stop(child) };
 }
 
