@@ -158,7 +158,8 @@ function openFlow(
   }
   failing.recover();
   flow.socket = socket;
-  countClient(clients, origin.client.hostname);
+  // Counted only while a limit needs it (clientLeft forgets a client never counted).
+  if (service.runtime.max_connections_per_client > 0) countClient(clients, origin.client.hostname);
   l.flows.set(key, flow);
   state.active.set(picked.id, (state.active.get(picked.id) ?? 0) + 1);
   const c = countersOf(state, service.name);
