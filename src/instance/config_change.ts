@@ -123,7 +123,6 @@ async function recordChange(running: Running, edit: ConfigEdit, who: string): Pr
   const path = running.options.configPath;
   const described = describeEdit(edit);
   running.lastChange = { at: new Date().toISOString(), who, change: described };
-  await running.saveState();
   const generation = running.runtime.snapshot.generation;
   log.info("config changed by {who}: {change}; saved in {file}", {
     event: "config_changed",
@@ -132,8 +131,8 @@ async function recordChange(running: Running, edit: ConfigEdit, who: string): Pr
     file: path,
     generation,
   });
-  const name = "name" in edit ? edit.name : "service" in edit ? serviceName(edit.service) : "";
-  const views = edit.op === "remove_service" ? [] : await serviceViews(running, name);
+  // The service as it is now: a replaced one under the name its body gave.
+  const views = "service" in edit ? await serviceViews(running, serviceName(edit.service)) : [];
   return { ok: true, change: described, saved: path, generation, service: views[0] };
 }
 

@@ -182,7 +182,15 @@ apiTest(
       listed.stdout,
       new RegExp(`^web  127\\.0\\.0\\.1:${port}  round_robin  1/1 backends up$`, "m"),
     );
-    const gone = await curl("DELETE", `${d.api}/services/web`, { token: WRITE });
+    // A PUT whose body names another service renames it; the answer shows it under its new name.
+    const renamed = await curl("PUT", `${d.api}/services/web`, {
+      token: WRITE,
+      body: { name: "www", bind_address: "127.0.0.1", port, backends: [`127.0.0.1:${a.port}`] },
+    });
+    assert.equal(renamed.status, 200, JSON.stringify(renamed.json));
+    assert.equal((renamed.json.service as { name: string }).name, "www");
+    assert.equal(await askName(port), "A");
+    const gone = await curl("DELETE", `${d.api}/services/www`, { token: WRITE });
     assert.equal(gone.status, 200);
     await assert.rejects(Deno.connect({ hostname: "127.0.0.1", port }), "the listener is closed");
     assert.equal((await curl("GET", `${d.api}/services/web`, { token: READ })).status, 404);
