@@ -62,24 +62,17 @@ async function stop(child: Deno.ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
+/** dnsperf's command line against `port` with the queries in `file`, then `extra`. */
+function dnsperfArgv(port: number, file: string, ...extra: string[]): string[] {
+  return ["dnsperf", "-s", "127.0.0.1", "-p", String(port), "-d", file, ...extra];
+}
+
 /** Answers once a query through `port` is answered. */
 async function waitDns(port: number, dir: string): Promise<void> {
   const file = `${dir}/one.txt`;
   Deno.writeTextFileSync(file, "www.bench.lan A\n");
   for (let i = 0; i < 200; i++) {
-    const out = await run([
-      "dnsperf",
-      "-s",
-      "127.0.0.1",
-      "-p",
-      String(port),
-      "-d",
-      file,
-      "-n",
-      "1",
-      "-t",
-      "0.2",
-    ]);
+    const out = await run(dnsperfArgv(port, file, "-n", "1", "-t", "0.2"));
     if (/Queries completed:\s+1 /.test(out)) return;
     await sleep(50);
   }
@@ -152,20 +145,7 @@ stream {
 async function perf(port: number, dir: string, secs: number, qps?: number) {
   const file = `${dir}/queries.txt`;
   Deno.writeTextFileSync(file, "www.bench.lan A\n".repeat(1000));
-  const argv = [
-    "dnsperf",
-    "-s",
-    "127.0.0.1",
-    "-p",
-    String(port),
-    "-d",
-    file,
-    "-l",
-    String(secs),
-    "-t",
-    "2",
-    "-v",
-  ];
+  const argv = dnsperfArgv(port, file, "-l", String(secs), "-t", "2", "-v");
   if (qps) argv.push("-Q", String(Math.round(qps)));
   const out = await run(onCpu(0, argv));
   const latencies = [...out.matchAll(/^> \S+ \S+ \S+ ([\d.]+)$/gm)].map((m) => Number(m[1]) * 1000)

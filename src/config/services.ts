@@ -21,7 +21,7 @@ import {
 } from "./fields.ts";
 import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./runtime.ts";
 import { healthCheckOf, noCheck, tcpCheck } from "./health_check.ts";
-import { protocolOf, refuseForUdp, refuseUdpChecks } from "./udp.ts";
+import { protocolOf, refuseForProtocol } from "./udp.ts";
 import { aclOf, cidrList } from "./allow_deny.ts";
 import { backendsOf, type ParsedBackend, PORT_RULE, SEND_PROXY } from "./backends.ts";
 import { routesOf, type RoutesRead } from "./routes.ts";
@@ -214,8 +214,7 @@ export function serviceOf(
   );
   resolved.forEach((b, i) => notes.backendAt.set(b, parsed[i]));
   const inherited = { check: serviceCheck, sendProxy: proxy.send_proxy };
-  if (protocol === "udp") refuseForUdp(fields, key, resolved, inherited, notes, at);
-  else refuseUdpChecks(fields, key, resolved, inherited, notes, at);
+  refuseForProtocol(protocol, fields, key, resolved, inherited, notes, at);
   const { backends, discovered } = splitDiscovered(
     resolved,
     etcd?.etcd ?? null,

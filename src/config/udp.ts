@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { isMap, type Node } from "./yaml.ts";
+import { isMap, isScalar, type Node } from "./yaml.ts";
+import { MAX_DATAGRAM } from "../net/linux.ts";
 import {
   describeNode,
   enumField,
@@ -26,9 +27,6 @@ import {
   type UdpCheck,
   type UdpSettings,
 } from "./schema.ts";
-
-/** The largest UDP payload over IPv4. */
-export const MAX_DATAGRAM = 65_507;
 
 const MODES = ["session", "request"] as const;
 
@@ -173,13 +171,50 @@ interface Inherited {
   sendProxy: ProxyVersion | null;
 }
 
-/** What a UDP service may not have: SNI routes, PROXY v1, TCP health checks. */
-export function refuseForUdp(
+/** Why a check of `type` does not suit a service of `protocol`, or null when it does. */
+function wrongCheck(protocol: "tcp" | "udp", type: string): string | null {
+  if (protocol === "udp") {
+    return UDP_CHECK_TYPES.includes(type as HealthCheck["type"])
+      ? null
+      : `a ${type} check is for TCP; a UDP service takes dns or udp`;
+  }
+  return type === "dns" || type === "udp"
+    ? `a ${type} check is for UDP services (protocol: udp)`
+    : null;
+}
+
+/**
+ * What a service of `protocol` may not have: a check type of the other
+ * protocol (its own or a backend's), and for UDP, SNI routes and PROXY v1.
+ */
+export function refuseForProtocol(
+  protocol: "tcp" | "udp",
   fields: Map<string, Field>,
   key: (k: string) => string,
   backends: readonly Backend[],
   inherited: Inherited,
   notes: BackendPlaces,
+  at: Report,
+): void {
+  if (protocol === "udp") refuseStreamKeys(fields, key, at);
+  const check = fields.get("health_check");
+  const serviceWhy = wrongCheck(protocol, inherited.check.type);
+  if (check && serviceWhy) at(check.key, key("health_check.type"), serviceWhy);
+  for (const b of backends) {
+    const place = notes.backendAt.get(b);
+    const path = place?.path ?? key("backends");
+    if (protocol === "udp" && b.send_proxy === "v1" && inherited.sendProxy !== "v1") {
+      at(place?.node, `${path}.send_proxy`, "PROXY v1 is text for TCP; UDP takes v2");
+    }
+    const why = b.check === inherited.check ? null : wrongCheck(protocol, b.check.type);
+    if (why) at(place?.node, `${path}.health_check.type`, why);
+  }
+}
+
+/** A UDP service's keys that only a stream has: SNI routes and PROXY v1. */
+function refuseStreamKeys(
+  fields: Map<string, Field>,
+  key: (k: string) => string,
   at: Report,
 ): void {
   for (const name of ["routes", "default_route"]) {
@@ -187,62 +222,11 @@ export function refuseForUdp(
     if (f) at(f.key, key(name), "SNI routes read a TLS ClientHello, which UDP does not carry");
   }
   const send = fields.get("send_proxy");
-  if (inherited.sendProxy === "v1" && send) {
+  if (send && isScalar(send.value) && send.value.value === "v1") {
     at(
       send.value,
       key("send_proxy"),
       "PROXY v1 is text for TCP; UDP takes v2 (a header on every datagram)",
-    );
-  }
-  const check = fields.get("health_check");
-  if (check && !UDP_CHECK_TYPES.includes(inherited.check.type)) {
-    at(
-      check.key,
-      key("health_check.type"),
-      `a ${inherited.check.type} check is for TCP; a UDP service takes dns or udp`,
-    );
-  }
-  for (const b of backends) {
-    const place = notes.backendAt.get(b);
-    const path = place?.path ?? key("backends");
-    if (b.send_proxy === "v1" && inherited.sendProxy !== "v1") {
-      at(place?.node, `${path}.send_proxy`, "PROXY v1 is text for TCP; UDP takes v2");
-    }
-    if (b.check !== inherited.check && !UDP_CHECK_TYPES.includes(b.check.type)) {
-      at(
-        place?.node,
-        `${path}.health_check.type`,
-        `a ${b.check.type} check is for TCP; a UDP service takes dns or udp`,
-      );
-    }
-  }
-}
-
-/** A TCP service and its backends may not take the UDP check types. */
-export function refuseUdpChecks(
-  fields: Map<string, Field>,
-  key: (k: string) => string,
-  backends: readonly Backend[],
-  inherited: Inherited,
-  notes: BackendPlaces,
-  at: Report,
-): void {
-  const isUdp = (c: HealthCheck) => c.type === "dns" || c.type === "udp";
-  const check = fields.get("health_check");
-  if (check && isUdp(inherited.check)) {
-    at(
-      check.key,
-      key("health_check.type"),
-      `a ${inherited.check.type} check is for UDP services (protocol: udp)`,
-    );
-  }
-  for (const b of backends) {
-    if (b.check === inherited.check || !isUdp(b.check)) continue;
-    const place = notes.backendAt.get(b);
-    at(
-      place?.node,
-      `${place?.path ?? key("backends")}.health_check.type`,
-      `a ${b.check.type} check is for UDP services (protocol: udp)`,
     );
   }
 }

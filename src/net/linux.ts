@@ -37,3 +37,8 @@ export const MSG_NOSIGNAL = 0x4000;
 export const MSG_PEEK = 0x2;
 export const SHUT_WR = 1;
 export const EFD_FLAGS = 0o4000 | 0o2000000;
+
+/** The largest UDP payload over IPv4 (65,535 less the IP and UDP headers). */
+export const MAX_DATAGRAM = 65_507;
+/** A receive buffer for any datagram and one byte more: a full buffer means a larger one. */
+export const DATAGRAM_BUFFER = MAX_DATAGRAM + 1;

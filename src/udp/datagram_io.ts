@@ -9,6 +9,7 @@
  */
 import type { Backend } from "../config/schema.ts";
 import { describeError } from "../errors.ts";
+import { DATAGRAM_BUFFER } from "../net/linux.ts";
 
 /** A datagram's sender: its address and, from the native engine, the raw socket address. */
 export interface Peer {
@@ -68,9 +69,6 @@ export interface DatagramIo {
   stop(): Promise<void>;
 }
 
-/** The largest UDP payload, and one byte more: a full buffer means a larger datagram. */
-const BUFFER = 65_508;
-
 /** Deno's datagram sockets: no batches and no ICMP errors, but everywhere. */
 export function denoIo(): DatagramIo {
   return {
@@ -83,7 +81,11 @@ export function denoIo(): DatagramIo {
         if (!(join && err instanceof Deno.errors.AddrInUse)) throw err;
       }
       const conn = Deno.listenDatagram({ ...options, reuseAddress: true });
-      receiveAll(conn, BUFFER, (data, from) => onDatagram(data, from, data.length >= BUFFER));
+      receiveAll(
+        conn,
+        DATAGRAM_BUFFER,
+        (data, from) => onDatagram(data, from, data.length >= DATAGRAM_BUFFER),
+      );
       return {
         send(data, to) {
           conn.send(data, { transport: "udp", hostname: to.hostname, port: to.port }).catch(
@@ -103,7 +105,7 @@ export function denoIo(): DatagramIo {
         return describeError(err);
       }
       if (events) {
-        receiveAll(conn, BUFFER, (data, from) => {
+        receiveAll(conn, DATAGRAM_BUFFER, (data, from) => {
           if (from.port === backend.port) events.reply(data);
         });
       }

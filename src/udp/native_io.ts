@@ -28,6 +28,7 @@ import { addressBook } from "../engine/linux/resolve.ts";
 import { cancel, createLoop, type Loop, type Timer } from "../engine/epoll/loop.ts";
 import { loopErrors } from "../engine/linux/linux_engine.ts";
 import { describeErrno, errnoReason } from "../net/errno.ts";
+import { DATAGRAM_BUFFER } from "../net/linux.ts";
 import type { Backend } from "../config/schema.ts";
 import type { DatagramIo, FlowEvents, FlowSocket, Peer, ServiceSocket } from "./datagram_io.ts";
 
@@ -37,15 +38,13 @@ const OUT_ARENA = 256 * 1024;
 /** Datagrams one `recvmmsg` takes, and the batches one readiness event drains at most. */
 const BATCH = 32;
 const ROUNDS = 8;
-/** Room for the largest datagram, and one byte more to tell a larger one. */
-const BUFFER = 65_508;
 
 /** The native mechanism; throws when libc or epoll cannot be had (then the Deno one serves). */
 export function nativeIo(): DatagramIo {
   sys.loadLibc();
   const loop = createLoop(loopErrors("uring"));
   const book = addressBook();
-  const reply = new Uint8Array(BUFFER);
+  const reply = new Uint8Array(DATAGRAM_BUFFER);
   const pools = new Map<string, Pool>();
   // A backend's address, looked up once per config (a literal is parsed every time otherwise).
   const known = new WeakMap<Backend, Uint8Array>();
@@ -127,7 +126,7 @@ function listenNative(
   if (r < 0) fail(fd, r);
   // Taking over from the bal before: new datagrams come here from now on, none to it.
   if (join) steerToNewest(fd);
-  const batch = datagramBatch(BATCH, BUFFER);
+  const batch = datagramBatch(BATCH, DATAGRAM_BUFFER);
   const token = loop.add(fd, sys.C.EPOLLIN, () => {
     for (let round = 0; round < ROUNDS; round++) {
       const n = receiveBatch(fd, batch);

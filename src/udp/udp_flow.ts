@@ -281,7 +281,7 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 }
 
 /** Says once why a UDP socket could not be opened for a flow. */
-export function logFlowError(service: string, err: unknown): void {
+function logFlowError(service: string, err: unknown): void {
   log.warn("udp service {service}: cannot open a flow socket: {error}", {
     event: "udp_flow_failed",
     service,
