@@ -35,7 +35,11 @@ Deno.test("scale: 10,000 backends are all checked to their real verdict; status 
   );
   const d = await startDaemon(home, config, port);
   try {
+    // Asked every half second: a `bal status` run back to back (a Deno process starting, and
+    // 10,000 backends' status built) took the 2 cores the daemon's first checks needed, and
+    // hundreds of them timed out.
     const backends = await waitFor("every backend checked", async () => {
+      await new Promise((r) => setTimeout(r, 500));
       const r = await bal(home, "status", "--json");
       if (r.code !== 0) return false;
       const all = JSON.parse(r.stdout).backends as Checked[];
