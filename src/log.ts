@@ -139,6 +139,8 @@ export interface AccessFields {
   connect_ms: number | null;
   duration_ms: number;
   ended: string;
+  /** A TCP connection's bytes were copied to its service's mirror. */
+  mirrored?: boolean;
 }
 
 /** Where access lines go: this process's buffer, or (in a worker) the control plane. */

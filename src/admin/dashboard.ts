@@ -197,6 +197,21 @@ function notes(svc) {
         " active, " + u.flows_created + " created, " + u.flows_expired + " idled out · dropped " +
         (drops.length ? drops.join(", ") : "none")));
   }
+  const bw = svc.bandwidth;
+  if (bw) {
+    const way = (name, rate, delayed, ms) => rate ? name + " " + bytes(rate) + "/s, " + bytes(delayed) +
+      " held back, paused " + (ms / 1000).toFixed(1) + " s" : name + " unlimited";
+    lines.push(el("div", { "data-bandwidth": svc.name }, el("span", { class: "tag" }, "bandwidth per " + bw.per),
+      " " + way("upload", bw.upload_bytes_per_s, bw.upload_delayed_bytes, bw.upload_paused_ms) + " · " +
+        way("download", bw.download_bytes_per_s, bw.download_delayed_bytes, bw.download_paused_ms)));
+  }
+  const m = svc.mirror;
+  if (m) {
+    const drops = Object.entries(m.dropped).filter(([, n]) => n > 0).map(([why, n]) => n + " " + why);
+    lines.push(el("div", { "data-mirror": svc.name }, el("span", { class: "tag" }, "mirror " + m.percent + "%"),
+      " " + m.backend + " · " + m.mirrored + " copied, " + bytes(m.bytes) + " sent · dropped " +
+        (drops.length ? drops.join(", ") : "none")));
+  }
   for (const d of svc.discovery ?? []) {
     const cls = d.state === "ok" ? "tag" : d.state === "failing" ? "tag bad" : "tag warn";
     const said = d.state === "ok" ? plural(d.targets, "address") + (d.resolved_at ? ", as of " + d.resolved_at : "")

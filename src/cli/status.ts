@@ -11,7 +11,9 @@ import { WHY_PROTECTION, WHY_UNREACHABLE } from "../instance/status_report.ts";
 import { statePaths } from "../instance/paths.ts";
 import {
   type BackendStatus,
+  type BandwidthStatus,
   listenAddress,
+  type MirrorStatus,
   type ServiceStatus,
   type Status,
 } from "../instance/status_report.ts";
@@ -121,6 +123,8 @@ function printService(s: ServiceStatus, several: boolean, verbose?: boolean): vo
       }; ${s.idle_closed_connections} closed idle`,
     );
   }
+  if (s.bandwidth) out(`${indent}bandwidth: ${bandwidthLine(s.bandwidth)}`);
+  if (s.mirror) out(`${indent}${mirrorLine(s.mirror)}`);
   for (const d of s.discovery ?? []) out(`${indent}${discoveryLine(d)}`);
   const shown = verbose ? s.backends : s.backends.slice(0, LIST_LIMIT);
   for (const b of shown) printBackend(b, indent, verbose);
@@ -145,6 +149,27 @@ function udpLine(u: UdpServiceCounters & { engine: string }): string {
   } out); flows: ${u.flows_active} active, ${u.flows_created} created, ${u.flows_expired} idled out; dropped: ${
     drops.length ? drops.join(", ") : "none"
   }`;
+}
+
+/** A bandwidth limit and what it held back each way, in a line. */
+function bandwidthLine(b: BandwidthStatus): string {
+  const way = (name: string, rate: number, delayed: number, pausedMs: number) =>
+    rate === 0
+      ? `${name} unlimited`
+      : `${name} ${kib(rate)}/s (${kib(delayed)} held back, paused ${
+        (pausedMs / 1000).toFixed(1)
+      } s)`;
+  return `${way("upload", b.upload_bytes_per_s, b.upload_delayed_bytes, b.upload_paused_ms)}, ${
+    way("download", b.download_bytes_per_s, b.download_delayed_bytes, b.download_paused_ms)
+  } per ${b.per}`;
+}
+
+/** A mirror and what it copied, in a line. */
+function mirrorLine(m: MirrorStatus): string {
+  const drops = Object.entries(m.dropped).filter(([, n]) => n > 0).map(([why, n]) => `${n} ${why}`);
+  return `mirror ${m.backend} (${m.percent}%): ${m.mirrored} connections copied, ${
+    kib(m.bytes)
+  } sent; dropped: ${drops.length ? drops.join(", ") : "none"}`;
 }
 
 /** How a discovered entry stands, in a line. */
@@ -181,6 +206,7 @@ function printBackend(b: BackendStatus, indent: string, verbose?: boolean): void
       kib(b.bytes_out)
     }; ${failures}${cooling}`,
   );
+  if (b.bandwidth) out(`${indent}     bandwidth: ${bandwidthLine(b.bandwidth)}`);
   if (verbose || !b.reachable) {
     out(
       `${indent}     last check ${b.last_check_time ?? "never"} ${b.last_check_result ?? ""}${

@@ -18,6 +18,7 @@ import {
   type Report,
 } from "./fields.ts";
 import { type Backend, DEFAULTS, MAX_WEIGHT } from "./schema.ts";
+import { bandwidthOf } from "./shaping.ts";
 import { normalizePattern, patternProblem } from "../route/sni.ts";
 
 const BACKEND_KEYS = [
@@ -30,6 +31,7 @@ const BACKEND_KEYS = [
   "max_connections",
   "send_proxy",
   "health_check",
+  "bandwidth",
 ];
 /** Versions `send_proxy` takes. */
 export const SEND_PROXY = ["v1", "v2"] as const;
@@ -97,10 +99,11 @@ function backend(
   service: string,
   host: string,
   port: number,
-  extra: Pick<Backend, "weight" | "backup" | "max_connections"> = {
+  extra: Pick<Backend, "weight" | "backup" | "max_connections" | "bandwidth"> = {
     weight: DEFAULTS.weight,
     backup: false,
     max_connections: null,
+    bandwidth: null,
   },
 ): BackendIdentity {
   const address = formatAddress(host, port);
@@ -162,7 +165,13 @@ function backendItem(
     : undefined;
   if (!where) return undefined;
   const check = fields.get("health_check");
-  const identity = backend(service, where.host, where.port, { weight, backup, max_connections });
+  const bandwidth = bandwidthOf(fields.get("bandwidth"), `${path}.bandwidth`, at);
+  const identity = backend(service, where.host, where.port, {
+    weight,
+    backup,
+    max_connections,
+    bandwidth,
+  });
   const named = where.discovered && {
     address: where.discovered.address,
     id: `${service}/${where.discovered.address}`,

@@ -145,6 +145,7 @@ function etcdOf(
     weight: 1,
     backup: false,
     max_connections: null,
+    bandwidth: null,
   };
   return { etcd: { endpoints, prefix }, entry: { backend, sendProxy: undefined } };
 }

@@ -42,6 +42,8 @@ export interface Backend {
   readonly send_proxy: ProxyVersion | null;
   /** The PROXY header its health checks send first (`health_check_send_proxy`), or null. */
   readonly check_send_proxy: ProxyVersion | null;
+  /** Its own bandwidth limit for what flows to and from it, or null. */
+  readonly bandwidth: Bandwidth | null;
   /** The route of its service it serves, or null when the service has no routes. */
   readonly route: string | null;
   /** Where it came from: the file, or discovery (a DNS name, SRV records, etcd). */
@@ -276,6 +278,38 @@ export interface Service {
   readonly protocol: "tcp" | "udp";
   /** How UDP datagrams become flows; null for TCP. */
   readonly udp: UdpSettings | null;
+  /** Bytes per second each way for its connections (`bandwidth:`), or null: no limit. */
+  readonly bandwidth: Bandwidth | null;
+  /** The shadow backend chosen clients' bytes are copied to (`mirror:`), or null. */
+  readonly mirror: Mirror | null;
+}
+
+/**
+ * A bandwidth limit (`bandwidth:`): reads pause once a connection (or a
+ * client's connections together) spent its budget; bursts up to one
+ * second's budget pass.
+ */
+export interface Bandwidth {
+  /** From clients to backends, bytes per second; 0: no limit. */
+  readonly upload_bytes_per_s: number;
+  /** From backends to clients, bytes per second; 0: no limit. */
+  readonly download_bytes_per_s: number;
+  /** `connection`: each has the budget; `client`: a client IP's live connections share one. */
+  readonly per: "connection" | "client";
+}
+
+/** A shadow backend (`mirror:`) and how much of the traffic it gets. */
+export interface Mirror {
+  readonly host: string;
+  readonly port: number;
+  /** `host:port`, as messages name it. */
+  readonly address: string;
+  /** Share of client connections copied to it, 0-100. */
+  readonly percent: number;
+  /** The PROXY header it is sent before the client's bytes, or null. */
+  readonly send_proxy: ProxyVersion | null;
+  /** Bytes a mirrored connection may have waiting for the mirror before the copy is dropped. */
+  readonly buffer_bytes: number;
 }
 
 /** The admin HTTP endpoint (metrics, status.json), off unless `admin.listen` is set. */

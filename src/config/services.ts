@@ -22,6 +22,7 @@ import {
 import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./runtime.ts";
 import { healthCheckOf, noCheck, tcpCheck } from "./health_check.ts";
 import { protocolOf, refuseForProtocol } from "./udp.ts";
+import { bandwidthOf, mirrorOf } from "./shaping.ts";
 import { aclOf, cidrList } from "./allow_deny.ts";
 import { backendsOf, type ParsedBackend, PORT_RULE, SEND_PROXY } from "./backends.ts";
 import { routesOf, type RoutesRead } from "./routes.ts";
@@ -64,6 +65,8 @@ export const SERVICE_FORM_KEYS = [
   "discovery",
   "protocol",
   "udp",
+  "bandwidth",
+  "mirror",
 ];
 const SERVICE_KEYS = ["name", ...SERVICE_FORM_KEYS, "health_check", "access_log", "runtime"];
 const SERVICE_NAME = /^[a-z0-9_-]{1,32}$/;
@@ -242,7 +245,36 @@ export function serviceOf(
     discovered,
     protocol,
     udp,
+    ...shapingOf(fields, key, protocol, backends, notes, at),
   };
+}
+
+/** A service's `bandwidth:` and `mirror:`; both are for TCP streams. */
+function shapingOf(
+  fields: Map<string, Field>,
+  key: (k: string) => string,
+  protocol: "tcp" | "udp",
+  backends: readonly Backend[],
+  notes: Notes,
+  at: Report,
+): Pick<Service, "bandwidth" | "mirror"> {
+  const bandwidth = bandwidthOf(fields.get("bandwidth"), key("bandwidth"), at);
+  const mirror = mirrorOf(fields.get("mirror"), key("mirror"), at);
+  if (protocol === "udp") {
+    for (const name of ["bandwidth", "mirror"]) {
+      const f = fields.get(name);
+      if (f) at(f.key, key(name), "shapes TCP streams; a UDP service has none");
+    }
+    for (const b of backends.filter((b) => b.bandwidth)) {
+      const place = notes.backendAt.get(b);
+      at(
+        place?.node,
+        `${place?.path ?? key("backends")}.bandwidth`,
+        "shapes TCP streams; a UDP service has none",
+      );
+    }
+  }
+  return { bandwidth, mirror };
 }
 
 /** A service's `bind_address`, located for later messages; left out, a warning says what that means. */

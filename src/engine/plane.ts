@@ -11,6 +11,8 @@
  */
 import type { Backend, Config } from "../config/schema.ts";
 import type { Relayed } from "./relayed.ts";
+import type { Shape, SharedBuckets } from "./shaping.ts";
+import type { MirrorLink } from "./mirror.ts";
 
 export { type ByteCounters, moved, type Relayed } from "./relayed.ts";
 import { formatAddress } from "../net/address.ts";
@@ -90,6 +92,10 @@ export interface SessionBase extends Guarded {
   early: Uint8Array | null;
   /** The route its server name chose (a service with routes), else null. */
   route: string | null;
+  /** Its bandwidth limits, taken when a backend took it (null: none). */
+  shape: Shape | null;
+  /** Its copy to the service's mirror, when it was chosen for one. */
+  mirror: MirrorLink | null;
 }
 
 /** Everything one data plane holds, whatever its engine. */
@@ -103,6 +109,8 @@ export interface Plane<S extends SessionBase> {
   readonly perService: Map<string, ServiceCounters>;
   /** Per-client limits' state, by service. */
   readonly clients: Map<string, ClientTable>;
+  /** Bandwidth buckets shared by a client's connections (`per: client`). */
+  readonly buckets: SharedBuckets;
   readonly gates: {
     noBackend: () => number | null;
     overloaded: () => number | null;
@@ -133,6 +141,7 @@ export function createPlane<S extends SessionBase>(
     perBackend: new Map(),
     perService: new Map(),
     clients: new Map(),
+    buckets: new Map(),
     gates: {
       noBackend: rateLimited(1000),
       overloaded: rateLimited(1000),
@@ -180,6 +189,7 @@ export interface Done {
   bytes_in?: number;
   bytes_out?: number;
   connect_ms?: number | null;
+  mirrored?: boolean;
 }
 
 /** One access-log line for a finished connection, when its service asks for them. */
@@ -199,6 +209,7 @@ export function logAccess<S extends SessionBase>(
     connect_ms: done.connect_ms ?? null,
     duration_ms: Date.now() - done.started,
     ended: done.ended,
+    mirrored: done.mirrored ?? false,
   });
 }
 
@@ -309,23 +320,14 @@ export async function drain<S extends SessionBase>(
 
 /** The plane's counters now, copied. */
 export function stats<S extends SessionBase>(plane: Plane<S>): PlaneStats {
-  const counters = [...plane.perService.values()];
-  const sum = (key: keyof ServiceCounters) => counters.reduce((n, c) => n + c[key], 0);
+  const totals = zeroServiceCounters();
+  const keys = Object.keys(totals) as (keyof ServiceCounters)[];
+  for (const c of plane.perService.values()) for (const k of keys) totals[k] += c[k];
   const copy = <T>(m: Map<string, T>) => Object.fromEntries([...m].map(([k, v]) => [k, { ...v }]));
   return {
     id: plane.options.id,
-    accepted: sum("accepted"),
+    ...totals,
     active: plane.sessions.size,
-    served: sum("served"),
-    rejected: sum("rejected"),
-    no_backend: sum("no_backend"),
-    idle_closed: sum("idle_closed"),
-    denied: sum("denied"),
-    client_limited: sum("client_limited"),
-    rate_limited: sum("rate_limited"),
-    proxy_refused: sum("proxy_refused"),
-    no_route: sum("no_route"),
-    looped: sum("looped"),
     services: copy(plane.perService),
     backends: copy(plane.perBackend),
   };

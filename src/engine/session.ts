@@ -37,6 +37,9 @@ import { inspected, inspects } from "./inspect.ts";
 import { pick } from "./pick.ts";
 import { dialed, dialFailed, hungUp, noBackend } from "./outcomes.ts";
 import { serviceMayLoop } from "./self_loop.ts";
+import { releaseShape, shapeOf } from "./shaping.ts";
+import { openMirror } from "./mirror.ts";
+import { mirrored } from "../route/mirror_choice.ts";
 
 /** How a connect went, as the engine tells it. */
 export type DialOutcome<C> =
@@ -171,14 +174,36 @@ function onDial<S extends SessionBase, C>(
   s.tried = CONNECTED;
   const counters = countersOf(plane, backend.id);
   const early = countEarly(s, counters);
-  const header = backendHeader(
-    backend,
-    s.peer,
-    () => s.destination ?? boundEnd(plane, s) ?? mech.localEnd(s),
-    s.early,
-  );
+  const destination = () => s.destination ?? boundEnd(plane, s) ?? mech.localEnd(s);
+  shapeAndMirror(plane, s, backend, counters, destination);
+  const header = backendHeader(backend, s.peer, destination, s.early);
   s.early = null;
   s.relayed = mech.relay(s, outcome.conn, header, early, counters, () => finish(plane, mech, s));
+}
+
+/**
+ * A backend took the client: its bandwidth limits are fixed now (a reload
+ * changes later connections' only), and when its service mirrors this
+ * connection the copy opens, with what the client sent already.
+ */
+function shapeAndMirror<S extends SessionBase>(
+  plane: Plane<S>,
+  s: S,
+  backend: Backend,
+  counters: BackendCounters,
+  destination: () => Peer | null,
+): void {
+  const service = plane.runtime.snapshot.services.get(s.service);
+  if (!service) return;
+  const ip = s.peer.hostname;
+  const owners = { service: s.counters, backend: counters };
+  s.shape = shapeOf(plane.buckets, service, backend, ip, owners, Date.now());
+  const target = service.mirror;
+  if (!target || !mirrored(target, service.method, ip, Math.random)) return;
+  const header = target.send_proxy && writeProxyHeader(target.send_proxy, s.peer, destination());
+  const connectMs = service.runtime.backend_connect_timeout_ms;
+  s.mirror = openMirror(target, header, s.counters, connectMs);
+  if (s.early) s.mirror.copy(s.early);
 }
 
 /** What {@link boundEnd} found per service (services are frozen, one object per snapshot). */
@@ -221,6 +246,8 @@ export function finish<S extends SessionBase, C>(
   if (s.finished) return;
   s.finished = true;
   mech.close(s);
+  if (s.shape) releaseShape(plane.buckets, s.shape);
+  s.mirror?.release();
   if (s.connecting) countersOf(plane, s.connecting.id).active--;
   s.connecting = null;
   const r = s.relayed;
@@ -259,6 +286,8 @@ export function begun(
     destination: null,
     early: null,
     route: null,
+    shape: null,
+    mirror: null,
   };
 }
 
@@ -293,6 +322,7 @@ function relayEnded<S extends SessionBase>(
     bytes_in: r.aToB,
     bytes_out: r.bToA,
     connect_ms: s.connectMs,
+    mirrored: s.mirror !== null,
   });
 }
 

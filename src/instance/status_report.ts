@@ -7,14 +7,19 @@
  */
 import type { LagSummary } from "../stats/loop_lag.ts";
 import type { EngineName } from "../engine/engine.ts";
-import type { BackendSource, RuntimeSettings, Service } from "../config/schema.ts";
+import type { BackendSource, Bandwidth, RuntimeSettings, Service } from "../config/schema.ts";
 import { formatAddress } from "../net/address.ts";
 import type { EntryStatus } from "../discovery/entry.ts";
 import { type AgentState, type HealthState, isCooling } from "../health/state.ts";
 import { initialProtection, type ProtectionState } from "../health/protection.ts";
 import type { ReloadOutcome } from "./state_file.ts";
 import { type AdminState, type BackendAdmin, weightOf } from "../balance/admin_state.ts";
-import { backendTotal, type PlaneStats, serviceTotal } from "../stats/counters.ts";
+import {
+  backendTotal,
+  type PlaneStats,
+  serviceTotal,
+  type ShapingCounters,
+} from "../stats/counters.ts";
 import type { Snapshot } from "../snapshot.ts";
 import { type UdpServiceCounters, zeroService } from "../stats/udp_counters.ts";
 
@@ -67,6 +72,23 @@ export interface BackendStatus {
   slow_start_remaining_ms: number | null;
   /** When its TLS certificate expires (from a `tls` check), or null. */
   cert_expires_at: string | null;
+  /** Its own `bandwidth:` and what it held back, or null. */
+  bandwidth: BandwidthStatus | null;
+}
+
+/** A bandwidth limit in force, and what it held back (see {@link ShapingCounters}). */
+export type BandwidthStatus = Bandwidth & ShapingCounters;
+
+/** A service's mirror and what it copied. */
+export interface MirrorStatus {
+  backend: string;
+  percent: number;
+  /** Client connections copied. */
+  mirrored: number;
+  /** Bytes the mirror was sent. */
+  bytes: number;
+  /** Copies closed early while the client went on, by cause. */
+  dropped: { connect: number; buffer_full: number; error: number };
 }
 
 /** One service as `bal status --json` shows it (also, for the first, at the top level). */
@@ -114,6 +136,10 @@ export interface ServiceStatus {
   protocol: "tcp" | "udp";
   /** A UDP service's datagrams, bytes, flows and drops, and what moves them; null for TCP. */
   udp: (UdpServiceCounters & { engine: "native" | "deno" }) | null;
+  /** Its `bandwidth:` and what it held back, or null. */
+  bandwidth: BandwidthStatus | null;
+  /** Its `mirror:` and what it copied, or null. */
+  mirror: MirrorStatus | null;
 }
 
 /** What `bal status --json` prints: the first service's keys at the top, and every service. */
@@ -242,6 +268,7 @@ function backendStatus(
     agent: h?.agent ?? null,
     slow_start_remaining_ms: slowStartLeft(h, input.snapshot.services.get(b.service), input.now),
     cert_expires_at: iso(h?.cert_expires_at ?? null),
+    bandwidth: b.bandwidth && shapingOf(b.bandwidth, c),
   };
 }
 
@@ -288,6 +315,29 @@ export function serviceStatus(input: StatusInput, service: Service): ServiceStat
     udp: service.protocol === "udp"
       ? { engine: input.udpEngine, ...(input.udp[service.name] ?? zeroService()) }
       : null,
+    bandwidth: service.bandwidth && shapingOf(service.bandwidth, c),
+    mirror: service.mirror && {
+      backend: service.mirror.address,
+      percent: service.mirror.percent,
+      mirrored: c.mirrored,
+      bytes: c.mirror_bytes,
+      dropped: {
+        connect: c.mirror_dropped_connect,
+        buffer_full: c.mirror_dropped_buffer_full,
+        error: c.mirror_dropped_error,
+      },
+    },
+  };
+}
+
+/** A limit and its counters, as status shows them. */
+function shapingOf(limit: Bandwidth, c: ShapingCounters): BandwidthStatus {
+  return {
+    ...limit,
+    upload_delayed_bytes: c.upload_delayed_bytes,
+    download_delayed_bytes: c.download_delayed_bytes,
+    upload_paused_ms: c.upload_paused_ms,
+    download_paused_ms: c.download_paused_ms,
   };
 }
 

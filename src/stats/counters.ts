@@ -7,7 +7,7 @@
  */
 
 /** What one data plane counted for one backend. */
-export interface BackendCounters {
+export interface BackendCounters extends ShapingCounters {
   /** Connections assigned to it now (being dialed or relaying). */
   active: number;
   /** Connections it was given (connected). */
@@ -24,6 +24,37 @@ export interface BackendCounters {
   connect_buckets: number[];
   /** Seconds all successful connects took together. */
   connect_seconds: number;
+}
+
+/** What a bandwidth limit (a service's or a backend's) counts of the reads it held back. */
+export interface ShapingCounters {
+  /** Bytes read after a pause the limit imposed, from clients (upload) and from backends. */
+  upload_delayed_bytes: number;
+  download_delayed_bytes: number;
+  /** Milliseconds reads spent paused by the limit, each way (connections added up). */
+  upload_paused_ms: number;
+  download_paused_ms: number;
+}
+
+/** What a service's `mirror:` counts. */
+export interface MirrorCounters {
+  /** Client connections copied to the mirror. */
+  mirrored: number;
+  /** Bytes the mirror was sent. */
+  mirror_bytes: number;
+  /** Copies closed early, by cause: the mirror unreachable, too far behind, or failing. */
+  mirror_dropped_connect: number;
+  mirror_dropped_buffer_full: number;
+  mirror_dropped_error: number;
+}
+
+function zeroShaping(): ShapingCounters {
+  return {
+    upload_delayed_bytes: 0,
+    download_delayed_bytes: 0,
+    upload_paused_ms: 0,
+    download_paused_ms: 0,
+  };
 }
 
 /** Upper bounds (seconds) of the connect-time histogram's buckets. */
@@ -43,7 +74,7 @@ export function observeConnect(c: BackendCounters, seconds: number): void {
  * denied, client_limited or rate_limited (or still active, before a
  * backend took it).
  */
-export interface ServiceCounters {
+export interface ServiceCounters extends ShapingCounters, MirrorCounters {
   /** Clients accepted on its listener. */
   accepted: number;
   /** Its live client connections. */
@@ -91,6 +122,7 @@ export function zeroCounters(): BackendCounters {
     other: 0,
     connect_buckets: new Array(CONNECT_BUCKETS.length + 1).fill(0),
     connect_seconds: 0,
+    ...zeroShaping(),
   };
 }
 
@@ -109,6 +141,12 @@ export function zeroServiceCounters(): ServiceCounters {
     proxy_refused: 0,
     no_route: 0,
     looped: 0,
+    ...zeroShaping(),
+    mirrored: 0,
+    mirror_bytes: 0,
+    mirror_dropped_connect: 0,
+    mirror_dropped_buffer_full: 0,
+    mirror_dropped_error: 0,
   };
 }
 

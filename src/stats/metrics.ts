@@ -6,156 +6,25 @@
  *
  * @module
  */
-import { LAG_BUCKETS, type LoopLag } from "./loop_lag.ts";
-import type { Backend, Service } from "../config/mod.ts";
-import type { BackendAdmin } from "../balance/admin_state.ts";
+import { LAG_BUCKETS } from "./loop_lag.ts";
 import { weightOf } from "../balance/admin_state.ts";
-import { backendTotal, CONNECT_BUCKETS, type PlaneStats, serviceTotal } from "./counters.ts";
-import type { HealthState } from "../health/state.ts";
-import type { ProtectionState } from "../health/protection.ts";
-import type { Snapshot } from "../snapshot.ts";
+import { backendTotal, CONNECT_BUCKETS, serviceTotal } from "./counters.ts";
 import {
-  DROP_CAUSES,
-  type UdpServiceCounters,
-  type UdpTraffic,
-  zeroService,
-} from "./udp_counters.ts";
+  backends,
+  type Descriptor,
+  type Histogram,
+  type Labels,
+  type MetricsInput,
+  ofBackend,
+  ofService,
+  perBackend,
+  perService,
+  services,
+} from "./metric_types.ts";
+import { UDP_METRICS } from "./udp_metrics.ts";
+import { SHAPING_METRICS } from "./shaping_metrics.ts";
 
-/** What the metrics are read from. */
-export interface MetricsInput {
-  version: string;
-  engine: string;
-  /** Why `engine: auto` passed over faster engines, or null. */
-  engineFallback: string | null;
-  /** How late the main thread's event loop ran timers. */
-  lag: LoopLag;
-  /** Epoch ms the process started. */
-  startedAt: number;
-  rssBytes: number;
-  /** Open file descriptors, or null where the OS does not say. */
-  openFds: number | null;
-  snapshot: Snapshot;
-  health: ReadonlyMap<string, HealthState>;
-  admin: ReadonlyMap<string, BackendAdmin>;
-  protection: ReadonlyMap<string, ProtectionState>;
-  planes: readonly PlaneStats[];
-  reloads: { ok: number; failed: number };
-  /** Upgrades since the cold start this process descends from. */
-  upgrades: number;
-  /** The UDP services' counters by name. */
-  udp: Readonly<Record<string, UdpServiceCounters>>;
-}
-
-type Labels = Record<string, string>;
-interface Sample {
-  labels: Labels;
-  value: number;
-}
-
-/** One metric: how it is named, typed and described, and its samples. */
-interface Descriptor {
-  name: string;
-  type: "counter" | "gauge" | "histogram";
-  help: string;
-  samples(input: MetricsInput): Sample[];
-  /** A histogram's series: cumulative buckets, sum and count of each. */
-  histograms?(input: MetricsInput): Histogram[];
-}
-
-/** One histogram series: counts per bound of `bounds`, then over the last. */
-interface Histogram {
-  labels: Labels;
-  bounds: readonly number[];
-  counts: readonly number[];
-  sum: number;
-}
-
-const services = (i: MetricsInput) => i.snapshot.config.services;
-const backends = (i: MetricsInput) => services(i).flatMap((s) => s.backends);
-const ofService = (s: Service): Labels => ({ service: s.name });
-const ofBackend = (b: Backend): Labels => ({ service: b.service, backend: b.address });
-
-/** A per-service sample from the summed service counters. */
-const perService = (value: (c: ReturnType<typeof serviceTotal>) => number) => (i: MetricsInput) =>
-  services(i).map((s) => ({ labels: ofService(s), value: value(serviceTotal(i.planes, s.name)) }));
-
-/** A per-backend sample from the summed backend counters. */
-const perBackend = (value: (c: ReturnType<typeof backendTotal>) => number) => (i: MetricsInput) =>
-  backends(i).map((b) => ({ labels: ofBackend(b), value: value(backendTotal(i.planes, b.id)) }));
-
-const udpServices = (i: MetricsInput) => services(i).filter((s) => s.protocol === "udp");
-const udpOf = (i: MetricsInput, s: Service) => i.udp[s.name] ?? zeroService();
-
-/** A UDP service's sample per direction (`in` from clients, `out` to them). */
-const udpBoth = (pick: (c: UdpTraffic, dir: "in" | "out") => number) => (i: MetricsInput) =>
-  udpServices(i).flatMap((s) =>
-    (["in", "out"] as const).map((dir) => ({
-      labels: { ...ofService(s), direction: dir },
-      value: pick(udpOf(i, s), dir),
-    }))
-  );
-
-/** What UDP services add: datagrams, bytes, flows and drops. */
-const UDP_METRICS: readonly Descriptor[] = [
-  {
-    name: "bal_udp_datagrams_total",
-    type: "counter",
-    help: "Datagrams of a UDP service: in from clients, out to them (the replies).",
-    samples: udpBoth((c, dir) => dir === "in" ? c.datagrams_in : c.datagrams_out),
-  },
-  {
-    name: "bal_udp_bytes_total",
-    type: "counter",
-    help: "Payload bytes of a UDP service, by direction.",
-    samples: udpBoth((c, dir) => dir === "in" ? c.bytes_in : c.bytes_out),
-  },
-  {
-    name: "bal_udp_flows_active",
-    type: "gauge",
-    help: "Live flows of a UDP service (a client's session, or a request waiting for its replies).",
-    samples: (i) =>
-      udpServices(i).map((s) => ({ labels: ofService(s), value: udpOf(i, s).flows_active })),
-  },
-  {
-    name: "bal_udp_flows_total",
-    type: "counter",
-    help: "Flows a UDP service started.",
-    samples: (i) =>
-      udpServices(i).map((s) => ({ labels: ofService(s), value: udpOf(i, s).flows_created })),
-  },
-  {
-    name: "bal_udp_flows_expired_total",
-    type: "counter",
-    help: "Flows that ended after idle_timeout_ms with no datagram either way.",
-    samples: (i) =>
-      udpServices(i).map((s) => ({ labels: ofService(s), value: udpOf(i, s).flows_expired })),
-  },
-  {
-    name: "bal_udp_dropped_total",
-    type: "counter",
-    help:
-      "Datagrams a UDP service dropped, by cause (no_backend, limit, acl, oversize, queue_full, proxy).",
-    samples: (i) =>
-      udpServices(i).flatMap((s) =>
-        DROP_CAUSES.map((cause) => ({
-          labels: { ...ofService(s), cause },
-          value: udpOf(i, s).drops[cause],
-        }))
-      ),
-  },
-  {
-    name: "bal_udp_backend_flows_active",
-    type: "gauge",
-    help: "Live flows to a backend of a UDP service.",
-    samples: (i) =>
-      udpServices(i).flatMap((s) =>
-        s.backends.map((b) => ({
-          labels: ofBackend(b),
-          value: udpOf(i, s).backends[b.id]?.flows_active ?? 0,
-        }))
-      ),
-  },
-];
+export type { MetricsInput } from "./metric_types.ts";
 
 /** Every metric bal exports. */
 export const METRICS: readonly Descriptor[] = [
@@ -356,6 +225,7 @@ export const METRICS: readonly Descriptor[] = [
       backends(i).map((b) => ({ labels: ofBackend(b), value: weightOf(b, i.admin.get(b.id)) })),
   },
   ...UDP_METRICS,
+  ...SHAPING_METRICS,
 ];
 
 /** The exposition text of every metric. */

@@ -120,7 +120,7 @@ function mechanism(plane: DenoPlane): Mechanism<Session, Deno.TcpConn> {
       // A backend that will not take the header fails the relay that follows.
       const sent = header ? writeAll(upstream, header).catch(() => closeQuietly(upstream)) : null;
       Promise.resolve(sent)
-        .then(() => relay(s.from, upstream, progress, s.activity, counters))
+        .then(() => relay(s.from, upstream, progress, s.activity, counters, s))
         .then(done)
         .catch(stepFailed(plane, s));
       return progress;

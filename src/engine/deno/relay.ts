@@ -17,7 +17,8 @@
  * @module
  */
 import { closeQuietly, type Stream } from "../../net/stream.ts";
-import { type ByteCounters, moved, type Relayed } from "../plane.ts";
+import { type ByteCounters, moved, type Relayed, type SessionBase } from "../plane.ts";
+import { gateOf, hold, paid, room } from "../shaping.ts";
 
 /** Buffer each direction waits on while idle. */
 export const SMALL_BUFFER = 2 * 1024;
@@ -40,6 +41,8 @@ interface Shared {
   progress: Relayed;
   activity: Activity;
   counters: ByteCounters;
+  /** Its bandwidth limits and mirror copy. */
+  session: Pick<SessionBase, "shape" | "mirror">;
   fail(): void;
 }
 
@@ -62,11 +65,13 @@ export async function relay(
   progress: Relayed,
   activity: Activity,
   counters: ByteCounters,
+  session: Pick<SessionBase, "shape" | "mirror">,
 ): Promise<void> {
   const shared: Shared = {
     progress,
     activity,
     counters,
+    session,
     fail() {
       if (progress.failed) return;
       progress.failed = true;
@@ -89,10 +94,19 @@ async function pump(
   let buf = small;
   // Which socket a failure came from: the one read, or the one written to.
   let writing = false;
+  const gate = gateOf(shared.session.shape, side === "a");
+  const mirror = side === "a" ? shared.session.mirror : null;
   try {
     for (;;) {
-      const n = await src.read(buf);
+      let cap = room(gate, buf.length);
+      while (cap === 0) {
+        await new Promise<void>((resume) => hold(gate!, resume));
+        cap = room(gate, buf.length);
+      }
+      const n = await src.read(cap === buf.length ? buf : buf.subarray(0, cap));
       if (n === null) break;
+      paid(gate, n);
+      mirror?.copy(buf.subarray(0, n));
       shared.activity.at = Date.now();
       writing = true;
       let written = 0;
@@ -107,6 +121,7 @@ async function pump(
       }
     }
     progress.firstEnd ??= side;
+    mirror?.end();
     writing = true;
     await dst.closeWrite();
   } catch {

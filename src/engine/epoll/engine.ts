@@ -23,6 +23,7 @@ import { describeErrno, EXHAUSTION_ERRNOS } from "../../net/errno.ts";
 import * as sys from "../linux/ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
+import { gateOf } from "../shaping.ts";
 import { inspectClient, type Inspection, peekHello, stopInspection } from "./preface_read.ts";
 import { inspector } from "../inspect.ts";
 import { decodeAddress } from "../linux/sockaddr.ts";
@@ -211,8 +212,8 @@ function relay(
   done: () => void,
 ): Relay {
   const r: Relay = s.relay = {
-    a: side(s.clientFd, s.inspection?.token ?? 0),
-    b: side(d.fd, d.token),
+    a: side(s.clientFd, s.inspection?.token ?? 0, gateOf(s.shape, true)),
+    b: side(d.fd, d.token, gateOf(s.shape, false)),
     aToB: early,
     bToA: 0,
     failed: false,
@@ -221,6 +222,7 @@ function relay(
     activity: s.activity,
     counters,
     onEnd: done,
+    mirror: s.mirror,
   };
   startRelay(plane.loop, r, events, {
     events: s.inspection?.events ?? 0,

@@ -24,6 +24,8 @@ import * as sys from "../linux/ffi.ts";
 import type { Loop } from "./loop.ts";
 import { moved } from "../plane.ts";
 import { relayFailed } from "../relayed.ts";
+import { type Gate, hold, paid, room } from "../shaping.ts";
+import type { MirrorLink } from "../mirror.ts";
 
 /** Size of the plane's shared buffer (one per thread). */
 export const SHARED_BUFFER = 64 * 1024;
@@ -47,6 +49,8 @@ export interface Side {
   closing: boolean;
   /** Bytes read from the other side that this one has not taken yet. */
   pending: Uint8Array | null;
+  /** The bandwidth limit on reading it, or null. */
+  readonly gate: Gate | null;
 }
 
 /** A relay between a client (`a`) and a backend (`b`). */
@@ -66,10 +70,12 @@ export interface Relay {
   readonly counters: { bytes_in: number; bytes_out: number };
   /** Called once, when both directions are done or one failed. */
   readonly onEnd: () => void;
+  /** Where a copy of the client's bytes goes (its service's mirror), or null. */
+  readonly mirror: MirrorLink | null;
 }
 
-/** A side of a relay for an open socket. */
-export function side(fd: number, token = 0): Side {
+/** A side of a relay for an open socket, its reads limited by `gate`. */
+export function side(fd: number, token = 0, gate: Gate | null = null): Side {
   return {
     fd,
     token,
@@ -78,6 +84,7 @@ export function side(fd: number, token = 0): Side {
     reading: true,
     closing: false,
     pending: null,
+    gate,
   };
 }
 
@@ -122,8 +129,8 @@ export function startRelay(
  */
 function sendHeader(r: Relay, header: Uint8Array, read: boolean): void {
   const { a, b } = r;
-  const room = SHARED_BUFFER - header.length;
-  const n = read && room > 0 ? sys.recv(a.fd, shared.subarray(header.length), room) : -1;
+  const space = room(a.gate, SHARED_BUFFER - header.length);
+  const n = read && space > 0 ? sys.recv(a.fd, shared.subarray(header.length), space) : -1;
   if (n <= 0) {
     b.pending = header;
     // An end of stream or error is read again, by the relay.
@@ -131,8 +138,8 @@ function sendHeader(r: Relay, header: Uint8Array, read: boolean): void {
     return;
   }
   shared.set(header);
-  moved(r, r.counters, r.activity, true, n);
-  a.readable = n === room;
+  fromClient(r, shared.subarray(header.length, header.length + n));
+  a.readable = n === space;
   b.writable = true;
   forward(r, b, header.length + n);
 }
@@ -164,12 +171,16 @@ function progress(r: Relay): void {
 function pump(r: Relay, x: Side, y: Side): void {
   if (y.pending && y.writable) flush(r, y);
   while (!r.done && !y.pending && x.reading && x.readable) {
-    const n = sys.recv(x.fd, shared, SHARED_BUFFER);
+    const cap = room(x.gate, SHARED_BUFFER);
+    if (cap === 0) return pause(r, x);
+    const n = sys.recv(x.fd, shared, cap);
     if (n > 0) {
-      moved(r, r.counters, r.activity, x === r.a, n);
+      if (x === r.a) fromClient(r, shared.subarray(0, n));
+      else moved(r, r.counters, r.activity, false, n);
+      paid(x.gate, n);
       // A short read emptied the socket: the next arrival is a new edge. Not
       // so for a FIN that came with the data: its edge is spent already.
-      if (n < SHARED_BUFFER && !x.closing) x.readable = false;
+      if (n < cap && !x.closing) x.readable = false;
       forward(r, y, n);
     } else if (n === 0) {
       ended(r, x, y);
@@ -179,6 +190,20 @@ function pump(r: Relay, x: Side, y: Side): void {
       fail(r, x);
     }
   }
+}
+
+/** Bytes read from the client: counted, and copied to the mirror when there is one. */
+function fromClient(r: Relay, bytes: Uint8Array): void {
+  moved(r, r.counters, r.activity, true, bytes.length);
+  r.mirror?.copy(bytes);
+}
+
+/** `x`'s limit is spent: it is read again when the budget is back (its readiness is kept). */
+function pause(r: Relay, x: Side): void {
+  const gate = x.gate!;
+  hold(gate, () => {
+    if (!gate.released && !r.done) progress(r);
+  });
 }
 
 /** Sends `n` bytes of the shared buffer to `y`; what it does not take waits in `y.pending`. */
@@ -212,6 +237,7 @@ function ended(r: Relay, x: Side, y: Side): void {
   x.reading = false;
   x.readable = false;
   r.firstEnd ??= x === r.a ? "a" : "b";
+  if (x === r.a) r.mirror?.end();
   // When y's own stream is over too, the relay is done: closing sends the FIN.
   if (y.reading || x.pending) sys.shutdownWrite(y.fd);
 }

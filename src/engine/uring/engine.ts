@@ -48,6 +48,7 @@ import {
   type RingSize,
 } from "./ring.ts";
 import { KIND, type Relay, side, startRelay, stopRelay } from "./relay.ts";
+import { gateOf } from "../shaping.ts";
 import { inspectClient, type Inspection, stopInspection } from "./preface_read.ts";
 
 /**
@@ -274,8 +275,8 @@ function relay(
   s.inspection = null;
   const r: Relay = s.relay = {
     loop: plane.loop,
-    a: side(s.clientFd, s.clientToken),
-    b: side(conn.fd, conn.token),
+    a: side(s.clientFd, s.clientToken, gateOf(s.shape, true)),
+    b: side(conn.fd, conn.token, gateOf(s.shape, false)),
     aToB: early,
     bToA: 0,
     failed: false,
@@ -285,6 +286,7 @@ function relay(
     counters,
     onEnd: done,
     closed: false,
+    mirror: s.mirror,
   };
   startRelay(r, header);
   return r;

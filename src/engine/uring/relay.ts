@@ -22,6 +22,8 @@ import { moved, type Relayed } from "../plane.ts";
 import { relayFailed } from "../relayed.ts";
 import { CQE_F_BUFFER, prepCancel, prepRecvBuffered, prepSend, prepSendBuffer } from "./ring.ts";
 import { IGNORED, type UringLoop, userData } from "./loop.ts";
+import { type Gate, hold, paid, room } from "../shaping.ts";
+import type { MirrorLink } from "../mirror.ts";
 
 /** Kinds of a relayed socket's operations (the low bits of their user data). */
 export const KIND = { RECV: 1, SEND: 2, POLL: 3 } as const;
@@ -51,6 +53,8 @@ export interface Side {
   readonly queue: Chunk[];
   /** Its receive found no buffer and waits for one to come back. */
   starved: boolean;
+  /** The bandwidth limit on reading it, or null. */
+  readonly gate: Gate | null;
 }
 
 /** A relay between a client (`a`) and a backend (`b`): its progress for the session. */
@@ -64,10 +68,12 @@ export interface Relay extends Relayed {
   readonly onEnd: () => void;
   /** bal closed it: completions still in flight only give their buffers back. */
   closed: boolean;
+  /** Where a copy of the client's bytes goes (its service's mirror), or null. */
+  readonly mirror: MirrorLink | null;
 }
 
-/** A side of a relay for an open socket whose operations carry `token`. */
-export function side(fd: number, token: number): Side {
+/** A side of a relay for an open socket whose operations carry `token`, its reads limited by `gate`. */
+export function side(fd: number, token: number, gate: Gate | null = null): Side {
   return {
     fd,
     token,
@@ -76,6 +82,7 @@ export function side(fd: number, token: number): Side {
     ended: false,
     queue: [],
     starved: false,
+    gate,
   };
 }
 
@@ -105,8 +112,18 @@ function receive(r: Relay, x: Side): void {
   // Closed: its fd may be another socket's by now (a starved side is re-armed late).
   if (r.done || r.closed || x.receiving || x.ended) return;
   if (peerOf(r, x).queue.length >= QUEUE_MAX) return;
+  const max = room(x.gate, r.loop.ring.buffers.size);
+  if (max === 0) return pause(r, x);
   x.receiving = true;
-  prepRecvBuffered(r.loop.ring, x.fd, userData(x.token, KIND.RECV));
+  prepRecvBuffered(r.loop.ring, x.fd, userData(x.token, KIND.RECV), max);
+}
+
+/** `x`'s limit is spent: its receive is armed again when the budget is back. */
+function pause(r: Relay, x: Side): void {
+  const gate = x.gate!;
+  hold(gate, () => {
+    if (!gate.released) receive(r, x);
+  });
 }
 
 function onReceived(r: Relay, x: Side, res: number, flags: number): void {
@@ -118,8 +135,11 @@ function onReceived(r: Relay, x: Side, res: number, flags: number): void {
   if (res > 0) {
     const id = flags >>> 16;
     const y = peerOf(r, x);
+    const bytes = r.loop.ring.buffers.buffers[id];
     moved(r, r.counters, r.activity, x === r.a, res);
-    enqueue(r, y, { id, bytes: r.loop.ring.buffers.buffers[id], offset: 0, end: res });
+    paid(x.gate, res);
+    if (x === r.a) r.mirror?.copy(bytes.subarray(0, res));
+    enqueue(r, y, { id, bytes, offset: 0, end: res });
     return receive(r, x);
   }
   if (res === 0) return streamEnded(r, x);
@@ -175,6 +195,7 @@ function onSent(r: Relay, y: Side, res: number): void {
 function streamEnded(r: Relay, x: Side): void {
   x.ended = true;
   r.firstEnd ??= x === r.a ? "a" : "b";
+  if (x === r.a) r.mirror?.end();
   const y = peerOf(r, x);
   if (y.queue.length === 0 && !y.sending) sys.shutdownWrite(y.fd);
   finishIfDone(r);

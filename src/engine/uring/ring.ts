@@ -236,9 +236,13 @@ export function prepAccept(ring: Ring, fd: number, userData: number): void {
   ring.sqes[w + 7] = 0o4000 | 0o2000000; // SOCK_NONBLOCK | SOCK_CLOEXEC
 }
 
-/** Receives into a provided buffer, picked by the kernel when data arrives. */
-export function prepRecvBuffered(ring: Ring, fd: number, userData: number): void {
+/**
+ * Receives into a provided buffer, picked by the kernel when data arrives;
+ * at most `max` bytes when it is below the buffer's size (a bandwidth limit).
+ */
+export function prepRecvBuffered(ring: Ring, fd: number, userData: number, max = 0): void {
   const w = prep(ring, OP.RECV, fd, userData, IOSQE_BUFFER_SELECT);
+  if (max > 0 && max < ring.buffers.size) ring.sqes[w + 6] = max;
   ring.sqes[w + 10] = ring.buffers.group;
 }
 
