@@ -528,6 +528,66 @@ async function costOf(
   return { on: median(cost.on), off: median(cost.off), ratios };
 }
 
+/** A bandwidth limit far above anything loopback moves: its cost is the bookkeeping alone. */
+const NEVER_LIMITS = "bandwidth: {upload_bytes_per_s: 10GB, download_bytes_per_s: 10GB}";
+
+/** What `extra` costs per short connection and per keep-alive request, as `NAME_short` and `NAME_keepalive`. */
+async function shapingCost(name: string, extra: string[]): Promise<Record<string, Cost>> {
+  const settings = { on: { extra }, off: {} };
+  return {
+    [`${name}_short`]: await costOf([httpA, httpB], settings),
+    [`${name}_keepalive`]: await costOf([httpA, httpB], settings, keepalive),
+  };
+}
+
+/**
+ * Mirroring every connection to a sink (CPU per connection and per
+ * request), and the bulk throughput of a client whose mirror stops
+ * reading against one without a mirror.
+ */
+async function mirrorCosts(): Promise<Record<string, Cost>> {
+  const mirrorPort = freePort();
+  const sink = spawn(onCpu(0, [
+    Deno.execPath(),
+    "run",
+    "--allow-net",
+    `${root}bench/backend.ts`,
+    "--sink",
+    String(mirrorPort),
+  ]));
+  await waitPort(mirrorPort);
+  const stuck = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  (async () => {
+    for await (const c of stuck) held.push(c);
+  })().catch(() => {});
+  try {
+    const costs = await shapingCost("mirror", [`mirror: {backend: "127.0.0.1:${mirrorPort}"}`]);
+    const stalledAt = (stuck.addr as Deno.NetAddr).port;
+    const rates: Record<"on" | "off", number[]> = { on: [], off: [] };
+    for (let round = 0; round < rounds; round++) {
+      for (const key of ["on", "off"] as const) {
+        const extra = key === "on" ? [`mirror: {backend: "127.0.0.1:${stalledAt}"}`] : [];
+        const r = await bal.start([sinkPort], {
+          extra,
+          runtime: { health_check_interval_ms: 600_000 },
+        });
+        try {
+          rates[key].push(await bulk(r.port, 1));
+        } finally {
+          await r.stop();
+        }
+      }
+    }
+    const ratios = rates.on.map((on, i) => on / rates.off[i]);
+    return { ...costs, mirror_stalled: { on: median(rates.on), off: median(rates.off), ratios } };
+  } finally {
+    stuck.close();
+    held.forEach((c) => c.close());
+    await stopProcess(sink, sink.pid);
+  }
+}
+
 /** Health checks at 100 backends (an HTTP check of each every 500 ms) against checks all but off. */
 async function checksCost(): Promise<Cost> {
   const ports = Array.from({ length: 100 }, () => freePort());
@@ -708,25 +768,28 @@ try {
   // `--features sni,send_proxy`: only those (each is a few minutes).
   const picked = flag("features")?.split(",");
   const want = (name: string) => !picked || picked.includes(name);
-  const features = !only || only.includes("bal") || only.includes("features")
-    ? {
-      checks: want("checks") ? await checksCost() : null,
-      access_log: want("access_log")
-        ? await costOf([httpA, httpB], {
-          on: { extra: ["access_log: true", `access_log_path: ${tmp}/access.log`] },
-          off: {},
-        })
-        : null,
-      // The backend reads up to the blank line, so a v1 header (one line) ahead of the request is fine.
-      send_proxy: want("send_proxy")
-        ? await costOf([httpA, httpB], { on: { extra: ["send_proxy: v1"] }, off: {} })
-        : null,
-      // Both settings get the same bytes (a ClientHello, then a request); only one reads it.
-      sni: useWrk && want("sni")
-        ? await costOf([httpA, httpB], { on: { routed: true }, off: {} }, shortHello)
-        : null,
-    }
-    : null;
+  const features: Record<string, Cost | null> | null =
+    !only || only.includes("bal") || only.includes("features")
+      ? {
+        checks: want("checks") ? await checksCost() : null,
+        access_log: want("access_log")
+          ? await costOf([httpA, httpB], {
+            on: { extra: ["access_log: true", `access_log_path: ${tmp}/access.log`] },
+            off: {},
+          })
+          : null,
+        // The backend reads up to the blank line, so a v1 header (one line) ahead of the request is fine.
+        send_proxy: want("send_proxy")
+          ? await costOf([httpA, httpB], { on: { extra: ["send_proxy: v1"] }, off: {} })
+          : null,
+        // Both settings get the same bytes (a ClientHello, then a request); only one reads it.
+        sni: useWrk && want("sni")
+          ? await costOf([httpA, httpB], { on: { routed: true }, off: {} }, shortHello)
+          : null,
+        ...(want("bandwidth") ? await shapingCost("bandwidth", [NEVER_LIMITS]) : {}),
+        ...(want("mirror") ? await mirrorCosts() : {}),
+      }
+      : null;
   const result: Record<string, Row> = {};
   for (const [name, rows] of samples) {
     result[name] = {};
@@ -789,6 +852,10 @@ try {
       ["access log (one NDJSON line per connection, to a file)", features.access_log],
       ["send_proxy: v1 (a PROXY header to the backend per connection)", features.send_proxy],
       ["SNI route (ClientHello read, name matched) vs plain forwarding, same bytes", features.sni],
+      ["bandwidth limit that never triggers (10 GB/s each way)", features.bandwidth_short ?? null],
+      ["  the same, CPU per keep-alive request", features.bandwidth_keepalive ?? null],
+      ["mirror at 100 % (every connection copied to a sink)", features.mirror_short ?? null],
+      ["  the same, CPU per keep-alive request", features.mirror_keepalive ?? null],
     ];
     // The median of the rounds' own ratios: each round's pair ran minutes apart from the
     // others, on a machine whose speed drifts, but seconds apart from each other.
@@ -798,7 +865,21 @@ try {
       }; medians ${c!.on.toFixed(1)} vs ${c!.off.toFixed(1)} µs)`
     );
     if (!useWrk && want("sni")) lines.push("  SNI route: needs wrk");
-    console.log(`\nCPU per short connection, feature on vs off:\n${lines.join("\n")}`);
+    const stalled = features.mirror_stalled;
+    if (stalled) {
+      lines.push(
+        `  a mirror that stops reading, bulk through one stream: ${
+          median(stalled.ratios).toFixed(2)
+        }x the throughput without a mirror (${stalled.on.toFixed(2)} vs ${
+          stalled.off.toFixed(2)
+        } Gbit/s)`,
+      );
+    }
+    console.log(
+      `\nCPU per short connection (per request where said), feature on vs off:\n${
+        lines.join("\n")
+      }`,
+    );
   }
 
   // `bal upgrade` under a steady load: failures, and the longest gap between completions.

@@ -52,9 +52,9 @@ export function sizeField(
   at(
     field.value ?? field.key,
     path,
-    `expected a size of at least ${rule.min} bytes such as 10MB, 512KiB or 65536, got ${
-      describeNode(field.value)
-    }`,
+    `expected a size such as 10MB, 512KiB or 65536${
+      rule.min > 1 ? ` (at least ${rule.min} bytes)` : ""
+    }, got ${describeNode(field.value)}`,
   );
   return rule.default;
 }

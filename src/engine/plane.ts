@@ -11,7 +11,7 @@
  */
 import type { Backend, Config } from "../config/schema.ts";
 import type { Relayed } from "./relayed.ts";
-import type { Shape, SharedBuckets } from "./shaping.ts";
+import type { Shape, SharedBuckets } from "./throttle.ts";
 import type { MirrorLink } from "./mirror.ts";
 
 export { type ByteCounters, moved, type Relayed } from "./relayed.ts";

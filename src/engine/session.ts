@@ -37,9 +37,9 @@ import { inspected, inspects } from "./inspect.ts";
 import { pick } from "./pick.ts";
 import { dialed, dialFailed, hungUp, noBackend } from "./outcomes.ts";
 import { serviceMayLoop } from "./self_loop.ts";
-import { releaseShape, shapeOf } from "./shaping.ts";
+import { releaseShape, shapeOf } from "./throttle.ts";
 import { openMirror } from "./mirror.ts";
-import { mirrored } from "../route/mirror_choice.ts";
+import { mirrored } from "../balance/mirror_choice.ts";
 
 /** How a connect went, as the engine tells it. */
 export type DialOutcome<C> =

@@ -102,6 +102,20 @@ async function ratesOver(clients: { got: { bytes: number } }[], settleMs: number
   return clients.map((c, i) => (c.got.bytes - before[i]) / (ms / 1000) / MB);
 }
 
+/** The dashboard as headless Chromium renders it, or null without Chromium. */
+async function dashboard(admin: number): Promise<string | null> {
+  if (missingTool("chromium")) return null;
+  const page = await runCommand("chromium", [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--virtual-time-budget=3000",
+    "--dump-dom",
+    `http://127.0.0.1:${admin}/`,
+  ]);
+  return page.stdout;
+}
+
 const within = (value: number, target: number, share: number, what: string) =>
   assert.ok(
     Math.abs(value - target) <= target * share,
@@ -189,6 +203,13 @@ services:
       metrics,
       /^bal_bandwidth_delayed_bytes_total\{service="shared",direction="download"\} [1-9]\d+$/m,
     );
+    const page = await dashboard(admin);
+    if (page !== null) {
+      assert.match(
+        page,
+        /data-bandwidth="shared"><span class="tag">bandwidth per client<\/span> upload unlimited · download 3\.8 MiB\/s, [\d.]+ MiB held back, paused [\d.]+ s/,
+      );
+    }
   } finally {
     clients.forEach((c) => c.close());
     await d.stop();
@@ -324,8 +345,10 @@ Deno.test("mirror: one that stops reading is dropped, one that is down never fai
   const down = freePort();
   const port = freePort();
   const other = freePort();
+  const admin = freePort();
   const d = await balWith(
-    `services:
+    `admin: {listen: "127.0.0.1:${admin}"}
+services:
   - name: stalled
     port: ${port}
     bind_address: 127.0.0.1
@@ -353,6 +376,13 @@ Deno.test("mirror: one that stops reading is dropped, one that is down never fai
     assert.deepEqual(a.mirror.dropped, { connect: 0, buffer_full: 3, error: 0 });
     assert.deepEqual(b.mirror.dropped, { connect: 100, buffer_full: 0, error: 0 });
     assert.equal(b.connections_served, 100);
+    const page = await dashboard(admin);
+    if (page !== null) {
+      assert.match(
+        page,
+        /data-mirror="down"><span class="tag">mirror 100%<\/span> 127\.0\.0\.1:\d+ · 100 copied, 0\.0 KiB sent · dropped 100 connect/,
+      );
+    }
   } finally {
     await d.stop();
     stuck.close();

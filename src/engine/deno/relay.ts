@@ -18,7 +18,7 @@
  */
 import { closeQuietly, type Stream } from "../../net/stream.ts";
 import { type ByteCounters, moved, type Relayed, type SessionBase } from "../plane.ts";
-import { gateOf, hold, paid, room } from "../shaping.ts";
+import { gateOf, hold, paid, room } from "../throttle.ts";
 
 /** Buffer each direction waits on while idle. */
 export const SMALL_BUFFER = 2 * 1024;

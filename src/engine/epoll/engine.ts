@@ -23,7 +23,7 @@ import { describeErrno, EXHAUSTION_ERRNOS } from "../../net/errno.ts";
 import * as sys from "../linux/ffi.ts";
 import { cancel, createLoop, type Loop, type Timer } from "./loop.ts";
 import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
-import { gateOf } from "../shaping.ts";
+import { gateOf } from "../throttle.ts";
 import { inspectClient, type Inspection, peekHello, stopInspection } from "./preface_read.ts";
 import { inspector } from "../inspect.ts";
 import { decodeAddress } from "../linux/sockaddr.ts";

@@ -24,7 +24,7 @@ import * as sys from "../linux/ffi.ts";
 import type { Loop } from "./loop.ts";
 import { moved } from "../plane.ts";
 import { relayFailed } from "../relayed.ts";
-import { type Gate, hold, paid, room } from "../shaping.ts";
+import { type Gate, hold, paid, room } from "../throttle.ts";
 import type { MirrorLink } from "../mirror.ts";
 
 /** Size of the plane's shared buffer (one per thread). */

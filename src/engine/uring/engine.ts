@@ -48,7 +48,7 @@ import {
   type RingSize,
 } from "./ring.ts";
 import { KIND, type Relay, side, startRelay, stopRelay } from "./relay.ts";
-import { gateOf } from "../shaping.ts";
+import { gateOf } from "../throttle.ts";
 import { inspectClient, type Inspection, stopInspection } from "./preface_read.ts";
 
 /**

@@ -22,7 +22,7 @@ import { moved, type Relayed } from "../plane.ts";
 import { relayFailed } from "../relayed.ts";
 import { CQE_F_BUFFER, prepCancel, prepRecvBuffered, prepSend, prepSendBuffer } from "./ring.ts";
 import { IGNORED, type UringLoop, userData } from "./loop.ts";
-import { type Gate, hold, paid, room } from "../shaping.ts";
+import { type Gate, hold, paid, room } from "../throttle.ts";
 import type { MirrorLink } from "../mirror.ts";
 
 /** Kinds of a relayed socket's operations (the low bits of their user data). */

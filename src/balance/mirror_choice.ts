@@ -7,7 +7,7 @@
  * @module
  */
 import type { Method, Mirror } from "../config/schema.ts";
-import { fnv1a } from "../balance/source_hash.ts";
+import { fnv1a } from "./source_hash.ts";
 
 /** True when a connection from `clientIp` is copied to `mirror`; `draw` is uniform in [0, 1). */
 export function mirrored(
