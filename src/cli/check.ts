@@ -16,6 +16,7 @@ import {
   readConfig,
   type Route,
 } from "../config/mod.ts";
+import type { Bandwidth } from "../config/schema.ts";
 import { ConfigError } from "../errors.ts";
 import { count, quote } from "../text.ts";
 import { readProc } from "../instance/state_file.ts";
@@ -159,16 +160,33 @@ function printServices(c: Config, verbose: boolean): void {
     out(`${indent}${backendSummary(s.backends.map((b) => b.address), verbose)}`);
     for (const r of s.routes) out(`${indent}${routeLine(r, r.name === s.default_route)}`);
     for (const d of s.discovered) out(`${indent}${discoveredLine(d, c)}`);
+    if (s.bandwidth) out(`${indent}bandwidth: ${bandwidthText(s.bandwidth)}`);
+    if (s.mirror) {
+      const m = s.mirror;
+      out(`${indent}mirror: ${m.percent}% of connections copied to ${m.address}`);
+    }
     if (!verbose) continue;
     for (const b of s.backends) {
       const limit = b.max_connections === null ? "" : `, max_connections ${b.max_connections}`;
-      out(`${indent}backend ${b.address}: weight ${b.weight}${b.backup ? ", backup" : ""}${limit}`);
+      const own = b.bandwidth ? `, bandwidth ${bandwidthText(b.bandwidth)}` : "";
+      out(
+        `${indent}backend ${b.address}: weight ${b.weight}${b.backup ? ", backup" : ""}${limit}${own}`,
+      );
     }
     if (s.acl.allow) out(`${indent}allow: ${s.acl.allow.map((c) => c.text).join(", ")}`);
     if (s.acl.deny.length) out(`${indent}deny: ${s.acl.deny.map((c) => c.text).join(", ")}`);
     for (const [key, value] of Object.entries(s.runtime)) out(`${indent}runtime.${key}: ${value}`);
   }
   if (verbose) out(`  engine: ${engineLine(c)}`);
+}
+
+/** A bandwidth limit in words: `download 10,000,000 bytes/s per client`. */
+function bandwidthText(b: Bandwidth): string {
+  const ways = [
+    b.upload_bytes_per_s ? `upload ${count(b.upload_bytes_per_s)} bytes/s` : "",
+    b.download_bytes_per_s ? `download ${count(b.download_bytes_per_s)} bytes/s` : "",
+  ].filter((w) => w);
+  return `${ways.join(", ")} per ${b.per}`;
 }
 
 /** The engine the config asks for, and the one a start here would run. */
