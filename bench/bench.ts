@@ -528,6 +528,13 @@ async function costOf(
   return { on: median(cost.on), off: median(cost.off), ratios };
 }
 
+/** bench/backend.ts with `args` (`--http PORTS`, `--sink PORT`), on core 0 beside the load. */
+function backendProcess(args: string[]): Deno.ChildProcess {
+  return spawn(
+    onCpu(0, [Deno.execPath(), "run", "--allow-net", `${root}bench/backend.ts`, ...args]),
+  );
+}
+
 /** A bandwidth limit far above anything loopback moves: its cost is the bookkeeping alone. */
 const NEVER_LIMITS = "bandwidth: {upload_bytes_per_s: 10GB, download_bytes_per_s: 10GB}";
 
@@ -547,14 +554,7 @@ async function shapingCost(name: string, extra: string[]): Promise<Record<string
  */
 async function mirrorCosts(): Promise<Record<string, Cost>> {
   const mirrorPort = freePort();
-  const sink = spawn(onCpu(0, [
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    `${root}bench/backend.ts`,
-    "--sink",
-    String(mirrorPort),
-  ]));
+  const sink = backendProcess(["--sink", String(mirrorPort)]);
   await waitPort(mirrorPort);
   const stuck = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const held: Deno.Conn[] = [];
@@ -591,14 +591,7 @@ async function mirrorCosts(): Promise<Record<string, Cost>> {
 /** Health checks at 100 backends (an HTTP check of each every 500 ms) against checks all but off. */
 async function checksCost(): Promise<Cost> {
   const ports = Array.from({ length: 100 }, () => freePort());
-  const many = spawn(onCpu(0, [
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    `${root}bench/backend.ts`,
-    "--http",
-    ports.join(","),
-  ]));
+  const many = backendProcess(["--http", ports.join(",")]);
   await waitPort(ports[ports.length - 1]);
   try {
     return await costOf(ports, {
@@ -619,15 +612,11 @@ const add = (target: string, row: Row) =>
   samples.set(target, [...(samples.get(target) ?? []), row]);
 
 const [httpA, httpB, sinkPort] = [freePort(), freePort(), freePort()];
-const backend = spawn(onCpu(0, [
-  Deno.execPath(),
-  "run",
-  "--allow-net",
-  `${root}bench/backend.ts`,
+const backend = backendProcess([
   "--http",
   `${httpA},${httpB}`,
   ...(useIperf ? [] : ["--sink", String(sinkPort)]),
-]));
+]);
 await waitPort(httpA);
 if (!useIperf) await waitPort(sinkPort);
 

@@ -432,6 +432,32 @@ export function sha256(data: Uint8Array): string {
 export const text = (s: string) => encoder.encode(s);
 export const str = (b: Uint8Array) => decoder.decode(b);
 
+/** Resolves once something accepts connections on 127.0.0.1:`port` (a peer the test started). */
+export function waitListening(what: string, port: number): Promise<boolean> {
+  return waitFor(`${what} to listen`, async () => {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** A page's DOM after its scripts ran, as headless Chromium renders it. */
+export async function dom(url: string, budgetMs = 3000): Promise<string> {
+  const r = await runCommand("chromium", [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    `--virtual-time-budget=${budgetMs}`,
+    "--dump-dom",
+    url,
+  ]);
+  if (r.code !== 0) throw new Error(`chromium failed (${r.code}): ${r.stderr}`);
+  return r.stdout;
+}
+
 /**
  * True when a test needs `tool` and may not run without it: outside CI a
  * missing tool makes the test show as ignored; in CI (`CI` set) it is required.

@@ -170,7 +170,9 @@ function printServices(c: Config, verbose: boolean): void {
       const limit = b.max_connections === null ? "" : `, max_connections ${b.max_connections}`;
       const own = b.bandwidth ? `, bandwidth ${bandwidthText(b.bandwidth)}` : "";
       out(
-        `${indent}backend ${b.address}: weight ${b.weight}${b.backup ? ", backup" : ""}${limit}${own}`,
+        `${indent}backend ${b.address}: weight ${b.weight}${
+          b.backup ? ", backup" : ""
+        }${limit}${own}`,
       );
     }
     if (s.acl.allow) out(`${indent}allow: ${s.acl.allow.map((c) => c.text).join(", ")}`);

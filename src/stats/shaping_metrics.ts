@@ -6,7 +6,12 @@
  * @module
  */
 import type { Backend, Service } from "../config/schema.ts";
-import { backendTotal, serviceTotal, type ShapingCounters } from "./counters.ts";
+import {
+  backendTotal,
+  type ServiceCounters,
+  serviceTotal,
+  type ShapingCounters,
+} from "./counters.ts";
 import {
   type Descriptor,
   type Labels,
@@ -40,6 +45,10 @@ const bothWays = (pick: (c: ShapingCounters, upload: boolean) => number) => (i: 
 
 const mirroring = (i: MetricsInput) => services(i).filter((s: Service) => s.mirror);
 
+/** One sample per service with a mirror. */
+const perMirror = (pick: (c: ServiceCounters) => number) => (i: MetricsInput) =>
+  mirroring(i).map((s) => ({ labels: ofService(s), value: pick(serviceTotal(i.planes, s.name)) }));
+
 /** Bandwidth limits' and mirrors' metrics. */
 export const SHAPING_METRICS: readonly Descriptor[] = [
   {
@@ -60,21 +69,13 @@ export const SHAPING_METRICS: readonly Descriptor[] = [
     name: "bal_mirror_connections_total",
     type: "counter",
     help: "Client connections a service copied to its mirror.",
-    samples: (i) =>
-      mirroring(i).map((s) => ({
-        labels: ofService(s),
-        value: serviceTotal(i.planes, s.name).mirrored,
-      })),
+    samples: perMirror((c) => c.mirrored),
   },
   {
     name: "bal_mirror_bytes_total",
     type: "counter",
     help: "Bytes a service's mirror was sent.",
-    samples: (i) =>
-      mirroring(i).map((s) => ({
-        labels: ofService(s),
-        value: serviceTotal(i.planes, s.name).mirror_bytes,
-      })),
+    samples: perMirror((c) => c.mirror_bytes),
   },
   {
     name: "bal_mirror_dropped_total",

@@ -14,6 +14,7 @@ import {
   startDaemon,
   tempHome,
   waitFor,
+  waitListening,
 } from "../helpers.ts";
 
 /** Writes a config from YAML lines (fast checks by default) and starts bal on it. */
@@ -51,14 +52,7 @@ async function redis() {
     stdout: "null",
     stderr: "null",
   }).spawn();
-  await waitFor("redis to listen", async () => {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return true;
-    } catch {
-      return false;
-    }
-  });
+  await waitListening("redis", port);
   return {
     port,
     async command(line: string): Promise<string> {

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import {
   bal,
+  dom,
   echoBackend,
   freePort,
   missingTool,
@@ -27,20 +28,6 @@ async function balWith(yaml: string) {
   const config = `${home}/observe.yaml`;
   Deno.writeTextFileSync(config, `port: ${port}\nbind_address: 127.0.0.1\n${yaml}\n`);
   return { ...(await startDaemon(home, config, port)), config };
-}
-
-/** The page's DOM after its scripts ran, as headless Chromium renders it. */
-async function dom(url: string, budgetMs = 3000): Promise<string> {
-  const r = await runCommand("chromium", [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    `--virtual-time-budget=${budgetMs}`,
-    "--dump-dom",
-    url,
-  ]);
-  assert.equal(r.code, 0, r.stderr);
-  return r.stdout;
 }
 
 /** Each backend row's address and state, from the rendered page. */

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import {
   bal,
   closeQuietly,
+  dom,
   echoBackend,
   freePort,
   missingTool,
@@ -18,6 +19,7 @@ import {
   startDaemon,
   tempHome,
   waitFor,
+  waitListening,
   writeAll,
 } from "../helpers.ts";
 
@@ -52,14 +54,7 @@ async function iperfServer(port: number) {
     stdout: "null",
     stderr: "null",
   }).spawn();
-  await waitFor("iperf3 to listen", async () => {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return true;
-    } catch {
-      return false;
-    }
-  });
+  await waitListening("iperf3", port);
   return {
     async stop() {
       child.kill("SIGKILL");
@@ -103,18 +98,8 @@ async function ratesOver(clients: { got: { bytes: number } }[], settleMs: number
 }
 
 /** The dashboard as headless Chromium renders it, or null without Chromium. */
-async function dashboard(admin: number): Promise<string | null> {
-  if (missingTool("chromium")) return null;
-  const page = await runCommand("chromium", [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--virtual-time-budget=3000",
-    "--dump-dom",
-    `http://127.0.0.1:${admin}/`,
-  ]);
-  return page.stdout;
-}
+const dashboard = (admin: number) =>
+  missingTool("chromium") ? Promise.resolve(null) : dom(`http://127.0.0.1:${admin}/`);
 
 const within = (value: number, target: number, share: number, what: string) =>
   assert.ok(

@@ -23,6 +23,7 @@ import {
   tempHome,
   text,
   waitFor,
+  waitListening,
   writeAll,
 } from "../helpers.ts";
 
@@ -76,14 +77,7 @@ async function tlsServer(dir: string, cn: string) {
     stdout: "null",
     stderr: "null",
   }).spawn();
-  await waitFor(`s_server ${cn}`, async () => {
-    try {
-      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
-      return true;
-    } catch {
-      return false;
-    }
-  });
+  await waitListening(`s_server ${cn}`, port);
   return {
     port,
     async stop() {

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import {
   bal,
+  dom,
   freePort,
   missingTool,
   runCommand,
@@ -307,16 +308,9 @@ backends: ["127.0.0.1:${a.port}", "127.0.0.1:${b.port}"]
     assert.deepEqual(ended.toSorted(), ["idle", "killed"]);
     if (!missingTool("chromium")) {
       // The dashboard shows the UDP words.
-      const page = await runCommand("chromium", [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--virtual-time-budget=3000",
-        "--dump-dom",
-        `http://127.0.0.1:${admin}/`,
-      ]);
+      const page = await dom(`http://127.0.0.1:${admin}/`);
       assert.match(
-        page.stdout,
+        page,
         /data-udp="default"><span class="tag">udp (native|deno)<\/span> datagrams 12 in, 12 out · flows \d active, 2 created/,
       );
     }

@@ -1,0 +1,66 @@
+/**
+ * A TLS-terminating TCP proxy of the two stacks a Deno process has, for
+ * `bench/tls_options.ts` to measure against HAProxy and nginx: Deno's own
+ * (`Deno.listenTls`, rustls) or Node's API (`node:tls`, rustls beneath
+ * Deno's compatibility layer). Each client's handshake is completed, a
+ * backend connected, and bytes relayed both ways until either side ends.
+ *
+ *   deno run --allow-net --allow-read bench/tls_server.ts deno|node PORT CERT KEY BACKEND_PORT
+ *
+ * @module
+ */
+const [stack, port, certFile, keyFile, backendPort] = Deno.args;
+const cert = Deno.readTextFileSync(certFile);
+const key = Deno.readTextFileSync(keyFile);
+const backend = { hostname: "127.0.0.1", port: Number(backendPort) };
+
+/** Copies `from` into `to` until the end or an error, then half-closes `to`. */
+async function pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+  const buf = new Uint8Array(32 * 1024);
+  try {
+    for (let n = await from.read(buf); n !== null; n = await from.read(buf)) {
+      for (let off = 0; off < n;) off += await to.write(buf.subarray(off, n));
+    }
+    await to.closeWrite();
+  } catch { /* the other side went away */ }
+}
+
+async function serveDeno(): Promise<void> {
+  const listener = Deno.listenTls({ hostname: "127.0.0.1", port: Number(port), cert, key });
+  for await (const conn of listener) {
+    (async () => {
+      try {
+        await conn.handshake();
+        const up = await Deno.connect(backend);
+        await Promise.all([pump(conn, up), pump(up, conn)]);
+        up.close();
+      } catch { /* a client that left mid-handshake */ }
+      try {
+        conn.close();
+      } catch { /* closed already */ }
+    })();
+  }
+}
+
+async function serveNode(): Promise<void> {
+  const tls = await import("node:tls");
+  const net = await import("node:net");
+  const server = tls.createServer({ cert, key }, (client) => {
+    const up = net.connect(backend.port, backend.hostname);
+    client.pipe(up);
+    up.pipe(client);
+    const end = () => {
+      client.destroy();
+      up.destroy();
+    };
+    client.on("error", end);
+    up.on("error", end);
+    client.on("close", end);
+    up.on("close", end);
+  });
+  server.on("tlsClientError", () => {});
+  server.listen(Number(port), "127.0.0.1");
+  await new Promise(() => {});
+}
+
+await (stack === "node" ? serveNode() : serveDeno());
