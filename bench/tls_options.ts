@@ -36,20 +36,35 @@ async function stop(child: Deno.ChildProcess): Promise<void> {
   await child.output().catch(() => {});
 }
 
-/** A certificate and key of `kind` (and both in one file, as HAProxy takes them). */
-async function certificate(kind: "ecdsa" | "rsa") {
-  const [cert, key, both] = [`${tmp}/${kind}.crt`, `${tmp}/${kind}.key`, `${tmp}/${kind}.pem`];
+/** Runs openssl with `args`, failing loudly. */
+async function openssl(args: string[]): Promise<void> {
+  const r = await new Deno.Command("openssl", { args, stderr: "piped" }).output();
+  if (!r.success) throw new Error(`openssl ${args[0]}: ${new TextDecoder().decode(r.stderr)}`);
+}
+
+/** The test CA the clients trust (rustls takes no self-signed leaf as its own CA). */
+async function authority(): Promise<{ cert: string; key: string }> {
+  const ca = { cert: `${tmp}/ca.crt`, key: `${tmp}/ca.key` };
+  await openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    .concat(["-keyout", ca.key, "-out", ca.cert, "-days", "2", "-subj", "/CN=bench CA"]));
+  return ca;
+}
+
+/** A certificate of `kind` for 127.0.0.1 signed by `ca`, its key, and both in one file (HAProxy's). */
+async function certificate(kind: "ecdsa" | "rsa", ca: { cert: string; key: string }) {
+  const [cert, key, both, csr, ext] = ["crt", "key", "pem", "csr", "ext"].map((x) =>
+    `${tmp}/${kind}.${x}`
+  );
   const alg = kind === "ecdsa"
     ? ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
     : ["-newkey", "rsa:2048"];
-  const r = await new Deno.Command("openssl", {
-    args: ["req", "-x509", ...alg, "-nodes", "-keyout", key, "-out", cert, "-days", "2"]
-      .concat(["-subj", "/CN=bench.test", "-addext", "subjectAltName=IP:127.0.0.1"]),
-    stderr: "null",
-  }).output();
-  if (!r.success) throw new Error(`openssl req for ${kind} failed`);
+  await openssl(["req", "-new", ...alg, "-nodes", "-keyout", key, "-out", csr]
+    .concat(["-subj", "/CN=bench.test"]));
+  Deno.writeTextFileSync(ext, "subjectAltName=IP:127.0.0.1\n");
+  await openssl(["x509", "-req", "-in", csr, "-CA", ca.cert, "-CAkey", ca.key, "-CAcreateserial"]
+    .concat(["-days", "2", "-out", cert, "-extfile", ext]));
   Deno.writeTextFileSync(both, Deno.readTextFileSync(cert) + Deno.readTextFileSync(key));
-  return { cert, key, both };
+  return { cert, key, both, ca: ca.cert };
 }
 
 type Cert = Awaited<ReturnType<typeof certificate>>;
@@ -154,8 +169,9 @@ const sink = spawn(onCpu(0, [
 await waitPort(sinkPort);
 try {
   const rows: string[] = [];
+  const ca = await authority();
   for (const kind of ["ecdsa", "rsa"] as const) {
-    const c = await certificate(kind);
+    const c = await certificate(kind, ca);
     for (const [name, start] of Object.entries(targets)) {
       if ((name === "haproxy" || name === "nginx") && !has(name)) continue;
       const rates: number[] = [];
@@ -166,7 +182,7 @@ try {
         try {
           await waitPort(port);
           rates.push(await handshakes(port, child.pid));
-          if (kind === "ecdsa") perGiB.push(await bulk(port, child.pid, c.cert));
+          if (kind === "ecdsa") perGiB.push(await bulk(port, child.pid, c.ca));
         } finally {
           await stop(child);
         }
