@@ -1,11 +1,11 @@
 /**
  * What a new config changes against the running one: services added,
- * removed or changed, backends added or removed. Pure, for the reload's
+ * removed or changed, backends added, removed or changed. Pure, for the reload's
  * log line and the one `bal graceful` prints.
  *
  * @module
  */
-import { allBackends, type Config } from "./schema.ts";
+import { allBackends, type Backend, type Config } from "./schema.ts";
 import { firstFew } from "../text.ts";
 
 /** Names of services, and backend ids (`service/host:port`; a single service: `host:port`). */
@@ -15,6 +15,8 @@ export interface ConfigChanges {
   services_changed: string[];
   added: string[];
   removed: string[];
+  /** Backends in both whose own settings (weight, backup, limits, PROXY header) differ. */
+  changed: string[];
 }
 
 /** What `after` changes against `before`. */
@@ -34,10 +36,27 @@ export function configChanges(before: Config, after: Config): ConfigChanges {
   }).map((s) => s.name);
   return {
     ...diff(ids(before), ids(after)),
+    changed: changedBackends(before, after, ids),
     services_added: services.added,
     services_removed: services.removed,
     services_changed: changed,
   };
+}
+
+/** A backend's own settings, as the file sets them. */
+const ownSettings = (b: Backend) =>
+  JSON.stringify([b.weight, b.backup, b.max_connections, b.send_proxy, b.bandwidth]);
+
+/** Ids (as `ids` names them) of backends in both configs whose own settings differ. */
+function changedBackends(before: Config, after: Config, ids: (c: Config) => string[]): string[] {
+  const old = new Map<string, Backend>();
+  const named = ids(before);
+  allBackends(before).forEach((b, i) => old.set(named[i], b));
+  const now = allBackends(after);
+  return ids(after).filter((id, i) => {
+    const was = old.get(id);
+    return was !== undefined && ownSettings(was) !== ownSettings(now[i]);
+  });
 }
 
 /**
@@ -57,6 +76,7 @@ export function describeChanges(c: ConfigChanges, single = false): string {
       : listed("services changed", c.services_changed)),
     ...listed("backends added", c.added),
     ...listed("backends removed", c.removed),
+    ...listed("backends changed", c.changed),
   ];
   return said.length === 0 ? "no change" : said.join("; ");
 }

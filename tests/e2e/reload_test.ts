@@ -366,6 +366,11 @@ Deno.test("reload: graceful says what changed, in a line, from the configs alone
   const moved = parse("bind_address: 127.0.0.1\nport: 9002\nbackends: ['127.0.0.1:1']\n");
   assert.equal(describeChanges(configChanges(one, one), true), "no change");
   assert.equal(describeChanges(configChanges(one, moved), true), "settings changed");
+  // A backend's own settings (its weight, its bandwidth) are a change of that backend.
+  const limited = parse(
+    "bind_address: 127.0.0.1\nport: 9001\nbackends: [{host: 127.0.0.1, port: 1, bandwidth: {upload_bytes_per_s: 1MB}}]\n",
+  );
+  assert.equal(describeChanges(configChanges(one, limited), true), "backends changed: 127.0.0.1:1");
   // Eight backends move the runtime defaults to another tier: the settings change too.
   const many = parse(
     "bind_address: 127.0.0.1\nport: 9001\nbackends: [" +
