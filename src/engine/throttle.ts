@@ -34,6 +34,8 @@ export interface Gate {
   resumed: boolean;
   /** The connection ended: no more pauses. */
   released: boolean;
+  /** Epoch ms of the last {@link room}: the read that follows is paid at that time (one clock read per read). */
+  at: number;
 }
 
 /** A connection's limits both ways, and the shared buckets it holds a share of. */
@@ -112,6 +114,7 @@ export function shapeOf(
       resume: null,
       resumed: false,
       released: false,
+      at: now,
     };
   };
   return { up: gate(true), down: gate(false), shared };
@@ -126,13 +129,14 @@ export function gateOf(shape: Shape | null, fromClient: boolean): Gate | null {
 export function room(g: Gate | null, max: number): number {
   if (!g || g.released) return max;
   if (g.timer !== null) return 0;
-  return allowance(g.buckets, max, Date.now());
+  g.at = Date.now();
+  return allowance(g.buckets, max, g.at);
 }
 
 /** The direction read `n` bytes: its buckets pay them. */
 export function paid(g: Gate | null, n: number): void {
   if (!g || n <= 0) return;
-  spend(g.buckets, n, Date.now());
+  spend(g.buckets, n, g.at);
   if (!g.resumed) return;
   g.resumed = false;
   for (const c of g.owners) {
