@@ -10,6 +10,7 @@
 import * as sys from "../engine/linux/ffi.ts";
 import {
   datagramAt,
+  type DatagramBatch,
   datagramBatch,
   datagramSocket,
   outBatch,
@@ -127,15 +128,15 @@ function listenNative(
   // Taking over from the bal before: new datagrams come here from now on, none to it.
   if (join) steerToNewest(fd);
   const batch = datagramBatch(BATCH, DATAGRAM_BUFFER);
+  const peers = new Map<number, Peer>();
   const token = loop.add(fd, sys.C.EPOLLIN, () => {
     for (let round = 0; round < ROUNDS; round++) {
       const n = receiveBatch(fd, batch);
       if (n <= 0) return;
       for (let i = 0; i < n; i++) {
         const { data, truncated } = datagramAt(batch, i);
-        const raw = senderAt(batch, i);
-        const from = decodeAddress(raw);
-        if (from) onDatagram(data.slice(), { ...from, raw }, truncated);
+        const from = senderOf(batch, i, peers);
+        if (from) onDatagram(data.slice(), from, truncated);
       }
       if (n < batch.count) return;
     }
@@ -167,6 +168,36 @@ function listenNative(
       sys.close(fd);
     },
   };
+}
+
+/** IPv4 senders kept at most: a busy client's address is decoded once, not per datagram. */
+const PEERS_MAX = 4096;
+
+/**
+ * The sender of datagram `i`: an IPv4 one from `peers` when seen lately
+ * (keyed by address and port, read in place), else decoded and, for IPv4,
+ * kept. Peers are never changed once made, so one serves every datagram.
+ */
+function senderOf(batch: DatagramBatch, i: number, peers: Map<number, Peer>): Peer | null {
+  const b = batch.names;
+  const at = i * sys.SOCKADDR_MAX;
+  // sockaddr_in: the family (2, little-endian), the port and address (network order).
+  const v4 = b[at] === 2 && b[at + 1] === 0;
+  const key = v4
+    ? ((b[at + 4] << 24 | b[at + 5] << 16 | b[at + 6] << 8 | b[at + 7]) >>> 0) * 65536 +
+      (b[at + 2] << 8 | b[at + 3])
+    : -1;
+  const known = v4 ? peers.get(key) : undefined;
+  if (known) return known;
+  const raw = senderAt(batch, i);
+  const from = decodeAddress(raw);
+  if (!from) return null;
+  const peer = { ...from, raw };
+  if (v4) {
+    if (peers.size >= PEERS_MAX) peers.clear();
+    peers.set(key, peer);
+  }
+  return peer;
 }
 
 function withPortOf(address: Uint8Array | undefined, port: number, host: string): Uint8Array {
