@@ -63,12 +63,23 @@ async function iperfServer(port: number) {
   };
 }
 
-/** iperf3 through `port` for 4 s after 2 s left out: what the receiver got, in MB/s. */
+/**
+ * iperf3 through `port` for 4 s after 2 s left out: what the receiver got, in MB/s. The server
+ * takes one test at a time and says "busy" until it has cleaned up the last (its streams drain
+ * through the limit first): then the client asks again.
+ */
 async function iperfRate(port: number, reverse: boolean): Promise<number> {
   const args = ["-c", "127.0.0.1", "-p", String(port), "-t", "4", "-O", "2", "-J"];
-  const r = await runCommand("iperf3", reverse ? [...args, "-R"] : args);
-  assert.equal(r.code, 0, r.stdout.slice(0, 500) + r.stderr);
-  return JSON.parse(r.stdout).end.sum_received.bits_per_second / 8 / MB;
+  for (let attempt = 0;; attempt++) {
+    const r = await runCommand("iperf3", reverse ? [...args, "-R"] : args);
+    const result = JSON.parse(r.stdout);
+    if (/busy/.test(result.error ?? "") && attempt < 20) {
+      await new Promise((done) => setTimeout(done, 250));
+      continue;
+    }
+    assert.ok(r.code === 0 && !result.error, `iperf3: ${result.error ?? r.stderr}`);
+    return result.end.sum_received.bits_per_second / 8 / MB;
+  }
 }
 
 /** A backend that sends to every client as fast as it reads, until the client goes. */
@@ -115,8 +126,10 @@ Deno.test({
     const server = await iperfServer(backendPort);
     const port = freePort();
     const d = await balWith(
+      // No health checks: a check's connect landing as iperf3 starts a test takes its place.
       `port: ${port}
 backends: ["127.0.0.1:${backendPort}"]
+health_check: {type: none}
 bandwidth: {upload_bytes_per_s: 20MB, download_bytes_per_s: 20MB}
 `,
       port,
