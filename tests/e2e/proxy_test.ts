@@ -228,7 +228,12 @@ Deno.test("proxy: TLS passes through untouched to an HTTPS backend", async () =>
 
 Deno.test("proxy: 500 concurrent connections all get their own bytes back", async () => {
   const echo = echoBackend();
-  const d = await startBal({ backends: [echo.port] });
+  // 500 connects at once can overflow the echo's accept queue: the kernel retries a SYN after
+  // 1 s, so the connect timeout must outlast that, or a slow moment is a client with no backend.
+  const d = await startBal({
+    backends: [echo.port],
+    runtime: { backend_connect_timeout_ms: 3000 },
+  });
   const { port } = d;
   try {
     const conns = await Promise.all(
