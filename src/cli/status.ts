@@ -187,7 +187,9 @@ const LIST_LIMIT = 10;
 
 function printBackend(b: BackendStatus, indent: string, verbose?: boolean): void {
   const failures =
-    `failed connects: ${b.counters.timeout} timeout, ${b.counters.refused} refused, ${b.counters.other} other`;
+    `failed connects: ${b.counters.timeout} timeout, ${b.counters.refused} refused, ${
+      b.counters.tls ? `${b.counters.tls} TLS, ` : ""
+    }${b.counters.other} other`;
   const cooling = b.cooldown_remaining_ms === null
     ? ""
     : `; cooling down ${b.cooldown_remaining_ms} ms more (${b.connect_failure_streak} failed connects in a row)`;
@@ -253,6 +255,7 @@ function clientRefusals(s: Partial<ServiceStatus>): string {
     [r.client_rate, "over connection_rate_per_client"],
     [r.proxy, "with a refused PROXY header"],
     [r.route, "with no route for their server name"],
+    [r.tls_handshake, "whose TLS handshake failed"],
     [r.loop, "that were bal's own connects (a backend is bal itself)"],
   ].filter(([n]) => (n as number) > 0).map(([n, what]) => `${n} ${what}`);
   return parts.length ? `, ${parts.join(", ")}` : "";

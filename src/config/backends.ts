@@ -32,6 +32,7 @@ const BACKEND_KEYS = [
   "send_proxy",
   "health_check",
   "bandwidth",
+  "backend_tls",
 ];
 /** Versions `send_proxy` takes. */
 export const SEND_PROXY = ["v1", "v2"] as const;
@@ -39,7 +40,7 @@ export const SEND_PROXY = ["v1", "v2"] as const;
 export const PORT_RULE = { default: DEFAULTS.port, min: 1, max: 65535 };
 
 /** What a backend is before its service resolves its check and PROXY header. */
-export type BackendIdentity = Omit<Backend, "check" | "send_proxy" | "check_send_proxy">;
+export type BackendIdentity = Omit<Backend, "check" | "send_proxy" | "check_send_proxy" | "tls">;
 
 /** A backend before its check is resolved, and its own `health_check:` if it has one. */
 export interface ParsedBackend {
@@ -47,6 +48,8 @@ export interface ParsedBackend {
   check?: { field: Field; path: string };
   /** Its own `send_proxy`, when it sets one. */
   sendProxy: "v1" | "v2" | "off" | undefined;
+  /** Its own `backend_tls:`, unread (files are read against the config's directory). */
+  tls?: { field: Field; path: string };
   /** Where it was written, and its key path. */
   node?: Node;
   path?: string;
@@ -165,6 +168,7 @@ function backendItem(
     : undefined;
   if (!where) return undefined;
   const check = fields.get("health_check");
+  const tls = fields.get("backend_tls");
   const bandwidth = bandwidthOf(fields.get("bandwidth"), `${path}.bandwidth`, at);
   const identity = backend(service, where.host, where.port, {
     weight,
@@ -181,6 +185,7 @@ function backendItem(
   return {
     backend: { ...identity, ...named },
     check: check && { field: check, path: `${path}.health_check` },
+    tls: tls && { field: tls, path: `${path}.backend_tls` },
     sendProxy,
   };
 }

@@ -16,6 +16,8 @@ import { describeNode, enumField, type Field, mapFields, type Report } from "./f
 import { mergeRuntime, RUNTIME_KEYS, runtimeLayer } from "./runtime.ts";
 import { adminOf } from "./admin.ts";
 import { resolverOf } from "./discovery.ts";
+import type { PemCheck } from "./tls.ts";
+import { checkCertificates } from "./certificates.ts";
 import { type Notes, type Position, SERVICE_FORM_KEYS, serviceOf, servicesOf } from "./services.ts";
 import {
   type Config,
@@ -39,6 +41,8 @@ export type ConfigCheck =
     places: Map<string, ConfigLocation>;
     /** The text checked. */
     text: string;
+    /** Certificate, key and CA files read, for {@link readConfig}'s certificate checks. */
+    pems: PemCheck[];
   }
   | { ok: false; errors: ConfigError[] };
 
@@ -99,11 +103,13 @@ export function checkConfig(text: string, file: string): ConfigCheck {
     places: new Map(),
     backendAt: new Map(),
     locate: (node) => ({ file, ...linePos(node) }),
+    dir: file.slice(0, file.lastIndexOf("/") + 1),
+    pems: [],
   };
   const config = configOf(root, file, at, position, notes);
   if (errors.length > 0) return { ok: false, errors: unique(errors).sort(byPosition) };
-  const { warnings, places } = notes;
-  return { ok: true, config: deepFreeze(config), warnings, places, text };
+  const { warnings, places, pems } = notes;
+  return { ok: true, config: deepFreeze(config), warnings, places, text, pems };
 }
 
 function configOf(
@@ -276,7 +282,9 @@ export async function readConfig(file: string): Promise<ConfigCheck> {
     return fileError(file, `cannot be read: ${ioReason(err)}`);
   }
   const checked = checkConfig(text, file);
-  return checked.ok ? await withWritableAccessLog(checked) : checked;
+  if (!checked.ok) return checked;
+  const certified = await checkCertificates(checked);
+  return certified.ok ? await withWritableAccessLog(certified) : certified;
 }
 
 /**

@@ -11,7 +11,7 @@ import { backendsOf, type ParsedBackend } from "./backends.ts";
 import { describeNode, enumField, type Field, mapFields, type Report } from "./fields.ts";
 import { type Method, METHODS, type Route } from "./schema.ts";
 
-const ROUTE_KEYS = ["name", "sni", "method", "backends"];
+const ROUTE_KEYS = ["name", "sni", "method", "backends", "certificates"];
 /** A route's name: what status, logs and default_route call it. */
 const ROUTE_NAME = /^[a-z0-9_.*-]{1,64}$/;
 
@@ -21,6 +21,8 @@ export interface RoutesRead {
   default_route: string | null;
   /** Every route's backends in order, each with `route` set; undefined when a route had none. */
   parsed: ParsedBackend[] | undefined;
+  /** The routes' own `certificates:` (for a service with `tls:`), unread. */
+  certificates: { route: string; field: Field; path: string }[];
 }
 
 /** A service's `routes:` and `default_route:`, with `method` as each route's default. */
@@ -32,7 +34,7 @@ export function routesOf(
   at: Report,
 ): RoutesRead {
   const field = fields.get("routes")!;
-  const read: RoutesRead = { routes: [], default_route: null, parsed: [] };
+  const read: RoutesRead = { routes: [], default_route: null, parsed: [], certificates: [] };
   const backends = fields.get("backends");
   if (backends) {
     at(
@@ -58,6 +60,7 @@ export function routesOf(
       return;
     }
     read.routes.push(route.route);
+    if (route.certificates) read.certificates.push({ route: route.name, ...route.certificates });
     for (const p of route.backends) {
       const other = places.get(p.backend.address);
       if (other) {
@@ -82,7 +85,12 @@ function routeOf(
   service: string,
   serviceMethod: Method,
   at: Report,
-): { name: string; route: Omit<Route, "backends">; backends: ParsedBackend[] } | undefined {
+): {
+  name: string;
+  route: Omit<Route, "backends">;
+  backends: ParsedBackend[];
+  certificates?: { field: Field; path: string };
+} | undefined {
   if (!isMap(item)) {
     at(item, path, `expected a mapping {sni, backends}, got ${describeNode(item)}`);
     return undefined;
@@ -94,7 +102,9 @@ function routeOf(
   const parsed = backendsOf(f.get("backends"), `${path}.backends`, service, item, at);
   if (!parsed || !sni || !name) return undefined;
   const backends = parsed.map((p) => ({ ...p, backend: { ...p.backend, route: name } }));
-  return { name, route: { name, sni, method }, backends };
+  const certs = f.get("certificates");
+  const certificates = certs && { field: certs, path: `${path}.certificates` };
+  return { name, route: { name, sni, method }, backends, certificates };
 }
 
 /** A route's `name`, or its first pattern when it has none. */

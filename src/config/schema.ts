@@ -44,6 +44,8 @@ export interface Backend {
   readonly check_send_proxy: ProxyVersion | null;
   /** Its own bandwidth limit for what flows to and from it, or null. */
   readonly bandwidth: Bandwidth | null;
+  /** TLS bal speaks to it (its own `backend_tls:`, else its service's), or null: plain TCP. */
+  readonly tls: BackendTls | null;
   /** The route of its service it serves, or null when the service has no routes. */
   readonly route: string | null;
   /** Where it came from: the file, or discovery (a DNS name, SRV records, etcd). */
@@ -282,6 +284,45 @@ export interface Service {
   readonly bandwidth: Bandwidth | null;
   /** The shadow backend chosen clients' bytes are copied to (`mirror:`), or null. */
   readonly mirror: Mirror | null;
+  /** TLS bal terminates for its clients (`tls:`), or null: bytes pass through untouched. */
+  readonly tls: TlsTerminate | null;
+}
+
+/** A certificate and its key, as read from their files when the config was. */
+export interface TlsCertificate {
+  /** Absolute paths (relative ones are taken from the config file's directory). */
+  readonly cert_file: string;
+  readonly key_file: string;
+  /** The files' PEM text. */
+  readonly cert_pem: string;
+  readonly key_pem: string;
+}
+
+/** TLS terminated at bal (`tls:` on a service): its backends receive plain bytes. */
+export interface TlsTerminate {
+  /** Chosen by the client's server name; the first when none matches. */
+  readonly certificates: readonly TlsCertificate[];
+  readonly min_version: "1.2" | "1.3";
+  /** Protocols offered by ALPN, in order of preference; empty: no ALPN. */
+  readonly alpn: readonly string[];
+  /** CAs client certificates must be signed by (`client_ca_file`), or null: none asked for. */
+  readonly client_ca: { readonly file: string; readonly pem: string } | null;
+  /** With a client CA: must every client show a valid certificate, or may it show none. */
+  readonly client_auth: "required" | "optional";
+  readonly handshake_timeout_ms: number;
+  /** Certificates per route name, for routes that have their own. */
+  readonly route_certificates: Readonly<Record<string, readonly TlsCertificate[]>>;
+}
+
+/** TLS bal speaks to a backend (`backend_tls:`). */
+export interface BackendTls {
+  /** The name sent as SNI and verified; null: the backend's host when it is a name. */
+  readonly server_name: string | null;
+  /** CAs the backend's certificate is verified against, or null: the system's. */
+  readonly ca: { readonly file: string; readonly pem: string } | null;
+  readonly verify: boolean;
+  /** A client certificate shown to the backend, or null. */
+  readonly certificate: TlsCertificate | null;
 }
 
 /**

@@ -23,6 +23,7 @@ import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./r
 import { healthCheckOf, noCheck, tcpCheck } from "./health_check.ts";
 import { protocolOf, refuseForProtocol } from "./udp.ts";
 import { bandwidthOf, mirrorOf } from "./shaping.ts";
+import { backendTlsOf, certificatesOf, type PemCheck, type TlsFiles, tlsOf } from "./tls.ts";
 import { aclOf, cidrList } from "./allow_deny.ts";
 import { backendsOf, type ParsedBackend, PORT_RULE, SEND_PROXY } from "./backends.ts";
 import { routesOf, type RoutesRead } from "./routes.ts";
@@ -30,12 +31,14 @@ import { type DiscoveryBlock, discoveryOf, splitDiscovered } from "./discovery.t
 import type { ProxyVersion } from "../route/proxy_protocol.ts";
 import {
   type Backend,
+  type BackendTls,
   DEFAULTS,
   type HealthCheck,
   type Method,
   METHODS,
   type RuntimeSettings,
   type Service,
+  type TlsCertificate,
 } from "./schema.ts";
 
 /** What reading the file noticed besides errors. */
@@ -46,6 +49,10 @@ export interface Notes {
   backendAt: Map<Backend, { node?: Node; path?: string }>;
   /** Where a node is. */
   locate(node: Node | null | undefined): ConfigLocation;
+  /** The config file's directory, with a trailing slash: where relative file paths start. */
+  dir: string;
+  /** Certificate, key and CA files read, for the checks once the file is read. */
+  pems: PemCheck[];
 }
 
 /** Keys of the single-service form, which live inside a service in the `services:` form. */
@@ -67,6 +74,8 @@ export const SERVICE_FORM_KEYS = [
   "udp",
   "bandwidth",
   "mirror",
+  "tls",
+  "backend_tls",
 ];
 const SERVICE_KEYS = ["name", ...SERVICE_FORM_KEYS, "health_check", "access_log", "runtime"];
 const SERVICE_NAME = /^[a-z0-9_-]{1,32}$/;
@@ -205,15 +214,20 @@ export function serviceOf(
     at,
   );
   const proxy = proxyOf(fields, key, at);
+  const files = tlsFiles(notes, at);
+  const tls = terminatingOf(fields, key, routed, protocol, files);
   if (!parsed || bind_address === undefined) return undefined;
   const resolved = resolveBackends(
     parsed,
     fields,
     key,
-    proxy.send_proxy,
-    serviceCheck,
+    {
+      sendProxy: proxy.send_proxy,
+      check: serviceCheck,
+      tls: backendTlsOf(fields.get("backend_tls"), key("backend_tls"), files),
+    },
     runtime,
-    at,
+    files,
   );
   resolved.forEach((b, i) => notes.backendAt.set(b, parsed[i]));
   const inherited = { check: serviceCheck, sendProxy: proxy.send_proxy };
@@ -246,7 +260,43 @@ export function serviceOf(
     protocol,
     udp,
     ...shapingOf(fields, key, protocol, backends, notes, at),
+    tls,
   };
+}
+
+/** Where a service's certificate files are found, and their keys' places kept. */
+function tlsFiles(notes: Notes, at: Report): TlsFiles {
+  return { dir: notes.dir, at, read: (check) => notes.pems.push(check), locate: notes.locate };
+}
+
+/** A service's `tls:` with its routes' own certificates; a UDP service has none. */
+function terminatingOf(
+  fields: Map<string, Field>,
+  key: (k: string) => string,
+  routed: RoutesRead,
+  protocol: "tcp" | "udp",
+  files: TlsFiles,
+): Service["tls"] {
+  const field = fields.get("tls");
+  const tls = tlsOf(field, key("tls"), files);
+  for (const name of ["tls", "backend_tls"]) {
+    const f = fields.get(name);
+    if (f && protocol === "udp") {
+      files.at(f.key, key(name), "is for TCP streams; a UDP service has none");
+    }
+  }
+  const route_certificates: Record<string, TlsCertificate[]> = {};
+  for (const { route, field: certs, path } of routed.certificates) {
+    if (!tls) {
+      files.at(
+        certs.key,
+        path,
+        "needs the service's `tls:`: a route's own certificates are for TLS bal terminates",
+      );
+    }
+    route_certificates[route] = certificatesOf(certs, path, files);
+  }
+  return tls && { ...tls, route_certificates };
 }
 
 /** A service's `bandwidth:` and `mirror:`; both are for TCP streams. */
@@ -336,7 +386,7 @@ function backendsAndRoutes(
   const parsed = !fields.get("backends") && namesEtcd(fields.get("discovery"))
     ? []
     : backendsOf(fields.get("backends"), key("backends"), service, node, at);
-  return { routes: [], default_route: null, parsed };
+  return { routes: [], default_route: null, parsed, certificates: [] };
 }
 
 /** True when a `discovery:` block has an `etcd:` key (its backends may then all come from etcd). */
@@ -350,16 +400,18 @@ function resolveBackends(
   parsed: readonly ParsedBackend[],
   fields: Map<string, Field>,
   key: (k: string) => string,
-  serviceSendProxy: ProxyVersion | null,
-  serviceCheck: HealthCheck,
+  service: { sendProxy: ProxyVersion | null; check: HealthCheck; tls: BackendTls | null },
   runtime: RuntimeSettings,
-  at: Report,
+  files: TlsFiles,
 ): Backend[] {
+  const { at } = files;
+  const serviceCheck = service.check;
   const checkSendProxy = fields.get("health_check_send_proxy");
   const sendsToChecks = boolField(checkSendProxy, key("health_check_send_proxy"), false, at);
-  return parsed.map(({ backend, check, sendProxy }) => {
+  return parsed.map(({ backend, check, sendProxy, tls: ownTls }) => {
+    const tls = ownTls ? backendTlsOf(ownTls.field, ownTls.path, files) : service.tls;
     const send_proxy = sendProxy === undefined
-      ? serviceSendProxy
+      ? service.sendProxy
       : sendProxy === "off"
       ? null
       : sendProxy;
@@ -375,7 +427,7 @@ function resolveBackends(
         `not supported with a TLS check (backend ${backend.address}); use a tcp or http check`,
       );
     }
-    return { ...backend, send_proxy, check_send_proxy, check: ownCheck };
+    return { ...backend, send_proxy, check_send_proxy, check: ownCheck, tls };
   });
 }
 

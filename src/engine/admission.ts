@@ -111,6 +111,11 @@ const REFUSALS: Record<
     event: "no_route",
     message: "no route for its server name, and no default_route",
   },
+  tls_handshake: {
+    counter: "tls_handshake",
+    event: "tls_handshake_failed",
+    message: "TLS handshake failed",
+  },
   loop: {
     counter: "looped",
     event: "self_loop",

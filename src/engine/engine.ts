@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { Backend, Config } from "../config/mod.ts";
+import type { Backend, Config, Service } from "../config/mod.ts";
 import type { Observation } from "../health/state.ts";
 import type { PlaneStats } from "../stats/counters.ts";
 import type { Inherited, ListenerFd } from "./listeners.ts";
@@ -52,6 +52,18 @@ export interface Engine {
   stats(): PlaneStats;
   /** Each service's listening descriptor (Linux engines; none for deno), for `bal upgrade`. */
   listenerFds(): ListenerFd[];
+  /** The engine that runs a service, where it is not this one's name (TLS beside a native engine). */
+  engineOf?(service: string): EngineName;
+}
+
+/**
+ * Whether a service speaks TLS at bal (`tls:`, or `backend_tls:` on any of
+ * its backends): such services run on Deno's sockets, where the TLS stack
+ * is, beside a native engine (src/engine/tls/).
+ */
+export function usesTls(service: Service): boolean {
+  return service.tls !== null || service.backends.some((b) => b.tls !== null) ||
+    service.discovered.some((d) => d.template.tls !== null);
 }
 
 /** How an engine fits into the process. */
@@ -81,4 +93,6 @@ export interface EngineOptions {
   planes: number;
   /** Listening sockets handed over by the bal before (`bal upgrade`), for this plane. */
   inherited?: Inherited;
+  /** A deno engine beside a native one: it serves only the services that {@link usesTls}. */
+  tlsOnly?: boolean;
 }

@@ -22,7 +22,8 @@ const log = logger("proxy");
  * picked: a PROXY header (`accept_proxy`), a ClientHello (`routes`).
  */
 export function inspects(service: Service | undefined): service is Service {
-  return service !== undefined && (service.accept_proxy || service.routes.length > 0);
+  return service !== undefined &&
+    (service.accept_proxy || service.routes.length > 0 || service.tls !== null);
 }
 
 /**
@@ -37,7 +38,10 @@ export function inspector<S extends SessionBase>(
 ): PrefaceReader {
   return prefaceReader({
     proxyMs: service.accept_proxy ? service.runtime.proxy_header_timeout_ms : null,
-    helloMs: service.routes.length > 0 ? service.runtime.tls_hello_timeout_ms : null,
+    // A ClientHello bal terminates is the TLS handshake's to read.
+    helloMs: service.routes.length > 0 && !service.tls
+      ? service.runtime.tls_hello_timeout_ms
+      : null,
     onProxy(header) {
       if (header.source) s.peer = header.source;
       s.destination = header.destination;
@@ -73,6 +77,13 @@ export function inspected<S extends SessionBase>(
 /** Tables per service (services are frozen, one object per snapshot). */
 const tables = new WeakMap<Service, RouteTable>();
 
+/** The route a server name (or none) leads to in `service`, or null. */
+export function routeOf(service: Service, sni: string | null): string | null {
+  let table = tables.get(service);
+  if (!table) tables.set(service, table = routeTable(service.routes, service.default_route));
+  return routeFor(table, sni);
+}
+
 /** The route a ClientHello (or bytes that were not one) gives the client; false when none. */
 function routed<S extends SessionBase>(
   plane: Plane<S>,
@@ -80,10 +91,8 @@ function routed<S extends SessionBase>(
   service: Service,
   hello: HelloRead,
 ): boolean {
-  let table = tables.get(service);
-  if (!table) tables.set(service, table = routeTable(service.routes, service.default_route));
   const sni = hello.kind === "hello" ? hello.sni : null;
-  s.route = routeFor(table, sni);
+  s.route = routeOf(service, sni);
   if (hello.kind === "none") {
     log.debug("no server name from {client}: {reason}", {
       event: "no_sni",

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Backend, Config } from "../config/schema.ts";
+import type { Backend, Config, Service } from "../config/schema.ts";
 import type { Relayed } from "./relayed.ts";
 import type { Shape, SharedBuckets } from "./throttle.ts";
 import type { MirrorLink } from "./mirror.ts";
@@ -21,7 +21,7 @@ import { type ClientRefusal, type ClientTable, pruneBuckets } from "../route/cli
 import { episode, logAccessLine, logger, rateLimited } from "../log.ts";
 import { plural } from "../text.ts";
 import type { Runtime } from "../snapshot.ts";
-import type { Engine, EngineName, EngineOptions } from "./engine.ts";
+import { type Engine, type EngineName, type EngineOptions, usesTls } from "./engine.ts";
 import { type Guarded, type LoopGuard, loopGuard } from "./self_loop.ts";
 import {
   type BackendCounters,
@@ -48,6 +48,7 @@ export type Ending =
   | "client_rate"
   | "proxy_refused"
   | "no_route"
+  | "tls_handshake"
   | "loop"
   | "error";
 
@@ -58,7 +59,13 @@ export interface Peer {
 }
 
 /** Why a client was closed before any backend was tried (admission.ts decides and says it). */
-export type Refusal = "denied" | ClientRefusal | "proxy_refused" | "no_route" | "loop";
+export type Refusal =
+  | "denied"
+  | ClientRefusal
+  | "proxy_refused"
+  | "no_route"
+  | "tls_handshake"
+  | "loop";
 
 /** What every engine's session has. */
 export interface SessionBase extends Guarded {
@@ -152,6 +159,7 @@ export function createPlane<S extends SessionBase>(
         client_rate: rateLimited(1000),
         proxy_refused: rateLimited(1000),
         no_route: rateLimited(1000),
+        tls_handshake: rateLimited(1000),
         loop: rateLimited(1000),
       },
     },
@@ -264,10 +272,11 @@ export function applyListeners<S extends SessionBase>(
   plane: Plane<S>,
   listeners: ListenerSet,
   config: Config,
+  serves: (service: Service) => boolean,
 ): void {
   const before = plane.runtime.snapshot.services;
   // UDP services are the UDP plane's (src/udp/); engines listen for TCP.
-  const tcp = config.services.filter((s) => s.protocol === "tcp");
+  const tcp = config.services.filter((s) => s.protocol === "tcp" && serves(s));
   const wanted = new Map(tcp.map((s) => [s.name, {
     bind_address: s.bind_address,
     port: s.port,
@@ -352,10 +361,16 @@ export function planeEngine<S extends SessionBase>(
   steps: EngineSteps = {},
 ): Engine {
   let stopping = false;
+  // Native engines leave TLS to a deno engine beside them (src/engine/tls/).
+  const serves = name !== "deno"
+    ? (s: Service) => !usesTls(s)
+    : plane.options.tlsOnly
+    ? usesTls
+    : () => true;
   return {
     name,
     apply(config) {
-      applyListeners(plane, listeners, config);
+      applyListeners(plane, listeners, config, serves);
       steps.applied?.(config);
     },
     listening: () => listeners.addresses(),

@@ -12,6 +12,8 @@ import { type AdminServer, startAdmin } from "../admin/endpoint.ts";
 import { renderMetrics } from "../stats/metrics.ts";
 import type { Running } from "./running.ts";
 import { dispatch } from "../admin/registry.ts";
+import { engineOf } from "../engine/tls/beside.ts";
+import { tlsStatusOf } from "./tls_status.ts";
 
 /** How long `bal status` waits for the workers' current counters before using their last report. */
 const STATUS_REFRESH_MS = 250;
@@ -39,6 +41,8 @@ export async function statusOf(running: Running): Promise<Status> {
     discovery: running.discovery.status(),
     udp: running.udp.counters(),
     udpEngine: running.udp.engine,
+    engineOf: (service) => engineOf(running.engine, service),
+    tlsOf: await tlsStatusOf(runtime.snapshot.services.values()),
   });
   return { ...status, last_change: running.lastChange };
 }

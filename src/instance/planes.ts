@@ -16,6 +16,7 @@ import type { HealthState } from "../health/state.ts";
 import type { BackendAdmin } from "../balance/admin_state.ts";
 import { logger } from "../log.ts";
 import { startUdp } from "../udp/flows.ts";
+import { besideTls } from "../engine/tls/beside.ts";
 
 const log = logger("server");
 
@@ -119,7 +120,7 @@ export async function startPlanes(
   };
   const decision = engineFor(config);
   planes.engineFallback = decision.fallback;
-  planes.engine = createEngine(decision.name, runtime, {
+  const options = {
     id: 0,
     reusePort: count > 1 || REUSE_PORT,
     claimPort: true,
@@ -127,7 +128,18 @@ export async function startPlanes(
     planes: count,
     onResult,
     onNoBackend,
-  });
+  };
+  planes.engine = createEngine(decision.name, runtime, options);
+  if (decision.name !== "deno") {
+    // TLS services run on Deno's sockets, in this thread only (one plane's share).
+    const tls = createEngine("deno", runtime, {
+      ...options,
+      tlsOnly: true,
+      planes: 1,
+      inherited: undefined,
+    });
+    planes.engine = besideTls(planes.engine, tls);
+  }
   planes.engine.apply(config);
   await startUdpPlane(planes, config, decision.name !== "deno", seed !== undefined);
   if (count > 1) {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { TlsStatus } from "./tls_status.ts";
 import type { LagSummary } from "../stats/loop_lag.ts";
 import type { EngineName } from "../engine/engine.ts";
 import type { BackendSource, Bandwidth, RuntimeSettings, Service } from "../config/schema.ts";
@@ -59,7 +60,7 @@ export interface BackendStatus {
   /** Left of the cooldown that makes new clients skip it, or null. */
   cooldown_remaining_ms: number | null;
   /** Failed connects on the data path, by kind. */
-  counters: { timeout: number; refused: number; other: number };
+  counters: { timeout: number; refused: number; tls: number; other: number };
   connections_served: number;
   /** Bytes from clients to the backend, and back. */
   bytes_in: number;
@@ -123,6 +124,7 @@ export interface ServiceStatus {
     proxy: number;
     /** No route for the server name the client asked for (or for none), and no default_route. */
     route: number;
+    tls_handshake: number;
     /** bal's own connect to a backend that is bal itself. */
     loop: number;
   };
@@ -140,6 +142,10 @@ export interface ServiceStatus {
   bandwidth: BandwidthStatus | null;
   /** Its `mirror:` and what it copied, or null. */
   mirror: MirrorStatus | null;
+  /** The engine that runs it: TLS services run on deno beside a native engine. */
+  engine: EngineName;
+  /** The TLS it terminates (`tls:`), or null. */
+  tls: TlsStatus | null;
 }
 
 /** What `bal status --json` prints: the first service's keys at the top, and every service. */
@@ -202,6 +208,10 @@ export interface StatusInput {
   udp: Readonly<Record<string, UdpServiceCounters>>;
   /** What moves UDP datagrams: `native` (epoll, recvmmsg) or `deno` (its datagram sockets). */
   udpEngine: "native" | "deno";
+  /** The engine that runs a TCP service. */
+  engineOf(service: string): EngineName;
+  /** A service's TLS as status shows it, or null. */
+  tlsOf(service: Service): TlsStatus | null;
 }
 
 const iso = (ms: number | null) => ms === null ? null : new Date(ms).toISOString();
@@ -260,7 +270,7 @@ function backendStatus(
     consecutive_successes: h?.consecutive_successes ?? 0,
     connect_failure_streak: h?.connect_failure_streak ?? 0,
     cooldown_remaining_ms: h && isCooling(h, input.now) ? h.cooldown_until! - input.now : null,
-    counters: { timeout: c.timeout, refused: c.refused, other: c.other },
+    counters: { timeout: c.timeout, refused: c.refused, tls: c.tls, other: c.other },
     connections_served: c.served,
     bytes_in: c.bytes_in,
     bytes_out: c.bytes_out,
@@ -305,6 +315,7 @@ export function serviceStatus(input: StatusInput, service: Service): ServiceStat
       client_rate: c.rate_limited,
       proxy: c.proxy_refused,
       route: c.no_route,
+      tls_handshake: c.tls_handshake,
       loop: c.looped,
     },
     last_check_time: iso(checks.length ? checks.reduce((a, b) => Math.max(a, b)) : null),
@@ -327,6 +338,8 @@ export function serviceStatus(input: StatusInput, service: Service): ServiceStat
         error: c.mirror_dropped_error,
       },
     },
+    engine: input.engineOf(service.name),
+    tls: input.tlsOf(service),
   };
 }
 
@@ -344,7 +357,8 @@ function shapingOf(limit: Bandwidth, c: ShapingCounters): BandwidthStatus {
 /** Builds the live status from the control plane's state. */
 export function buildStatus(input: StatusInput): Status {
   const services = input.snapshot.config.services.map((s) => serviceStatus(input, s));
-  const { name: _, ...first } = services[0];
+  // The top level's `engine` is the process's; each service says its own.
+  const { name: _, engine: _engine, ...first } = services[0];
   return {
     running: true,
     pid: input.pid,

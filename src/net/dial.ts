@@ -7,8 +7,8 @@
 
 import { describeErrno, E, errnoOf, LOCAL_ERRNOS } from "./errno.ts";
 
-/** Why a connect failed, as health accounting counts it. */
-export type FailureKind = "timeout" | "refused" | "other";
+/** Why a connect failed, as health accounting counts it (`tls`: its TLS handshake, `backend_tls:`). */
+export type FailureKind = "timeout" | "refused" | "tls" | "other";
 
 /**
  * Why a connect failed: the backend's side ({@link FailureKind}), or

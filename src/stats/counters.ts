@@ -19,6 +19,8 @@ export interface BackendCounters extends ShapingCounters {
   /** Failed connects, by kind. */
   timeout: number;
   refused: number;
+  /** The TLS handshake (`backend_tls:`) failed after the connect. */
+  tls: number;
   other: number;
   /** Successful connects by duration: one count per {@link CONNECT_BUCKETS} bound, then +Inf. */
   connect_buckets: number[];
@@ -97,6 +99,8 @@ export interface ServiceCounters extends ShapingCounters, MirrorCounters {
   proxy_refused: number;
   /** Clients of a service with routes whose server name no route takes, with no default_route. */
   no_route: number;
+  /** Clients of a service with `tls:` whose handshake failed, was not finished in time, or whose certificate was refused. */
+  tls_handshake: number;
   /** Clients that were bal's own connect to a backend: a backend that is bal itself. */
   looped: number;
 }
@@ -119,6 +123,7 @@ export function zeroCounters(): BackendCounters {
     bytes_out: 0,
     timeout: 0,
     refused: 0,
+    tls: 0,
     other: 0,
     connect_buckets: new Array(CONNECT_BUCKETS.length + 1).fill(0),
     connect_seconds: 0,
@@ -140,6 +145,7 @@ export function zeroServiceCounters(): ServiceCounters {
     rate_limited: 0,
     proxy_refused: 0,
     no_route: 0,
+    tls_handshake: 0,
     looped: 0,
     ...zeroShaping(),
     mirrored: 0,

@@ -93,7 +93,7 @@ export const METRICS: readonly Descriptor[] = [
     name: "bal_connections_rejected_total",
     type: "counter",
     help:
-      "Clients closed without a backend, by cause: limit (max_concurrent_connections), no_backend, acl (allow/deny), client_limit (max_connections_per_client), client_rate (connection_rate_per_client), proxy (PROXY header refused), route (no SNI route and no default_route) or loop (bal's own connect: a backend is bal itself).",
+      "Clients closed without a backend, by cause: limit (max_concurrent_connections), no_backend, acl (allow/deny), client_limit (max_connections_per_client), client_rate (connection_rate_per_client), proxy (PROXY header refused), route (no SNI route and no default_route), tls_handshake (a service with tls: whose handshake failed or whose client certificate was refused) or loop (bal's own connect: a backend is bal itself).",
     samples: (i) =>
       services(i).flatMap((s) => {
         const c = serviceTotal(i.planes, s.name);
@@ -105,6 +105,7 @@ export const METRICS: readonly Descriptor[] = [
           { labels: { ...ofService(s), cause: "client_rate" }, value: c.rate_limited },
           { labels: { ...ofService(s), cause: "proxy" }, value: c.proxy_refused },
           { labels: { ...ofService(s), cause: "route" }, value: c.no_route },
+          { labels: { ...ofService(s), cause: "tls_handshake" }, value: c.tls_handshake },
           { labels: { ...ofService(s), cause: "loop" }, value: c.looped },
         ];
       }),
@@ -158,11 +159,12 @@ export const METRICS: readonly Descriptor[] = [
   {
     name: "bal_backend_connect_failures_total",
     type: "counter",
-    help: "Failed connects to a backend on the data path, by kind (timeout, refused, other).",
+    help:
+      "Failed connects to a backend on the data path, by kind (timeout, refused, tls: the TLS handshake of backend_tls, other).",
     samples: (i) =>
       backends(i).flatMap((b) => {
         const c = backendTotal(i.planes, b.id);
-        return (["timeout", "refused", "other"] as const).map((kind) => ({
+        return (["timeout", "refused", "tls", "other"] as const).map((kind) => ({
           labels: { ...ofBackend(b), kind },
           value: c[kind],
         }));

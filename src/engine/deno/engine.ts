@@ -11,7 +11,7 @@
  */
 import type { Backend } from "../../config/schema.ts";
 import { dial, DialError } from "../../net/dial.ts";
-import { logger } from "../../log.ts";
+import { logger, rateLimited } from "../../log.ts";
 import type { Engine, EngineOptions } from "../engine.ts";
 import type { Runtime } from "../../snapshot.ts";
 import { denoSockets, listenerSet } from "../listeners.ts";
@@ -30,6 +30,7 @@ import {
 import { begun, type DialOutcome, finish, type Mechanism, serve } from "../session.ts";
 import { acceptAborted, admit, refuse } from "../admission.ts";
 import { dialedFrom, mayLoop } from "../self_loop.ts";
+import { originateTo, terminateClient, type TlsSession } from "../tls/steps.ts";
 
 const log = logger("proxy");
 
@@ -46,10 +47,7 @@ function stepFailed(plane: DenoPlane, s: Session): (err: unknown) => void {
 }
 
 /** One client and, once dialed, its backend connection. */
-interface Session extends SessionBase {
-  client: Deno.TcpConn;
-  /** What the relay reads the client from: the socket, or a read the inspect step left pending. */
-  from: Stream;
+interface Session extends TlsSession {
   upstream: Deno.TcpConn | null;
 }
 
@@ -81,7 +79,7 @@ export function createDenoEngine(runtime: Runtime, options: EngineOptions): Engi
 /** A new client of `service`: refused at the service's limit, else served (session.ts). */
 function accept(
   plane: DenoPlane,
-  mech: Mechanism<Session, Deno.TcpConn>,
+  mech: Mechanism<Session, Stream>,
   service: string,
   client: Deno.TcpConn,
 ): void {
@@ -95,17 +93,23 @@ function accept(
     client,
     from: client,
     upstream: null,
+    clientTls: null,
+    backendTls: null,
   });
 }
 
 /** The Deno.Conn engine's part of a session. */
-function mechanism(plane: DenoPlane): Mechanism<Session, Deno.TcpConn> {
+function mechanism(plane: DenoPlane): Mechanism<Session, Stream> {
   return {
     inspect(s, service, then) {
-      readPreface(s.client, inspector(plane, s, service)).then(({ read, from }) => {
-        s.from = from;
-        then(read);
-      }).catch(stepFailed(plane, s));
+      const { tls } = service;
+      const read = tls
+        ? terminateClient(plane, s, service, tls)
+        : readPreface(s.client, inspector(plane, s, service)).then(({ read, from }) => {
+          s.from = from;
+          return read;
+        });
+      read.then(then).catch(stepFailed(plane, s));
       return true;
     },
     connect: (s, backend, timeoutMs, done) => connect(plane, s, backend, timeoutMs, done),
@@ -127,6 +131,8 @@ function mechanism(plane: DenoPlane): Mechanism<Session, Deno.TcpConn> {
     },
     localEnd: (s) => s.client.localAddr as Deno.NetAddr,
     close(s) {
+      s.clientTls?.socket.destroy();
+      s.backendTls?.socket.destroy();
       closeQuietly(s.client);
       if (s.upstream) closeQuietly(s.upstream);
     },
@@ -139,19 +145,43 @@ function connect(
   s: Session,
   backend: Backend,
   timeoutMs: number,
-  done: (outcome: DialOutcome<Deno.TcpConn>) => void,
+  done: (outcome: DialOutcome<Stream>) => void,
 ): void {
   const begun = performance.now();
-  dial(backend.host, backend.port, timeoutMs).then((upstream) => {
+  dial(backend.host, backend.port, timeoutMs).then(async (upstream) => {
     if (s.finished) return closeQuietly(upstream);
     s.upstream = upstream;
     if (mayLoop(plane.runtime.snapshot.services, backend)) cutOwnClient(plane, s, upstream);
-    done({ ok: true, conn: upstream, ms: performance.now() - begun });
+    const { tls } = backend;
+    const left = timeoutMs - (performance.now() - begun);
+    const conn = tls ? await originateTo(s, tls, backend.host, upstream, left) : upstream;
+    if (s.finished) return;
+    if (typeof conn === "string") {
+      s.upstream = null;
+      closeQuietly(upstream);
+      backendTlsFailed(backend, conn);
+      return done({ ok: false, kind: "tls", message: conn });
+    }
+    done({ ok: true, conn, ms: performance.now() - begun });
   }, (err) => {
     if (s.finished) return;
     if (err instanceof DialError) return done({ ok: false, kind: err.kind, message: err.message });
     done({ ok: false, kind: "other", message: String(err) });
   }).catch(stepFailed(plane, s));
+}
+
+/** A backend's TLS handshake failed: said at most once a second (the counters keep every one). */
+const tlsFailing = rateLimited(1000);
+function backendTlsFailed(backend: Backend, error: string): void {
+  const suppressed = tlsFailing();
+  if (suppressed === null) return;
+  log.warn("TLS to {backend} of {service} failed: {error}", {
+    event: "backend_tls_failed",
+    service: backend.service,
+    backend: backend.address,
+    error,
+    suppressed,
+  });
 }
 
 /**

@@ -1,0 +1,137 @@
+/**
+ * The two adapters between Deno's sockets and `node:tls`, the TLS stack
+ * that has what bal's TLS keys need (a certificate per server name, client
+ * certificates, ALPN, the version): {@link duplexOver} lets a TLS socket
+ * run over a connection bal already holds (its first bytes possibly read
+ * already), and {@link tlsStream} lets the relay read and write the TLS
+ * socket's plain bytes as it does a socket's. Both keep half-close: an
+ * end of stream one way leaves the other open.
+ *
+ * @module
+ */
+import type { Duplex } from "node:stream";
+import type { TLSSocket } from "node:tls";
+import { closeQuietly, type Stream, writeAll } from "../../net/stream.ts";
+
+/** What bal loads of Node's API, once a TLS service exists. */
+export interface NodeTls {
+  tls: typeof import("node:tls");
+  crypto: typeof import("node:crypto");
+  Duplex: typeof Duplex;
+}
+
+let loaded: NodeTls | null = null;
+
+/** Loads `node:tls` (and what goes with it) the first time a TLS service needs it. */
+export async function loadNodeTls(): Promise<NodeTls> {
+  if (loaded) return loaded;
+  const [tls, crypto, stream] = await Promise.all([
+    import("node:tls"),
+    import("node:crypto"),
+    import("node:stream"),
+  ]);
+  return loaded = { tls, crypto, Duplex: stream.Duplex };
+}
+
+/** The read size under TLS: a record is at most 16 KiB of payload. */
+const READ_BYTES = 16 * 1024 + 512;
+
+/**
+ * A Node duplex over `conn`: what it reads first is `first` (bytes already
+ * read off the socket), then the socket. Ending it half-closes the socket;
+ * closing the socket stays the session's.
+ */
+export function duplexOver(node: NodeTls, conn: Stream, first: Uint8Array | null): Duplex {
+  let pending = first && first.length > 0 ? first : null;
+  return new node.Duplex({
+    allowHalfOpen: true,
+    read() {
+      if (pending) {
+        const bytes = pending;
+        pending = null;
+        this.push(bytes);
+        return;
+      }
+      const buf = new Uint8Array(READ_BYTES);
+      conn.read(buf).then(
+        (n) => this.push(n === null ? null : buf.subarray(0, n)),
+        (err) => this.destroy(err),
+      );
+    },
+    write(chunk: Uint8Array, _encoding, done) {
+      writeAll(conn, chunk).then(() => done(), done);
+    },
+    final(done) {
+      conn.closeWrite().then(() => done(), done);
+    },
+  });
+}
+
+/** Plain bytes queued from a TLS socket before it is paused. */
+const QUEUE_HIGH = 64 * 1024;
+
+/**
+ * The plain side of a TLS socket as a {@link Stream}. What it decrypts is
+ * queued until read, up to 64 KiB before the socket is paused (so a slow
+ * reader slows the sender through TCP); a write resolves once the socket
+ * took the bytes, so the relay never runs ahead of it.
+ */
+export function tlsStream(socket: TLSSocket): Stream {
+  const chunks: Uint8Array[] = [];
+  let queued = 0;
+  let ended = false;
+  let failure: Error | null = null;
+  let wake = () => {};
+  socket.on("data", (chunk: Uint8Array) => {
+    chunks.push(chunk);
+    queued += chunk.length;
+    if (queued > QUEUE_HIGH) socket.pause();
+    wake();
+  });
+  const stop = () => {
+    ended = true;
+    wake();
+  };
+  socket.on("end", stop);
+  socket.on("close", stop);
+  socket.on("error", (err: Error) => {
+    failure = err;
+    wake();
+  });
+  return {
+    async read(buf) {
+      while (chunks.length === 0) {
+        if (failure) throw failure;
+        if (ended) return null;
+        await new Promise<void>((resolve) => wake = resolve);
+      }
+      const head = chunks[0];
+      const n = Math.min(head.length, buf.length);
+      buf.set(head.subarray(0, n));
+      if (n === head.length) chunks.shift();
+      else chunks[0] = head.subarray(n);
+      queued -= n;
+      if (queued <= QUEUE_HIGH / 2 && socket.isPaused()) socket.resume();
+      return n;
+    },
+    write: (bytes) =>
+      new Promise((resolve, reject) => {
+        if (failure) return reject(failure);
+        // The relay reuses its buffer: the socket keeps a copy.
+        socket.write(bytes.slice(), (err) => err ? reject(err) : resolve(bytes.length));
+      }),
+    closeWrite: () =>
+      new Promise((resolve) => {
+        socket.end(() => resolve());
+      }),
+    close() {
+      socket.destroy();
+    },
+  };
+}
+
+/** Closes a TLS socket and the connection beneath it. */
+export function closeBoth(socket: TLSSocket | null, conn: Stream): void {
+  socket?.destroy();
+  closeQuietly(conn);
+}

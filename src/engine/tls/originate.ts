@@ -1,0 +1,66 @@
+/**
+ * Originating TLS to a backend (`backend_tls:`): the handshake over the
+ * connection bal dialed, the backend's certificate verified against
+ * `ca_file` (or the system's CAs) and the server name unless `verify:
+ * false`, a client certificate shown when one is set.
+ *
+ * @module
+ */
+import type { TLSSocket } from "node:tls";
+import type { BackendTls } from "../../config/schema.ts";
+import type { Stream } from "../../net/stream.ts";
+import { duplexOver, type NodeTls, tlsStream } from "./node_io.ts";
+
+/** A backend reached through TLS: its plain side, and the socket (to close). */
+export interface Originated {
+  stream: Stream;
+  socket: TLSSocket;
+}
+
+/** The name a backend is asked for and checked against: `server_name`, else its host when a name. */
+export function serverNameOf(tls: BackendTls, host: string): string | undefined {
+  if (tls.server_name) return tls.server_name;
+  return /^[\d.]+$/.test(host) || host.includes(":") ? undefined : host;
+}
+
+/** The handshake with a backend over `conn`, within `timeoutMs`; or why it failed, in words. */
+export function originate(
+  node: NodeTls,
+  conn: Stream,
+  tls: BackendTls,
+  host: string,
+  timeoutMs: number,
+): Promise<Originated | string> {
+  const servername = serverNameOf(tls, host);
+  const socket = node.tls.connect({
+    socket: duplexOver(node, conn, null),
+    servername,
+    ca: tls.ca ? tls.ca.pem : undefined,
+    // bal decides from `authorized`, so the reason is its own to say.
+    rejectUnauthorized: false,
+    cert: tls.certificate?.cert_pem,
+    key: tls.certificate?.key_pem,
+  });
+  return new Promise((resolve) => {
+    const fail = (why: string) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(why);
+    };
+    const timer = setTimeout(
+      () => fail(`TLS handshake not finished within ${timeoutMs} ms`),
+      timeoutMs,
+    );
+    socket.once("error", (err: Error) => fail(`TLS: ${err.message}`));
+    socket.once("close", () => fail("TLS: closed during the handshake"));
+    socket.once("secureConnect", () => {
+      if (tls.verify && !socket.authorized) {
+        return fail(`TLS: certificate not verified (${socket.authorizationError ?? "unknown"})`);
+      }
+      clearTimeout(timer);
+      socket.removeAllListeners("close");
+      socket.removeAllListeners("error");
+      resolve({ stream: tlsStream(socket), socket });
+    });
+  });
+}
