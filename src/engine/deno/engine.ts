@@ -24,7 +24,6 @@ import {
   type Plane,
   planeEngine,
   type Relayed,
-  type SessionBase,
   sweepIdle,
 } from "../plane.ts";
 import { begun, type DialOutcome, finish, type Mechanism, serve } from "../session.ts";
