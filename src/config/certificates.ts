@@ -8,18 +8,24 @@
  *
  * @module
  */
-import type { ConfigCheck } from "./check.ts";
 import type { PemCheck, PemRead } from "./tls.ts";
 import { ConfigError } from "../errors.ts";
 
-type Checked = Extract<ConfigCheck, { ok: true }>;
+/** What a checked config holds that these checks read and add to. */
+interface Checked {
+  pems: PemCheck[];
+  warnings: string[];
+}
 type Crypto = typeof import("node:crypto");
 
 /** A certificate that expires sooner than this is warned about. */
 const WARN_MS = 14 * 24 * 3600 * 1000;
 
 /** `check` with its certificate files checked: errors, or the warnings added. */
-export async function checkCertificates(check: Checked, now = Date.now()): Promise<ConfigCheck> {
+export async function checkCertificates<C extends Checked>(
+  check: C,
+  now = Date.now(),
+): Promise<C | { ok: false; errors: ConfigError[] }> {
   if (check.pems.length === 0) return check;
   const crypto = await import("node:crypto");
   const errors: ConfigError[] = [];

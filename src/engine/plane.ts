@@ -13,6 +13,7 @@ import type { Backend, Config, Service } from "../config/schema.ts";
 import type { Relayed } from "./relayed.ts";
 import type { Shape, SharedBuckets } from "./throttle.ts";
 import type { MirrorLink } from "./mirror.ts";
+import type { TlsFacts } from "../route/proxy_protocol.ts";
 
 export { type ByteCounters, moved, type Relayed } from "./relayed.ts";
 import { formatAddress } from "../net/address.ts";
@@ -99,6 +100,8 @@ export interface SessionBase extends Guarded {
   early: Uint8Array | null;
   /** The route its server name chose (a service with routes), else null. */
   route: string | null;
+  /** What its TLS handshake with bal said (a service with `tls:`), else null. */
+  tls: TlsFacts | null;
   /** Its bandwidth limits, taken when a backend took it (null: none). */
   shape: Shape | null;
   /** Its copy to the service's mirror, when it was chosen for one. */

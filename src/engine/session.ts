@@ -18,7 +18,7 @@
  * @module
  */
 import type { Backend, Service } from "../config/schema.ts";
-import { writeProxyHeader } from "../route/proxy_protocol.ts";
+import { type TlsFacts, tlsTlvs, withTlvs, writeProxyHeader } from "../route/proxy_protocol.ts";
 import { ipv4Bytes, isWildcard } from "../net/address.ts";
 import type { Preface } from "../route/preface.ts";
 import type { DialFailure } from "../net/dial.ts";
@@ -176,7 +176,7 @@ function onDial<S extends SessionBase, C>(
   const early = countEarly(s, counters);
   const destination = () => s.destination ?? boundEnd(plane, s) ?? mech.localEnd(s);
   shapeAndMirror(plane, s, backend, counters, destination);
-  const header = backendHeader(backend, s.peer, destination, s.early);
+  const header = backendHeader(backend, s.peer, destination, s.early, s.tls);
   s.early = null;
   s.relayed = mech.relay(s, outcome.conn, header, early, counters, () => finish(plane, mech, s));
 }
@@ -286,6 +286,7 @@ export function begun(
     destination: null,
     early: null,
     route: null,
+    tls: null,
     shape: null,
     mirror: null,
   };
@@ -339,7 +340,7 @@ export function endingOf(
 /**
  * The backend header: what a backend is sent before the client's own
  * bytes, its PROXY header (`send_proxy`: the client and where it reached
- * bal, or the proxy in front), then what the client sent after its own
+ * bal, or the proxy in front; with v2 and `tls:`, the TLS facts), then what the client sent after its own
  * PROXY header. Null when neither applies. (The client's preface is the
  * other way: what a client sends first, read by inspect.ts.)
  */
@@ -348,9 +349,12 @@ function backendHeader(
   client: Peer,
   destination: () => Peer | null,
   early: Uint8Array | null,
+  tls: TlsFacts | null,
 ): Uint8Array | null {
   if (!backend.send_proxy) return early;
-  const header = writeProxyHeader(backend.send_proxy, client, destination());
+  const plain = writeProxyHeader(backend.send_proxy, client, destination());
+  // A v2 header also says what bal's TLS termination learned (proxy_protocol.ts).
+  const header = tls ? withTlvs(plain, tlsTlvs(tls)) : plain;
   if (!early) return header;
   const both = new Uint8Array(header.length + early.length);
   both.set(header);

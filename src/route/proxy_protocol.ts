@@ -2,7 +2,8 @@
  * The PROXY protocol (HAProxy's, versions 1 and 2): the header a proxy
  * writes before the first byte of a connection to say whose connection it
  * is. Reading takes the bytes received so far and says whether they are a
- * whole header, the start of one, or not one; writing builds a header.
+ * whole header, the start of one, or not one; writing builds a header,
+ * and for a client whose TLS bal terminated, v2's TLS fields (TLVs).
  * Pure: bytes in, bytes or a verdict out.
  *
  * @module
@@ -231,5 +232,80 @@ function toV6(bytes: Uint8Array): Uint8Array {
   out[10] = 0xff;
   out[11] = 0xff;
   out.set(bytes, 12);
+  return out;
+}
+
+// PROXY v2's TLS fields: what bal's TLS termination learned, for the backend.
+
+/** What the handshake said of a client, for its backend. */
+export interface TlsFacts {
+  /** `TLSv1.2` or `TLSv1.3`. */
+  version: string;
+  /** The server name it asked for, or null. */
+  sni: string | null;
+  /** The protocol ALPN settled on, or null. */
+  alpn: string | null;
+  /** Whether it showed a certificate (one bal verified: an unverified one is refused). */
+  clientCert: boolean;
+  /** That certificate's common name, or null. */
+  clientCn: string | null;
+}
+
+const PP2_TYPE_ALPN = 0x01;
+const PP2_TYPE_AUTHORITY = 0x02;
+const PP2_TYPE_SSL = 0x20;
+const PP2_SUBTYPE_SSL_VERSION = 0x21;
+const PP2_SUBTYPE_SSL_CN = 0x22;
+/** The client connected over TLS. */
+const PP2_CLIENT_SSL = 0x01;
+/** It showed a certificate on this connection, and in this session. */
+const PP2_CLIENT_CERT_CONN = 0x02;
+const PP2_CLIENT_CERT_SESS = 0x04;
+
+/** One TLV: type, 16-bit length, value. */
+function tlv(type: number, value: Uint8Array): Uint8Array {
+  const out = new Uint8Array(3 + value.length);
+  out[0] = type;
+  out[1] = value.length >> 8;
+  out[2] = value.length & 0xff;
+  out.set(value, 3);
+  return out;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** The TLVs that carry `facts`, in the order HAProxy writes them. */
+export function tlsTlvs(facts: TlsFacts): Uint8Array {
+  const text = (s: string) => new TextEncoder().encode(s);
+  const ssl = new Uint8Array(5);
+  ssl[0] = PP2_CLIENT_SSL | (facts.clientCert ? PP2_CLIENT_CERT_CONN | PP2_CLIENT_CERT_SESS : 0);
+  // verify: 0 only for a certificate shown and verified; none shown is not verified.
+  new DataView(ssl.buffer).setUint32(1, facts.clientCert ? 0 : 1);
+  const sub = [tlv(PP2_SUBTYPE_SSL_VERSION, text(facts.version))];
+  if (facts.clientCn) sub.push(tlv(PP2_SUBTYPE_SSL_CN, text(facts.clientCn)));
+  const parts: Uint8Array[] = [];
+  if (facts.alpn) parts.push(tlv(PP2_TYPE_ALPN, text(facts.alpn)));
+  if (facts.sni) parts.push(tlv(PP2_TYPE_AUTHORITY, text(facts.sni)));
+  parts.push(tlv(PP2_TYPE_SSL, concat([ssl, ...sub])));
+  return concat(parts);
+}
+
+/**
+ * A v2 header with `tlvs` appended: its length field grown by theirs. A v1
+ * header has no room for them and is returned as it is.
+ */
+export function withTlvs(header: Uint8Array, tlvs: Uint8Array): Uint8Array {
+  if (header.length < 16 || header[12] >> 4 !== 2) return header;
+  const out = concat([header, tlvs]);
+  const view = new DataView(out.buffer);
+  view.setUint16(14, view.getUint16(14) + tlvs.length);
   return out;
 }

@@ -9,13 +9,16 @@ import {
   bal,
   echoBackend,
   freePort,
-  ROOT,
   runCommand,
+  serveTcp,
   sha256,
   startDaemon,
+  str,
   tempHome,
+  text,
   waitFor,
   waitListening,
+  writeAll,
 } from "../helpers.ts";
 import { issue, type Issued, makeCa } from "./tls_pki.ts";
 
@@ -218,4 +221,82 @@ Deno.test("tls: HTTPS through termination and backend_tls to openssl s_server; a
   }
 });
 
-void ROOT;
+/** The TLVs of the PROXY v2 header at the start of `bytes`, by type, and the header's length. */
+function proxyTlvs(bytes: Uint8Array): { tlvs: Map<number, Uint8Array>; length: number } {
+  const view = new DataView(bytes.buffer, bytes.byteOffset);
+  const length = 16 + view.getUint16(14);
+  const addresses = (bytes[13] >> 4) === 1 ? 12 : 36;
+  const tlvs = new Map<number, Uint8Array>();
+  for (let at = 16 + addresses; at + 3 <= length;) {
+    const size = view.getUint16(at + 1);
+    tlvs.set(bytes[at], bytes.subarray(at + 3, at + 3 + size));
+    at += 3 + size;
+  }
+  return { tlvs, length };
+}
+
+Deno.test("tls: client certificates are required and verified; the PROXY v2 header tells the backend what TLS said", async () => {
+  const home = tempHome();
+  const { ca } = await pki(home);
+  const client = await issue(home, ca, "client-1", { file: "client" });
+  const stranger = await makeCa(home, "stranger");
+  const headers: Uint8Array[] = [];
+  const recorder = serveTcp(async (conn) => {
+    const buf = new Uint8Array(4096);
+    const n = await conn.read(buf);
+    if (n === null) return;
+    headers.push(buf.slice(0, n));
+    await writeAll(conn, text("hello from the backend\n"));
+  });
+  const port = freePort();
+  const d = await balWith(
+    home,
+    `services:
+  - name: mtls
+    bind_address: 127.0.0.1
+    port: ${port}
+    send_proxy: v2
+    tls:
+      certificates: [{cert_file: a.test.crt, key_file: a.test.key}]
+      client_ca_file: ca.crt
+      alpn: [h2, http/1.1]
+    backends: ["127.0.0.1:${recorder.port}"]
+`,
+    port,
+  );
+  const sClient = (args: string[]) =>
+    runCommand("sh", [
+      "-c",
+      `printf 'ping\\n' | timeout 10 openssl s_client -connect 127.0.0.1:${port} -servername a.test -ign_eof ${
+        args.join(" ")
+      } 2>&1`,
+    ]);
+  try {
+    const none = await sClient([]);
+    assert.doesNotMatch(none.stdout, /hello from the backend/, "no client certificate: refused");
+    const strange = await sClient(["-cert", stranger.cert, "-key", stranger.key]);
+    assert.doesNotMatch(
+      strange.stdout,
+      /hello from the backend/,
+      "a certificate of another CA: refused",
+    );
+    assert.equal(headers.length, 0, "no refused client reached the backend");
+    const ok = await sClient(["-cert", client.cert, "-key", client.key, "-alpn", "http/1.1"]);
+    assert.match(ok.stdout, /hello from the backend/, ok.stdout);
+    await waitFor("the header to be recorded", () => headers.length === 1);
+    const { tlvs } = proxyTlvs(headers[0]);
+    assert.equal(str(tlvs.get(0x02)!), "a.test", "PP2_TYPE_AUTHORITY is the server name");
+    assert.equal(str(tlvs.get(0x01)!), "http/1.1", "PP2_TYPE_ALPN");
+    const ssl = tlvs.get(0x20)!;
+    assert.equal(ssl[0], 0x07, "PP2_CLIENT_SSL | CERT_CONN | CERT_SESS");
+    assert.equal(new DataView(ssl.buffer, ssl.byteOffset).getUint32(1), 0, "verified");
+    assert.match(str(ssl.subarray(5)), /TLSv1\.3[\s\S]*client-1/);
+    const s = await status(home);
+    const svc = s.services.find((x: { name: string }) => x.name === "mtls");
+    assert.equal(svc.refused_by_cause.tls_handshake, 2);
+    assert.equal(svc.tls.client_auth, "required");
+  } finally {
+    await d.stop();
+    await recorder.close();
+  }
+});

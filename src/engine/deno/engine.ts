@@ -19,19 +19,19 @@ import { closeQuietly, type Stream, writeAll } from "../../net/stream.ts";
 import { relay } from "./relay.ts";
 import { readPreface } from "./preface_read.ts";
 import { inspector } from "../inspect.ts";
-import {
-  createPlane,
-  type Plane,
-  planeEngine,
-  type Relayed,
-  sweepIdle,
-} from "../plane.ts";
+import { createPlane, type Plane, planeEngine, type Relayed, sweepIdle } from "../plane.ts";
 import { begun, type DialOutcome, finish, type Mechanism, serve } from "../session.ts";
 import { acceptAborted, admit, refuse } from "../admission.ts";
 import { dialedFrom, mayLoop } from "../self_loop.ts";
-import { originateTo, terminateClient, type TlsSession } from "../tls/steps.ts";
+import type { TlsSession } from "../tls/steps.ts";
 
 const log = logger("proxy");
+
+/** The TLS steps, loaded with the first TLS client: a plane without one never loads them. */
+let steps: Promise<typeof import("../tls/steps.ts")> | null = null;
+function tlsSteps(): Promise<typeof import("../tls/steps.ts")> {
+  return steps ??= import("../tls/steps.ts");
+}
 
 /** A bug in a step: said, and the session ends as an error (its sockets closed by `finish`). */
 function stepFailed(plane: DenoPlane, s: Session): (err: unknown) => void {
@@ -103,7 +103,7 @@ function mechanism(plane: DenoPlane): Mechanism<Session, Stream> {
     inspect(s, service, then) {
       const { tls } = service;
       const read = tls
-        ? terminateClient(plane, s, service, tls)
+        ? tlsSteps().then((steps) => steps.terminateClient(plane, s, service, tls))
         : readPreface(s.client, inspector(plane, s, service)).then(({ read, from }) => {
           s.from = from;
           return read;
@@ -153,7 +153,9 @@ function connect(
     if (mayLoop(plane.runtime.snapshot.services, backend)) cutOwnClient(plane, s, upstream);
     const { tls } = backend;
     const left = timeoutMs - (performance.now() - begun);
-    const conn = tls ? await originateTo(s, tls, backend.host, upstream, left) : upstream;
+    const conn = tls
+      ? await (await tlsSteps()).originateTo(s, tls, backend.host, upstream, left)
+      : upstream;
     if (s.finished) return;
     if (typeof conn === "string") {
       s.upstream = null;

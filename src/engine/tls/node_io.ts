@@ -37,11 +37,28 @@ export async function loadNodeTls(): Promise<NodeTls> {
 const READ_BYTES = 16 * 1024 + 512;
 
 /**
- * A Node duplex over `conn`: what it reads first is `first` (bytes already
- * read off the socket), then the socket. Ending it half-closes the socket;
- * closing the socket stays the session's.
+ * Backpressure between a TLS socket's plain side and the connection under
+ * it: while what was decrypted waits unread past a bound, the connection
+ * is not read (pausing the TLS socket itself stalled Deno's `node:tls`
+ * for good), so TCP slows the sender.
  */
-export function duplexOver(node: NodeTls, conn: Stream, first: Uint8Array | null): Duplex {
+export interface Flow {
+  full: boolean;
+  /** The read held back while full, run once the reader caught up. */
+  held: (() => void) | null;
+}
+
+/**
+ * A Node duplex over `conn`: what it reads first is `first` (bytes already
+ * read off the socket), then the socket, while `flow` is not full. Ending
+ * it half-closes the socket; closing the socket stays the session's.
+ */
+export function duplexOver(
+  node: NodeTls,
+  conn: Stream,
+  first: Uint8Array | null,
+  flow: Flow,
+): Duplex {
   let pending = first && first.length > 0 ? first : null;
   return new node.Duplex({
     allowHalfOpen: true,
@@ -52,11 +69,15 @@ export function duplexOver(node: NodeTls, conn: Stream, first: Uint8Array | null
         this.push(bytes);
         return;
       }
-      const buf = new Uint8Array(READ_BYTES);
-      conn.read(buf).then(
-        (n) => this.push(n === null ? null : buf.subarray(0, n)),
-        (err) => this.destroy(err),
-      );
+      const next = () => {
+        const buf = new Uint8Array(READ_BYTES);
+        conn.read(buf).then(
+          (n) => this.push(n === null ? null : buf.subarray(0, n)),
+          (err) => this.destroy(err),
+        );
+      };
+      if (flow.full) flow.held = next;
+      else next();
     },
     write(chunk: Uint8Array, _encoding, done) {
       writeAll(conn, chunk).then(() => done(), done);
@@ -67,16 +88,21 @@ export function duplexOver(node: NodeTls, conn: Stream, first: Uint8Array | null
   });
 }
 
-/** Plain bytes queued from a TLS socket before it is paused. */
+/** Plain bytes queued from a TLS socket before the connection under it is no longer read. */
 const QUEUE_HIGH = 64 * 1024;
+
+/** A fresh {@link Flow}. */
+export function flow(): Flow {
+  return { full: false, held: null };
+}
 
 /**
  * The plain side of a TLS socket as a {@link Stream}. What it decrypts is
- * queued until read, up to 64 KiB before the socket is paused (so a slow
- * reader slows the sender through TCP); a write resolves once the socket
- * took the bytes, so the relay never runs ahead of it.
+ * queued until read; past 64 KiB `flow` holds the reads of the connection
+ * under it (so a slow reader slows the sender through TCP); a write
+ * resolves once the socket took the bytes, so the relay never runs ahead.
  */
-export function tlsStream(socket: TLSSocket): Stream {
+export function tlsStream(socket: TLSSocket, flow: Flow): Stream {
   const chunks: Uint8Array[] = [];
   let queued = 0;
   let ended = false;
@@ -85,7 +111,7 @@ export function tlsStream(socket: TLSSocket): Stream {
   socket.on("data", (chunk: Uint8Array) => {
     chunks.push(chunk);
     queued += chunk.length;
-    if (queued > QUEUE_HIGH) socket.pause();
+    if (queued > QUEUE_HIGH) flow.full = true;
     wake();
   });
   const stop = () => {
@@ -111,7 +137,12 @@ export function tlsStream(socket: TLSSocket): Stream {
       if (n === head.length) chunks.shift();
       else chunks[0] = head.subarray(n);
       queued -= n;
-      if (queued <= QUEUE_HIGH / 2 && socket.isPaused()) socket.resume();
+      if (flow.full && queued <= QUEUE_HIGH / 2) {
+        flow.full = false;
+        const held = flow.held;
+        flow.held = null;
+        held?.();
+      }
       return n;
     },
     write: (bytes) =>

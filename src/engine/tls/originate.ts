@@ -9,7 +9,7 @@
 import type { TLSSocket } from "node:tls";
 import type { BackendTls } from "../../config/schema.ts";
 import type { Stream } from "../../net/stream.ts";
-import { duplexOver, type NodeTls, tlsStream } from "./node_io.ts";
+import { duplexOver, flow, type NodeTls, tlsStream } from "./node_io.ts";
 
 /** A backend reached through TLS: its plain side, and the socket (to close). */
 export interface Originated {
@@ -32,8 +32,9 @@ export function originate(
   timeoutMs: number,
 ): Promise<Originated | string> {
   const servername = serverNameOf(tls, host);
+  const held = flow();
   const socket = node.tls.connect({
-    socket: duplexOver(node, conn, null),
+    socket: duplexOver(node, conn, null, held),
     servername,
     ca: tls.ca ? tls.ca.pem : undefined,
     // bal decides from `authorized`, so the reason is its own to say.
@@ -60,7 +61,7 @@ export function originate(
       clearTimeout(timer);
       socket.removeAllListeners("close");
       socket.removeAllListeners("error");
-      resolve({ stream: tlsStream(socket), socket });
+      resolve({ stream: tlsStream(socket, held), socket });
     });
   });
 }

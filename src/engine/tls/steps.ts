@@ -65,11 +65,12 @@ export async function terminateClient<S extends TlsSession>(
     return "";
   }
   s.clientTls = done;
+  s.tls = done.facts;
   s.from = done.stream;
   return {
     source: proxied?.source ?? null,
     destination: proxied?.destination ?? null,
-    hello: service.routes.length > 0 ? { kind: "hello", sni: done.sni } : null,
+    hello: service.routes.length > 0 ? { kind: "hello", sni: done.facts.sni } : null,
     early: null,
   };
 }

@@ -13,7 +13,8 @@ import type { TLSSocket } from "node:tls";
 import type { TlsCertificate, TlsTerminate } from "../../config/schema.ts";
 import { certificateFacts } from "../../config/certificates.ts";
 import type { Stream } from "../../net/stream.ts";
-import { duplexOver, type NodeTls, tlsStream } from "./node_io.ts";
+import type { TlsFacts } from "../../route/proxy_protocol.ts";
+import { duplexOver, type Flow, flow, type NodeTls, tlsStream } from "./node_io.ts";
 
 type SecureContext = ReturnType<NodeTls["tls"]["createSecureContext"]>;
 type X509 = InstanceType<NodeTls["crypto"]["X509Certificate"]>;
@@ -64,18 +65,13 @@ function pick(choice: Choice, name: string): SecureContext {
   return (choice.find((c) => wild !== null && c.names.includes(wild)) ?? choice[0]).context;
 }
 
-/** What a finished handshake said. */
+/** A finished handshake: the plain stream, and what it said. */
 export interface Terminated {
   /** The client's plain bytes, both ways. */
   stream: Stream;
   socket: TLSSocket;
-  /** The server name the client asked for, lowercase, or null. */
-  sni: string | null;
-  alpn: string | null;
-  /** `TLSv1.2` or `TLSv1.3`. */
-  version: string;
-  /** Whether the client showed a certificate, and (then) that it was verified. */
-  clientCert: boolean;
+  /** Server name (lowercase), ALPN, version, the client certificate. */
+  facts: TlsFacts;
 }
 
 /** How to terminate one client. */
@@ -92,7 +88,8 @@ export interface TerminateRequest {
 export function terminate(node: NodeTls, req: TerminateRequest): Promise<Terminated | string> {
   const { tls } = req;
   const contexts = contextsOf(node, tls);
-  const socket = new node.tls.TLSSocket(duplexOver(node, req.conn, req.first), {
+  const held = flow();
+  const socket = new node.tls.TLSSocket(duplexOver(node, req.conn, req.first, held), {
     isServer: true,
     secureContext: contexts.main[0].context,
     SNICallback(name: string, give: (err: Error | null, ctx?: SecureContext) => void) {
@@ -123,21 +120,26 @@ export function terminate(node: NodeTls, req: TerminateRequest): Promise<Termina
       socket.removeAllListeners("error");
       const refused = clientCertRefusal(node, socket, contexts, tls);
       if (refused) return fail(refused);
-      resolve(finished(socket));
+      resolve(finished(socket, held));
     });
   });
 }
 
-function finished(socket: TLSSocket): Terminated {
+function finished(socket: TLSSocket, held: Flow): Terminated {
   const servername = (socket as TLSSocket & { servername?: string | false }).servername;
   const peer = socket.getPeerCertificate();
+  const shown = peer !== null && typeof peer === "object" && "raw" in peer;
+  const cn = shown ? peer.subject?.CN : undefined;
   return {
-    stream: tlsStream(socket),
+    stream: tlsStream(socket, held),
     socket,
-    sni: typeof servername === "string" && servername ? servername.toLowerCase() : null,
-    alpn: typeof socket.alpnProtocol === "string" ? socket.alpnProtocol : null,
-    version: socket.getProtocol() ?? "",
-    clientCert: peer !== null && typeof peer === "object" && "raw" in peer,
+    facts: {
+      sni: typeof servername === "string" && servername ? servername.toLowerCase() : null,
+      alpn: typeof socket.alpnProtocol === "string" ? socket.alpnProtocol : null,
+      version: socket.getProtocol() ?? "",
+      clientCert: shown,
+      clientCn: typeof cn === "string" ? cn : null,
+    },
   };
 }
 

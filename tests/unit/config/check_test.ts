@@ -357,7 +357,7 @@ Deno.test("config: unknown keys are errors with a did-you-mean hint", () => {
   );
   assert.match(
     only(`zzz: 1\n${ONE}`),
-    /zzz: unknown key; expected one of: port, bind_address, method, backends, allow, deny, send_proxy, accept_proxy, proxy_trusted, health_check_send_proxy, routes, default_route, discovery, protocol, udp, bandwidth, mirror, health_check, access_log, access_log_path, admin, log_level, workers, engine, resolver, runtime, services/,
+    /zzz: unknown key; expected one of: port, bind_address, method, backends, allow, deny, send_proxy, accept_proxy, proxy_trusted, health_check_send_proxy, routes, default_route, discovery, protocol, udp, bandwidth, mirror, tls, backend_tls, health_check, access_log, access_log_path, admin, log_level, workers, engine, resolver, runtime, services/,
   );
 });
 

@@ -44,6 +44,8 @@ function input(yaml: string): Input {
     discovery: [],
     udp: {},
     udpEngine: "native",
+    engineOf: () => "uring",
+    tlsOf: () => null,
   };
 }
 
