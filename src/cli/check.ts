@@ -16,7 +16,7 @@ import {
   readConfig,
   type Route,
 } from "../config/mod.ts";
-import type { Bandwidth } from "../config/schema.ts";
+import type { BackendTls, Bandwidth, TlsTerminate } from "../config/schema.ts";
 import { ConfigError } from "../errors.ts";
 import { count, quote } from "../text.ts";
 import { readProc } from "../instance/state_file.ts";
@@ -165,10 +165,14 @@ function printServices(c: Config, verbose: boolean): void {
       const m = s.mirror;
       out(`${indent}mirror: ${m.percent}% of connections copied to ${m.address}`);
     }
+    if (s.tls) out(`${indent}tls: ${tlsText(s.tls)}`);
+    const spoken = [...new Set(s.backends.map((b) => b.tls && backendTlsText(b.tls)))];
+    if (spoken.length === 1 && spoken[0]) out(`${indent}backend_tls: ${spoken[0]}`);
     if (!verbose) continue;
     for (const b of s.backends) {
       const limit = b.max_connections === null ? "" : `, max_connections ${b.max_connections}`;
-      const own = b.bandwidth ? `, bandwidth ${bandwidthText(b.bandwidth)}` : "";
+      const own = (b.bandwidth ? `, bandwidth ${bandwidthText(b.bandwidth)}` : "") +
+        (b.tls ? `, backend_tls ${backendTlsText(b.tls)}` : "");
       out(
         `${indent}backend ${b.address}: weight ${b.weight}${
           b.backup ? ", backup" : ""
@@ -180,6 +184,27 @@ function printServices(c: Config, verbose: boolean): void {
     for (const [key, value] of Object.entries(s.runtime)) out(`${indent}runtime.${key}: ${value}`);
   }
   if (verbose) out(`  engine: ${engineLine(c)}`);
+}
+
+const base = (file: string) => file.slice(file.lastIndexOf("/") + 1);
+
+/** TLS terminated, in words: `terminates with a.crt, b.crt (TLS 1.2+, alpn h2), ...`. */
+function tlsText(t: TlsTerminate): string {
+  const alpn = t.alpn.length ? `, alpn ${t.alpn.join(" ")}` : "";
+  const clients = t.client_ca
+    ? `, client certificates ${t.client_auth} (${base(t.client_ca.file)})`
+    : "";
+  return `terminates with ${t.certificates.map((c) => base(c.cert_file)).join(", ")} (TLS ${t.min_version}+${alpn})${clients}, handshake within ${t.handshake_timeout_ms} ms`;
+}
+
+/** TLS to a backend, in words: `verified against ca.crt as origin.test`. */
+function backendTlsText(t: BackendTls): string {
+  const trust = !t.verify
+    ? "not verified"
+    : `verified against ${t.ca ? base(t.ca.file) : "the system's CAs"}`;
+  const name = t.server_name ? ` as ${t.server_name}` : "";
+  const cert = t.certificate ? `, client certificate ${base(t.certificate.cert_file)}` : "";
+  return `${trust}${name}${cert}`;
 }
 
 /** A bandwidth limit in words: `download 10,000,000 bytes/s per client`. */

@@ -300,3 +300,200 @@ Deno.test("tls: client certificates are required and verified; the PROXY v2 head
     await recorder.close();
   }
 });
+
+/** A TLS client of `port` for a.test, trusting `ca`. */
+async function tlsClient(port: number, ca: string): Promise<Deno.TlsConn> {
+  const raw = await Deno.connect({ hostname: "127.0.0.1", port });
+  return await Deno.startTls(raw, { hostname: "a.test", caCerts: [Deno.readTextFileSync(ca)] });
+}
+
+/** Sends `line` on `conn` and reads the echo back. */
+async function echoes(conn: Deno.Conn, line: string): Promise<string> {
+  await writeAll(conn, text(line));
+  const buf = new Uint8Array(line.length);
+  let n = 0;
+  while (n < line.length) {
+    const k = await conn.read(buf.subarray(n));
+    if (k === null) break;
+    n += k;
+  }
+  return str(buf.subarray(0, n));
+}
+
+/** The certificate (PEM) `port` shows for a.test. */
+async function certShown(port: number): Promise<string> {
+  const r = await runCommand("openssl", [
+    "s_client",
+    "-connect",
+    `127.0.0.1:${port}`,
+    "-servername",
+    "a.test",
+  ]);
+  return /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(r.stdout)?.[0] ?? "";
+}
+
+Deno.test("tls: new certificate files are served after bal graceful; a live session keeps streaming", async () => {
+  const home = tempHome();
+  const { ca } = await pki(home);
+  const echo = echoBackend();
+  const port = freePort();
+  const d = await balWith(
+    home,
+    `services:
+  - name: rotating
+    bind_address: 127.0.0.1
+    port: ${port}
+    tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}]}
+    backends: ["127.0.0.1:${echo.port}"]
+`,
+    port,
+  );
+  try {
+    const before = await certShown(port);
+    assert.equal(before.trim(), Deno.readTextFileSync(`${home}/a.test.crt`).trim());
+    const live = await tlsClient(port, ca.cert);
+    assert.equal(await echoes(live, "before\n"), "before\n");
+    await issue(home, ca, "a.test", { names: ["a.test"] });
+    const renewed = Deno.readTextFileSync(`${home}/a.test.crt`).trim();
+    assert.notEqual(renewed, before.trim());
+    const r = await bal(home, "graceful", "-c", d.config);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.equal((await certShown(port)).trim(), renewed, "new handshakes get the new certificate");
+    for (let i = 0; i < 20; i++) assert.equal(await echoes(live, `line ${i}\n`), `line ${i}\n`);
+    live.close();
+  } finally {
+    await d.stop();
+    await echo.close();
+  }
+});
+
+Deno.test("tls: garbage, a hello cut short, a silent client and 1,000 handshakes at once leave bal up and bounded", async () => {
+  const home = tempHome();
+  const { ca } = await pki(home);
+  const echo = echoBackend();
+  const port = freePort();
+  const crowd = freePort();
+  const d = await balWith(
+    home,
+    `services:
+  - name: edge
+    bind_address: 127.0.0.1
+    port: ${port}
+    tls:
+      certificates: [{cert_file: a.test.crt, key_file: a.test.key}]
+      handshake_timeout_ms: 400
+    backends: ["127.0.0.1:${echo.port}"]
+  - name: crowd
+    bind_address: 127.0.0.1
+    port: ${crowd}
+    tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}]}
+    backends: ["127.0.0.1:${echo.port}"]
+`,
+    port,
+  );
+  /** Sends `bytes` (and half-closes with `end`), then waits for bal to close: ms it took. */
+  const closedAfter = async (bytes: Uint8Array, end: boolean): Promise<number> => {
+    const begun = Date.now();
+    const c = await Deno.connect({ hostname: "127.0.0.1", port });
+    if (bytes.length) await writeAll(c, bytes);
+    if (end) await c.closeWrite();
+    const buf = new Uint8Array(4096);
+    try {
+      while (await c.read(buf) !== null) { /* an alert, then the close */ }
+    } catch {
+      // A reset is a close too.
+    }
+    c.close();
+    return Date.now() - begun;
+  };
+  try {
+    await closedAfter(text("GET / HTTP/1.0\r\n\r\n"), false);
+    // A handshake record announcing 512 bytes, of which 40 come.
+    const cut = new Uint8Array(45);
+    cut.set([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]);
+    await closedAfter(cut, true);
+    const silent = await closedAfter(new Uint8Array(0), false);
+    assert.ok(silent >= 350 && silent < 5000, `a silent client closed after ${silent} ms`);
+    const s = await status(home);
+    assert.equal(s.services[0].refused_by_cause.tls_handshake, 3);
+    const rssBefore = rss(d.pid);
+    const results = await Promise.allSettled(
+      Array.from({ length: 1000 }, async (_, i) => {
+        const c = await tlsClient(crowd, ca.cert);
+        try {
+          return await echoes(c, `client ${i}\n`) === `client ${i}\n`;
+        } finally {
+          c.close();
+        }
+      }),
+    );
+    const ok = results.filter((r) => r.status === "fulfilled" && r.value).length;
+    const failed = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
+    assert.equal(ok, 1000, `${ok} of 1,000 concurrent TLS clients were echoed: ${failed?.reason}`);
+    const grown = rss(d.pid) - rssBefore;
+    assert.ok(grown < 256 * 1024 * 1024, `RSS grew by ${Math.round(grown / 1048576)} MiB`);
+    const last = await tlsClient(port, ca.cert);
+    assert.equal(await echoes(last, "still up\n"), "still up\n");
+    last.close();
+  } finally {
+    await d.stop();
+    await echo.close();
+  }
+});
+
+/** bal's resident memory, in bytes. */
+function rss(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  return Number(m![1]) * 1024;
+}
+
+Deno.test("tls: bal check refuses an expired certificate and a key of another, and warns of one expiring soon", async () => {
+  const home = tempHome();
+  const ca = await makeCa(home, "ca");
+  await issue(home, ca, "old.test", { names: ["old.test"], days: -1 });
+  await issue(home, ca, "soon.test", { names: ["soon.test"], days: 5 });
+  await issue(home, ca, "b.test", { names: ["b.test"] });
+  const config = `${home}/check.yaml`;
+  const write = (certs: string) =>
+    Deno.writeTextFileSync(
+      config,
+      `bind_address: 127.0.0.1
+port: ${freePort()}
+tls:
+  certificates:
+${certs}
+backends: ["127.0.0.1:9"]
+`,
+    );
+  write("    - {cert_file: old.test.crt, key_file: old.test.key}");
+  let r = await bal(home, "check", "-c", config);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /check\.yaml:5:\d+: tls\.certificates\[0\]\.cert_file: .*old\.test\.crt expired on \d{4}-/,
+  );
+  write("    - {cert_file: b.test.crt, key_file: soon.test.key}");
+  r = await bal(home, "check", "-c", config);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /tls\.certificates\[0\]\.key_file: .*soon\.test\.key is not the key of .*b\.test\.crt/,
+  );
+  write(
+    "    - {cert_file: soon.test.crt, key_file: soon.test.key}\n    - {cert_file: missing.crt, key_file: b.test.key}",
+  );
+  r = await bal(home, "check", "-c", config);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.stderr,
+    /:6:\d+: tls\.certificates\[1\]\.cert_file: cannot read .*missing\.crt: not found/,
+  );
+  write("    - {cert_file: soon.test.crt, key_file: soon.test.key}");
+  r = await bal(home, "check", "-c", config);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stdout,
+    /warning: tls\.certificates\[0\]\.cert_file: .*soon\.test\.crt expires on .* \(in [45] days\)/,
+  );
+  assert.match(r.stdout, /tls: terminates.*soon\.test/);
+});
