@@ -1,6 +1,11 @@
 /** The PROXY protocol reader and writer, without sockets. */
 import assert from "node:assert/strict";
-import { parseProxyHeader, writeProxyHeader } from "../../../src/route/proxy_protocol.ts";
+import {
+  parseProxyHeader,
+  tlsTlvs,
+  withTlvs,
+  writeProxyHeader,
+} from "../../../src/route/proxy_protocol.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const client = { hostname: "192.0.2.10", port: 51234 };
@@ -157,4 +162,36 @@ Deno.test("config: health_check_send_proxy sends the backend's version (v1 by de
   assert.deepEqual(r.ok ? [] : r.errors.map((e) => e.message), [
     `${F}:2:26: health_check_send_proxy: not supported with a TLS check (backend 10.0.0.1:443); use a tcp or http check`,
   ]);
+});
+
+Deno.test("proxy protocol: v2 TLS fields carry ALPN, the server name, the client flags, verify and version", () => {
+  const header = writeProxyHeader("v2", client, bal);
+  const facts = {
+    version: "TLSv1.3",
+    sni: "a.test",
+    alpn: "h2",
+    clientCert: true,
+    clientCn: "client-1",
+  };
+  const out = withTlvs(header, tlsTlvs(facts));
+  // The length field covers the addresses and the TLVs, so a reader skips them together.
+  const parsed = parseProxyHeader(new Uint8Array([...out, ...enc("GET /")]));
+  assert.ok(parsed.kind === "header" && parsed.length === out.length);
+  const tlvs = out.subarray(header.length);
+  assert.deepEqual([...tlvs.subarray(0, 5)], [0x01, 0, 2, ...enc("h2")]);
+  assert.deepEqual([...tlvs.subarray(5, 14)], [0x02, 0, 6, ...enc("a.test")]);
+  const ssl = tlvs.subarray(14);
+  assert.equal(ssl[0], 0x20);
+  assert.equal((ssl[1] << 8) | ssl[2], ssl.length - 3);
+  assert.equal(ssl[3], 0x07, "SSL, certificate on this connection and session");
+  assert.deepEqual([...ssl.subarray(4, 8)], [0, 0, 0, 0], "verified");
+  assert.deepEqual([...ssl.subarray(8, 11)], [0x21, 0, 7]);
+  assert.equal(new TextDecoder().decode(ssl.subarray(11, 18)), "TLSv1.3");
+  assert.deepEqual([...ssl.subarray(18, 21)], [0x22, 0, 8]);
+  // No certificate: only the SSL flag, and verify is not zero; no names, no ALPN: no fields.
+  const bare = tlsTlvs({ ...facts, sni: null, alpn: null, clientCert: false, clientCn: null });
+  assert.deepEqual([...bare.subarray(0, 8)], [0x20, 0, 15, 0x01, 0, 0, 0, 1]);
+  // v1 has no room for them.
+  const v1 = writeProxyHeader("v1", client, bal);
+  assert.equal(withTlvs(v1, tlsTlvs(facts)), v1);
 });
