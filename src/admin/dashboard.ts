@@ -212,6 +212,12 @@ function notes(svc) {
       " " + m.backend + " · " + m.mirrored + " copied, " + bytes(m.bytes) + " sent · dropped " +
         (drops.length ? drops.join(", ") : "none")));
   }
+  for (const c of svc.tls ? svc.tls.certificates : []) {
+    const days = Math.floor((Date.parse(c.not_after) - Date.now()) / 86400000);
+    lines.push(el("div", { "data-certificate": svc.name, "data-names": c.names.join(",") },
+      el("span", { class: days < 14 ? "tag warn" : "tag" }, "tls " + svc.tls.min_version + "+"),
+      " " + c.names.join(", ") + " · expires " + c.not_after.slice(0, 10) + " (in " + plural(days, "day") + ")"));
+  }
   for (const d of svc.discovery ?? []) {
     const cls = d.state === "ok" ? "tag" : d.state === "failing" ? "tag bad" : "tag warn";
     const said = d.state === "ok" ? plural(d.targets, "address") + (d.resolved_at ? ", as of " + d.resolved_at : "")

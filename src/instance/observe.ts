@@ -13,7 +13,7 @@ import { renderMetrics } from "../stats/metrics.ts";
 import type { Running } from "./running.ts";
 import { dispatch } from "../admin/registry.ts";
 import { engineOf } from "../engine/tls/beside.ts";
-import { tlsStatusOf } from "./tls_status.ts";
+import { certificateSamples, tlsStatusOf } from "./tls_status.ts";
 
 /** How long `bal status` waits for the workers' current counters before using their last report. */
 const STATUS_REFRESH_MS = 250;
@@ -77,6 +77,10 @@ async function metricsOf(running: Running): Promise<string> {
     reloads: running.reloadOutcomes,
     upgrades: running.upgrade.count,
     udp: running.udp.counters(),
+    certificates: certificateSamples(
+      runtime.snapshot.config.services,
+      await tlsStatusOf(runtime.snapshot.services.values()),
+    ),
   });
 }
 

@@ -9,6 +9,7 @@
 import type { Service, TlsCertificate } from "../config/schema.ts";
 import { type CertificateFacts, certificateFacts } from "../config/certificates.ts";
 import { usesTls } from "../engine/engine.ts";
+import type { CertificateSample } from "../stats/metric_types.ts";
 
 /** A certificate as status shows it. */
 export interface CertificateStatus extends CertificateFacts {
@@ -40,6 +41,27 @@ function describe(crypto: Crypto, cert: TlsCertificate): CertificateStatus {
     );
   }
   return found;
+}
+
+/** Every certificate the services terminate with, for the metrics. */
+export function certificateSamples(
+  services: readonly Service[],
+  tlsOf: (service: Service) => TlsStatus | null,
+): CertificateSample[] {
+  return services.flatMap((service) => {
+    const tls = tlsOf(service);
+    if (!tls) return [];
+    const routes = Object.entries(tls.route_certificates);
+    return [["", tls.certificates] as const, ...routes].flatMap(([route, certs]) =>
+      certs.map((c) => ({
+        service: service.name,
+        route,
+        cert_file: c.cert_file,
+        names: c.names,
+        not_after: Date.parse(c.not_after),
+      }))
+    );
+  });
 }
 
 /** A function from service to its TLS status, with node:crypto loaded when `services` need it. */

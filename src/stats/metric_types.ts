@@ -37,6 +37,19 @@ export interface MetricsInput {
   upgrades: number;
   /** The UDP services' counters by name. */
   udp: Readonly<Record<string, UdpServiceCounters>>;
+  /** The certificates services terminate TLS with. */
+  certificates: readonly CertificateSample[];
+}
+
+/** A certificate a service (or one of its routes) terminates TLS with. */
+export interface CertificateSample {
+  service: string;
+  /** The route whose own certificate it is, or "" for the service's. */
+  route: string;
+  cert_file: string;
+  names: readonly string[];
+  /** When it expires, epoch ms. */
+  not_after: number;
 }
 
 /** A sample's labels. */

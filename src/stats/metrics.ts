@@ -39,6 +39,22 @@ export const METRICS: readonly Descriptor[] = [
     }],
   },
   {
+    name: "bal_tls_certificate_not_after_seconds",
+    type: "gauge",
+    help:
+      "When a certificate a service terminates TLS with expires, in seconds since the epoch; labelled with its file and names (route: a route's own certificate).",
+    samples: (i) =>
+      i.certificates.map((c) => ({
+        labels: {
+          service: c.service,
+          route: c.route,
+          cert_file: c.cert_file,
+          names: c.names.join(","),
+        },
+        value: c.not_after / 1000,
+      })),
+  },
+  {
     name: "bal_process_start_time_seconds",
     type: "gauge",
     help: "When the process started, in seconds since the epoch.",

@@ -7,8 +7,10 @@
 import assert from "node:assert/strict";
 import {
   bal,
+  dom,
   echoBackend,
   freePort,
+  missingTool,
   runCommand,
   serveTcp,
   sha256,
@@ -95,9 +97,11 @@ Deno.test("tls: terminates TLS 1.2 and 1.3 with the certificate the client's ser
   const { a, b } = await pki(home);
   const echo = echoBackend();
   const port = freePort();
+  const admin = freePort();
   const d = await balWith(
     home,
-    `services:
+    `admin: {listen: "127.0.0.1:${admin}"}
+services:
   - name: secure
     bind_address: 127.0.0.1
     port: ${port}
@@ -129,7 +133,21 @@ Deno.test("tls: terminates TLS 1.2 and 1.3 with the certificate the client's ser
       ["b.test", "*.b.test"],
     ]);
     assert.match(svc.tls.certificates[0].not_after, /^\d{4}-\d\d-\d\dT/);
-    void a;
+    const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+    const expiry = new RegExp(
+      `bal_tls_certificate_not_after_seconds\\{service="secure",route="",cert_file="${a.cert}",names="a.test"\\} (\\d+)`,
+    ).exec(metrics);
+    assert.ok(expiry, metrics.split("\n").filter((l) => l.includes("tls")).join("\n"));
+    assert.equal(Number(expiry[1]) * 1000, Date.parse(svc.tls.certificates[0].not_after));
+    assert.match(
+      metrics,
+      /bal_connections_rejected_total\{service="secure",cause="tls_handshake"\} 0/,
+    );
+    if (!missingTool("chromium")) {
+      const page = await dom(`http://127.0.0.1:${admin}/`);
+      assert.match(page, /data-certificate="secure" data-names="b\.test,\*\.b\.test"/);
+      assert.match(page, /a\.test · expires \d{4}-\d\d-\d\d \(in 2\d days\)/);
+    }
   } finally {
     await d.stop();
     await echo.close();

@@ -51,6 +51,7 @@ function input(planes: PlaneStats[]): MetricsInput {
     reloads: { ok: 2, failed: 1 },
     upgrades: 4,
     udp: {},
+    certificates: [],
   };
 }
 
