@@ -15,6 +15,7 @@
  */
 import { type UpgradeGap, upgradeGap } from "./upgrade_gap.ts";
 import { udpBench, udpTable } from "./udp.ts";
+import { tlsBench, tlsTable } from "./tls.ts";
 import { freePort } from "../tests/ports.ts";
 import {
   balStartArgv,
@@ -880,6 +881,12 @@ try {
   const udp = !only || only.includes("bal") || only.includes("udp") ? await udpBench(secs) : null;
   if (udp) console.log(udpTable(udp));
 
+  // TLS termination through bal, HAProxy and nginx stream: handshakes per CPU-second, bulk.
+  const tls = !only || only.includes("bal") || only.includes("tls")
+    ? await tlsBench(secs, quick ? 1 : 3)
+    : null;
+  if (tls) console.log(`\nTLS termination\n${tlsTable(tls)}`);
+
   const json = {
     date: new Date().toISOString(),
     machine: {
@@ -901,6 +908,7 @@ try {
     features,
     upgrades,
     udp,
+    tls,
   };
   await Deno.writeTextFile(`${root}bench/results.json`, JSON.stringify(json, null, 2) + "\n");
   console.log(`\nwrote bench/results.json`);

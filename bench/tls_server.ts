@@ -1,6 +1,6 @@
 /**
  * A TLS-terminating TCP proxy of the two stacks a Deno process has, for
- * `bench/tls_options.ts` to measure against HAProxy and nginx: Deno's own
+ * `bench/tls.ts --probes` to measure against HAProxy and nginx: Deno's own
  * (`Deno.listenTls`, rustls) or Node's API (`node:tls`, rustls beneath
  * Deno's compatibility layer). Each client's handshake is completed, a
  * backend connected, and bytes relayed both ways until either side ends.

@@ -194,7 +194,9 @@ function tlsText(t: TlsTerminate): string {
   const clients = t.client_ca
     ? `, client certificates ${t.client_auth} (${base(t.client_ca.file)})`
     : "";
-  return `terminates with ${t.certificates.map((c) => base(c.cert_file)).join(", ")} (TLS ${t.min_version}+${alpn})${clients}, handshake within ${t.handshake_timeout_ms} ms`;
+  return `terminates with ${
+    t.certificates.map((c) => base(c.cert_file)).join(", ")
+  } (TLS ${t.min_version}+${alpn})${clients}, handshake within ${t.handshake_timeout_ms} ms`;
 }
 
 /** TLS to a backend, in words: `verified against ca.crt as origin.test`. */
