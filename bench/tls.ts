@@ -101,6 +101,7 @@ const targets: Record<string, Start> = {
 const probes: Record<string, Start> = {
   "Deno.listenTls probe": (port, c, backend) => denoServer("deno", port, c, backend),
   "node:tls probe": (port, c, backend) => denoServer("node", port, c, backend),
+  "bal's adapter probe": (port, c, backend) => denoServer("adapter", port, c, backend),
 };
 
 function denoServer(stack: string, port: number, c: Cert, backend: number) {

@@ -5,7 +5,10 @@
  * Deno's compatibility layer). Each client's handshake is completed, a
  * backend connected, and bytes relayed both ways until either side ends.
  *
- *   deno run --allow-net --allow-read bench/tls_server.ts deno|node PORT CERT KEY BACKEND_PORT
+ * `adapter` is bal's own way (src/engine/tls/node_io.ts): `node:tls` over a
+ * Deno socket through a JS duplex, without the rest of bal.
+ *
+ *   deno run --allow-net --allow-read bench/tls_server.ts deno|node|adapter PORT CERT KEY BACKEND_PORT
  *
  * @module
  */
@@ -63,4 +66,32 @@ async function serveNode(): Promise<void> {
   await new Promise(() => {});
 }
 
-await (stack === "node" ? serveNode() : serveDeno());
+/** bal's adapters alone: a Deno socket under node:tls, the plain side relayed. */
+async function serveAdapter(): Promise<void> {
+  const { duplexOver, flow, loadNodeTls, tlsStream } = await import("../src/engine/tls/node_io.ts");
+  const node = await loadNodeTls();
+  const context = node.tls.createSecureContext({ cert, key });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(port) });
+  for await (const conn of listener) {
+    const held = flow();
+    const socket = new node.tls.TLSSocket(duplexOver(node, conn, null, held), {
+      isServer: true,
+      secureContext: context,
+    });
+    socket.on("error", () => {});
+    socket.once("secure", async () => {
+      const client = tlsStream(socket, held);
+      try {
+        const up = await Deno.connect(backend);
+        await Promise.all([pump(client as Deno.Conn, up), pump(up, client as Deno.Conn)]);
+        up.close();
+      } catch { /* a side went away */ }
+      socket.destroy();
+      try {
+        conn.close();
+      } catch { /* closed already */ }
+    });
+  }
+}
+
+await (stack === "node" ? serveNode() : stack === "adapter" ? serveAdapter() : serveDeno());

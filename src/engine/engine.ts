@@ -66,6 +66,9 @@ export function usesTls(service: Service): boolean {
     service.discovered.some((d) => d.template.tls !== null);
 }
 
+/** Whether to claim `host:port` before listening on it (false: a socket of ours is leaving it). */
+export type Claim = (address: string) => boolean;
+
 /** How an engine fits into the process. */
 export interface EngineOptions {
   /** 0 for the main thread's plane, 1.. for workers. */
@@ -85,7 +88,7 @@ export interface EngineOptions {
    * another bal (or any listener of the same user) instead of failing. The
    * control plane claims; the worker planes that join it do not.
    */
-  claimPort: boolean;
+  claimPort: boolean | Claim;
   /**
    * Data planes sharing each service's `max_concurrent_connections`: each
    * takes its share, since the kernel spreads clients over them evenly.

@@ -93,7 +93,7 @@ export interface Inherited {
 /** How listeners are opened. */
 export interface ListenerOptions<L> {
   reusePort: boolean;
-  claimPort: boolean;
+  claimPort: boolean | ((address: string) => boolean);
   inherited?: Inherited;
   sockets: ListenSockets<L>;
 }
@@ -198,8 +198,11 @@ function openAll<L>(ls: Listeners<L>, wanted: ReadonlyMap<string, Wanted>) {
     for (const [name, want] of wanted) {
       const current = ls.entries.get(name);
       if (current && sameAddress(want, current.bound)) continue;
-      const claim = ls.options.reusePort && ls.options.claimPort &&
-        current?.bound.port !== want.port;
+      const { claimPort } = ls.options;
+      const claim = ls.options.reusePort && current?.bound.port !== want.port &&
+        (typeof claimPort === "function"
+          ? claimPort(formatAddress(want.bind_address, want.port))
+          : claimPort);
       try {
         opened.set(name, open(ls, want, claim));
       } catch (err) {

@@ -129,17 +129,20 @@ export async function startPlanes(
     onResult,
     onNoBackend,
   };
-  planes.engine = createEngine(decision.name, runtime, options);
-  if (decision.name !== "deno") {
-    // TLS services run on Deno's sockets, in this thread only (one plane's share).
-    const tls = createEngine("deno", runtime, {
-      ...options,
-      tlsOnly: true,
-      planes: 1,
-      inherited: undefined,
-    });
-    planes.engine = besideTls(planes.engine, tls);
-  }
+  // TLS services run on Deno's sockets beside a native engine, in this thread only.
+  planes.engine = decision.name === "deno"
+    ? createEngine(decision.name, runtime, options)
+    : besideTls((claimPort, tlsOnly) =>
+      tlsOnly
+        ? createEngine("deno", runtime, {
+          ...options,
+          claimPort,
+          tlsOnly,
+          planes: 1,
+          inherited: undefined,
+        })
+        : createEngine(decision.name, runtime, { ...options, claimPort })
+    );
   planes.engine.apply(config);
   await startUdpPlane(planes, config, decision.name !== "deno", seed !== undefined);
   if (count > 1) {

@@ -432,6 +432,9 @@ Deno.test("tls: garbage, a hello cut short, a silent client and 1,000 handshakes
     tls:
       certificates: [{cert_file: a.test.crt, key_file: a.test.key}]
       handshake_timeout_ms: 60000
+    # ...and 1,000 connects at once overflow the test's echo backend's accept queue: the
+    # kernel's SYN retry (1 s) must fit in the connect timeout.
+    runtime: {backend_connect_timeout_ms: 10000}
     backends: ["127.0.0.1:${echo.port}"]
 `,
     port,
@@ -595,5 +598,46 @@ Deno.test("tls: SNI routes on a terminating service: the server name picks the r
     await d.stop();
     await r.close();
     await a.close();
+  }
+});
+
+Deno.test("tls: a reload turns TLS on and off for a service; a connection from before keeps going", async () => {
+  const home = tempHome();
+  const { ca } = await pki(home);
+  const echo = echoBackend();
+  const port = freePort();
+  const config = (tls: boolean) =>
+    `services:
+  - name: switch
+    bind_address: 127.0.0.1
+    port: ${port}
+${
+      tls
+        ? "    tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}]}\n"
+        : ""
+    }    backends: ["127.0.0.1:${echo.port}"]
+`;
+  const d = await balWith(home, config(false), port);
+  const reload = async (tls: boolean) => {
+    Deno.writeTextFileSync(d.config, config(tls));
+    const r = await bal(home, "graceful", "-c", d.config);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+  };
+  try {
+    const plain = await Deno.connect({ hostname: "127.0.0.1", port });
+    assert.equal(await echoes(plain, "plain\n"), "plain\n");
+    await reload(true);
+    const secure = await tlsClient(port, ca.cert);
+    assert.equal(await echoes(secure, "secure\n"), "secure\n");
+    assert.equal(await echoes(plain, "still plain\n"), "still plain\n");
+    assert.equal((await status(home)).services[0].engine, "deno");
+    await reload(false);
+    const again = await Deno.connect({ hostname: "127.0.0.1", port });
+    assert.equal(await echoes(again, "plain again\n"), "plain again\n");
+    assert.equal(await echoes(secure, "secure still\n"), "secure still\n");
+    for (const c of [plain, secure, again]) c.close();
+  } finally {
+    await d.stop();
+    await echo.close();
   }
 });

@@ -7,18 +7,40 @@
  *
  * @module
  */
-import type { Engine, EngineName } from "../engine.ts";
+import { type Claim, type Engine, type EngineName, usesTls } from "../engine.ts";
 import type { PlaneStats } from "../../stats/counters.ts";
 
-/** `main` with `tls` (a deno engine made with `tlsOnly`) beside it. */
-export function besideTls(main: Engine, tls: Engine): Engine {
+/**
+ * The native engine and a TLS engine beside it, both made by `make` (the
+ * TLS one a deno engine with `tlsOnly`), claiming ports by the
+ * {@link Claim} given.
+ */
+export function besideTls(make: (claim: Claim, tlsOnly: boolean) => Engine): Engine {
+  // Addresses of services changing sides in this apply: the side taking one joins the port
+  // rather than claiming it, since the side leaving it may hold it a moment longer (io_uring
+  // cancels its accept first) and its live connections keep using it.
+  let moving = new Set<string>();
+  const claim: Claim = (address) => !moving.has(address);
+  const main = make(claim, false);
+  const tls = make(claim, true);
   return {
     name: main.name,
     apply(config) {
-      // The TLS side first: a service that stops speaking TLS is closed there before
-      // the native side listens for it, and the other way round on the next reload.
-      tls.apply(config);
-      main.apply(config);
+      // A service that changes sides is closed on the side it leaves first.
+      const [native, secure] = [main.listening(), tls.listening()];
+      const toTls = config.services.filter((s) => usesTls(s) && native[s.name] !== undefined);
+      const toNative = config.services.filter((s) => !usesTls(s) && secure[s.name] !== undefined);
+      moving = new Set([
+        ...toTls.map((s) => native[s.name]),
+        ...toNative.map((s) => secure[s.name]),
+      ]);
+      const [first, second] = toTls.length > 0 ? [main, tls] : [tls, main];
+      try {
+        first.apply(config);
+        second.apply(config);
+      } finally {
+        moving = new Set();
+      }
     },
     listening: () => ({ ...main.listening(), ...tls.listening() }),
     backlog: (service) => main.backlog(service) || tls.backlog(service),
