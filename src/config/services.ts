@@ -22,8 +22,8 @@ import {
 import { mergeRuntime, RUNTIME_KEYS, type RuntimeLayer, runtimeLayer } from "./runtime.ts";
 import { healthCheckOf, noCheck, tcpCheck } from "./health_check.ts";
 import { protocolOf, refuseForProtocol } from "./udp.ts";
-import { bandwidthOf, mirrorOf } from "./shaping.ts";
-import { backendTlsOf, certificatesOf, type PemCheck, type TlsFiles, tlsOf } from "./tls.ts";
+import { shapingOf } from "./shaping.ts";
+import { backendTlsOf, type PemCheck, serviceTlsOf, type TlsFiles } from "./tls.ts";
 import { aclOf, cidrList } from "./allow_deny.ts";
 import { backendsOf, type ParsedBackend, PORT_RULE, SEND_PROXY } from "./backends.ts";
 import { routesOf, type RoutesRead } from "./routes.ts";
@@ -38,7 +38,6 @@ import {
   METHODS,
   type RuntimeSettings,
   type Service,
-  type TlsCertificate,
 } from "./schema.ts";
 
 /** What reading the file noticed besides errors. */
@@ -215,7 +214,7 @@ export function serviceOf(
   );
   const proxy = proxyOf(fields, key, at);
   const files = tlsFiles(notes, at);
-  const tls = terminatingOf(fields, key, routed, protocol, files);
+  const tls = serviceTlsOf(fields, key, routed.certificates, protocol, files);
   if (!parsed || bind_address === undefined) return undefined;
   const resolved = resolveBackends(
     parsed,
@@ -259,7 +258,7 @@ export function serviceOf(
     discovered,
     protocol,
     udp,
-    ...shapingOf(fields, key, protocol, backends, notes, at),
+    ...shapingOf(fields, key, protocol, backends, (b) => notes.backendAt.get(b), at),
     tls,
   };
 }
@@ -267,64 +266,6 @@ export function serviceOf(
 /** Where a service's certificate files are found, and their keys' places kept. */
 function tlsFiles(notes: Notes, at: Report): TlsFiles {
   return { dir: notes.dir, at, read: (check) => notes.pems.push(check), locate: notes.locate };
-}
-
-/** A service's `tls:` with its routes' own certificates; a UDP service has none. */
-function terminatingOf(
-  fields: Map<string, Field>,
-  key: (k: string) => string,
-  routed: RoutesRead,
-  protocol: "tcp" | "udp",
-  files: TlsFiles,
-): Service["tls"] {
-  const field = fields.get("tls");
-  const tls = tlsOf(field, key("tls"), files);
-  for (const name of ["tls", "backend_tls"]) {
-    const f = fields.get(name);
-    if (f && protocol === "udp") {
-      files.at(f.key, key(name), "is for TCP streams; a UDP service has none");
-    }
-  }
-  const route_certificates: Record<string, TlsCertificate[]> = {};
-  for (const { route, field: certs, path } of routed.certificates) {
-    if (!tls) {
-      files.at(
-        certs.key,
-        path,
-        "needs the service's `tls:`: a route's own certificates are for TLS bal terminates",
-      );
-    }
-    route_certificates[route] = certificatesOf(certs, path, files);
-  }
-  return tls && { ...tls, route_certificates };
-}
-
-/** A service's `bandwidth:` and `mirror:`; both are for TCP streams. */
-function shapingOf(
-  fields: Map<string, Field>,
-  key: (k: string) => string,
-  protocol: "tcp" | "udp",
-  backends: readonly Backend[],
-  notes: Notes,
-  at: Report,
-): Pick<Service, "bandwidth" | "mirror"> {
-  const bandwidth = bandwidthOf(fields.get("bandwidth"), key("bandwidth"), at);
-  const mirror = mirrorOf(fields.get("mirror"), key("mirror"), at);
-  if (protocol === "udp") {
-    for (const name of ["bandwidth", "mirror"]) {
-      const f = fields.get(name);
-      if (f) at(f.key, key(name), "shapes TCP streams; a UDP service has none");
-    }
-    for (const b of backends.filter((b) => b.bandwidth)) {
-      const place = notes.backendAt.get(b);
-      at(
-        place?.node,
-        `${place?.path ?? key("backends")}.bandwidth`,
-        "shapes TCP streams; a UDP service has none",
-      );
-    }
-  }
-  return { bandwidth, mirror };
 }
 
 /** A service's `bind_address`, located for later messages; left out, a warning says what that means. */

@@ -6,11 +6,11 @@
  *
  * @module
  */
-import { isMap, isScalar } from "./yaml.ts";
+import { isMap, isScalar, type Node } from "./yaml.ts";
 import { describeNode, enumField, type Field, intField, mapFields, type Report } from "./fields.ts";
 import { formatAddress, normalizeHost } from "../net/address.ts";
 import { quote } from "../text.ts";
-import type { Bandwidth, Mirror } from "./schema.ts";
+import type { Backend, Bandwidth, Mirror, Service } from "./schema.ts";
 
 const UNITS: Record<string, number> = {
   "": 1,
@@ -142,4 +142,32 @@ function mirrorTarget(
     return undefined;
   }
   return { host, port, address: formatAddress(host, port) };
+}
+
+/** A service's `bandwidth:` and `mirror:`; both are for TCP streams. */
+export function shapingOf(
+  fields: Map<string, Field>,
+  key: (k: string) => string,
+  protocol: "tcp" | "udp",
+  backends: readonly Backend[],
+  placeOf: (backend: Backend) => { node?: Node; path?: string } | undefined,
+  at: Report,
+): Pick<Service, "bandwidth" | "mirror"> {
+  const bandwidth = bandwidthOf(fields.get("bandwidth"), key("bandwidth"), at);
+  const mirror = mirrorOf(fields.get("mirror"), key("mirror"), at);
+  if (protocol === "udp") {
+    for (const name of ["bandwidth", "mirror"]) {
+      const f = fields.get(name);
+      if (f) at(f.key, key(name), "shapes TCP streams; a UDP service has none");
+    }
+    for (const b of backends.filter((b) => b.bandwidth)) {
+      const place = placeOf(b);
+      at(
+        place?.node,
+        `${place?.path ?? key("backends")}.bandwidth`,
+        "shapes TCP streams; a UDP service has none",
+      );
+    }
+  }
+  return { bandwidth, mirror };
 }

@@ -20,6 +20,7 @@ import {
 } from "./fields.ts";
 import type { ConfigLocation } from "../errors.ts";
 import type { BackendTls, TlsCertificate, TlsTerminate } from "./schema.ts";
+import type { RoutesRead } from "./routes.ts";
 
 /** A PEM file as read, and where the config names it. */
 export interface PemRead {
@@ -264,4 +265,34 @@ export function backendTlsOf(
     verify: boolField(f.get("verify"), `${path}.verify`, true, at),
     certificate: wantsCert ? pairOf(f, field.value, path, files) ?? null : null,
   };
+}
+
+/** A service's `tls:` with its routes' own certificates; a UDP service has none. */
+export function serviceTlsOf(
+  fields: Map<string, Field>,
+  key: (k: string) => string,
+  routeCertificates: RoutesRead["certificates"],
+  protocol: "tcp" | "udp",
+  files: TlsFiles,
+): TlsTerminate | null {
+  const field = fields.get("tls");
+  const tls = tlsOf(field, key("tls"), files);
+  for (const name of ["tls", "backend_tls"]) {
+    const f = fields.get(name);
+    if (f && protocol === "udp") {
+      files.at(f.key, key(name), "is for TCP streams; a UDP service has none");
+    }
+  }
+  const route_certificates: Record<string, TlsCertificate[]> = {};
+  for (const { route, field: certs, path } of routeCertificates) {
+    if (!tls) {
+      files.at(
+        certs.key,
+        path,
+        "needs the service's `tls:`: a route's own certificates are for TLS bal terminates",
+      );
+    }
+    route_certificates[route] = certificatesOf(certs, path, files);
+  }
+  return tls && { ...tls, route_certificates };
 }

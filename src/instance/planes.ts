@@ -139,7 +139,9 @@ export async function startPlanes(
           claimPort,
           tlsOnly,
           planes: 1,
-          inherited: undefined,
+          // Its sockets are not handed over (Deno's cannot be): it joins the ports the bal
+          // before holds, and leaves the descriptors to the native side.
+          inherited: options.inherited && { fds: new Map(), held: options.inherited.held },
         })
         : createEngine(decision.name, runtime, { ...options, claimPort })
     );

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  alive,
   bal,
   dom,
   echoBackend,
@@ -97,7 +98,7 @@ Deno.test("tls: terminates TLS 1.2 and 1.3 with the certificate the client's ser
   const home = tempHome();
   const { a, b } = await pki(home);
   const echo = echoBackend();
-  const port = freePort();
+  const [port, modern] = [freePort(), freePort()];
   const admin = freePort();
   const d = await balWith(
     home,
@@ -110,6 +111,11 @@ services:
       certificates:
         - {cert_file: a.test.crt, key_file: a.test.key}
         - {cert_file: ${b.cert}, key_file: ${b.key}}
+    backends: ["127.0.0.1:${echo.port}"]
+  - name: modern
+    bind_address: 127.0.0.1
+    port: ${modern}
+    tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}], min_version: "1.3"}
     backends: ["127.0.0.1:${echo.port}"]
 `,
     port,
@@ -126,6 +132,12 @@ services:
     assert.equal(await subjectSeen(port, ["-servername", "x.b.test"]), "CN=b.test");
     assert.equal(await subjectSeen(port, ["-noservername"]), "CN=a.test");
     assert.equal(await subjectSeen(port, ["-servername", "other.test"]), "CN=a.test");
+    assert.match(
+      await subjectSeen(modern, ["-tls1_2"]),
+      /^none/,
+      "min_version 1.3 refuses TLS 1.2",
+    );
+    assert.equal(await subjectSeen(modern, ["-tls1_3"]), "CN=a.test");
     const s = await status(home);
     const svc = s.services.find((x: { name: string }) => x.name === "secure");
     assert.equal(svc.engine, "deno");
@@ -638,6 +650,42 @@ ${
     for (const c of [plain, secure, again]) c.close();
   } finally {
     await d.stop();
+    await echo.close();
+  }
+});
+
+Deno.test("tls: bal upgrade keeps a TLS service listening; a session from before keeps streaming on the old bal", async () => {
+  const home = tempHome();
+  const { ca } = await pki(home);
+  const echo = echoBackend();
+  const port = freePort();
+  const d = await balWith(
+    home,
+    `services:
+  - name: upgraded
+    bind_address: 127.0.0.1
+    port: ${port}
+    tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}]}
+    backends: ["127.0.0.1:${echo.port}"]
+`,
+    port,
+  );
+  let newPid = 0;
+  try {
+    const live = await tlsClient(port, ca.cert);
+    assert.equal(await echoes(live, "before\n"), "before\n");
+    const r = await bal(home, "upgrade");
+    assert.equal(r.code, 0, `bal upgrade failed: ${r.stderr}${r.stdout}`);
+    newPid = (await status(home)).pid;
+    assert.notEqual(newPid, d.pid);
+    const fresh = await tlsClient(port, ca.cert);
+    assert.equal(await echoes(fresh, "after\n"), "after\n");
+    assert.equal(await echoes(live, "still\n"), "still\n");
+    live.close();
+    fresh.close();
+  } finally {
+    await d.stop();
+    if (newPid && alive(newPid)) Deno.kill(newPid, "SIGKILL");
     await echo.close();
   }
 });
