@@ -57,6 +57,22 @@ const TLS_KEYS = [
 ];
 const BACKEND_TLS_KEYS = ["server_name", "ca_file", "verify", "cert_file", "key_file"];
 
+/** Whether `field` holds a mapping; when not, says so with an `example` of one. */
+function mapping(
+  field: Field,
+  path: string,
+  example: string,
+  at: Report,
+): field is Field & { value: Node } {
+  if (isMap(field.value)) return true;
+  at(
+    field.value ?? field.key,
+    path,
+    `expected a mapping such as ${example}, got ${describeNode(field.value)}`,
+  );
+  return false;
+}
+
 /** `tls:` at `path`, or null when it is not set. */
 export function tlsOf(
   field: Field | undefined,
@@ -64,15 +80,9 @@ export function tlsOf(
   files: TlsFiles,
 ): TlsTerminate | null {
   const { at } = files;
-  if (!field) return null;
-  if (!isMap(field.value)) {
-    at(
-      field.value ?? field.key,
-      path,
-      `expected a mapping such as {certificates: [{cert_file: a.crt, key_file: a.key}]}, got ${
-        describeNode(field.value)
-      }`,
-    );
+  if (
+    !field || !mapping(field, path, "{certificates: [{cert_file: a.crt, key_file: a.key}]}", at)
+  ) {
     return null;
   }
   const f = mapFields(field.value, path, TLS_KEYS, at);
@@ -238,15 +248,7 @@ export function backendTlsOf(
   files: TlsFiles,
 ): BackendTls | null {
   const { at } = files;
-  if (!field) return null;
-  if (!isMap(field.value)) {
-    at(
-      field.value ?? field.key,
-      path,
-      `expected a mapping such as {ca_file: ca.crt}, got ${describeNode(field.value)}`,
-    );
-    return null;
-  }
+  if (!field || !mapping(field, path, "{ca_file: ca.crt}", at)) return null;
   const f = mapFields(field.value, path, BACKEND_TLS_KEYS, at);
   const name = f.get("server_name");
   const rawName = name && isScalar(name.value) ? name.value.value : undefined;

@@ -145,6 +145,7 @@ Deno.test("acl: allowed clients are served, denied and unlisted ones closed at o
       client_rate: 0,
       proxy: 0,
       route: 0,
+      tls_handshake: 0,
       loop: 0,
     });
     assert.equal(status.connections_accepted, 4);

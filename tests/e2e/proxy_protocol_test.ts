@@ -220,6 +220,7 @@ Deno.test("accept_proxy: an untrusted source, a malformed header and a header to
       client_rate: 0,
       proxy: 3,
       route: 0,
+      tls_handshake: 0,
       loop: 0,
     });
     const said = d.log().filter((l) => l.event === "proxy_refused");

@@ -386,7 +386,8 @@ async function certShown(port: number): Promise<string> {
   return /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(r.stdout)?.[0] ?? "";
 }
 
-Deno.test("tls: new certificate files are served after bal graceful; a live session keeps streaming", async () => {
+/** bal serving one TLS service, `name`, with a.test's certificate, over an echo backend. */
+async function echoTls(name: string) {
   const home = tempHome();
   const { ca } = await pki(home);
   const echo = echoBackend();
@@ -394,7 +395,7 @@ Deno.test("tls: new certificate files are served after bal graceful; a live sess
   const d = await balWith(
     home,
     `services:
-  - name: rotating
+  - name: ${name}
     bind_address: 127.0.0.1
     port: ${port}
     tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}]}
@@ -402,6 +403,20 @@ Deno.test("tls: new certificate files are served after bal graceful; a live sess
 `,
     port,
   );
+  return {
+    home,
+    ca,
+    port,
+    d,
+    async stop() {
+      await d.stop();
+      await echo.close();
+    },
+  };
+}
+
+Deno.test("tls: new certificate files are served after bal graceful; a live session keeps streaming", async () => {
+  const { home, ca, port, d, stop } = await echoTls("rotating");
   try {
     const before = await certShown(port);
     assert.equal(before.trim(), Deno.readTextFileSync(`${home}/a.test.crt`).trim());
@@ -416,8 +431,7 @@ Deno.test("tls: new certificate files are served after bal graceful; a live sess
     for (let i = 0; i < 20; i++) assert.equal(await echoes(live, `line ${i}\n`), `line ${i}\n`);
     live.close();
   } finally {
-    await d.stop();
-    await echo.close();
+    await stop();
   }
 });
 
@@ -655,21 +669,7 @@ ${
 });
 
 Deno.test("tls: bal upgrade keeps a TLS service listening; a session from before keeps streaming on the old bal", async () => {
-  const home = tempHome();
-  const { ca } = await pki(home);
-  const echo = echoBackend();
-  const port = freePort();
-  const d = await balWith(
-    home,
-    `services:
-  - name: upgraded
-    bind_address: 127.0.0.1
-    port: ${port}
-    tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}]}
-    backends: ["127.0.0.1:${echo.port}"]
-`,
-    port,
-  );
+  const { home, ca, port, d, stop } = await echoTls("upgraded");
   let newPid = 0;
   try {
     const live = await tlsClient(port, ca.cert);
@@ -684,8 +684,7 @@ Deno.test("tls: bal upgrade keeps a TLS service listening; a session from before
     live.close();
     fresh.close();
   } finally {
-    await d.stop();
+    await stop();
     if (newPid && alive(newPid)) Deno.kill(newPid, "SIGKILL");
-    await echo.close();
   }
 });

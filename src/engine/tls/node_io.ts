@@ -161,6 +161,41 @@ export function tlsStream(socket: TLSSocket, flow: Flow): Stream {
   };
 }
 
+/**
+ * Waits for `socket`'s handshake (`event`: `secure` on a server,
+ * `secureConnect` on a client) for at most `timeoutMs`: then `accept`
+ * decides (a reason refuses it). Resolves to what `accept` made of it, or
+ * why it failed in words; a failed socket is destroyed.
+ */
+export function handshake<T>(
+  socket: TLSSocket,
+  event: "secure" | "secureConnect",
+  timeoutMs: number,
+  accept: () => T | string,
+): Promise<T | string> {
+  return new Promise((resolve) => {
+    const fail = (why: string) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(why);
+    };
+    const timer = setTimeout(
+      () => fail(`handshake not finished within ${timeoutMs} ms`),
+      timeoutMs,
+    );
+    socket.once("error", (err: Error) => fail(err.message));
+    socket.once("close", () => fail("closed during the handshake"));
+    socket.once(event, () => {
+      clearTimeout(timer);
+      socket.removeAllListeners("close");
+      socket.removeAllListeners("error");
+      const done = accept();
+      if (typeof done === "string") fail(done);
+      else resolve(done);
+    });
+  });
+}
+
 /** Closes a TLS socket and the connection beneath it. */
 export function closeBoth(socket: TLSSocket | null, conn: Stream): void {
   socket?.destroy();

@@ -9,7 +9,7 @@
 import type { TLSSocket } from "node:tls";
 import type { BackendTls } from "../../config/schema.ts";
 import type { Stream } from "../../net/stream.ts";
-import { duplexOver, flow, type NodeTls, tlsStream } from "./node_io.ts";
+import { duplexOver, flow, handshake, type NodeTls, tlsStream } from "./node_io.ts";
 
 /** A backend reached through TLS: its plain side, and the socket (to close). */
 export interface Originated {
@@ -24,7 +24,7 @@ export function serverNameOf(tls: BackendTls, host: string): string | undefined 
 }
 
 /** The handshake with a backend over `conn`, within `timeoutMs`; or why it failed, in words. */
-export function originate(
+export async function originate(
   node: NodeTls,
   conn: Stream,
   tls: BackendTls,
@@ -42,26 +42,14 @@ export function originate(
     cert: tls.certificate?.cert_pem,
     key: tls.certificate?.key_pem,
   });
-  return new Promise((resolve) => {
-    const fail = (why: string) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(why);
-    };
-    const timer = setTimeout(
-      () => fail(`TLS handshake not finished within ${timeoutMs} ms`),
-      timeoutMs,
-    );
-    socket.once("error", (err: Error) => fail(`TLS: ${err.message}`));
-    socket.once("close", () => fail("TLS: closed during the handshake"));
-    socket.once("secureConnect", () => {
-      if (tls.verify && !socket.authorized) {
-        return fail(`TLS: certificate not verified (${socket.authorizationError ?? "unknown"})`);
-      }
-      clearTimeout(timer);
-      socket.removeAllListeners("close");
-      socket.removeAllListeners("error");
-      resolve({ stream: tlsStream(socket, held), socket });
-    });
-  });
+  const done = await handshake(
+    socket,
+    "secureConnect",
+    timeoutMs,
+    () =>
+      tls.verify && !socket.authorized
+        ? `certificate not verified (${socket.authorizationError ?? "unknown"})`
+        : { stream: tlsStream(socket, held), socket },
+  );
+  return typeof done === "string" ? `TLS: ${done}` : done;
 }

@@ -14,7 +14,7 @@ import type { TlsCertificate, TlsTerminate } from "../../config/schema.ts";
 import { certificateFacts } from "../../config/certificates.ts";
 import type { Stream } from "../../net/stream.ts";
 import type { TlsFacts } from "../../route/proxy_protocol.ts";
-import { duplexOver, type Flow, flow, type NodeTls, tlsStream } from "./node_io.ts";
+import { duplexOver, type Flow, flow, handshake, type NodeTls, tlsStream } from "./node_io.ts";
 
 type SecureContext = ReturnType<NodeTls["tls"]["createSecureContext"]>;
 type X509 = InstanceType<NodeTls["crypto"]["X509Certificate"]>;
@@ -102,27 +102,12 @@ export function terminate(node: NodeTls, req: TerminateRequest): Promise<Termina
     requestCert: tls.client_ca !== null,
     rejectUnauthorized: tls.client_ca !== null && tls.client_auth === "required",
   });
-  return new Promise((resolve) => {
-    const fail = (why: string) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(why);
-    };
-    const timer = setTimeout(
-      () => fail(`handshake not finished within ${tls.handshake_timeout_ms} ms`),
-      tls.handshake_timeout_ms,
-    );
-    socket.once("error", (err: Error) => fail(err.message));
-    socket.once("close", () => fail("closed during the handshake"));
-    socket.once("secure", () => {
-      clearTimeout(timer);
-      socket.removeAllListeners("close");
-      socket.removeAllListeners("error");
-      const refused = clientCertRefusal(node, socket, contexts, tls);
-      if (refused) return fail(refused);
-      resolve(finished(socket, held));
-    });
-  });
+  return handshake(
+    socket,
+    "secure",
+    tls.handshake_timeout_ms,
+    () => clientCertRefusal(node, socket, contexts, tls) ?? finished(socket, held),
+  );
 }
 
 function finished(socket: TLSSocket, held: Flow): Terminated {
