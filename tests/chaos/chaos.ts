@@ -70,6 +70,8 @@ export interface StreamOptions {
   chunk?: number;
   /** Pause between writes, to keep the connection open longer. */
   pauseMs?: number;
+  /** How to open the connection (a TLS client, say); default: TCP to 127.0.0.1:`port`. */
+  connect?: () => Promise<Deno.Conn>;
 }
 
 /**
@@ -82,9 +84,10 @@ export async function streamEcho(
   options: StreamOptions = {},
 ): Promise<StreamResult> {
   const { halfClose = false, chunk = 16 * 1024, pauseMs = 0 } = options;
-  let conn: Deno.TcpConn;
+  const open = options.connect ?? (() => Deno.connect({ hostname: "127.0.0.1", port }));
+  let conn: Deno.Conn;
   try {
-    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn = await open();
   } catch (err) {
     return { sent: 0, received: 0, intact: false, error: String(err) };
   }

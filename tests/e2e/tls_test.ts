@@ -430,6 +430,15 @@ Deno.test("tls: new certificate files are served after bal graceful; a live sess
     assert.equal((await certShown(port)).trim(), renewed, "new handshakes get the new certificate");
     for (let i = 0; i < 20; i++) assert.equal(await echoes(live, `line ${i}\n`), `line ${i}\n`);
     live.close();
+    // A broken file is a failed reload: the running certificate stays.
+    Deno.writeTextFileSync(`${home}/a.test.crt`, "not a certificate\n");
+    const bad = await bal(home, "graceful", "-c", d.config);
+    assert.notEqual(bad.code, 0);
+    assert.match(
+      bad.stderr + bad.stdout,
+      /tls\.yaml:\d+:\d+: services\[0\]\.tls\.certificates\[0\]\.cert_file: .*holds no PEM certificate/,
+    );
+    assert.equal((await certShown(port)).trim(), renewed, "the running certificate is kept");
   } finally {
     await stop();
   }

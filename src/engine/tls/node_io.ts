@@ -60,6 +60,9 @@ export function duplexOver(
   flow: Flow,
 ): Duplex {
   let pending = first && first.length > 0 ? first : null;
+  // One buffer per connection, its reads handed on as copies of what came: a handshake's
+  // records are a few hundred bytes, so a fresh 16 KiB per read was mostly garbage.
+  const buf = new Uint8Array(READ_BYTES);
   return new node.Duplex({
     allowHalfOpen: true,
     read() {
@@ -70,9 +73,8 @@ export function duplexOver(
         return;
       }
       const next = () => {
-        const buf = new Uint8Array(READ_BYTES);
         conn.read(buf).then(
-          (n) => this.push(n === null ? null : buf.subarray(0, n)),
+          (n) => this.push(n === null ? null : buf.slice(0, n)),
           (err) => this.destroy(err),
         );
       };
