@@ -106,13 +106,16 @@ export function terminate(node: NodeTls, req: TerminateRequest): Promise<Termina
     socket,
     "secure",
     tls.handshake_timeout_ms,
-    () => clientCertRefusal(node, socket, contexts, tls) ?? finished(socket, held),
+    () =>
+      clientCertRefusal(node, socket, contexts, tls) ??
+        finished(socket, held, tls.client_ca !== null),
   );
 }
 
-function finished(socket: TLSSocket, held: Flow): Terminated {
+function finished(socket: TLSSocket, held: Flow, askedCert: boolean): Terminated {
   const servername = (socket as TLSSocket & { servername?: string | false }).servername;
-  const peer = socket.getPeerCertificate();
+  // Reading the peer's certificate parses it: only where one was asked for.
+  const peer = askedCert ? socket.getPeerCertificate() : null;
   const shown = peer !== null && typeof peer === "object" && "raw" in peer;
   const cn = shown ? peer.subject?.CN : undefined;
   return {
