@@ -531,6 +531,63 @@ Deno.test("tls: garbage, a hello cut short, a silent client and 1,000 handshakes
   }
 });
 
+Deno.test("tls: a peer that closes mid-handshake ends the session then, not at the handshake or connect timeout", async () => {
+  const home = tempHome();
+  await pki(home);
+  // A "TLS" backend that takes the connection and closes it before a byte of handshake.
+  const hangUp = serveTcp(async (c) => {
+    await Promise.resolve();
+    c.close();
+  });
+  const echo = echoBackend();
+  const [port, out] = [freePort(), freePort()];
+  const d = await balWith(
+    home,
+    `services:
+  - name: edge
+    bind_address: 127.0.0.1
+    port: ${port}
+    tls:
+      certificates: [{cert_file: a.test.crt, key_file: a.test.key}]
+      handshake_timeout_ms: 60000
+    backends: ["127.0.0.1:${echo.port}"]
+  - name: out
+    bind_address: 127.0.0.1
+    port: ${out}
+    runtime: {backend_connect_timeout_ms: 60000}
+    backend_tls: {verify: false}
+    backends: ["127.0.0.1:${hangUp.port}"]
+`,
+    port,
+  );
+  try {
+    // A hello cut short, then closed; and a client that closes without a byte.
+    const cut = await Deno.connect({ hostname: "127.0.0.1", port });
+    await writeAll(cut, new Uint8Array([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]));
+    cut.close();
+    (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+    await waitFor("both to be refused well before the 60 s handshake timeout", async () => {
+      const edge = (await status(home)).services[0];
+      return edge.refused_by_cause.tls_handshake === 2 && edge.active_connections === 0;
+    });
+    // The backend hung up mid-handshake: the client is closed now, not after 60 s.
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: out });
+    const closed = c.read(new Uint8Array(16)).catch(() => null);
+    const at = await Promise.race([
+      closed,
+      new Promise((r) => setTimeout(() => r("open"), 10_000)),
+    ]);
+    c.close();
+    assert.equal(at, null, "the client was closed once the backend hung up");
+    const backend = (await status(home)).services[1].backends[0];
+    assert.ok(backend.counters.tls >= 1, JSON.stringify(backend.counters));
+  } finally {
+    await d.stop();
+    await hangUp.close();
+    await echo.close();
+  }
+});
+
 /** bal's resident memory, in bytes. */
 function rss(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));

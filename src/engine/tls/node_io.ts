@@ -167,10 +167,13 @@ export function tlsStream(socket: TLSSocket, flow: Flow): Stream {
  * Waits for `socket`'s handshake (`event`: `secure` on a server,
  * `secureConnect` on a client) for at most `timeoutMs`: then `accept`
  * decides (a reason refuses it). Resolves to what `accept` made of it, or
- * why it failed in words; a failed socket is destroyed.
+ * why it failed in words; a failed socket is destroyed. The peer ending
+ * its side of `under` fails it at once: no handshake finishes after that,
+ * and the TLS socket above a duplex does not say so itself.
  */
 export function handshake<T>(
   socket: TLSSocket,
+  under: Duplex,
   event: "secure" | "secureConnect",
   timeoutMs: number,
   accept: () => T | string,
@@ -186,9 +189,12 @@ export function handshake<T>(
       timeoutMs,
     );
     socket.once("error", (err: Error) => fail(err.message));
-    socket.once("close", () => fail("closed during the handshake"));
+    const closed = () => fail("closed during the handshake");
+    socket.once("close", closed);
+    under.once("end", closed);
     socket.once(event, () => {
       clearTimeout(timer);
+      under.removeListener("end", closed);
       socket.removeAllListeners("close");
       socket.removeAllListeners("error");
       const done = accept();

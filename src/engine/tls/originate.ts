@@ -33,8 +33,9 @@ export async function originate(
 ): Promise<Originated | string> {
   const servername = serverNameOf(tls, host);
   const held = flow();
+  const under = duplexOver(node, conn, null, held);
   const socket = node.tls.connect({
-    socket: duplexOver(node, conn, null, held),
+    socket: under,
     servername,
     ca: tls.ca ? tls.ca.pem : undefined,
     // bal decides from `authorized`, so the reason is its own to say.
@@ -44,6 +45,7 @@ export async function originate(
   });
   const done = await handshake(
     socket,
+    under,
     "secureConnect",
     timeoutMs,
     () =>

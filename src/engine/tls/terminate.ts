@@ -89,7 +89,8 @@ export function terminate(node: NodeTls, req: TerminateRequest): Promise<Termina
   const { tls } = req;
   const contexts = contextsOf(node, tls);
   const held = flow();
-  const socket = new node.tls.TLSSocket(duplexOver(node, req.conn, req.first, held), {
+  const under = duplexOver(node, req.conn, req.first, held);
+  const socket = new node.tls.TLSSocket(under, {
     isServer: true,
     secureContext: contexts.main[0].context,
     SNICallback(name: string, give: (err: Error | null, ctx?: SecureContext) => void) {
@@ -104,6 +105,7 @@ export function terminate(node: NodeTls, req: TerminateRequest): Promise<Termina
   });
   return handshake(
     socket,
+    under,
     "secure",
     tls.handshake_timeout_ms,
     () =>
