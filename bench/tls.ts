@@ -3,9 +3,10 @@
  * an ECDSA P-256 and an RSA 2048 certificate, and a bulk stream (512 MiB)
  * through the terminating proxy: its CPU per GiB and its rate, for bal (a
  * service with `tls:`), HAProxy (`ssl crt`, one thread) and nginx stream
- * (`ssl`, one worker). With `--probes`, also two bare Deno proxies
- * (bench/tls_server.ts): `Deno.listenTls` and `node:tls`, what bal could be
- * built on. Each proxy runs on core 1, the clients (`openssl s_time`, a
+ * (`ssl`, one worker). With `--probes`, also bare Deno proxies
+ * (bench/tls_server.ts): `Deno.listenTls`, `node:tls` on Node's sockets,
+ * bal's adapter alone, and `node:tls` on descriptors libc accepted: what
+ * bal could be built on. Each proxy runs on core 1, the clients (`openssl s_time`, a
  * Deno TLS client for bulk) and the backend on core 0; CPU is the proxy's
  * user and system time from /proc.
  *
@@ -102,6 +103,7 @@ const probes: Record<string, Start> = {
   "Deno.listenTls probe": (port, c, backend) => denoServer("deno", port, c, backend),
   "node:tls probe": (port, c, backend) => denoServer("node", port, c, backend),
   "bal's adapter probe": (port, c, backend) => denoServer("adapter", port, c, backend),
+  "libc accept + node:tls probe": (port, c, backend) => denoServer("fd", port, c, backend),
 };
 
 function denoServer(stack: string, port: number, c: Cert, backend: number) {
@@ -110,6 +112,7 @@ function denoServer(stack: string, port: number, c: Cert, backend: number) {
     "run",
     "--allow-net",
     "--allow-read",
+    "--allow-ffi",
     `${root}bench/tls_server.ts`,
     stack,
     String(port),

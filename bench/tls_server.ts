@@ -6,9 +6,11 @@
  * backend connected, and bytes relayed both ways until either side ends.
  *
  * `adapter` is bal's own way (src/engine/tls/node_io.ts): `node:tls` over a
- * Deno socket through a JS duplex, without the rest of bal.
+ * Deno socket through a JS duplex, without the rest of bal. `fd` is the
+ * way without the duplex: a descriptor accepted by libc, as the native
+ * engines accept, under `node:tls` as Node's own TCP socket.
  *
- *   deno run --allow-net --allow-read bench/tls_server.ts deno|node|adapter PORT CERT KEY BACKEND_PORT
+ *   deno run --allow-net --allow-read --allow-ffi bench/tls_server.ts deno|node|adapter|fd PORT CERT KEY BACKEND_PORT
  *
  * @module
  */
@@ -94,4 +96,50 @@ async function serveAdapter(): Promise<void> {
   }
 }
 
-await (stack === "node" ? serveNode() : stack === "adapter" ? serveAdapter() : serveDeno());
+/**
+ * Accepted by libc (as bal's native engines accept), each descriptor then
+ * given to `node:net` as a socket (Node's TCP handle) under `node:tls`:
+ * no duplex. The plain side is relayed as the adapter's is.
+ */
+async function serveFd(): Promise<void> {
+  const ffi = await import("../src/engine/linux/ffi.ts");
+  const { encodeAddress, familyOf } = await import("../src/engine/linux/sockaddr.ts");
+  const { flow, tlsStream } = await import("../src/engine/tls/node_io.ts");
+  const tls = await import("node:tls");
+  const net = await import("node:net");
+  ffi.loadLibc();
+  const context = tls.createSecureContext({ cert, key });
+  const address = encodeAddress("127.0.0.1", Number(port));
+  const listener = ffi.socket(familyOf(address));
+  ffi.setIntOption(listener, ffi.C.SOL_SOCKET, ffi.C.SO_REUSEADDR, 1);
+  if (ffi.bind(listener, address) < 0 || ffi.listen(listener, 1024) < 0) throw new Error("listen");
+  const ep = ffi.epollCreate();
+  ffi.epollCtl(ep, ffi.C.EPOLL_CTL_ADD, listener, ffi.C.EPOLLIN, 0);
+  const events = ffi.eventBuffer(1);
+  const peer = new Uint8Array(ffi.SOCKADDR_MAX);
+  for (;;) {
+    const fd = ffi.accept(listener, peer);
+    if (fd < 0) {
+      await ffi.epollWaitAsync(ep, events, -1);
+      continue;
+    }
+    const held = flow();
+    const socket = new tls.TLSSocket(new net.Socket({ fd, readable: true, writable: true }), {
+      isServer: true,
+      secureContext: context,
+    });
+    socket.on("error", () => {});
+    socket.once("secure", async () => {
+      const client = tlsStream(socket, held);
+      try {
+        const up = await Deno.connect(backend);
+        await Promise.all([pump(client as Deno.Conn, up), pump(up, client as Deno.Conn)]);
+        up.close();
+      } catch { /* a side went away */ }
+      socket.destroy();
+    });
+  }
+}
+
+const serve = { node: serveNode, adapter: serveAdapter, fd: serveFd, deno: serveDeno };
+await (serve[stack as keyof typeof serve] ?? serveDeno)();
