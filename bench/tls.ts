@@ -104,9 +104,11 @@ const probes: Record<string, Start> = {
   "node:tls probe": (port, c, backend) => denoServer("node", port, c, backend),
   "bal's adapter probe": (port, c, backend) => denoServer("adapter", port, c, backend),
   "libc accept + node:tls probe": (port, c, backend) => denoServer("fd", port, c, backend),
+  "libc accept + node:tls + node relay probe": (port, c, backend) =>
+    denoServer("fd", port, c, backend, "node-relay"),
 };
 
-function denoServer(stack: string, port: number, c: Cert, backend: number) {
+function denoServer(stack: string, port: number, c: Cert, backend: number, extra = "") {
   return spawn(onCpu(1, [
     Deno.execPath(),
     "run",
@@ -119,6 +121,7 @@ function denoServer(stack: string, port: number, c: Cert, backend: number) {
     c.cert,
     c.key,
     String(backend),
+    extra,
   ]));
 }
 

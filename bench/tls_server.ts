@@ -8,9 +8,11 @@
  * `adapter` is bal's own way (src/engine/tls/node_io.ts): `node:tls` over a
  * Deno socket through a JS duplex, without the rest of bal. `fd` is the
  * way without the duplex: a descriptor accepted by libc, as the native
- * engines accept, under `node:tls` as Node's own TCP socket.
+ * engines accept, under `node:tls` as Node's own TCP socket; with
+ * `node-relay` after the backend port, its backend is a `node:net` socket
+ * too, relayed on Node's stream events.
  *
- *   deno run --allow-net --allow-read --allow-ffi bench/tls_server.ts deno|node|adapter|fd PORT CERT KEY BACKEND_PORT
+ *   deno run --allow-net --allow-read --allow-ffi bench/tls_server.ts deno|node|adapter|fd PORT CERT KEY BACKEND_PORT [node-relay]
  *
  * @module
  */
@@ -129,6 +131,10 @@ async function serveFd(): Promise<void> {
       secureContext: context,
     });
     socket.on("error", () => {});
+    if (RELAY_NODE) {
+      socket.once("secure", () => relayNode(net, socket));
+      continue;
+    }
     socket.once("secure", async () => {
       const client = tlsStream(socket, held);
       try {
@@ -139,6 +145,33 @@ async function serveFd(): Promise<void> {
       socket.destroy();
     });
   }
+}
+
+const RELAY_NODE = Deno.args[5] === "node-relay";
+
+/** Bytes both ways between two Node sockets by their events, each paused while the other is full. */
+function relayNode(net: typeof import("node:net"), client: import("node:net").Socket) {
+  const up = net.connect(backend.port, backend.hostname);
+  up.setNoDelay(true);
+  const oneWay = (from: import("node:net").Socket, to: import("node:net").Socket) => {
+    from.on("data", (chunk: Uint8Array) => {
+      if (!to.write(chunk)) {
+        from.pause();
+        to.once("drain", () => from.resume());
+      }
+    });
+    from.on("end", () => to.end());
+  };
+  oneWay(client, up);
+  oneWay(up, client);
+  const end = () => {
+    client.destroy();
+    up.destroy();
+  };
+  up.on("error", end);
+  client.on("error", end);
+  client.on("close", end);
+  up.on("close", end);
 }
 
 const serve = { node: serveNode, adapter: serveAdapter, fd: serveFd, deno: serveDeno };
