@@ -588,6 +588,44 @@ Deno.test("tls: a peer that closes mid-handshake ends the session then, not at t
   }
 });
 
+Deno.test("tls: a client that resets right after its handshake leaves no session behind", async () => {
+  const home = tempHome();
+  await pki(home);
+  const echo = echoBackend();
+  const port = freePort();
+  const d = await balWith(
+    home,
+    `bind_address: 127.0.0.1
+port: ${port}
+tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}]}
+backends: ["127.0.0.1:${echo.port}"]
+`,
+    port,
+  );
+  try {
+    // openssl s_time closes each connection after its handshake with the server's session
+    // tickets unread, so the kernel resets it: the TLS socket closes without an error, and
+    // the relay's half-close toward it must not wait for a callback that never comes.
+    const r = await runCommand("openssl", [
+      "s_time",
+      "-connect",
+      `127.0.0.1:${port}`,
+      "-new",
+      "-time",
+      "1",
+    ]);
+    const made = Number(/(\d+) connections in/.exec(r.stdout)?.[1] ?? 0);
+    assert.ok(made > 10, r.stdout + r.stderr);
+    await waitFor("every session to have ended", async () => {
+      const edge = (await status(home)).services[0];
+      return edge.active_connections === 0 && edge.connections_accepted >= made;
+    });
+  } finally {
+    await d.stop();
+    await echo.close();
+  }
+});
+
 /** bal's resident memory, in bytes. */
 function rss(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${pid}/status`));

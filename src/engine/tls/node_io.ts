@@ -103,29 +103,41 @@ export function flow(): Flow {
  * queued until read; past 64 KiB `flow` holds the reads of the connection
  * under it (so a slow reader slows the sender through TCP); a write
  * resolves once the socket took the bytes, so the relay never runs ahead.
+ * Once the socket has closed (a peer's reset closes it without an error:
+ * that is heard from `under`, the duplex beneath), a write fails and a
+ * half-close is done at once: Node calls back neither on a closed socket,
+ * and the relay would wait for them for good.
  */
-export function tlsStream(socket: TLSSocket, flow: Flow): Stream {
+export function tlsStream(socket: TLSSocket, flow: Flow, under?: Duplex): Stream {
   const chunks: Uint8Array[] = [];
   let queued = 0;
   let ended = false;
+  let closed = false;
   let failure: Error | null = null;
   let wake = () => {};
+  /** Writes and half-closes waiting on the socket, let go when it closes. */
+  const waiting = new Set<() => void>();
   socket.on("data", (chunk: Uint8Array) => {
     chunks.push(chunk);
     queued += chunk.length;
     if (queued > QUEUE_HIGH) flow.full = true;
     wake();
   });
-  const stop = () => {
+  socket.on("end", () => {
     ended = true;
     wake();
-  };
-  socket.on("end", stop);
-  socket.on("close", stop);
-  socket.on("error", (err: Error) => {
-    failure = err;
-    wake();
   });
+  socket.on("close", () => {
+    ended = closed = true;
+    wake();
+    for (const release of [...waiting]) release();
+  });
+  const fail = (err: Error) => {
+    failure ??= err;
+    wake();
+  };
+  socket.on("error", fail);
+  under?.on("error", fail);
   return {
     async read(buf) {
       while (chunks.length === 0) {
@@ -149,13 +161,25 @@ export function tlsStream(socket: TLSSocket, flow: Flow): Stream {
     },
     write: (bytes) =>
       new Promise((resolve, reject) => {
-        if (failure) return reject(failure);
+        const lost = () => reject(failure ?? new Error("the TLS connection is closed"));
+        if (failure || closed) return lost();
+        waiting.add(lost);
         // The relay reuses its buffer: the socket keeps a copy.
-        socket.write(bytes.slice(), (err) => err ? reject(err) : resolve(bytes.length));
+        socket.write(bytes.slice(), (err) => {
+          waiting.delete(lost);
+          if (err) reject(err);
+          else resolve(bytes.length);
+        });
       }),
     closeWrite: () =>
-      new Promise((resolve) => {
-        socket.end(() => resolve());
+      new Promise((resolve, reject) => {
+        const done = () => failure ? reject(failure) : resolve();
+        if (closed) return done();
+        waiting.add(done);
+        socket.end(() => {
+          waiting.delete(done);
+          resolve();
+        });
       }),
     close() {
       socket.destroy();

@@ -51,7 +51,7 @@ export async function originate(
     () =>
       tls.verify && !socket.authorized
         ? `certificate not verified (${socket.authorizationError ?? "unknown"})`
-        : { stream: tlsStream(socket, held), socket },
+        : { stream: tlsStream(socket, held, under), socket },
   );
   return typeof done === "string" ? `TLS: ${done}` : done;
 }

@@ -9,6 +9,7 @@
  *
  * @module
  */
+import type { Duplex } from "node:stream";
 import type { TLSSocket } from "node:tls";
 import type { TlsCertificate, TlsTerminate } from "../../config/schema.ts";
 import { certificateFacts } from "../../config/certificates.ts";
@@ -110,18 +111,23 @@ export function terminate(node: NodeTls, req: TerminateRequest): Promise<Termina
     tls.handshake_timeout_ms,
     () =>
       clientCertRefusal(node, socket, contexts, tls) ??
-        finished(socket, held, tls.client_ca !== null),
+        finished(socket, held, under, tls.client_ca !== null),
   );
 }
 
-function finished(socket: TLSSocket, held: Flow, askedCert: boolean): Terminated {
+function finished(
+  socket: TLSSocket,
+  held: Flow,
+  under: Duplex,
+  askedCert: boolean,
+): Terminated {
   const servername = (socket as TLSSocket & { servername?: string | false }).servername;
   // Reading the peer's certificate parses it: only where one was asked for.
   const peer = askedCert ? socket.getPeerCertificate() : null;
   const shown = peer !== null && typeof peer === "object" && "raw" in peer;
   const cn = shown ? peer.subject?.CN : undefined;
   return {
-    stream: tlsStream(socket, held),
+    stream: tlsStream(socket, held, under),
     socket,
     facts: {
       sni: typeof servername === "string" && servername ? servername.toLowerCase() : null,
