@@ -6,7 +6,8 @@
  * (`ssl`, one worker). With `--probes`, also bare Deno proxies
  * (bench/tls_server.ts): `Deno.listenTls`, `node:tls` on Node's sockets,
  * bal's adapter alone, and `node:tls` on descriptors libc accepted: what
- * bal could be built on. Each proxy runs on core 1, the clients (`openssl s_time`, a
+ * bal could be built on, and OpenSSL's libssl through FFI on libc's sockets
+ * (bench/tls_openssl.ts). Each proxy runs on core 1, the clients (`openssl s_time`, a
  * Deno TLS client for bulk) and the backend on core 0; CPU is the proxy's
  * user and system time from /proc.
  *
@@ -106,6 +107,18 @@ const probes: Record<string, Start> = {
   "libc accept + node:tls probe": (port, c, backend) => denoServer("fd", port, c, backend),
   "libc accept + node:tls + node relay probe": (port, c, backend) =>
     denoServer("fd", port, c, backend, "node-relay"),
+  "libssl through FFI probe": (port, c, backend) =>
+    spawn(onCpu(1, [
+      Deno.execPath(),
+      "run",
+      "--allow-read",
+      "--allow-ffi",
+      `${root}bench/tls_openssl.ts`,
+      String(port),
+      c.cert,
+      c.key,
+      String(backend),
+    ])),
 };
 
 function denoServer(stack: string, port: number, c: Cert, backend: number, extra = "") {
