@@ -58,8 +58,8 @@ export interface Engine {
 
 /**
  * Whether a service speaks TLS at bal (`tls:`, or `backend_tls:` on any of
- * its backends): such services run on Deno's sockets, where the TLS stack
- * is, beside a native engine (src/engine/tls/).
+ * its backends): such services run beside a native engine, on OpenSSL or
+ * on Deno's sockets (src/engine/tls/beside.ts).
  */
 export function usesTls(service: Service): boolean {
   return service.tls !== null || service.backends.some((b) => b.tls !== null) ||
@@ -96,6 +96,10 @@ export interface EngineOptions {
   planes: number;
   /** Listening sockets handed over by the bal before (`bal upgrade`), for this plane. */
   inherited?: Inherited;
-  /** A deno engine beside a native one: it serves only the services that {@link usesTls}. */
-  tlsOnly?: boolean;
+  /**
+   * The services this engine serves, where engines run side by side in one
+   * thread (src/engine/tls/beside.ts); by default a native engine serves
+   * those that do not {@link usesTls}, and deno serves all.
+   */
+  serves?: (service: Service) => boolean;
 }

@@ -364,12 +364,9 @@ export function planeEngine<S extends SessionBase>(
   steps: EngineSteps = {},
 ): Engine {
   let stopping = false;
-  // Native engines leave TLS to a deno engine beside them (src/engine/tls/).
-  const serves = name !== "deno"
-    ? (s: Service) => !usesTls(s)
-    : plane.options.tlsOnly
-    ? usesTls
-    : () => true;
+  // Native engines leave TLS to the engines beside them (src/engine/tls/beside.ts).
+  const serves = plane.options.serves ??
+    (name !== "deno" ? (s: Service) => !usesTls(s) : () => true);
   return {
     name,
     apply(config) {

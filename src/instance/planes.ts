@@ -16,7 +16,11 @@ import type { HealthState } from "../health/state.ts";
 import type { BackendAdmin } from "../balance/admin_state.ts";
 import { logger } from "../log.ts";
 import { startUdp } from "../udp/flows.ts";
-import { besideTls } from "../engine/tls/beside.ts";
+import { besideTls, type Side, tlsSides } from "../engine/tls/beside.ts";
+import type { Claim, Engine, EngineName, EngineOptions } from "../engine/engine.ts";
+import type { Service } from "../config/schema.ts";
+import type { Runtime } from "../snapshot.ts";
+import { loadSsl } from "../engine/linux/ffi_ssl.ts";
 
 const log = logger("server");
 
@@ -129,22 +133,9 @@ export async function startPlanes(
     onResult,
     onNoBackend,
   };
-  // TLS services run on Deno's sockets beside a native engine, in this thread only.
   planes.engine = decision.name === "deno"
     ? createEngine(decision.name, runtime, options)
-    : besideTls((claimPort, tlsOnly) =>
-      tlsOnly
-        ? createEngine("deno", runtime, {
-          ...options,
-          claimPort,
-          tlsOnly,
-          planes: 1,
-          // Its sockets are not handed over (Deno's cannot be): it joins the ports the bal
-          // before holds, and leaves the descriptors to the native side.
-          inherited: options.inherited && { fds: new Map(), held: options.inherited.held },
-        })
-        : createEngine(decision.name, runtime, { ...options, claimPort })
-    );
+    : besideNative(decision.name, runtime, options);
   planes.engine.apply(config);
   await startUdpPlane(planes, config, decision.name !== "deno", seed !== undefined);
   if (count > 1) {
@@ -180,4 +171,37 @@ async function startUdpPlane(planes: Planes, config: Config, native: boolean, jo
 /** Where every service listens, TCP and UDP, by service name. */
 export function listeningOf(planes: Planes): Record<string, string> {
   return { ...planes.engine.listening(), ...planes.udp.listening() };
+}
+
+/**
+ * The main thread's engines: the native one for plain services, with the
+ * TLS services beside it in this thread only, on OpenSSL (an epoll engine)
+ * where it loads and serves them, else on `node:tls` (a deno engine).
+ */
+function besideNative(name: EngineName, runtime: Runtime, options: EngineOptions): Engine {
+  const openssl = loadSsl() === null;
+  const who = tlsSides(openssl);
+  // The sides' sockets are not handed over (Deno's cannot be): they join the ports the bal
+  // before holds, and leave the descriptors to the native side.
+  const beside = (claimPort: Claim, serves: (s: Service) => boolean): EngineOptions => ({
+    ...options,
+    claimPort,
+    serves,
+    planes: 1,
+    inherited: options.inherited && { fds: new Map(), held: options.inherited.held },
+  });
+  const sides: Side[] = [
+    {
+      serves: who.native,
+      make: (claimPort, serves) => createEngine(name, runtime, { ...options, claimPort, serves }),
+    },
+    { serves: who.node, make: (c, serves) => createEngine("deno", runtime, beside(c, serves)) },
+  ];
+  if (openssl) {
+    sides.push({
+      serves: who.openssl,
+      make: (c, serves) => createEngine("epoll", runtime, beside(c, serves)),
+    });
+  }
+  return besideTls(sides);
 }

@@ -4,10 +4,12 @@
  * rotated and its settings reloaded over and over, and other clients send
  * garbage, stop mid-handshake or reset. Every stream comes back byte for
  * byte, the broken clients are counted as refused, and bal's memory stays
- * bounded.
+ * bounded. Run twice: re-encrypting (on node:tls), and terminating only
+ * (on OpenSSL beside a native engine), where some reloads also turn ALPN
+ * on, which moves the service to node:tls and back while it streams.
  */
 import assert from "node:assert/strict";
-import { bal, freePort, startDaemon, tempHome } from "../helpers.ts";
+import { bal, echoBackend, freePort, startDaemon, tempHome } from "../helpers.ts";
 import { issue, makeCa } from "../e2e/tls_pki.ts";
 import { between, pick, randomBytes, record, rssKiB, sleep, streamEcho } from "./chaos.ts";
 
@@ -50,20 +52,31 @@ async function brokenClient(port: number): Promise<void> {
 }
 
 Deno.test("chaos: TLS streams stay whole while certificates rotate and broken clients come and go", async () => {
+  await rotationFaults(true);
+});
+
+Deno.test("chaos: the same, terminating only (OpenSSL), the service moving to node:tls and back", async () => {
+  await rotationFaults(false);
+});
+
+async function rotationFaults(reencrypt: boolean): Promise<void> {
   const home = tempHome();
   const ca = await makeCa(home, "ca");
   const origin = await issue(home, ca, "origin.test", { names: ["origin.test"] });
   await issue(home, ca, "a.test", { names: ["a.test"] });
   const caPem = Deno.readTextFileSync(ca.cert);
-  const backend = tlsEcho(origin);
+  const backend = reencrypt ? tlsEcho(origin) : echoBackend();
   const port = freePort();
   const config = `${home}/tls.yaml`;
   const yaml = (i: number) =>
     `port: ${port}\nbind_address: 127.0.0.1\nbackends: ["127.0.0.1:${backend.port}"]\n` +
-    `tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}], handshake_timeout_ms: ${
-      500 + i % 3 * 500
-    }}\n` +
-    `backend_tls: {server_name: origin.test, ca_file: ca.crt}\n`;
+    `tls:\n    certificates: [{cert_file: a.test.crt, key_file: a.test.key}]\n` +
+    `    handshake_timeout_ms: ${500 + i % 3 * 500}\n` +
+    (reencrypt
+      ? `backend_tls: {server_name: origin.test, ca_file: ca.crt}\n`
+      : i % 4 === 3
+      ? "    alpn: [http/1.1]\n"
+      : "");
   Deno.writeTextFileSync(config, yaml(0));
   const d = await startDaemon(home, config, port);
   const clients = pick(40, 200);
@@ -119,7 +132,7 @@ Deno.test("chaos: TLS streams stay whole while certificates rotate and broken cl
     assert.ok(grown < 128 * 1024, `bal's RSS grew by ${grown} KiB`);
     const s = JSON.parse((await bal(home, "status", "--json")).stdout).services[0];
     assert.ok(s.refused_by_cause.tls_handshake >= broken / 2, JSON.stringify(s.refused_by_cause));
-    record("tls_rotation_faults", {
+    record(reencrypt ? "tls_rotation_faults" : "tls_openssl_rotation_faults", {
       clients,
       reloads,
       broken_clients: broken,
@@ -131,6 +144,6 @@ Deno.test("chaos: TLS streams stay whole while certificates rotate and broken cl
     await storm.catch(() => {});
     await breaking.catch(() => {});
     await d.stop();
-    backend.close();
+    await backend.close();
   }
-});
+}

@@ -1,6 +1,7 @@
 /**
  * TLS at the balancer end to end (issue 29), on whichever engine the suite
- * runs (TLS services run on Deno's sockets beside a native engine):
+ * runs (beside a native engine, TLS services run on OpenSSL in an epoll
+ * engine, or on Deno's sockets where they need ALPN or `backend_tls`):
  * `openssl s_client`, `curl` and `openssl s_server` as the real peers,
  * certificates made by a test CA (tls_pki.ts).
  */
@@ -25,6 +26,9 @@ import {
   writeAll,
 } from "../helpers.ts";
 import { issue, type Issued, makeCa } from "./tls_pki.ts";
+
+/** The engine a service that terminates TLS without ALPN runs on: OpenSSL's beside a native one. */
+const OPENSSL_ENGINE = Deno.env.get("BAL_ENGINE") === "deno" ? "deno" : "epoll";
 
 /** Writes `yaml` (services listening on 127.0.0.1) and starts bal on it. */
 async function balWith(home: string, yaml: string, port: number) {
@@ -140,7 +144,7 @@ services:
     assert.equal(await subjectSeen(modern, ["-tls1_3"]), "CN=a.test");
     const s = await status(home);
     const svc = s.services.find((x: { name: string }) => x.name === "secure");
-    assert.equal(svc.engine, "deno");
+    assert.equal(svc.engine, OPENSSL_ENGINE);
     assert.deepEqual(svc.tls.certificates.map((c: { names: string[] }) => c.names), [
       ["a.test"],
       ["b.test", "*.b.test"],
@@ -290,6 +294,18 @@ function proxyTlvs(bytes: Uint8Array): { tlvs: Map<number, Uint8Array>; length: 
 }
 
 Deno.test("tls: client certificates are required and verified; the PROXY v2 header tells the backend what TLS said", async () => {
+  await clientCertificates(true);
+});
+
+Deno.test("tls: the same on OpenSSL (no ALPN): client certificates verified, the PROXY v2 header's TLVs", async () => {
+  await clientCertificates(false);
+});
+
+/**
+ * mTLS through a service with or without `alpn` (with it, the service runs
+ * on node:tls; without, on OpenSSL beside a native engine).
+ */
+async function clientCertificates(alpn: boolean): Promise<void> {
   const home = tempHome();
   const { ca } = await pki(home);
   const client = await issue(home, ca, "client-1", { file: "client" });
@@ -313,8 +329,7 @@ Deno.test("tls: client certificates are required and verified; the PROXY v2 head
     tls:
       certificates: [{cert_file: a.test.crt, key_file: a.test.key}]
       client_ca_file: ca.crt
-      alpn: [h2, http/1.1]
-    backends: ["127.0.0.1:${recorder.port}"]
+${alpn ? "      alpn: [h2, http/1.1]\n" : ""}    backends: ["127.0.0.1:${recorder.port}"]
 `,
     port,
   );
@@ -340,7 +355,7 @@ Deno.test("tls: client certificates are required and verified; the PROXY v2 head
     await waitFor("the header to be recorded", () => headers.length === 1);
     const { tlvs } = proxyTlvs(headers[0]);
     assert.equal(str(tlvs.get(0x02)!), "a.test", "PP2_TYPE_AUTHORITY is the server name");
-    assert.equal(str(tlvs.get(0x01)!), "http/1.1", "PP2_TYPE_ALPN");
+    assert.equal(tlvs.has(0x01) ? str(tlvs.get(0x01)!) : null, alpn ? "http/1.1" : null, "ALPN");
     const ssl = tlvs.get(0x20)!;
     assert.equal(ssl[0], 0x07, "PP2_CLIENT_SSL | CERT_CONN | CERT_SESS");
     assert.equal(new DataView(ssl.buffer, ssl.byteOffset).getUint32(1), 0, "verified");
@@ -349,8 +364,68 @@ Deno.test("tls: client certificates are required and verified; the PROXY v2 head
     const svc = s.services.find((x: { name: string }) => x.name === "mtls");
     assert.equal(svc.refused_by_cause.tls_handshake, 2);
     assert.equal(svc.tls.client_auth, "required");
+    assert.equal(svc.engine, alpn ? "deno" : OPENSSL_ENGINE);
   } finally {
     await d.stop();
+    await recorder.close();
+  }
+}
+
+Deno.test("tls: a PROXY header and the ClientHello in one segment: the name picks the certificate, the header the client", async () => {
+  const home = tempHome();
+  const { b } = await pki(home);
+  const headers: string[] = [];
+  const recorder = serveTcp(async (conn) => {
+    const buf = new Uint8Array(4096);
+    const n = await conn.read(buf);
+    if (n === null) return;
+    headers.push(str(buf.subarray(0, n)));
+    await writeAll(conn, text("hello from the backend\n"));
+  });
+  const port = freePort();
+  const d = await balWith(
+    home,
+    `services:
+  - name: proxied
+    bind_address: 127.0.0.1
+    port: ${port}
+    accept_proxy: true
+    proxy_trusted: [127.0.0.1]
+    send_proxy: v1
+    tls:
+      certificates:
+        - {cert_file: a.test.crt, key_file: a.test.key}
+        - {cert_file: ${b.cert}, key_file: ${b.key}}
+    backends: ["127.0.0.1:${recorder.port}"]
+`,
+    port,
+  );
+  // In front of bal, as a PROXY-speaking balancer: the header and the client's first bytes
+  // (its ClientHello) go in one write, so bal reads part of the handshake with the header.
+  const front = serveTcp(async (conn) => {
+    const up = await Deno.connect({ hostname: "127.0.0.1", port });
+    const buf = new Uint8Array(65536);
+    const n = await conn.read(buf);
+    if (n === null) return up.close();
+    const header = text("PROXY TCP4 192.0.2.9 198.51.100.1 40000 443\r\n");
+    await writeAll(up, new Uint8Array([...header, ...buf.subarray(0, n)]));
+    await Promise.all([
+      up.readable.pipeTo(conn.writable).catch(() => {}),
+      conn.readable.pipeTo(up.writable).catch(() => {}),
+    ]);
+  });
+  try {
+    const r = await runCommand("sh", [
+      "-c",
+      `printf 'ping\\n' | timeout 10 openssl s_client -connect 127.0.0.1:${front.port} -servername x.b.test -ign_eof 2>&1`,
+    ]);
+    assert.match(r.stdout, /hello from the backend/, r.stdout);
+    assert.match(r.stdout.replaceAll(" ", ""), /^subject=CN=b\.test$/m);
+    assert.match(headers[0], /^PROXY TCP4 192\.0\.2\.9 /);
+    assert.equal((await status(home)).services[0].engine, OPENSSL_ENGINE);
+  } finally {
+    await d.stop();
+    await front.close();
     await recorder.close();
   }
 });
@@ -760,7 +835,7 @@ ${
     const secure = await tlsClient(port, ca.cert);
     assert.equal(await echoes(secure, "secure\n"), "secure\n");
     assert.equal(await echoes(plain, "still plain\n"), "still plain\n");
-    assert.equal((await status(home)).services[0].engine, "deno");
+    assert.equal((await status(home)).services[0].engine, OPENSSL_ENGINE);
     await reload(false);
     const again = await Deno.connect({ hostname: "127.0.0.1", port });
     assert.equal(await echoes(again, "plain again\n"), "plain again\n");

@@ -26,6 +26,9 @@ import { type Relay, RELAY_EVENTS, side, startRelay } from "./relay.ts";
 import { gateOf } from "../throttle.ts";
 import { inspectClient, type Inspection, peekHello, stopInspection } from "./preface_read.ts";
 import { inspector } from "../inspect.ts";
+import { refuse } from "../admission.ts";
+import { secure, type Securing, stopSecuring } from "./tls_accept.ts";
+import * as ssl from "../linux/ffi_ssl.ts";
 import { decodeAddress } from "../linux/sockaddr.ts";
 import {
   adoptLinuxListener,
@@ -57,6 +60,8 @@ interface Session extends LinuxSession {
   relay: Relay | null;
   /** Its first bytes being read (PROXY header, ClientHello), or the read that took them. */
   inspection: Inspection | null;
+  /** Its TLS handshake (a service with `tls:`), under way or done. */
+  secure: Securing | null;
 }
 
 type NativePlane = LinuxPlane<Session, Loop>;
@@ -70,6 +75,8 @@ interface Connected {
 /** Creates the epoll engine; libc must be loaded (`nativeSelfCheck` in self_check.ts, run by choose.ts). */
 export function createNativeEngine(runtime: Runtime, options: EngineOptions): Engine {
   sys.loadLibc();
+  // Only the main thread's TLS side is given services that terminate TLS (tls/beside.ts).
+  if (options.serves) ssl.loadSsl();
   const loop = createLoop(loopErrors("epoll"));
   return linuxEngine("epoll", runtime, options, loop, {
     inspect,
@@ -82,6 +89,7 @@ export function createNativeEngine(runtime: Runtime, options: EngineOptions): En
       dial: null,
       relay: null,
       inspection: null,
+      secure: null,
     }),
     sockets: (onClient, aborted) => nativeSockets(loop, onClient, aborted),
   });
@@ -149,9 +157,41 @@ function inspect(
   service: Service,
   then: (read: Preface | string) => void,
 ): boolean {
+  if (service.tls) return inspectTls(plane, s, service, then);
   s.inspection = service.accept_proxy
     ? inspectClient(plane.loop, s.clientFd, inspector(plane, s, service), then)
     : peekHello(plane.loop, s.clientFd, service.runtime.tls_hello_timeout_ms, then);
+  return s.inspection !== null;
+}
+
+/**
+ * The TLS handshake of a client of a service that terminates it, after
+ * its PROXY header when the service takes one. A failed handshake is
+ * refused here (`tls_handshake`): `then` hears "" for it.
+ */
+function inspectTls(
+  plane: NativePlane,
+  s: Session,
+  service: Service,
+  then: (read: Preface | string) => void,
+): boolean {
+  const handshake = (proxied: Preface | null, token: number) => {
+    s.secure = secure(plane.loop, s.clientFd, token, service, proxied, (result) => {
+      if (typeof result !== "string") {
+        s.tls = result.facts;
+        return then(result.preface);
+      }
+      refuse(plane, service, s.peer, "tls_handshake", result, false);
+      s.closing = "tls_handshake";
+      then("");
+    });
+    return s.secure !== null;
+  };
+  if (!service.accept_proxy) return handshake(null, 0);
+  s.inspection = inspectClient(plane.loop, s.clientFd, inspector(plane, s, service), (read) => {
+    if (typeof read === "string") return then(read);
+    handshake(read, s.inspection!.token);
+  });
   return s.inspection !== null;
 }
 
@@ -211,8 +251,9 @@ function relay(
   counters: BackendCounters,
   done: () => void,
 ): Relay {
+  const first = s.secure ?? s.inspection;
   const r: Relay = s.relay = {
-    a: side(s.clientFd, s.inspection?.token ?? 0, gateOf(s.shape, true)),
+    a: side(s.clientFd, first?.token ?? 0, gateOf(s.shape, true), s.secure?.tls ?? null),
     b: side(d.fd, d.token, gateOf(s.shape, false)),
     aToB: early,
     bToA: 0,
@@ -224,9 +265,10 @@ function relay(
     onEnd: done,
     mirror: s.mirror,
   };
+  // OpenSSL may hold bytes it read past the handshake: a TLS client is read at once.
   startRelay(plane.loop, r, events, {
-    events: s.inspection?.events ?? 0,
-    drained: s.inspection?.drained ?? false,
+    events: first?.events ?? 0,
+    drained: s.secure === null && (s.inspection?.drained ?? false),
   }, header);
   return r;
 }
@@ -237,6 +279,10 @@ function closeSession(plane: NativePlane, s: Session): void {
   if (s.inspection) {
     stopInspection(s.inspection);
     if (!s.relay) loop.forget(s.inspection.token);
+  }
+  if (s.secure) {
+    stopSecuring(s.secure);
+    if (!s.relay) loop.forget(s.secure.token);
   }
   if (s.dial) abandonDial(plane, s, s.dial);
   const r = s.relay;

@@ -18,9 +18,15 @@
  * before it is delivered (half-close); a reset or error on either side ends
  * both.
  *
+ * A client whose TLS bal terminated (tls_accept.ts) is read and written
+ * through OpenSSL instead: the same flow, with close_notify before the
+ * half-close, and its socket read until OpenSSL says it waits, since a
+ * record may hold more than one read takes.
+ *
  * @module
  */
 import * as sys from "../linux/ffi.ts";
+import * as ssl from "../linux/ffi_ssl.ts";
 import type { Loop } from "./loop.ts";
 import { moved } from "../plane.ts";
 import { relayFailed } from "../relayed.ts";
@@ -51,6 +57,8 @@ export interface Side {
   pending: Uint8Array | null;
   /** The bandwidth limit on reading it, or null. */
   readonly gate: Gate | null;
+  /** Its TLS, when bal terminates it: bytes go through OpenSSL. */
+  readonly tls: ssl.Tls | null;
 }
 
 /** A relay between a client (`a`) and a backend (`b`). */
@@ -75,7 +83,12 @@ export interface Relay {
 }
 
 /** A side of a relay for an open socket, its reads limited by `gate`. */
-export function side(fd: number, token = 0, gate: Gate | null = null): Side {
+export function side(
+  fd: number,
+  token = 0,
+  gate: Gate | null = null,
+  tls: ssl.Tls | null = null,
+): Side {
   return {
     fd,
     token,
@@ -85,6 +98,7 @@ export function side(fd: number, token = 0, gate: Gate | null = null): Side {
     closing: false,
     pending: null,
     gate,
+    tls,
   };
 }
 
@@ -130,7 +144,7 @@ export function startRelay(
 function sendHeader(r: Relay, header: Uint8Array, read: boolean): void {
   const { a, b } = r;
   const space = room(a.gate, SHARED_BUFFER - header.length);
-  const n = read && space > 0 ? sys.recv(a.fd, shared.subarray(header.length), space) : -1;
+  const n = read && space > 0 ? readFrom(a, shared.subarray(header.length), space) : -1;
   if (n <= 0) {
     b.pending = header;
     // An end of stream or error is read again, by the relay.
@@ -147,9 +161,10 @@ function sendHeader(r: Relay, header: Uint8Array, read: boolean): void {
 /** Notes what an event says of a socket's readiness, then moves what can move. */
 function onEvent(r: Relay, x: Side, ev: number): void {
   if (r.done) return;
-  if (ev & READ_EVENTS) x.readable = true;
+  // TLS may need the socket's other direction to read or write (a key update): any edge retries.
+  if (ev & READ_EVENTS || (x.tls && ev)) x.readable = true;
   if (ev & (sys.C.EPOLLRDHUP | sys.C.EPOLLHUP | sys.C.EPOLLERR)) x.closing = true;
-  if (ev & WRITE_EVENTS) x.writable = true;
+  if (ev & WRITE_EVENTS || (x.tls && ev)) x.writable = true;
   progress(r);
   // A socket error that no read or write met (the side was held back):
   // the connection is gone all the same, and the edge will not come again.
@@ -173,14 +188,14 @@ function pump(r: Relay, x: Side, y: Side): void {
   while (!r.done && !y.pending && x.reading && x.readable) {
     const cap = room(x.gate, SHARED_BUFFER);
     if (cap === 0) return pause(r, x);
-    const n = sys.recv(x.fd, shared, cap);
+    const n = readFrom(x, shared, cap);
     if (n > 0) {
       if (x === r.a) fromClient(r, shared.subarray(0, n));
       else moved(r, r.counters, r.activity, false, n);
       paid(x.gate, n);
       // A short read emptied the socket: the next arrival is a new edge. Not
       // so for a FIN that came with the data: its edge is spent already.
-      if (n < cap && !x.closing) x.readable = false;
+      if (n < cap && !x.closing && !x.tls) x.readable = false;
       forward(r, y, n);
     } else if (n === 0) {
       ended(r, x, y);
@@ -208,7 +223,7 @@ function pause(r: Relay, x: Side): void {
 
 /** Sends `n` bytes of the shared buffer to `y`; what it does not take waits in `y.pending`. */
 function forward(r: Relay, y: Side, n: number): void {
-  const sent = y.writable ? sys.send(y.fd, shared, n) : -sys.E.EAGAIN;
+  const sent = y.writable ? writeTo(y, shared, n) : -sys.E.EAGAIN;
   if (sent === n) return;
   if (sent < 0 && sent !== -sys.E.EAGAIN && sent !== -sys.E.EINTR) return fail(r, y);
   y.writable = false;
@@ -218,7 +233,7 @@ function forward(r: Relay, y: Side, n: number): void {
 /** Sends what waits for `x`. */
 function flush(r: Relay, x: Side): void {
   const pending = x.pending!;
-  const sent = sys.send(x.fd, pending, pending.byteLength);
+  const sent = writeTo(x, pending, pending.byteLength);
   if (sent < 0 && sent !== -sys.E.EAGAIN && sent !== -sys.E.EINTR) return fail(r, x);
   if (sent < pending.byteLength) {
     x.writable = false;
@@ -238,8 +253,31 @@ function ended(r: Relay, x: Side, y: Side): void {
   x.readable = false;
   r.firstEnd ??= x === r.a ? "a" : "b";
   if (x === r.a) r.mirror?.end();
+  if (y.tls) ssl.closeNotify(y.tls);
   // When y's own stream is over too, the relay is done: closing sends the FIN.
   if (y.reading || x.pending) sys.shutdownWrite(y.fd);
+}
+
+/** Reads from a side, through its TLS when it has one: bytes, 0 at the end, or -errno. */
+function readFrom(x: Side, buf: Uint8Array, len: number): number {
+  return x.tls ? ssl.read(x.tls, buf, len) : sys.recv(x.fd, buf, len);
+}
+
+/**
+ * Writes to a side, through its TLS when it has one: bytes taken, or
+ * -errno. A short count means the socket is full, as with send: TLS
+ * writes a record at a time, so it is written on until all is taken or
+ * the socket is full (no edge would come for a socket never filled).
+ */
+function writeTo(x: Side, buf: Uint8Array, len: number): number {
+  if (!x.tls) return sys.send(x.fd, buf, len);
+  let taken = 0;
+  while (taken < len) {
+    const n = ssl.write(x.tls, taken === 0 ? buf : buf.subarray(taken), len - taken);
+    if (n <= 0) return taken > 0 ? taken : n;
+    taken += n;
+  }
+  return taken;
 }
 
 /** A failure on `x` (reset, broken pipe, error): the relay ends at once. */

@@ -69,6 +69,8 @@ const SYMBOLS = {
   memcpy: { parameters: ["buffer", "usize", "usize"], result: "void" },
   // memmove(b, b, 0) returns b: the address of a buffer, without a pointer object.
   memmove: { parameters: ["buffer", "buffer", "usize"], result: "usize" },
+  // The length of a C string OpenSSL returns, before copying it (ffi_ssl.ts).
+  strnlen: { parameters: ["usize", "usize"], result: "usize" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   read_async: {
     name: "read",
