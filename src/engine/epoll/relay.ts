@@ -59,6 +59,8 @@ export interface Side {
   readonly gate: Gate | null;
   /** Its TLS, when bal terminates it: bytes go through OpenSSL. */
   readonly tls: ssl.Tls | null;
+  /** An end (0) or failure (-errno) TLS met after bytes it returned first; 1: none. */
+  deferred: number;
 }
 
 /** A relay between a client (`a`) and a backend (`b`). */
@@ -99,6 +101,7 @@ export function side(
     pending: null,
     gate,
     tls,
+    deferred: 1,
   };
 }
 
@@ -258,9 +261,26 @@ function ended(r: Relay, x: Side, y: Side): void {
   if (y.reading || x.pending) sys.shutdownWrite(y.fd);
 }
 
-/** Reads from a side, through its TLS when it has one: bytes, 0 at the end, or -errno. */
+/**
+ * Reads from a side, through its TLS when it has one: bytes, 0 at the end,
+ * or -errno. TLS gives a record per read: records are read on until `len`
+ * is filled or it waits, so the other side gets one send, not one per
+ * record. An end or failure after some bytes is kept for the next read.
+ */
 function readFrom(x: Side, buf: Uint8Array, len: number): number {
-  return x.tls ? ssl.read(x.tls, buf, len) : sys.recv(x.fd, buf, len);
+  if (!x.tls) return sys.recv(x.fd, buf, len);
+  if (x.deferred !== 1) return x.deferred;
+  let got = 0;
+  while (got < len) {
+    const n = ssl.read(x.tls, got === 0 ? buf : buf.subarray(got), len - got);
+    if (n > 0) got += n;
+    else if (got === 0) return n;
+    else {
+      if (n !== -sys.E.EAGAIN) x.deferred = n;
+      return got;
+    }
+  }
+  return got;
 }
 
 /**

@@ -140,6 +140,7 @@ export type Context = NonNullable<Deno.PointerValue>;
 export type Tls = NonNullable<Deno.PointerValue>;
 
 const SSL_CTRL_MODE = 33;
+const SSL_CTRL_SET_READ_AHEAD = 41;
 const SSL_CTRL_CHAIN_CERT = 89;
 const SSL_CTRL_SET_MIN_PROTO_VERSION = 123;
 /** SSL_write may take part of a buffer (as send does), the rest given again from elsewhere. */
@@ -179,6 +180,8 @@ export function serverContext(spec: ContextSpec): Context {
   try {
     ssl.SSL_CTX_ctrl(ctx, SSL_CTRL_MODE, BigInt(MODES), null);
     ssl.SSL_CTX_set_options(ctx, OPTIONS);
+    // Records are read from the socket as many as fit in one recv, not header then body.
+    ssl.SSL_CTX_ctrl(ctx, SSL_CTRL_SET_READ_AHEAD, 1n, null);
     ssl.SSL_CTX_ctrl(ctx, SSL_CTRL_SET_MIN_PROTO_VERSION, BigInt(VERSIONS[spec.minVersion]), null);
     useCertificates(ctx, spec.certPem);
     const key = readPem(spec.keyPem, "key")[0];
