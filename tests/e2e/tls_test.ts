@@ -311,13 +311,7 @@ async function clientCertificates(alpn: boolean): Promise<void> {
   const client = await issue(home, ca, "client-1", { file: "client" });
   const stranger = await makeCa(home, "stranger");
   const headers: Uint8Array[] = [];
-  const recorder = serveTcp(async (conn) => {
-    const buf = new Uint8Array(4096);
-    const n = await conn.read(buf);
-    if (n === null) return;
-    headers.push(buf.slice(0, n));
-    await writeAll(conn, text("hello from the backend\n"));
-  });
+  const recorder = recordingBackend(headers);
   const port = freePort();
   const d = await balWith(
     home,
@@ -374,14 +368,8 @@ ${alpn ? "      alpn: [h2, http/1.1]\n" : ""}    backends: ["127.0.0.1:${recorde
 Deno.test("tls: a PROXY header and the ClientHello in one segment: the name picks the certificate, the header the client", async () => {
   const home = tempHome();
   const { b } = await pki(home);
-  const headers: string[] = [];
-  const recorder = serveTcp(async (conn) => {
-    const buf = new Uint8Array(4096);
-    const n = await conn.read(buf);
-    if (n === null) return;
-    headers.push(str(buf.subarray(0, n)));
-    await writeAll(conn, text("hello from the backend\n"));
-  });
+  const headers: Uint8Array[] = [];
+  const recorder = recordingBackend(headers);
   const port = freePort();
   const d = await balWith(
     home,
@@ -421,7 +409,7 @@ Deno.test("tls: a PROXY header and the ClientHello in one segment: the name pick
     ]);
     assert.match(r.stdout, /hello from the backend/, r.stdout);
     assert.match(r.stdout.replaceAll(" ", ""), /^subject=CN=b\.test$/m);
-    assert.match(headers[0], /^PROXY TCP4 192\.0\.2\.9 /);
+    assert.match(str(headers[0]), /^PROXY TCP4 192\.0\.2\.9 /);
     assert.equal((await status(home)).services[0].engine, OPENSSL_ENGINE);
   } finally {
     await d.stop();
@@ -429,6 +417,17 @@ Deno.test("tls: a PROXY header and the ClientHello in one segment: the name pick
     await recorder.close();
   }
 });
+
+/** A backend that keeps the first bytes of each connection (its PROXY header) and greets it. */
+function recordingBackend(headers: Uint8Array[]) {
+  return serveTcp(async (conn) => {
+    const buf = new Uint8Array(4096);
+    const n = await conn.read(buf);
+    if (n === null) return;
+    headers.push(buf.slice(0, n));
+    await writeAll(conn, text("hello from the backend\n"));
+  });
+}
 
 /** A TLS client of `port` for a.test, trusting `ca`. */
 async function tlsClient(port: number, ca: string): Promise<Deno.TlsConn> {
