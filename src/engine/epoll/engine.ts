@@ -28,7 +28,6 @@ import { inspectClient, type Inspection, peekHello, stopInspection } from "./pre
 import { inspector } from "../inspect.ts";
 import { refuse } from "../admission.ts";
 import { secure, type Securing, stopSecuring } from "./tls_accept.ts";
-import * as ssl from "../linux/ffi_ssl.ts";
 import { decodeAddress } from "../linux/sockaddr.ts";
 import {
   adoptLinuxListener,
@@ -75,8 +74,6 @@ interface Connected {
 /** Creates the epoll engine; libc must be loaded (`nativeSelfCheck` in self_check.ts, run by choose.ts). */
 export function createNativeEngine(runtime: Runtime, options: EngineOptions): Engine {
   sys.loadLibc();
-  // Only the main thread's TLS side is given services that terminate TLS (tls/beside.ts).
-  if (options.serves) ssl.loadSsl();
   const loop = createLoop(loopErrors("epoll"));
   return linuxEngine("epoll", runtime, options, loop, {
     inspect,

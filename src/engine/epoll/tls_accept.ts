@@ -91,9 +91,7 @@ export function secure(
  * is over; the caller closes the socket).
  */
 export function stopSecuring(s: Securing): void {
-  if (s.timer) cancel(s.timer);
-  s.timer = null;
-  s.done = ignore;
+  finish(s);
   s.step = "done";
   if (s.tls) ssl.free(s.tls);
   s.tls = null;

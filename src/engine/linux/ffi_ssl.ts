@@ -176,7 +176,7 @@ export interface ContextSpec {
 export function serverContext(spec: ContextSpec): Context {
   const { ssl } = lib();
   const ctx = ssl.SSL_CTX_new(ssl.TLS_server_method());
-  if (!ctx) throw new Error(`SSL_CTX_new: ${lastError()}`);
+  if (!ctx) throw new Error(`SSL_CTX_new: ${lastError() ?? "no reason given"}`);
   try {
     ssl.SSL_CTX_ctrl(ctx, SSL_CTRL_MODE, BigInt(MODES), null);
     ssl.SSL_CTX_set_options(ctx, OPTIONS);
@@ -188,7 +188,7 @@ export function serverContext(spec: ContextSpec): Context {
     const used = ssl.SSL_CTX_use_PrivateKey(ctx, key);
     lib().crypto.EVP_PKEY_free(key);
     if (used !== 1 || ssl.SSL_CTX_check_private_key(ctx) !== 1) {
-      throw new Error(`the key does not fit the certificate: ${lastError()}`);
+      throw new Error(`the key does not fit the certificate: ${lastError() ?? "no reason given"}`);
     }
     if (spec.clientCaPem !== null) trustClientCas(ctx, spec);
     return ctx;
@@ -226,7 +226,7 @@ function useCertificates(ctx: Context, pem: string): void {
   lib().crypto.X509_free(leaf);
   if (used !== 1) {
     for (const c of chain) lib().crypto.X509_free(c);
-    throw new Error(`the certificate was refused: ${lastError()}`);
+    throw new Error(`the certificate was refused: ${lastError() ?? "no reason given"}`);
   }
   // add0: the context owns each chain certificate from here on.
   for (const c of chain) ssl.SSL_CTX_ctrl(ctx, SSL_CTRL_CHAIN_CERT, 0n, c);
@@ -269,11 +269,11 @@ function readPem(pem: string, kind: "cert" | "key"): NonNullable<Deno.PointerVal
 function memoryBio(bytes: Uint8Array): NonNullable<Deno.PointerValue> {
   const { crypto } = lib();
   const bio = crypto.BIO_new(crypto.BIO_s_mem());
-  if (!bio) throw new Error(`BIO_new: ${lastError()}`);
+  if (!bio) throw new Error(`BIO_new: ${lastError() ?? "no reason given"}`);
   checkRange(bytes, bytes.length);
   if (bytes.length > 0 && crypto.BIO_write(bio, bytes, bytes.length) !== bytes.length) {
     crypto.BIO_free(bio);
-    throw new Error(`BIO_write: ${lastError()}`);
+    throw new Error(`BIO_write: ${lastError() ?? "no reason given"}`);
   }
   crypto.BIO_ctrl(bio, BIO_C_SET_BUF_MEM_EOF_RETURN, -1n, null);
   return bio;
@@ -408,15 +408,11 @@ export function settled(tls: Tls): Settled {
 export function handshakeError(tls: Tls, why: number): string {
   const { ssl, crypto } = lib();
   const verify = Number(ssl.SSL_get_verify_result(tls));
-  const code = crypto.ERR_get_error();
-  crypto.ERR_clear_error();
+  const reason = lastError();
   if (verify !== 0) {
     return `client certificate: ${cString(crypto.X509_verify_cert_error_string(BigInt(verify)))}`;
   }
-  if (code !== 0n) {
-    crypto.ERR_error_string_n(code, text, BigInt(text.length));
-    return new TextDecoder().decode(text.subarray(0, text.indexOf(0)));
-  }
+  if (reason !== null) return reason;
   if (why === SSL_ERROR.SYSCALL) {
     const errno = -ret(-1);
     return errno > 0 ? `socket error (errno ${errno})` : "closed by the client";
@@ -424,14 +420,15 @@ export function handshakeError(tls: Tls, why: number): string {
   return why === SSL_ERROR.ZERO_RETURN ? "closed by the client" : `TLS error ${why}`;
 }
 
-/** The last OpenSSL error, in words, cleared. */
-function lastError(): string {
+/** The first OpenSSL error queued, in words, or null when none is; the queue is cleared. */
+function lastError(): string | null {
   const { crypto } = lib();
   const code = crypto.ERR_get_error();
   crypto.ERR_clear_error();
-  if (code === 0n) return "no reason given";
+  if (code === 0n) return null;
   crypto.ERR_error_string_n(code, text, BigInt(text.length));
-  return new TextDecoder().decode(text.subarray(0, text.indexOf(0)));
+  const end = text.indexOf(0);
+  return new TextDecoder().decode(text.subarray(0, end < 0 ? text.length : end));
 }
 
 /** A NUL-terminated string at `address` (at most 255 bytes), or null for a null address. */
