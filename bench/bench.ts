@@ -278,7 +278,9 @@ const targets = [
 ]
   .filter((t) =>
     !only || only.includes(t.name) || t.name === "direct" ||
-    (only.includes("bal") && t.name.startsWith("bal"))
+    (only.includes("bal") && t.name.startsWith("bal")) ||
+    // The io_uring engine's rounds alone, without the feature, upgrade, UDP and TLS runs.
+    (t === bal && only.includes("bal-uring"))
   );
 /** Whether any proxy is compared (`--only features` compares none: no rounds for direct alone). */
 const comparing = targets.some((t) => t !== direct);

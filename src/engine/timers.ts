@@ -1,14 +1,20 @@
 /**
  * The timers of an engine's own event loop (connect, idle and first-read
- * timeouts): one binary heap by due time, cancelled in place.
+ * timeouts): one binary heap by due time. A cancelled timer leaves the
+ * heap at once: nearly every connect timer is cancelled within
+ * milliseconds, and left in place until due they piled up by the tens of
+ * thousands under load, each surviving into the old generation.
  *
  * @module
  */
 
-/** A timer set on the loop; `cancel` makes it a no-op. */
+/** A timer set on the loop; {@link cancel} takes it off. */
 export interface Timer {
   readonly at: number;
   fn: (() => void) | null;
+  /** Its place in its heap; -1 once it has left. */
+  i: number;
+  readonly heap: TimerHeap;
 }
 
 /** Timers by due time, the next first. */
@@ -16,8 +22,9 @@ export type TimerHeap = Timer[];
 
 /** Adds a timer calling `fn` at epoch ms `at`. */
 export function addTimer(heap: TimerHeap, at: number, fn: () => void): Timer {
-  const t: Timer = { at, fn };
-  push(heap, t);
+  const t: Timer = { at, fn, i: heap.length, heap };
+  heap.push(t);
+  siftUp(heap, t.i);
   return t;
 }
 
@@ -33,9 +40,9 @@ export function runDue(heap: TimerHeap, onError: (err: unknown) => void): void {
   if (heap.length === 0) return;
   const now = Date.now();
   while (heap.length > 0 && heap[0].at <= now) {
-    const t = pop(heap)!;
+    const t = heap[0];
     const fn = t.fn;
-    t.fn = null;
+    remove(t);
     try {
       fn?.();
     } catch (err) {
@@ -44,37 +51,48 @@ export function runDue(heap: TimerHeap, onError: (err: unknown) => void): void {
   }
 }
 
-/** Makes a timer a no-op (it leaves the heap when due). */
+/** Takes a timer off its heap, if it is still on it. */
 export function cancel(t: Timer | null): void {
-  if (t) t.fn = null;
+  if (t && t.i >= 0) remove(t);
 }
 
-function push(heap: Timer[], t: Timer): void {
-  heap.push(t);
-  let i = heap.length - 1;
+function remove(t: Timer): void {
+  const { heap, i } = t;
+  t.i = -1;
+  t.fn = null;
+  const last = heap.pop()!;
+  if (last === t) return;
+  heap[i] = last;
+  last.i = i;
+  siftDown(heap, i);
+  siftUp(heap, last.i);
+}
+
+function siftUp(heap: TimerHeap, i: number): void {
+  const t = heap[i];
   while (i > 0) {
     const parent = (i - 1) >> 1;
     if (heap[parent].at <= t.at) break;
     heap[i] = heap[parent];
+    heap[i].i = i;
     i = parent;
   }
   heap[i] = t;
+  t.i = i;
 }
 
-function pop(heap: Timer[]): Timer | undefined {
-  const top = heap[0];
-  const last = heap.pop();
-  if (heap.length === 0 || !last) return top;
-  let i = 0;
+function siftDown(heap: TimerHeap, i: number): void {
+  const t = heap[i];
   for (;;) {
     const l = 2 * i + 1;
     if (l >= heap.length) break;
     const r = l + 1;
     const c = r < heap.length && heap[r].at < heap[l].at ? r : l;
-    if (heap[c].at >= last.at) break;
+    if (heap[c].at >= t.at) break;
     heap[i] = heap[c];
+    heap[i].i = i;
     i = c;
   }
-  heap[i] = last;
-  return top;
+  heap[i] = t;
+  t.i = i;
 }

@@ -41,9 +41,10 @@ export function addressBook(): AddressBook {
   };
   return {
     of(backend) {
+      let bytes = literal.get(backend.address);
+      if (bytes) return bytes;
       if (isIpLiteral(backend.host)) {
-        let bytes = literal.get(backend.address);
-        if (!bytes) literal.set(backend.address, bytes = encodeAddress(backend.host, backend.port));
+        literal.set(backend.address, bytes = encodeAddress(backend.host, backend.port));
         return bytes;
       }
       const known = names.get(backend.host) ?? lookup(backend.host);

@@ -26,6 +26,7 @@ import {
   type Reap,
   registerEventFd,
   type Ring,
+  workPending,
 } from "./ring.ts";
 
 export { cancel, type Timer } from "../timers.ts";
@@ -144,6 +145,7 @@ export function createUringLoop(ring: Ring, onError: (err: unknown) => void): Ur
 function giveBack(st: State, id: number): void {
   giveBuffer(st.ring.buffers, id);
   // Receives that found no buffer wait for one: re-armed now, in the order they starved.
+  if (st.starved.length === 0) return;
   const waiting = st.starved.splice(0);
   for (const fn of waiting) fn();
 }
@@ -193,7 +195,7 @@ function busyTurn(st: State, reap: Reap): boolean {
   while (!st.stopped) {
     const n = enter(st.ring, 0, reap, ROUND_MAX);
     runDue(st.heap, st.onError);
-    if (n === 0 && st.ring.pending === 0) return false;
+    if (n === 0 && st.ring.pending === 0 && !workPending(st.ring)) return false;
     if (performance.now() >= until) return true;
   }
   return false;
@@ -206,7 +208,7 @@ async function idle(
   counter: Uint8Array,
 ): Promise<void> {
   eventFdSignals(st.ring, true);
-  if (enter(st.ring, 0, reap) > 0) {
+  if (enter(st.ring, 0, reap) > 0 || workPending(st.ring)) {
     eventFdSignals(st.ring, false);
     return;
   }

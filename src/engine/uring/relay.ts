@@ -186,7 +186,7 @@ function onSent(r: Relay, y: Side, res: number): void {
   r.activity.at = Date.now();
   const x = peerOf(r, y);
   if (y.queue.length > 0) sendNext(r, y);
-  else if (x.ended) sys.shutdownWrite(y.fd);
+  else if (x.ended) passEnd(x, y);
   receive(r, x);
   finishIfDone(r);
 }
@@ -197,8 +197,16 @@ function streamEnded(r: Relay, x: Side): void {
   r.firstEnd ??= x === r.a ? "a" : "b";
   if (x === r.a) r.mirror?.end();
   const y = peerOf(r, x);
-  if (y.queue.length === 0 && !y.sending) sys.shutdownWrite(y.fd);
+  if (y.queue.length === 0 && !y.sending) passEnd(x, y);
   finishIfDone(r);
+}
+
+/**
+ * Sends `y` the FIN of `x`'s stream, unless that ends the relay: `y`'s own
+ * stream is over and nothing waits to go to `x`, so closing sends it.
+ */
+function passEnd(x: Side, y: Side): void {
+  if (!y.ended || x.sending || x.queue.length > 0) sys.shutdownWrite(y.fd);
 }
 
 function finishIfDone(r: Relay): void {
