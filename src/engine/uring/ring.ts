@@ -10,7 +10,7 @@
  * from {@link slot} or a buffer the caller keeps referenced until its
  * completion, and every length is checked against the memory it names.
  *
- * Completions work runs cooperatively (`COOP_TASKRUN`): on this thread,
+ * Completion work runs cooperatively (`COOP_TASKRUN`): on this thread,
  * when it next enters the kernel, and a sleeping thread is woken for it.
  * Not `DEFER_TASKRUN`, which runs it only inside `io_uring_enter`: its
  * eventfd signal comes from the network's softirq, and Linux defers that
@@ -212,7 +212,7 @@ export function eventFdSignals(ring: Ring, on: boolean): void {
   ring.words[i] = on ? ring.words[i] & ~CQ_EVENTFD_DISABLED : ring.words[i] | CQ_EVENTFD_DISABLED;
 }
 
-/** Whether the kernel holds completions work it has not run yet: the loop enters again before it waits. */
+/** Whether the kernel holds completion work it has not run yet: the loop enters again before it waits. */
 export function workPending(ring: Ring): boolean {
   return (ring.words[ring.at.sqFlags] & SQ_TASKRUN) !== 0;
 }
