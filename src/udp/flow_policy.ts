@@ -56,9 +56,13 @@ export function originOf(
   return { sender, client, headerLength: parsed.length };
 }
 
-/** The key of the flow a datagram belongs to: one per sender and client in session mode. */
-export function flowKey(service: Service, origin: Origin, sequence: number): string {
-  if (service.udp!.mode === "request") return `#${sequence}`;
+/**
+ * The key of the flow a datagram belongs to: one per sender and client in
+ * session mode; in request mode every datagram is a flow of its own, keyed
+ * by its sequence number (a number: no string made per datagram).
+ */
+export function flowKey(service: Service, origin: Origin, sequence: number): string | number {
+  if (service.udp!.mode === "request") return sequence;
   const { sender, client } = origin;
   return `${sender.hostname}|${sender.port}|${client.hostname}|${client.port}`;
 }

@@ -136,7 +136,7 @@ function listenNative(
       for (let i = 0; i < n; i++) {
         const { data, truncated } = datagramAt(batch, i);
         const from = senderOf(batch, i, peers);
-        if (from) onDatagram(data.slice(), from, truncated);
+        if (from) onDatagram(data, from, truncated);
       }
       if (n < batch.count) return;
     }
@@ -235,7 +235,7 @@ function connectFlow(
       if (n === -sys.E.ECONNREFUSED) current?.refused();
       else if (n < 0) return;
       else if (current) {
-        current.reply(buf.slice(0, Math.min(n, buf.length)));
+        current.reply(buf.subarray(0, Math.min(n, buf.length)));
         // The flow ended on that reply: its socket is pooled or closed, and read no more now.
         if (current === null) return;
       }

@@ -22,7 +22,12 @@ import {
   type Origin,
   originOf,
 } from "./flow_policy.ts";
-import { backendTraffic, type UdpServiceCounters, zeroService } from "../stats/udp_counters.ts";
+import {
+  backendTraffic,
+  type UdpServiceCounters,
+  type UdpTraffic,
+  zeroService,
+} from "../stats/udp_counters.ts";
 import type { Observation } from "../health/state.ts";
 import type { DatagramIo, FlowSocket, Peer, ServiceSocket } from "./datagram_io.ts";
 
@@ -37,12 +42,12 @@ export interface Listener {
   bind: string;
   port: number;
   socket: ServiceSocket;
-  flows: Map<string, Flow>;
+  flows: Map<string | number, Flow>;
 }
 
 /** One flow: a client (or one request) bound to a backend, through a socket of its own. */
 export interface Flow {
-  key: string;
+  key: string | number;
   listener: Listener;
   origin: Origin;
   backend: Backend;
@@ -58,6 +63,9 @@ export interface Flow {
   bytesIn: number;
   bytesOut: number;
   ended: boolean;
+  /** The service's counters and its backend's, looked up once per flow, not per datagram. */
+  counters: UdpServiceCounters;
+  traffic: UdpTraffic;
 }
 
 /** What the UDP plane keeps. */
@@ -106,7 +114,7 @@ export function onDatagram(
     if (typeof made === "string") return void c.drops[made]++;
     flow = made;
   }
-  forward(state, service, flow, data.subarray(origin.headerLength));
+  forward(state, service, flow, origin.headerLength ? data.subarray(origin.headerLength) : data);
 }
 
 function openFlow(
@@ -114,7 +122,7 @@ function openFlow(
   l: Listener,
   service: Service,
   origin: Origin,
-  key: string,
+  key: string | number,
 ): Flow | DropCause {
   const now = Date.now();
   const clients = state.clients.get(service.name) ??
@@ -130,6 +138,7 @@ function openFlow(
   });
   if (typeof picked === "string") return picked;
   const version = picked.send_proxy ?? service.send_proxy;
+  const c = countersOf(state, service.name);
   const flow: Flow = {
     key,
     listener: l,
@@ -147,6 +156,8 @@ function openFlow(
     bytesIn: 0,
     bytesOut: 0,
     ended: false,
+    counters: c,
+    traffic: backendTraffic(c, picked.id),
   };
   const socket = flow.shared ? senderFor(state, picked) : state.io.flow(picked, {
     reply: (data) => onReply(state, flow, data),
@@ -162,8 +173,7 @@ function openFlow(
   if (service.runtime.max_connections_per_client > 0) countClient(clients, origin.client.hostname);
   l.flows.set(key, flow);
   state.active.set(picked.id, (state.active.get(picked.id) ?? 0) + 1);
-  const c = countersOf(state, service.name);
-  const b = backendTraffic(c, picked.id);
+  const b = flow.traffic;
   c.flows_created++;
   c.flows_active++;
   b.flows_created++;
@@ -192,8 +202,7 @@ function balancerOf(state: State, service: Service) {
 /** Sends a client's datagram on through the flow's socket (with its PROXY header, if any). */
 function forward(state: State, service: Service, flow: Flow, payload: Uint8Array): void {
   const data = flow.header ? concat(flow.header, payload) : payload;
-  const c = countersOf(state, service.name);
-  const b = backendTraffic(c, flow.backend.id);
+  const { counters: c, traffic: b } = flow;
   c.datagrams_in++;
   b.datagrams_in++;
   c.bytes_in += payload.length;
@@ -209,8 +218,7 @@ function forward(state: State, service: Service, flow: Flow, payload: Uint8Array
 function onReply(state: State, flow: Flow, data: Uint8Array): void {
   if (flow.ended) return;
   const service = state.runtime.snapshot.services.get(flow.listener.service);
-  const c = countersOf(state, flow.listener.service);
-  const b = backendTraffic(c, flow.backend.id);
+  const { counters: c, traffic: b } = flow;
   flow.replies++;
   flow.lastSeen = Date.now();
   flow.bytesOut += data.length;
@@ -250,8 +258,7 @@ export function endFlow(state: State, flow: Flow, why: FlowEnd): void {
   else state.active.delete(id);
   const clients = state.clients.get(name);
   if (clients) clientLeft(clients, flow.origin.client.hostname);
-  const c = countersOf(state, name);
-  const b = backendTraffic(c, id);
+  const { counters: c, traffic: b } = flow;
   c.flows_active--;
   b.flows_active--;
   if (why === "idle") {
