@@ -108,12 +108,14 @@ export function onDatagram(
   const origin = originOf(service, sender, data);
   if (origin === "proxy") return void c.drops.proxy++;
   const key = flowKey(service, origin, ++state.sequence);
+  const now = Date.now();
   let flow = l.flows.get(key);
   if (!flow) {
-    const made = openFlow(state, l, service, origin, key);
+    const made = openFlow(state, l, service, origin, key, now);
     if (typeof made === "string") return void c.drops[made]++;
     flow = made;
   }
+  flow.lastSeen = now;
   forward(state, service, flow, origin.headerLength ? data.subarray(origin.headerLength) : data);
 }
 
@@ -123,8 +125,8 @@ function openFlow(
   service: Service,
   origin: Origin,
   key: string | number,
+  now: number,
 ): Flow | DropCause {
-  const now = Date.now();
   const clients = state.clients.get(service.name) ??
     state.clients.set(service.name, clientTable()).get(service.name)!;
   const picked = admitFlow(service, origin.client.hostname, {
@@ -208,7 +210,6 @@ function forward(state: State, service: Service, flow: Flow, payload: Uint8Array
   c.bytes_in += payload.length;
   b.bytes_in += payload.length;
   flow.bytesIn += payload.length;
-  flow.lastSeen = Date.now();
   if (!flow.socket.send(data)) c.drops.queue_full++;
   // A request that expects no reply (syslog) is done once sent.
   if (answered(service, flow.replies)) endFlow(state, flow, "responses");
@@ -220,7 +221,6 @@ function onReply(state: State, flow: Flow, data: Uint8Array): void {
   const service = state.runtime.snapshot.services.get(flow.listener.service);
   const { counters: c, traffic: b } = flow;
   flow.replies++;
-  flow.lastSeen = Date.now();
   flow.bytesOut += data.length;
   c.datagrams_out++;
   b.datagrams_out++;
@@ -228,6 +228,7 @@ function onReply(state: State, flow: Flow, data: Uint8Array): void {
   b.bytes_out += data.length;
   if (!flow.listener.socket.send(data, flow.origin.sender)) c.drops.queue_full++;
   if (service && answered(service, flow.replies)) endFlow(state, flow, "responses");
+  else flow.lastSeen = Date.now();
 }
 
 /**
