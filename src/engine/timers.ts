@@ -96,3 +96,15 @@ function siftDown(heap: TimerHeap, i: number): void {
   heap[i] = t;
   t.i = i;
 }
+
+/**
+ * Lets Deno's own loop run the timers that are due (health checks, the
+ * control plane, sweeps) in the middle of a busy turn. A `setImmediate`
+ * turn does that in about 10 µs. A `setTimeout(fn, 0)` turn did too, but
+ * returned 2 ms later (p50): the engine's loop slept a quarter of the time
+ * under full load, and one stream through the io_uring engine moved 8 Gbit/s
+ * instead of 10-11.
+ */
+export function timersTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}

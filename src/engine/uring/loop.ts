@@ -17,7 +17,7 @@
  * @module
  */
 import * as sys from "../linux/ffi.ts";
-import { addTimer, runDue, type Timer, untilNext } from "../timers.ts";
+import { addTimer, runDue, type Timer, timersTurn, untilNext } from "../timers.ts";
 import {
   CQE_F_BUFFER,
   enter,
@@ -175,14 +175,13 @@ async function run(st: State): Promise<void> {
  * Busy: Deno's loop gets a turn. Through the helper thread's quick answer
  * to the eventfd, cheaply; but an answer that is ready at once is taken
  * before Deno's timers are looked at, and under load timers ran 50-100 ms
- * late that way. So every TIMERS_MS the turn goes through a timer instead,
- * which lets every timer that is due run first.
+ * late that way. So every TIMERS_MS the turn lets due timers run instead.
  */
 async function yieldTurn(st: State, counter: Uint8Array): Promise<void> {
   const now = performance.now();
   if (now - st.timersTurn >= TIMERS_MS) {
     st.timersTurn = now;
-    await new Promise((resolve) => setTimeout(resolve, 0));
+    await timersTurn();
     return;
   }
   sys.signalEventFd(st.wakeFd);
