@@ -58,7 +58,8 @@ export interface DatagramIo {
    * The service's socket on `bind:port`, shared (SO_REUSEPORT) after the
    * port is claimed, or joined when `join` (the bal before holds it);
    * `onDatagram` hears each datagram, longer than `max` ones as truncated,
-   * with bytes good only during the call (as a reply's). Throws an Error that says why it cannot listen.
+   * with bytes good only during the call (as a reply's). Throws an Error
+   * that says why it cannot listen.
    */
   listen(
     bind: string,

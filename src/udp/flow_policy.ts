@@ -56,12 +56,15 @@ export function originOf(
   return { sender, client, headerLength: parsed.length };
 }
 
+/** A flow's key: a string per sender and client in session mode, a sequence number in request mode. */
+export type FlowKey = string | number;
+
 /**
  * The key of the flow a datagram belongs to: one per sender and client in
  * session mode; in request mode every datagram is a flow of its own, keyed
  * by its sequence number (a number: no string made per datagram).
  */
-export function flowKey(service: Service, origin: Origin, sequence: number): string | number {
+export function flowKey(service: Service, origin: Origin, sequence: number): FlowKey {
   if (service.udp!.mode === "request") return sequence;
   const { sender, client } = origin;
   return `${sender.hostname}|${sender.port}|${client.hostname}|${client.port}`;

@@ -18,6 +18,7 @@ import {
   answered,
   type DropCause,
   type FlowEnd,
+  type FlowKey,
   flowKey,
   type Origin,
   originOf,
@@ -42,12 +43,12 @@ export interface Listener {
   bind: string;
   port: number;
   socket: ServiceSocket;
-  flows: Map<string | number, Flow>;
+  flows: Map<FlowKey, Flow>;
 }
 
 /** One flow: a client (or one request) bound to a backend, through a socket of its own. */
 export interface Flow {
-  key: string | number;
+  key: FlowKey;
   listener: Listener;
   origin: Origin;
   backend: Backend;
@@ -103,16 +104,17 @@ export function onDatagram(
 ): void {
   const service = state.runtime.snapshot.services.get(l.service);
   if (!service?.udp) return;
-  const c = countersOf(state, service.name);
-  if (truncated || data.length > service.udp.max_datagram_bytes) return void c.drops.oversize++;
+  if (truncated || data.length > service.udp.max_datagram_bytes) {
+    return void countersOf(state, service.name).drops.oversize++;
+  }
   const origin = originOf(service, sender, data);
-  if (origin === "proxy") return void c.drops.proxy++;
+  if (origin === "proxy") return void countersOf(state, service.name).drops.proxy++;
   const key = flowKey(service, origin, ++state.sequence);
   const now = Date.now();
   let flow = l.flows.get(key);
   if (!flow) {
     const made = openFlow(state, l, service, origin, key, now);
-    if (typeof made === "string") return void c.drops[made]++;
+    if (typeof made === "string") return void countersOf(state, service.name).drops[made]++;
     flow = made;
   }
   flow.lastSeen = now;
@@ -124,7 +126,7 @@ function openFlow(
   l: Listener,
   service: Service,
   origin: Origin,
-  key: string | number,
+  key: FlowKey,
   now: number,
 ): Flow | DropCause {
   const clients = state.clients.get(service.name) ??
