@@ -14,6 +14,7 @@ import {
   freePort,
   missingTool,
   nameBackend,
+  readAll,
   runCommand,
   serveTcp,
   sha256,
@@ -699,6 +700,117 @@ backends: ["127.0.0.1:${echo.port}"]
     await echo.close();
   }
 });
+
+Deno.test("tls: a client that ends right after its handshake gets no backend connection; one that sent bytes first does", async () => {
+  const home = tempHome();
+  await pki(home);
+  const got: string[] = [];
+  const recorder = serveTcp(async (c) => void got.push(str(await readAll(c))));
+  const port = freePort();
+  const d = await balWith(
+    home,
+    `bind_address: 127.0.0.1
+port: ${port}
+tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}]}
+health_check: {type: none}
+backends: ["127.0.0.1:${recorder.port}"]
+`,
+    port,
+  );
+  const quit = async (input: string) => {
+    const hop = heldFlight(port);
+    const r = await runStdin(
+      "openssl",
+      ["s_client", "-connect", `127.0.0.1:${hop.port}`, "-quiet", "-no_ign_eof"],
+      input,
+    );
+    await hop.done;
+    return r;
+  };
+  try {
+    // Its last flight and its close_notify reach bal together: nothing would pass on a backend.
+    await quit("");
+    await waitFor("the session to end", async () => {
+      const edge = (await status(home)).services[0];
+      return edge.connections_accepted === 1 && edge.active_connections === 0 && edge;
+    });
+    // On OpenSSL (node:tls, on the deno engine, has connected a backend by then).
+    const dialed = OPENSSL_ENGINE === "epoll" ? 0 : 1;
+    assert.equal(recorder.accepted, dialed, "no backend connection for a client that left");
+    // The same, with bytes before the close_notify: they reach the backend, then its end.
+    await quit("hello\n");
+    await waitFor("the bytes at the backend", () => got.includes("hello\n"));
+    assert.equal(recorder.accepted, dialed + 1);
+    const edge = (await status(home)).services[0];
+    assert.equal(edge.refused_by_cause.tls_handshake ?? 0, 0, JSON.stringify(edge));
+  } finally {
+    await d.stop();
+    await recorder.close();
+  }
+});
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/** Runs `cmd` with `input` on its stdin, then its end; what it said (killed after 20 s). */
+async function runStdin(cmd: string, args: string[], input: string): Promise<Deno.CommandOutput> {
+  const child = new Deno.Command(cmd, { args, stdin: "piped", stdout: "piped", stderr: "piped" })
+    .spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(input));
+  await writer.close();
+  const out = await child.output();
+  clearTimeout(timer);
+  return out;
+}
+
+/**
+ * A hop in front of bal's `port` for one TLS client: its first record (the
+ * ClientHello) goes on at once, the rest is held until the client ends,
+ * then sent in one write with the end. bal thus reads the client's last
+ * handshake flight, whatever followed it and its close together, as from a
+ * client that leaves as soon as its handshake is done.
+ */
+function heldFlight(port: number): { port: number; done: Promise<void> } {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const done = (async () => {
+    const client = await listener.accept();
+    listener.close();
+    const upstream = await Deno.connect({ hostname: "127.0.0.1", port });
+    const back = (async () => {
+      const buf = new Uint8Array(64 * 1024);
+      for (;;) {
+        const n = await upstream.read(buf).catch(() => null);
+        if (n === null) break;
+        await writeAll(client, buf.subarray(0, n)).catch(() => {});
+      }
+    })();
+    let held: Uint8Array = new Uint8Array(0);
+    let passed = false;
+    const buf = new Uint8Array(64 * 1024);
+    for (;;) {
+      const n = await client.read(buf).catch(() => null);
+      if (n === null) break;
+      held = concat(held, buf.subarray(0, n));
+      const first = held.length >= 5 ? 5 + ((held[3] << 8) | held[4]) : Infinity;
+      if (passed || held.length < first) continue;
+      await writeAll(upstream, held.subarray(0, first));
+      held = held.slice(first);
+      passed = true;
+    }
+    await writeAll(upstream, held);
+    await upstream.closeWrite();
+    await back;
+    upstream.close();
+    client.close();
+  })();
+  return { port: (listener.addr as Deno.NetAddr).port, done };
+}
 
 /** bal's resident memory, in bytes. */
 function rss(pid: number): number {

@@ -176,7 +176,9 @@ function inspectTls(
     s.secure = secure(plane.loop, s.clientFd, token, service, proxied, (result) => {
       if (typeof result !== "string") {
         s.tls = result.facts;
-        return then(result.preface);
+        if (!result.left) return then(result.preface);
+        s.closing = "client_closed";
+        return then("");
       }
       refuse(plane, service, s.peer, "tls_handshake", result, false);
       s.closing = "tls_handshake";

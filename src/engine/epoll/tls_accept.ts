@@ -40,8 +40,12 @@ export interface Securing {
   readonly settings: TlsTerminate;
   /** What the PROXY header said, for the preface this step ends with. */
   proxied: Preface | null;
-  /** Hears once: the preface and what TLS settled, or why the client is refused. */
-  done: (result: { preface: Preface; facts: TlsFacts } | string) => void;
+  /**
+   * Hears once: the preface and what TLS settled, with whether the client
+   * has left already (ended its stream right after the handshake, nothing
+   * sent); or why the client is refused.
+   */
+  done: (result: { preface: Preface; facts: TlsFacts; left: boolean } | string) => void;
 }
 
 /**
@@ -150,7 +154,9 @@ function shake(s: Securing): void {
     hello: service.routes.length > 0 ? { kind: "hello", sni } : null,
     early: null,
   };
-  finish(s)({ preface, facts });
+  // A client that ends as soon as its handshake is done (a certificate probe, `openssl
+  // s_time`) is not worth a backend connection: nothing would pass on it either way.
+  finish(s)({ preface, facts, left: ssl.left(s.tls) });
 }
 
 /** The handshake failed or timed out: the client is refused for `why`. */

@@ -38,6 +38,7 @@ const SSL_SYMBOLS = {
   SSL_do_handshake: { parameters: ["pointer"], result: "i32" },
   SSL_get_error: { parameters: ["pointer", "i32"], result: "i32" },
   SSL_read: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
+  SSL_peek: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
   SSL_write: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
   SSL_shutdown: { parameters: ["pointer"], result: "i32" },
   SSL_get_servername: { parameters: ["pointer", "i32"], result: "usize" },
@@ -332,6 +333,19 @@ export function read(tls: Tls, buf: Uint8Array, len: number): number {
   checkRange(buf, len);
   const r = lib().ssl.SSL_read(tls, buf, len);
   return r > 0 ? r : failure(tls, r);
+}
+
+/** One byte to peek into: {@link left} asks whether there is any, not what it is. */
+const peeked = new Uint8Array(1);
+
+/**
+ * Whether the peer has ended its stream (close_notify, FIN or a reset)
+ * with nothing to read before that end: what the socket holds is
+ * decrypted and kept for the next {@link read}, not taken.
+ */
+export function left(tls: Tls): boolean {
+  const r = lib().ssl.SSL_peek(tls, peeked, peeked.length);
+  return r <= 0 && failure(tls, r) !== -EAGAIN;
 }
 
 /** Encrypts and sends up to `len` bytes of `buf`: bytes taken, or as {@link read} says. */
