@@ -123,8 +123,11 @@ Deno.test("upgrade: ten upgrades under load refuse, reset and cut no one; old ba
   const load = shortLoad(b.port, 300);
   const streams = Array.from({ length: 20 }, () => longStream(b.port));
   const pids = [first];
+  // Requests served by the end of each upgrade: the load must run through all ten.
+  const served: number[] = [];
   try {
     await new Promise((r) => setTimeout(r, 300));
+    served.push(load.ok);
     for (let i = 0; i < 10; i++) {
       const r = await upgrade(b.home);
       assert.match(r.stdout, /upgraded: bal pid \d+ -> pid \d+/);
@@ -134,6 +137,7 @@ Deno.test("upgrade: ten upgrades under load refuse, reset and cut no one; old ba
         DENO_ENGINE ? /0 listening sockets/ : /2 listening sockets handed over/,
       );
       pids.push(readPid(b.home)!);
+      served.push(load.ok);
     }
     await new Promise((r) => setTimeout(r, 300));
     await load.stop();
@@ -157,7 +161,9 @@ Deno.test("upgrade: ten upgrades under load refuse, reset and cut no one; old ba
     } else {
       assert.equal(failed, "", `failed requests: ${failed}`);
     }
-    assert.ok(load.ok > 800, `only ${load.ok} requests ran`);
+    // Counted, not timed: a slow machine runs fewer requests, but some during every upgrade.
+    const idle = served.slice(1).filter((n, i) => n === served[i]).length;
+    assert.equal(idle, 0, `no request was served during ${idle} upgrades (${served})`);
     assert.deepEqual(intact, Array(20).fill(true), "every long stream arrived whole");
     await waitFor("every old bal to exit", () => pids.slice(0, -1).every((p) => !alive(p)));
   } finally {
