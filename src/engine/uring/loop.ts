@@ -19,6 +19,7 @@
 import * as sys from "../linux/ffi.ts";
 import { addTimer, runDue, type Timer, timersTurn, untilNext } from "../timers.ts";
 import {
+  bufferTaken,
   CQE_F_BUFFER,
   enter,
   eventFdSignals,
@@ -26,6 +27,7 @@ import {
   type Reap,
   registerEventFd,
   type Ring,
+  widenRing,
   workPending,
 } from "./ring.ts";
 
@@ -48,7 +50,10 @@ export interface UringLoop {
   forget(token: number): void;
   /** Calls `fn` once, at epoch ms `at` or soon after. */
   timer(at: number, fn: () => void): Timer;
-  /** Called once when a provided buffer comes back after receives ran out of them. */
+  /**
+   * A receive found no provided buffer: the kernel's window of them widens,
+   * and `fn` is called once a buffer is there for it.
+   */
   onBufferBack(fn: () => void): void;
   /** Gives a provided buffer back to the kernel. */
   giveBack(id: number): void;
@@ -130,7 +135,10 @@ export function createUringLoop(ring: Ring, onError: (err: unknown) => void): Ur
       if (st.waitingUntil > 0 && at < st.waitingUntil) sys.signalEventFd(wakeFd);
       return t;
     },
-    onBufferBack: (fn) => void st.starved.push(fn),
+    onBufferBack(fn) {
+      st.starved.push(fn);
+      rearmStarved(st, widenRing(st.ring.buffers));
+    },
     giveBack: (id) => giveBack(st, id),
     stop() {
       if (!st.stopped) {
@@ -143,9 +151,12 @@ export function createUringLoop(ring: Ring, onError: (err: unknown) => void): Ur
 }
 
 function giveBack(st: State, id: number): void {
-  giveBuffer(st.ring.buffers, id);
-  // Receives that found no buffer wait for one: re-armed now, in the order they starved.
-  if (st.starved.length === 0) return;
+  rearmStarved(st, giveBuffer(st.ring.buffers, id));
+}
+
+/** Receives that found no buffer are armed again, in the order they starved, once some are posted. */
+function rearmStarved(st: State, posted: number): void {
+  if (posted === 0 || st.starved.length === 0) return;
   const waiting = st.starved.splice(0);
   for (const fn of waiting) fn();
 }
@@ -225,6 +236,8 @@ async function idle(
 
 function dispatch(st: State, ud: number, res: number, flags: number): void {
   if (ud === IGNORED) return;
+  // The kernel took a posted buffer: the window is refilled before anyone receives again.
+  if (flags & CQE_F_BUFFER) rearmStarved(st, bufferTaken(st.ring.buffers));
   const handler = st.handlers.get(ud >>> 3);
   if (!handler) {
     // Its owner is gone; a buffer the kernel filled for it is still ours to give back.

@@ -28,9 +28,9 @@
 import * as sys from "../linux/ffi.ts";
 import { describeErrno } from "../../net/errno.ts";
 import { PAGE, type Region, region, setU64 } from "./memory.ts";
-import { type BufferRing, bufferRing, giveBuffer } from "./buffers.ts";
+import { type BufferRing, bufferRing, bufferTaken, giveBuffer, widenRing } from "./buffers.ts";
 
-export { giveBuffer };
+export { bufferTaken, giveBuffer, widenRing };
 export type { BufferRing };
 
 const SQE_WORDS = 16;
