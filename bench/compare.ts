@@ -1,9 +1,10 @@
 /**
  * `deno run -A bench/compare.ts REV [--rounds N] [--secs S] [--engine uring|epoll|deno]`:
- * bal at git revision REV against bal in this checkout, in interleaved pairs
+ * bal at git revision REV against bal in this checkout (its uncommitted
+ * changes too, labelled "here"), in interleaved pairs
  * (the order swapped every round, so a machine that speeds up or slows down
- * favours neither): CPU per short connection and per keep-alive request,
- * user + system time of the bal process from /proc. REV is checked out in a
+ * favours neither): CPU per short connection, per keep-alive request and
+ * per MiB of one bulk stream, user + system time of the bal process from /proc. REV is checked out in a
  * temporary worktree, removed afterwards. With `taskset`, the load and the
  * backends run on cpu0 and bal on cpu1, as in `deno task bench`.
  *
@@ -29,21 +30,33 @@ const rounds = Number(opt("rounds", "5"));
 const secs = Number(opt("secs", "4"));
 const engine = opt("engine", "uring");
 const root = new URL("..", import.meta.url).pathname;
+/** The label of this checkout's side. */
+const HERE = "here";
 
 function run(argv: string[], env: Record<string, string> = {}): Deno.ChildProcess {
   return new Deno.Command(argv[0], { args: argv.slice(1), env, stdout: "piped", stderr: "null" })
     .spawn();
 }
 
+/** Where the load goes: the HTTP backends, and a sink for bulk streams. */
+interface Backends {
+  http: number[];
+  sink: number;
+}
+
 /** bal from `checkout`, in front of `backends`; measured under each workload. */
-async function measure(checkout: string, backends: number[]): Promise<Record<string, number>> {
-  const port = freePort();
+async function measure(checkout: string, backends: Backends): Promise<Record<string, number>> {
+  const [port, bulkPort] = [freePort(), freePort()];
   const home = Deno.makeTempDirSync({ prefix: "bal-compare-" });
+  const service = (name: string, at: number, to: number[]) =>
+    `  - name: ${name}\n    bind_address: 127.0.0.1\n    port: ${at}\n    backends: [${
+      to.map((b) => `"127.0.0.1:${b}"`).join(", ")
+    }]\n`;
   Deno.writeTextFileSync(
     `${home}/c.yaml`,
-    `port: ${port}\nbind_address: 127.0.0.1\nengine: ${engine}\nbackends: [${
-      backends.map((b) => `"127.0.0.1:${b}"`).join(", ")
-    }]\n`,
+    `engine: ${engine}\nservices:\n${service("web", port, backends.http)}${
+      service("bulk", bulkPort, [backends.sink])
+    }`,
   );
   const child = run(
     onCpu(1, [
@@ -59,17 +72,25 @@ async function measure(checkout: string, backends: number[]): Promise<Record<str
   );
   try {
     await waitPort(port);
+    await waitPort(bulkPort);
     await new Promise((r) => setTimeout(r, 1000));
     const cost: Record<string, number> = {};
-    for (const workload of ["short", "keepalive"]) {
+    for (const workload of ["short", "keepalive", "bulk"]) {
       const cpu = cpuMeter(child.pid);
-      const argv = loadArgv(workload, port, ["--conns", "50", "--secs", String(secs)]);
+      const argv = workload === "bulk"
+        ? loadArgv(workload, bulkPort, ["--streams", "1", "--secs", String(secs)])
+        : loadArgv(workload, port, ["--conns", "50", "--secs", String(secs)]);
       const load = await new Deno.Command(argv[0], { args: argv.slice(1), stdout: "piped" })
         .output();
       const taken = cpu.take();
       const used = taken.user + taken.sys;
-      const result = JSON.parse(new TextDecoder().decode(load.stdout)) as { rate: number };
-      cost[workload] = used * 1e6 / (result.rate * secs);
+      const result = JSON.parse(new TextDecoder().decode(load.stdout)) as {
+        rate: number;
+        gbit_s: number;
+      };
+      // Bulk's unit of work is a MiB moved; the others', a connection or a request.
+      const units = workload === "bulk" ? result.gbit_s * 1e9 / 8 / 2 ** 20 : result.rate;
+      cost[workload] = used * 1e6 / (units * secs);
     }
     return cost;
   } finally {
@@ -88,7 +109,7 @@ if (!git("worktree", "add", "--detach", tree, rev).success) {
   console.error(`cannot check out ${rev}`);
   Deno.exit(1);
 }
-const backendPorts = [freePort(), freePort()];
+const backendPorts = { http: [freePort(), freePort()], sink: freePort() };
 const backends = run(
   onCpu(0, [
     Deno.execPath(),
@@ -96,29 +117,32 @@ const backends = run(
     "--allow-net",
     `${root}bench/backend.ts`,
     "--http",
-    backendPorts.join(","),
+    backendPorts.http.join(","),
+    "--sink",
+    String(backendPorts.sink),
   ]),
 );
 try {
-  await waitPort(backendPorts[1]);
-  const sides = { [rev]: `${tree}/`, HEAD: root } as Record<string, string>;
+  await waitPort(backendPorts.sink);
+  // Keyed apart even when REV is HEAD (the checkout's own commit, without its changes).
+  const sides: Record<string, string> = { [rev]: `${tree}/`, [HERE]: root };
   const cost: Record<string, Record<string, number[]>> = {};
   for (let round = 0; round < rounds; round++) {
-    const order = round % 2 === 0 ? [rev, "HEAD"] : ["HEAD", rev];
+    const order = round % 2 === 0 ? [rev, HERE] : [HERE, rev];
     for (const side of order) {
       const c = await measure(sides[side], backendPorts);
       for (const [w, v] of Object.entries(c)) ((cost[w] ??= {})[side] ??= []).push(v);
     }
   }
   console.log(
-    `bal (${engine} engine), CPU µs per unit of work, median of ${rounds} interleaved rounds:`,
+    `bal (${engine} engine), CPU µs per connection, request or MiB, median of ${rounds} interleaved rounds:`,
   );
   for (const [w, bySide] of Object.entries(cost)) {
-    const ratios = bySide.HEAD.map((h, i) => h / bySide[rev][i]);
+    const ratios = bySide[HERE].map((h, i) => h / bySide[rev][i]);
     console.log(
-      `  ${w.padEnd(9)} ${rev}: ${median(bySide[rev]).toFixed(1)}  HEAD: ${
-        median(bySide.HEAD).toFixed(1)
-      }  HEAD/${rev}: ${median(ratios).toFixed(3)} (rounds ${
+      `  ${w.padEnd(9)} ${rev}: ${median(bySide[rev]).toFixed(1)}  ${HERE}: ${
+        median(bySide[HERE]).toFixed(1)
+      }  ${HERE}/${rev}: ${median(ratios).toFixed(3)} (rounds ${
         ratios.map((r) => r.toFixed(2)).join(" ")
       })`,
     );
