@@ -38,6 +38,19 @@ async function balWith(home: string, yaml: string, port: number) {
   return { ...(await startDaemon(home, config, port)), config };
 }
 
+/** bal with one service on `port` that terminates TLS for a.test in front of `backend`. */
+function terminating(home: string, port: number, backend: number, extra = "") {
+  return balWith(
+    home,
+    `bind_address: 127.0.0.1
+port: ${port}
+tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}]}
+backends: ["127.0.0.1:${backend}"]
+${extra}`,
+    port,
+  );
+}
+
 // deno-lint-ignore no-explicit-any -- status JSON, read by key as a user's script would
 async function status(home: string): Promise<any> {
   const r = await bal(home, "status", "--json");
@@ -668,15 +681,7 @@ Deno.test("tls: a client that resets right after its handshake leaves no session
   await pki(home);
   const echo = echoBackend();
   const port = freePort();
-  const d = await balWith(
-    home,
-    `bind_address: 127.0.0.1
-port: ${port}
-tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}]}
-backends: ["127.0.0.1:${echo.port}"]
-`,
-    port,
-  );
+  const d = await terminating(home, port, echo.port);
   try {
     // openssl s_time closes each connection after its handshake with the server's session
     // tickets unread, so the kernel resets it: the TLS socket closes without an error, and
@@ -707,16 +712,7 @@ Deno.test("tls: a client that ends right after its handshake gets no backend con
   const got: string[] = [];
   const recorder = serveTcp(async (c) => void got.push(str(await readAll(c))));
   const port = freePort();
-  const d = await balWith(
-    home,
-    `bind_address: 127.0.0.1
-port: ${port}
-tls: {certificates: [{cert_file: a.test.crt, key_file: a.test.key}]}
-health_check: {type: none}
-backends: ["127.0.0.1:${recorder.port}"]
-`,
-    port,
-  );
+  const d = await terminating(home, port, recorder.port, "health_check: {type: none}\n");
   const quit = async (input: string) => {
     const hop = heldFlight(port);
     const r = await runStdin(
