@@ -44,6 +44,7 @@ import {
   POLL,
   prepAccept,
   prepCancel,
+  prepClose,
   prepPoll,
   type RingSize,
 } from "./ring.ts";
@@ -297,11 +298,11 @@ function closeSession(plane: UringPlane, s: Session): void {
   if (s.dial) abandonDial(plane, s, s.dial);
   if (s.relay) {
     stopRelay(s.relay);
-    sys.close(s.relay.b.fd);
+    prepClose(plane.loop.ring, s.relay.b.fd, IGNORED);
   } else if (s.inspection) {
     stopInspection(s.inspection);
   } else {
     plane.loop.forget(s.clientToken);
   }
-  sys.close(s.clientFd);
+  prepClose(plane.loop.ring, s.clientFd, IGNORED);
 }

@@ -116,6 +116,8 @@ export function createUringLoop(ring: Ring, onError: (err: unknown) => void): Ur
     timersTurn: 0,
   };
   const running = run(st).finally(() => {
+    // Closes and shutdowns queued by the last round (a drain's) still go out.
+    enter(ring, 0);
     sys.close(ring.fd);
     sys.close(wakeFd);
   });

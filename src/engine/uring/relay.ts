@@ -12,15 +12,23 @@
  * at most that many buffers of the shared pool, never the pool.
  *
  * An end of stream is passed on as `shutdown(SHUT_WR)` once everything
- * received before it is sent (half-close); a reset or error on either side
- * ends both.
+ * received before it is sent (half-close), through the ring like the
+ * sockets' closes: no system call of its own; a reset or error on either
+ * side ends both.
  *
  * @module
  */
 import * as sys from "../linux/ffi.ts";
 import { moved, type Relayed } from "../plane.ts";
 import { relayFailed } from "../relayed.ts";
-import { CQE_F_BUFFER, prepCancel, prepRecvBuffered, prepSend, prepSendBuffer } from "./ring.ts";
+import {
+  CQE_F_BUFFER,
+  prepCancel,
+  prepRecvBuffered,
+  prepSend,
+  prepSendBuffer,
+  prepShutdownWrite,
+} from "./ring.ts";
 import { IGNORED, type UringLoop, userData } from "./loop.ts";
 import { type Gate, hold, paid, room } from "../throttle.ts";
 import type { MirrorLink } from "../mirror.ts";
@@ -186,7 +194,7 @@ function onSent(r: Relay, y: Side, res: number): void {
   r.activity.at = Date.now();
   const x = peerOf(r, y);
   if (y.queue.length > 0) sendNext(r, y);
-  else if (x.ended) passEnd(x, y);
+  else if (x.ended) passEnd(r, x, y);
   receive(r, x);
   finishIfDone(r);
 }
@@ -197,7 +205,7 @@ function streamEnded(r: Relay, x: Side): void {
   r.firstEnd ??= x === r.a ? "a" : "b";
   if (x === r.a) r.mirror?.end();
   const y = peerOf(r, x);
-  if (y.queue.length === 0 && !y.sending) passEnd(x, y);
+  if (y.queue.length === 0 && !y.sending) passEnd(r, x, y);
   finishIfDone(r);
 }
 
@@ -205,8 +213,8 @@ function streamEnded(r: Relay, x: Side): void {
  * Sends `y` the FIN of `x`'s stream, unless that ends the relay: `y`'s own
  * stream is over and nothing waits to go to `x`, so closing sends it.
  */
-function passEnd(x: Side, y: Side): void {
-  if (!y.ended || x.sending || x.queue.length > 0) sys.shutdownWrite(y.fd);
+function passEnd(r: Relay, x: Side, y: Side): void {
+  if (!y.ended || x.sending || x.queue.length > 0) prepShutdownWrite(r.loop.ring, y.fd, IGNORED);
 }
 
 function finishIfDone(r: Relay): void {
