@@ -101,6 +101,9 @@ export function stopSecuring(s: Securing): void {
   s.tls = null;
 }
 
+/** Events saying the client's connection is gone both ways. */
+const GONE = sys.C.EPOLLHUP | sys.C.EPOLLERR;
+
 function ignore(): void {}
 
 function onEvent(s: Securing, ev: number): void {
@@ -140,6 +143,8 @@ function start(s: Securing, sni: string | null): void {
 function shake(s: Securing): void {
   if (!s.tls) start(s, null);
   if (!s.tls || s.step !== "handshake") return;
+  // Reset or closed both ways (s_time, a port scanner): nobody is left to take a ticket.
+  if (s.events & GONE) ssl.noTickets(s.tls);
   const r = ssl.handshake(s.tls, s.fd);
   if (r === ssl.SSL_ERROR.WANT_READ || r === ssl.SSL_ERROR.WANT_WRITE) return;
   if (r !== 0) return over(s, ssl.handshakeError(s.tls, r));

@@ -35,6 +35,7 @@ const SSL_SYMBOLS = {
   SSL_set_rfd: { parameters: ["pointer", "i32"], result: "i32" },
   SSL_set0_rbio: { parameters: ["pointer", "pointer"], result: "void" },
   SSL_set_accept_state: { parameters: ["pointer"], result: "void" },
+  SSL_set_num_tickets: { parameters: ["pointer", "usize"], result: "i32" },
   SSL_do_handshake: { parameters: ["pointer"], result: "i32" },
   SSL_get_error: { parameters: ["pointer", "i32"], result: "i32" },
   SSL_read: { parameters: ["pointer", "buffer", "i32"], result: "i32" },
@@ -301,6 +302,15 @@ export function accepting(ctx: Context, fd: number, early: Uint8Array | null): T
   }
   ssl.SSL_set_accept_state(tls);
   return tls;
+}
+
+/**
+ * The handshake sends no session ticket: for a client whose connection is
+ * gone, where OpenSSL would make both tickets (random bytes, encryption)
+ * and try to write each, ignoring the broken pipe.
+ */
+export function noTickets(tls: Tls): void {
+  lib().ssl.SSL_set_num_tickets(tls, 0n);
 }
 
 /** Connections whose OpenSSL still reads early bytes from memory, with that memory. */
