@@ -54,6 +54,14 @@ export interface Loop {
  * `bal_event_loop_lag_seconds`), and the control plane's timers with it.
  */
 const TURN_MS = 2;
+/**
+ * How long the loop, out of work, waits on its own thread before it hands
+ * the wait to a helper thread: a TLS handshake's next flight usually comes
+ * sooner, and each hand-off costs two thread switches and a wake of Deno's
+ * loop (2 per handshake). Only while Deno's loop had a turn within
+ * TURN_MS, so a trickle of events cannot keep it from ever running.
+ */
+const SETTLE_MS = 1;
 /** How often a busy loop lets Deno's timers run (health checks, control plane, sweeps). */
 const TIMERS_MS = 8;
 /** The longest a wait lasts with no timer due (bounds how late a stop or a new timer is seen). */
@@ -150,6 +158,8 @@ async function run(st: State): Promise<void> {
   const syncBuf = sys.eventBuffer(256);
   const asyncBuf = sys.eventBuffer(256);
   let timersAt = 0;
+  /** When Deno's loop last had a turn (performance.now()). */
+  let yieldedAt = performance.now();
   while (!st.stopped) {
     // Busy: polled without waiting, until nothing is ready or the turn is over.
     const until = performance.now() + TURN_MS;
@@ -171,11 +181,20 @@ async function run(st: State): Promise<void> {
     if (busy && performance.now() - timersAt >= TIMERS_MS) {
       timersAt = performance.now();
       await timersTurn();
+      yieldedAt = performance.now();
       continue;
     }
     const timeout = busy ? 0 : untilNext(st.heap, MAX_WAIT_MS);
+    if (!busy && timeout > 0 && performance.now() - yieldedAt < TURN_MS) {
+      const n = sys.epollWait(st.ep, syncBuf, Math.min(SETTLE_MS, timeout));
+      if (n > 0) {
+        dispatch(st, syncBuf, n);
+        continue;
+      }
+    }
     st.waitingUntil = Date.now() + timeout;
     const n = await sys.epollWaitAsync(st.ep, asyncBuf, timeout);
+    yieldedAt = performance.now();
     st.waitingUntil = 0;
     if (n > 0) dispatch(st, asyncBuf, n);
     runDue(st.heap, st.onError);
