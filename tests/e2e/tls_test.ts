@@ -706,6 +706,29 @@ Deno.test("tls: a client that resets right after its handshake leaves no session
   }
 });
 
+Deno.test("tls: a client that stays gets its session tickets, and resumes its session with one", async () => {
+  const home = tempHome();
+  await pki(home);
+  const echo = echoBackend();
+  const port = freePort();
+  const d = await terminating(home, port, echo.port);
+  const session = `${home}/session.pem`;
+  try {
+    // The echo comes after the tickets: once it is back, s_client has saved one.
+    await sClientEcho(port, ["-sess_out", session], text("hello\n"));
+    assert.ok(Deno.statSync(session).size > 0, "a session ticket was saved");
+    const again = await runStdin(
+      "openssl",
+      ["s_client", "-connect", `127.0.0.1:${port}`, "-sess_in", session],
+      "",
+    );
+    assert.match(str(again.stdout), /^Reused, TLSv1\.3/m, str(again.stdout).slice(0, 400));
+  } finally {
+    await d.stop();
+    await echo.close();
+  }
+});
+
 Deno.test("tls: a client that ends right after its handshake gets no backend connection; one that sent bytes first does", async () => {
   const home = tempHome();
   await pki(home);
