@@ -256,11 +256,13 @@ admin: {listen: "127.0.0.1:${admin}"}
 access_log: true
 bind_address: 127.0.0.1
 port: ${port}
-udp: {mode: session, idle_timeout_ms: 600}
+udp: {mode: session, idle_timeout_ms: 4000}
 backends: ["127.0.0.1:${a.port}", "127.0.0.1:${b.port}"]
 `,
     port,
   );
+  // Long enough that B's flow outlives the status, metrics and CLI calls below (a bal CLI
+  // starts in 200-500 ms on a slow machine: with 600 ms it had idled out before the count).
   const clients = [udpClient(), udpClient()];
   try {
     const first = await Promise.all(clients.map((c) => c.ask(port, text("hello"))));
