@@ -46,6 +46,10 @@ export interface Flow {
   full: boolean;
   /** The read held back while full, run once the reader caught up. */
   held: (() => void) | null;
+  /** Writes to the connection under it not yet done: a half-close waits for them. */
+  writing: number;
+  /** Called as each of them is done. */
+  wrote: (() => void) | null;
 }
 
 /**
@@ -82,7 +86,15 @@ export function duplexOver(
       else next();
     },
     write(chunk: Uint8Array, _encoding, done) {
-      writeAll(conn, chunk).then(() => done(), done);
+      flow.writing++;
+      const settled = (err?: Error) => {
+        flow.writing--;
+        done(err);
+        const wrote = flow.wrote;
+        flow.wrote = null;
+        wrote?.();
+      };
+      writeAll(conn, chunk).then(() => settled(), settled);
     },
     final(done) {
       conn.closeWrite().then(() => done(), done);
@@ -95,7 +107,7 @@ const QUEUE_HIGH = 64 * 1024;
 
 /** A fresh {@link Flow}. */
 export function flow(): Flow {
-  return { full: false, held: null };
+  return { full: false, held: null, writing: 0, wrote: null };
 }
 
 /**
@@ -171,20 +183,36 @@ export function tlsStream(socket: TLSSocket, flow: Flow, under?: Duplex): Stream
           else resolve(bytes.length);
         });
       }),
-    closeWrite: () =>
-      new Promise((resolve, reject) => {
-        const done = () => failure ? reject(failure) : resolve();
-        if (closed) return done();
-        waiting.add(done);
+    async closeWrite() {
+      const ended = await new Promise<boolean>((resolve) => {
+        if (closed) return resolve(false);
+        const lost = () => resolve(false);
+        waiting.add(lost);
         socket.end(() => {
-          waiting.delete(done);
-          resolve();
+          waiting.delete(lost);
+          resolve(true);
         });
-      }),
+      });
+      // The socket calls back (or closes) once it handed its close_notify to the duplex
+      // beneath, not once that was sent: the session closes the connection next, losing it.
+      await sentAll(flow);
+      if (!ended && failure) throw failure;
+    },
     close() {
       socket.destroy();
     },
   };
+}
+
+/**
+ * Resolves once the connection under a TLS socket took every write begun:
+ * a socket that ended both ways destroys its duplex with its close_notify
+ * still being written, and that write goes on.
+ */
+async function sentAll(flow: Flow): Promise<void> {
+  while (flow.writing > 0) {
+    await new Promise<void>((resolve) => flow.wrote = resolve);
+  }
 }
 
 /**
