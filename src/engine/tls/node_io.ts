@@ -121,87 +121,115 @@ export function flow(): Flow {
  * and the relay would wait for them for good.
  */
 export function tlsStream(socket: TLSSocket, flow: Flow, under?: Duplex): Stream {
-  const chunks: Uint8Array[] = [];
-  let queued = 0;
-  let ended = false;
-  let closed = false;
-  let failure: Error | null = null;
-  let wake = () => {};
-  /** Writes and half-closes waiting on the socket, let go when it closes. */
-  const waiting = new Set<() => void>();
-  socket.on("data", (chunk: Uint8Array) => {
-    chunks.push(chunk);
-    queued += chunk.length;
-    if (queued > QUEUE_HIGH) flow.full = true;
-    wake();
-  });
-  socket.on("end", () => {
-    ended = true;
-    wake();
-  });
-  socket.on("close", () => {
-    ended = closed = true;
-    wake();
-    for (const release of [...waiting]) release();
-  });
-  const fail = (err: Error) => {
-    failure ??= err;
-    wake();
-  };
-  socket.on("error", fail);
-  under?.on("error", fail);
+  const st = heard(socket, flow, under);
   return {
-    async read(buf) {
-      while (chunks.length === 0) {
-        if (failure) throw failure;
-        if (ended) return null;
-        await new Promise<void>((resolve) => wake = resolve);
-      }
-      const head = chunks[0];
-      const n = Math.min(head.length, buf.length);
-      buf.set(head.subarray(0, n));
-      if (n === head.length) chunks.shift();
-      else chunks[0] = head.subarray(n);
-      queued -= n;
-      if (flow.full && queued <= QUEUE_HIGH / 2) {
-        flow.full = false;
-        const held = flow.held;
-        flow.held = null;
-        held?.();
-      }
-      return n;
-    },
+    read: (buf) => readPlain(st, flow, buf),
     write: (bytes) =>
       new Promise((resolve, reject) => {
-        const lost = () => reject(failure ?? new Error("the TLS connection is closed"));
-        if (failure || closed) return lost();
-        waiting.add(lost);
+        const lost = () => reject(st.failure ?? new Error("the TLS connection is closed"));
+        if (st.failure || st.closed) return lost();
+        st.waiting.add(lost);
         // The relay reuses its buffer: the socket keeps a copy.
         socket.write(bytes.slice(), (err) => {
-          waiting.delete(lost);
+          st.waiting.delete(lost);
           if (err) reject(err);
           else resolve(bytes.length);
         });
       }),
     async closeWrite() {
-      const ended = await new Promise<boolean>((resolve) => {
-        if (closed) return resolve(false);
-        const lost = () => resolve(false);
-        waiting.add(lost);
-        socket.end(() => {
-          waiting.delete(lost);
-          resolve(true);
-        });
-      });
+      const ended = await endSocket(socket, st);
       // The socket calls back (or closes) once it handed its close_notify to the duplex
       // beneath, not once that was sent: the session closes the connection next, losing it.
       await sentAll(flow);
-      if (!ended && failure) throw failure;
+      if (!ended && st.failure) throw st.failure;
     },
     close() {
       socket.destroy();
     },
   };
+}
+
+/** What a TLS socket said: its decrypted bytes not read yet, its end, close or failure. */
+interface Heard {
+  chunks: Uint8Array[];
+  queued: number;
+  ended: boolean;
+  closed: boolean;
+  failure: Error | null;
+  /** Wakes the read waiting for news. */
+  wake: () => void;
+  /** Writes and half-closes waiting on the socket, let go when it closes. */
+  readonly waiting: Set<() => void>;
+}
+
+/** Listens to `socket` (and `under`, for its failures) from now on. */
+function heard(socket: TLSSocket, flow: Flow, under?: Duplex): Heard {
+  const st: Heard = {
+    chunks: [],
+    queued: 0,
+    ended: false,
+    closed: false,
+    failure: null,
+    wake: () => {},
+    waiting: new Set(),
+  };
+  socket.on("data", (chunk: Uint8Array) => {
+    st.chunks.push(chunk);
+    st.queued += chunk.length;
+    if (st.queued > QUEUE_HIGH) flow.full = true;
+    st.wake();
+  });
+  socket.on("end", () => {
+    st.ended = true;
+    st.wake();
+  });
+  socket.on("close", () => {
+    st.ended = st.closed = true;
+    st.wake();
+    for (const release of [...st.waiting]) release();
+  });
+  const fail = (err: Error) => {
+    st.failure ??= err;
+    st.wake();
+  };
+  socket.on("error", fail);
+  under?.on("error", fail);
+  return st;
+}
+
+/** Reads what was decrypted into `buf`; lets the connection be read again once the queue ebbs. */
+async function readPlain(st: Heard, flow: Flow, buf: Uint8Array): Promise<number | null> {
+  while (st.chunks.length === 0) {
+    if (st.failure) throw st.failure;
+    if (st.ended) return null;
+    await new Promise<void>((resolve) => st.wake = resolve);
+  }
+  const head = st.chunks[0];
+  const n = Math.min(head.length, buf.length);
+  buf.set(head.subarray(0, n));
+  if (n === head.length) st.chunks.shift();
+  else st.chunks[0] = head.subarray(n);
+  st.queued -= n;
+  if (flow.full && st.queued <= QUEUE_HIGH / 2) {
+    flow.full = false;
+    const held = flow.held;
+    flow.held = null;
+    held?.();
+  }
+  return n;
+}
+
+/** Ends the socket's writing side: true once it called back, false when it closed first. */
+function endSocket(socket: TLSSocket, st: Heard): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (st.closed) return resolve(false);
+    const lost = () => resolve(false);
+    st.waiting.add(lost);
+    socket.end(() => {
+      st.waiting.delete(lost);
+      resolve(true);
+    });
+  });
 }
 
 /**
