@@ -139,7 +139,11 @@ export function createUringLoop(ring: Ring, onError: (err: unknown) => void): Ur
     },
     onBufferBack(fn) {
       st.starved.push(fn);
-      rearmStarved(st, widenRing(st.ring.buffers));
+      widenRing(st.ring.buffers);
+      // Buffers posted since the kernel found its ring empty (given back earlier in this
+      // round) serve it now: waiting for the next post could wait for good once every
+      // other connection is idle (seen: a stream of the 16-buffer test stalled).
+      rearmStarved(st, st.ring.buffers.window.posted);
     },
     giveBack: (id) => giveBack(st, id),
     stop() {
