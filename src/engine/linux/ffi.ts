@@ -401,6 +401,50 @@ export function uringEnter(ring: number, toSubmit: number, minComplete: number, 
   return ret(libc().uring_enter(URING.enter, ring, toSubmit, minComplete, flags, 0n, 0n));
 }
 
+/**
+ * struct io_uring_getevents_arg (no signal mask) and the timespec it points
+ * to: module memory, so the kernel's pointer stays good (an ArrayBuffer's
+ * bytes never move).
+ */
+const waitArg = new BigUint64Array(3);
+const waitTime = new BigInt64Array(2);
+let waitArgAddress = 0n;
+
+/**
+ * io_uring_enter that waits for `minComplete` completions at most `ms`
+ * milliseconds (IORING_ENTER_EXT_ARG with a timeout); what it returns, or
+ * -errno (-ETIME when the time ran out).
+ */
+export function uringEnterWait(
+  ring: number,
+  toSubmit: number,
+  minComplete: number,
+  flags: number,
+  ms: number,
+): number {
+  if (waitArgAddress === 0n) {
+    waitArg[2] = BigInt(addressOf(new Uint8Array(waitTime.buffer)));
+    waitArgAddress = BigInt(addressOf(new Uint8Array(waitArg.buffer)));
+  }
+  const ns = Math.max(0, Math.round(ms * 1e6));
+  waitTime[0] = BigInt(Math.floor(ns / 1e9));
+  waitTime[1] = BigInt(ns % 1e9);
+  return ret(
+    libc().uring_enter(
+      URING.enter,
+      ring,
+      toSubmit,
+      minComplete,
+      flags | ENTER_EXT_ARG,
+      waitArgAddress,
+      24n,
+    ),
+  );
+}
+
+/** io_uring_enter's flag: its last two arguments are a struct io_uring_getevents_arg and its size. */
+const ENTER_EXT_ARG = 8;
+
 /** io_uring_register with `arg` (`size` bytes of it are the kernel's to read); 0 or -errno. */
 export function uringRegister(ring: number, opcode: number, arg: Uint8Array, count: number) {
   return ret(libc().uring_register(URING.register, ring, opcode, arg, count));

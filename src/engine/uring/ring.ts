@@ -372,6 +372,24 @@ export function enter(ring: Ring, wait: number, reap?: Reap, max = Infinity): nu
   return reap ? takeCompletions(ring, reap, max) : 0;
 }
 
+/**
+ * Submits what is queued and waits on this thread, up to `ms`, for one
+ * completion; then takes what completed (at most `max`): how many.
+ */
+export function enterWaiting(ring: Ring, ms: number, reap: Reap, max = Infinity): number {
+  const submit = ring.pending;
+  ring.words[ring.at.sqTail] = ring.sqTail;
+  ring.pending = 0;
+  const r = sys.uringEnterWait(ring.fd, submit, 1, ENTER_GETEVENTS, ms);
+  if (r < 0 && r !== -sys.E.EINTR && r !== -sys.E.EAGAIN && r !== -sys.E.EBUSY && r !== -ETIME) {
+    throw new Error(`io_uring_enter: ${describeErrno(-r)}`);
+  }
+  return takeCompletions(ring, reap, max);
+}
+
+/** What a wait that ran out of time returns (negated). */
+const ETIME = 62;
+
 function takeCompletions(ring: Ring, reap: Reap, max: number): number {
   const { words, cqes, at, cqMask } = ring;
   let head = words[at.cqHead];
