@@ -16,6 +16,7 @@ import { openListener, startConnect } from "../../src/engine/linux/sockets.ts";
 import {
   createRing,
   enter,
+  enterWaiting,
   eventFdSignals,
   prepRecvBuffered,
   registerEventFd,
@@ -205,6 +206,43 @@ Deno.test({
       assert.deepEqual(got, [1, 3]);
     } finally {
       for (const fd of [client, server, listener, efd, ring.fd]) if (fd >= 0) sys.close(fd);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "uring: a waiting enter returns when its time is up with nothing done, and with a completion as it comes",
+  ignore,
+  fn() {
+    // The idle loop's settle wait: a timeout the kernel misread would block the thread for good
+    // (no completion comes to an idle loop) or not wait at all.
+    sys.loadLibc();
+    const ring = createRing({ entries: 8, completions: 16, buffers: 4, bufferSize: 4096 });
+    if (typeof ring === "string") throw new Error(ring);
+    rings.push(ring);
+    const address = encodeAddress("127.0.0.1", freePort());
+    const listener = openListener(
+      { bind_address: "127.0.0.1", port: 0, backlog: 4 },
+      address,
+      false,
+    );
+    const client = startConnect(address).fd;
+    const server = sys.accept(listener, new Uint8Array(sys.SOCKADDR_MAX));
+    try {
+      assert.ok(client >= 0 && server >= 0, `connected (${client}, ${server})`);
+      const got: number[] = [];
+      const reap = (userData: number, res: number) => got.push(userData, res);
+      prepRecvBuffered(ring, server, 1);
+      const started = performance.now();
+      assert.equal(enterWaiting(ring, 30, reap), 0, "nothing completes");
+      // The kernel's timer may end the wait a little early, never by a third of it.
+      assert.ok(performance.now() - started >= 20, "it waited");
+      assert.equal(sys.send(client, new Uint8Array([1, 2, 3]), 3), 3);
+      assert.equal(enterWaiting(ring, 60_000, reap), 1);
+      assert.deepEqual(got, [1, 3]);
+    } finally {
+      for (const fd of [client, server, listener, ring.fd]) if (fd >= 0) sys.close(fd);
     }
   },
 });

@@ -101,6 +101,8 @@ interface State {
   timersTurn: number;
   /** When Deno's loop last polled its own sockets (performance.now()). */
   yieldedAt: number;
+  /** Completions were taken since the last wait: more are likely soon (a loop woken for nothing is not). */
+  worked: boolean;
 }
 
 /** Creates the loop over `ring` and starts it. Throws when its eventfd cannot be made or registered. */
@@ -124,6 +126,7 @@ export function createUringLoop(ring: Ring, onError: (err: unknown) => void): Ur
     waitingUntil: 0,
     timersTurn: 0,
     yieldedAt: 0,
+    worked: false,
   };
   const running = run(st).finally(() => {
     // Closes and shutdowns queued by the last round (a drain's) still go out.
@@ -221,6 +224,7 @@ function busyTurn(st: State, reap: Reap): boolean {
   const until = performance.now() + TURN_MS;
   while (!st.stopped) {
     const n = enter(st.ring, 0, reap, ROUND_MAX);
+    if (n > 0) st.worked = true;
     runDue(st.heap, st.onError);
     if (n === 0 && st.ring.pending === 0 && !workPending(st.ring)) return false;
     if (performance.now() >= until) return true;
@@ -252,6 +256,7 @@ async function idle(
   st.ring.wake = () => sys.signalEventFd(st.wakeFd);
   await sys.waitEventFd(st.wakeFd, counter);
   st.yieldedAt = performance.now();
+  st.worked = false;
   st.ring.wake = null;
   clearTimeout(timer);
   st.waitingUntil = 0;
@@ -266,7 +271,7 @@ async function idle(
  * the loop's own.
  */
 function settled(st: State, reap: Reap): boolean {
-  if (performance.now() - st.yieldedAt >= TURN_MS) return false;
+  if (!st.worked || performance.now() - st.yieldedAt >= TURN_MS) return false;
   const timeout = untilNext(st.heap, SETTLE_MS);
   return timeout > 0 && enterWaiting(st.ring, timeout, reap, ROUND_MAX) > 0;
 }
