@@ -172,20 +172,9 @@ Deno.test({
     // Set up with DEFER_TASKRUN, the ring's completion work waited for the next enter and its
     // eventfd signal came from the network's softirq, which Linux defers through RCU (14 ms
     // here): an idle loop served one request per 22 ms.
-    sys.loadLibc();
-    const ring = createRing({ entries: 8, completions: 16, buffers: 4, bufferSize: 4096 });
-    if (typeof ring === "string") throw new Error(ring);
-    rings.push(ring);
+    const { ring, listener, client, server } = smallRingAndPair();
     const efd = sys.eventFd();
     assert.equal(registerEventFd(ring, efd), 0);
-    const address = encodeAddress("127.0.0.1", freePort());
-    const listener = openListener(
-      { bind_address: "127.0.0.1", port: 0, backlog: 4 },
-      address,
-      false,
-    );
-    const client = startConnect(address).fd;
-    const server = sys.accept(listener, new Uint8Array(sys.SOCKADDR_MAX));
     const counter = new Uint8Array(8);
     try {
       assert.ok(client >= 0 && server >= 0, `connected (${client}, ${server})`);
@@ -217,18 +206,7 @@ Deno.test({
   fn() {
     // The idle loop's settle wait: a timeout the kernel misread would block the thread for good
     // (no completion comes to an idle loop) or not wait at all.
-    sys.loadLibc();
-    const ring = createRing({ entries: 8, completions: 16, buffers: 4, bufferSize: 4096 });
-    if (typeof ring === "string") throw new Error(ring);
-    rings.push(ring);
-    const address = encodeAddress("127.0.0.1", freePort());
-    const listener = openListener(
-      { bind_address: "127.0.0.1", port: 0, backlog: 4 },
-      address,
-      false,
-    );
-    const client = startConnect(address).fd;
-    const server = sys.accept(listener, new Uint8Array(sys.SOCKADDR_MAX));
+    const { ring, listener, client, server } = smallRingAndPair();
     try {
       assert.ok(client >= 0 && server >= 0, `connected (${client}, ${server})`);
       const got: number[] = [];
@@ -246,3 +224,20 @@ Deno.test({
     }
   },
 });
+
+/** A small ring (kept referenced), and a loopback connection: its listener, client and server. */
+function smallRingAndPair() {
+  sys.loadLibc();
+  const ring = createRing({ entries: 8, completions: 16, buffers: 4, bufferSize: 4096 });
+  if (typeof ring === "string") throw new Error(ring);
+  rings.push(ring);
+  const address = encodeAddress("127.0.0.1", freePort());
+  const listener = openListener(
+    { bind_address: "127.0.0.1", port: 0, backlog: 4 },
+    address,
+    false,
+  );
+  const client = startConnect(address).fd;
+  const server = sys.accept(listener, new Uint8Array(sys.SOCKADDR_MAX));
+  return { ring, listener, client, server };
+}
