@@ -407,6 +407,8 @@ export function uringEnter(ring: number, toSubmit: number, minComplete: number, 
  * bytes never move).
  */
 const waitArg = new BigUint64Array(3);
+/** io_uring_enter's flag: its last two arguments are a struct io_uring_getevents_arg and its size. */
+const ENTER_EXT_ARG = 8;
 const waitTime = new BigInt64Array(2);
 let waitArgAddress = 0n;
 
@@ -441,9 +443,6 @@ export function uringEnterWait(
     ),
   );
 }
-
-/** io_uring_enter's flag: its last two arguments are a struct io_uring_getevents_arg and its size. */
-const ENTER_EXT_ARG = 8;
 
 /** io_uring_register with `arg` (`size` bytes of it are the kernel's to read); 0 or -errno. */
 export function uringRegister(ring: number, opcode: number, arg: Uint8Array, count: number) {

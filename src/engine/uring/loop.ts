@@ -209,15 +209,21 @@ async function run(st: State): Promise<void> {
  * late that way. So every TIMERS_MS the turn lets due timers run instead.
  */
 async function yieldTurn(st: State, counter: Uint8Array): Promise<void> {
-  const now = performance.now();
-  if (now - st.timersTurn >= TIMERS_MS) {
-    st.timersTurn = now;
+  if (timersDue(st, TIMERS_MS)) {
     await timersTurn();
     return;
   }
   sys.signalEventFd(st.wakeFd);
   await sys.waitEventFd(st.wakeFd, counter);
   st.yieldedAt = performance.now();
+}
+
+/** Whether Deno's timers last had a turn `everyMs` ago or more; if so, the turn is theirs now. */
+function timersDue(st: State, everyMs: number): boolean {
+  const now = performance.now();
+  if (now - st.timersTurn < everyMs) return false;
+  st.timersTurn = now;
+  return true;
 }
 
 /** Rounds of submitting and taking completions; true when the turn ran out with work left. */
@@ -241,10 +247,7 @@ async function idle(
 ): Promise<void> {
   // Settling keeps the loop off the wait that would let timers run: they get their turn first
   // (every TIMERS_MS here left the lag sampler's timer 10-20 ms late now and then).
-  if (performance.now() - st.timersTurn >= TURN_MS) {
-    st.timersTurn = performance.now();
-    await timersTurn();
-  }
+  if (timersDue(st, TURN_MS)) await timersTurn();
   if (settled(st, reap)) return;
   eventFdSignals(st.ring, true);
   if (enter(st.ring, 0, reap) > 0 || workPending(st.ring)) {

@@ -362,13 +362,7 @@ export type Reap = (userData: number, res: number, flags: number) => void;
  * returns how many. `wait` 0: does not block.
  */
 export function enter(ring: Ring, wait: number, reap?: Reap, max = Infinity): number {
-  const submit = ring.pending;
-  ring.words[ring.at.sqTail] = ring.sqTail;
-  ring.pending = 0;
-  const r = sys.uringEnter(ring.fd, submit, wait, ENTER_GETEVENTS);
-  if (r < 0 && r !== -sys.E.EINTR && r !== -sys.E.EAGAIN && r !== -sys.E.EBUSY) {
-    throw new Error(`io_uring_enter: ${describeErrno(-r)}`);
-  }
+  entered(sys.uringEnter(ring.fd, queued(ring), wait, ENTER_GETEVENTS));
   return reap ? takeCompletions(ring, reap, max) : 0;
 }
 
@@ -377,18 +371,27 @@ export function enter(ring: Ring, wait: number, reap?: Reap, max = Infinity): nu
  * completion; then takes what completed (at most `max`): how many.
  */
 export function enterWaiting(ring: Ring, ms: number, reap: Reap, max = Infinity): number {
-  const submit = ring.pending;
-  ring.words[ring.at.sqTail] = ring.sqTail;
-  ring.pending = 0;
-  const r = sys.uringEnterWait(ring.fd, submit, 1, ENTER_GETEVENTS, ms);
-  if (r < 0 && r !== -sys.E.EINTR && r !== -sys.E.EAGAIN && r !== -sys.E.EBUSY && r !== -ETIME) {
-    throw new Error(`io_uring_enter: ${describeErrno(-r)}`);
-  }
+  entered(sys.uringEnterWait(ring.fd, queued(ring), 1, ENTER_GETEVENTS, ms));
   return takeCompletions(ring, reap, max);
 }
 
-/** What a wait that ran out of time returns (negated). */
-const ETIME = 62;
+/** Hands the queued entries to the kernel's view of the ring: how many to submit. */
+function queued(ring: Ring): number {
+  const submit = ring.pending;
+  ring.words[ring.at.sqTail] = ring.sqTail;
+  ring.pending = 0;
+  return submit;
+}
+
+/** Throws on what io_uring_enter returned unless it is a result or a retry (ETIME: a wait ran out). */
+function entered(r: number): void {
+  if (r >= 0) return;
+  const errno = -r;
+  const { EINTR, EAGAIN, EBUSY, ETIME } = sys.E;
+  if (errno !== EINTR && errno !== EAGAIN && errno !== EBUSY && errno !== ETIME) {
+    throw new Error(`io_uring_enter: ${describeErrno(errno)}`);
+  }
+}
 
 function takeCompletions(ring: Ring, reap: Reap, max: number): number {
   const { words, cqes, at, cqMask } = ring;
