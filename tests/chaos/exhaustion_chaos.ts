@@ -12,6 +12,7 @@ import {
   freePort,
   readLog,
   readN,
+  runCommand,
   startDaemon,
   str,
   tempHome,
@@ -52,6 +53,15 @@ async function echoProcess(): Promise<{ port: number; stop(): Promise<void> }> {
       await child.stdout.cancel().catch(() => {});
     },
   };
+}
+
+/** No client waits in the listener's accept queue and bal holds none (a failed status is not yet). */
+async function drained(home: string, port: number): Promise<boolean> {
+  const queued = (await runCommand("ss", ["-Hltn", `sport = :${port}`])).stdout.trim()
+    .split("\n").reduce((n, l) => n + Number(l.trim().split(/\s+/)[1] ?? 0), 0);
+  if (queued > 0) return false;
+  const r = await bal(home, "status", "--json");
+  return r.code === 0 && JSON.parse(r.stdout).active_connections === 0;
 }
 
 const figures: Record<string, unknown> = {};
@@ -100,6 +110,9 @@ Deno.test("chaos: out of file descriptors, bal logs it once (and its end), refus
       () => echoing(port).then((c) => (closeQuietly(c), true)).catch(() => false),
       10_000,
     );
+    // And all of it again, not just one, once the clients refused meanwhile are gone: clients
+    // still queued or closing hold descriptors, and refusing what exceeds them is right.
+    await waitFor("the earlier clients gone", () => drained(home, port));
     // And all of it again, not just one.
     const again = await Promise.all(Array.from({ length: 10 }, () => echoing(port)));
     again.forEach(closeQuietly);
