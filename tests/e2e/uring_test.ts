@@ -11,13 +11,19 @@ import { createUringEngine, RING_SIZE } from "../../src/engine/uring/engine.ts";
 import { uringSelfCheck } from "../../src/engine/uring/self_check.ts";
 import { createRuntime } from "../../src/snapshot.ts";
 import * as sys from "../../src/engine/linux/ffi.ts";
-import { encodeAddress } from "../../src/engine/linux/sockaddr.ts";
-import { openListener, startConnect } from "../../src/engine/linux/sockets.ts";
+import { decodeAddress, encodeAddress } from "../../src/engine/linux/sockaddr.ts";
+import {
+  dialSocket,
+  localEnd,
+  openListener,
+  startConnect,
+} from "../../src/engine/linux/sockets.ts";
 import {
   createRing,
   enter,
   enterWaiting,
   eventFdSignals,
+  prepConnect,
   prepRecvBuffered,
   registerEventFd,
 } from "../../src/engine/uring/ring.ts";
@@ -241,3 +247,43 @@ function smallRingAndPair() {
   const server = sys.accept(listener, new Uint8Array(sys.SOCKADDR_MAX));
   return { ring, listener, client, server };
 }
+
+Deno.test({
+  name:
+    "uring: connects queued in one round each reach their own address, and a refused one completes with its errno",
+  ignore,
+  fn() {
+    // The ring copies a connect's address when it takes the entry, so each entry has its own
+    // slot until then: a slot shared by a round's connects would send them all to the last address.
+    sys.loadLibc();
+    const ring = createRing({ entries: 8, completions: 16, buffers: 4, bufferSize: 4096 });
+    if (typeof ring === "string") throw new Error(ring);
+    rings.push(ring);
+    const want = { bind_address: "127.0.0.1", port: 0, backlog: 4 };
+    const addresses = [0, 1, 2].map(() => encodeAddress("127.0.0.1", freePort()));
+    const listeners = addresses.slice(0, 2).map((a) => openListener(want, a, false));
+    const dialed = addresses.map((a) => dialSocket(a));
+    const accepted: number[] = [];
+    try {
+      dialed.forEach((fd, i) => prepConnect(ring, fd, i + 1, addresses[i]));
+      const results = new Map<number, number>();
+      for (let i = 0; i < 50 && results.size < 3; i++) {
+        enterWaiting(ring, 100, (userData, res) => results.set(userData, res));
+      }
+      assert.deepEqual([1, 2, 3].map((u) => results.get(u)), [0, 0, -sys.E.ECONNREFUSED]);
+      const peer = new Uint8Array(sys.SOCKADDR_MAX);
+      for (const [i, listener] of listeners.entries()) {
+        accepted.push(sys.accept(listener, peer));
+        assert.ok(accepted[i] >= 0, `listener ${i} has its client`);
+        assert.equal(
+          decodeAddress(peer)?.port,
+          localEnd(dialed[i])?.port,
+          `listener ${i}'s client is its own`,
+        );
+      }
+    } finally {
+      for (const fd of [...listeners, ...dialed, ...accepted]) if (fd >= 0) sys.close(fd);
+      sys.close(ring.fd);
+    }
+  },
+});

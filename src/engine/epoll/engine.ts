@@ -78,6 +78,7 @@ export function createNativeEngine(runtime: Runtime, options: EngineOptions): En
   return linuxEngine("epoll", runtime, options, loop, {
     inspect,
     awaitConnect,
+    connectsItself: false,
     relay,
     close: closeSession,
     session: (_plane, base, fd): Session => ({
@@ -202,6 +203,7 @@ function awaitConnect(
   plane: NativePlane,
   s: Session,
   fd: number,
+  _address: null,
   begun: number,
   timeoutMs: number,
   done: Done,

@@ -28,7 +28,7 @@ import {
 import { begun, type DialOutcome, finish, type Mechanism, serve } from "../session.ts";
 import { dialFailure } from "../../net/dial.ts";
 import { dialedFrom, mayLoop } from "../self_loop.ts";
-import { listenAddress, localEnd, openListener, startConnect } from "./sockets.ts";
+import { dialSocket, listenAddress, localEnd, openListener, startConnect } from "./sockets.ts";
 import * as sys from "./ffi.ts";
 import { type AddressBook, addressBook } from "./resolve.ts";
 
@@ -95,6 +95,8 @@ export interface EngineParts<S extends LinuxSession, C, Lp extends EngineLoop> {
     then: (read: Preface | string) => void,
   ): boolean;
   awaitConnect(plane: LinuxPlane<S, Lp>, ...args: Parameters<AwaitConnect<S, C>>): void;
+  /** Whether `awaitConnect` makes the connect itself when given the address (through a ring). */
+  connectsItself: boolean;
   relay(plane: LinuxPlane<S, Lp>, ...args: Parameters<Mechanism<S, C>["relay"]>): Relayed;
   close(plane: LinuxPlane<S, Lp>, s: S): void;
 }
@@ -113,7 +115,11 @@ export function linuxEngine<S extends LinuxSession, C, Lp extends EngineLoop>(
   );
   const mech: Mechanism<S, C> = {
     inspect: (s, service, then) => parts.inspect(plane, s, service, then),
-    connect: connector(plane, (...args) => parts.awaitConnect(plane, ...args)),
+    connect: connector(
+      plane,
+      parts.connectsItself,
+      (...args) => parts.awaitConnect(plane, ...args),
+    ),
     relay: (...args) => parts.relay(plane, ...args),
     localEnd: (s) => localEnd(s.clientFd),
     close: (s) => parts.close(plane, s),
@@ -152,10 +158,15 @@ export function loopErrors(engine: EngineName): (err: unknown) => void {
   };
 }
 
-/** Waits for a connect started on `fd` at `begun` (performance.now()); `done` hears how it went. */
+/**
+ * Waits for a connect on `fd` begun at `begun` (performance.now()): started
+ * already when `address` is null, else to be started by the engine; `done`
+ * hears how it went.
+ */
 export type AwaitConnect<S extends SessionBase, C> = (
   s: S,
   fd: number,
+  address: Uint8Array | null,
   begun: number,
   timeoutMs: number,
   done: (outcome: DialOutcome<C>) => void,
@@ -163,24 +174,33 @@ export type AwaitConnect<S extends SessionBase, C> = (
 
 /**
  * A Mechanism's connect for a Linux engine: the backend's address found,
- * a nonblocking connect started (its local end remembered when the backend
- * may be bal itself: known before the listener can accept it), then the
- * engine's `wait` for it to finish.
+ * a socket made, and the engine's `wait` for the connect. An engine that
+ * `connectsItself` (io_uring: one system call less) is handed the address;
+ * otherwise, and always when the backend may be bal itself (its local end
+ * must be remembered before the listener can accept it), the connect is
+ * started here.
  */
 function connector<S extends SessionBase, C, Lp extends EngineLoop>(
   plane: LinuxPlane<S, Lp>,
+  connectsItself: boolean,
   wait: AwaitConnect<S, C>,
 ): Mechanism<S, C>["connect"] {
   return (s, backend, timeoutMs, done) =>
     withAddress(plane.addresses, s, backend, (address) => {
       const begun = performance.now();
+      const looping = mayLoop(plane.runtime.snapshot.services, backend);
+      if (connectsItself && !looping) {
+        const fd = dialSocket(address);
+        if (fd < 0) return done({ ok: false, ...dialFailure(-fd) });
+        return wait(s, fd, address, begun, timeoutMs, done);
+      }
       const { fd, errno } = startConnect(address);
       if (fd < 0) return done({ ok: false, ...dialFailure(errno) });
-      if (mayLoop(plane.runtime.snapshot.services, backend)) {
+      if (looping) {
         const local = localEnd(fd);
         if (local) dialedFrom(plane.loops, s, local);
       }
-      wait(s, fd, begun, timeoutMs, done);
+      wait(s, fd, null, begun, timeoutMs, done);
     }, (message) => done({ ok: false, kind: "other", message }));
 }
 

@@ -57,13 +57,19 @@ export function listenAddress(want: Wanted): Uint8Array {
  * errno when it failed at once (the fd is closed then).
  */
 export function startConnect(address: Uint8Array): { fd: number; errno: number } {
-  const fd = sys.socket(familyOf(address));
+  const fd = dialSocket(address);
   if (fd < 0) return { fd: -1, errno: -fd };
-  tune(fd);
   const r = sys.connect(fd, address);
   if (r === 0 || r === -sys.E.EINPROGRESS) return { fd, errno: -r };
   sys.close(fd);
   return { fd: -1, errno: -r };
+}
+
+/** A nonblocking socket for dialing `address`, tuned as a backend's, not connected yet; or -errno. */
+export function dialSocket(address: Uint8Array): number {
+  const fd = sys.socket(familyOf(address));
+  if (fd >= 0) tune(fd);
+  return fd;
 }
 
 /** A socket's own end (bal's end of a client's connection), or null when the kernel will not say. */

@@ -45,6 +45,7 @@ import {
   prepAccept,
   prepCancel,
   prepClose,
+  prepConnect,
   prepPoll,
   type RingSize,
 } from "./ring.ts";
@@ -78,6 +79,8 @@ interface Dialing {
   readonly token: number;
   timer: Timer | null;
   readonly begun: number;
+  /** Connecting through the ring (completes with 0 or -errno), not polling a connect under way. */
+  readonly connecting: boolean;
 }
 
 /** A connected backend socket and its token. */
@@ -112,6 +115,7 @@ export function createUringEngine(
   return linuxEngine("uring", runtime, options, loop, {
     inspect,
     awaitConnect,
+    connectsItself: true,
     relay,
     close: closeSession,
     session: (plane, base, fd): Session => ({
@@ -216,11 +220,15 @@ function inspect(
 /** Hears once how a connect went. */
 type Done = (outcome: DialOutcome<Connected>) => void;
 
-/** Waits on the loop for a connect started on `fd` to finish, within `timeoutMs`. */
+/**
+ * Connects `fd` to `address` through the ring, or (null: started already)
+ * waits for it to be writable; either within `timeoutMs`.
+ */
 function awaitConnect(
   plane: UringPlane,
   s: Session,
   fd: number,
+  address: Uint8Array | null,
   begun: number,
   timeoutMs: number,
   done: Done,
@@ -231,8 +239,11 @@ function awaitConnect(
     token: loop.add((_kind, res) => connected(plane, s, d, res, done)),
     timer: null,
     begun,
+    connecting: address !== null,
   };
-  prepPoll(loop.ring, fd, userData(d.token, KIND.POLL), POLL.OUT | POLL.ERR | POLL.HUP);
+  // One kind for both, so a timeout cancels either: a connect completes with 0, a poll with its events.
+  if (address) prepConnect(loop.ring, fd, userData(d.token, KIND.POLL), address);
+  else prepPoll(loop.ring, fd, userData(d.token, KIND.POLL), POLL.OUT | POLL.ERR | POLL.HUP);
   d.timer = loop.timer(Date.now() + timeoutMs, () => {
     abandonDial(plane, s, d);
     done({ ok: false, kind: "timeout", message: `connect timed out after ${timeoutMs} ms` });
@@ -244,10 +255,12 @@ function connected(plane: UringPlane, s: Session, d: Dialing, res: number, done:
   if (s.dial !== d) return;
   cancel(d.timer);
   s.dial = null;
-  if (res > 0 && !(res & (POLL.ERR | POLL.HUP))) {
+  if (d.connecting ? res === 0 : res > 0 && !(res & (POLL.ERR | POLL.HUP))) {
     return done({ ok: true, conn: { fd: d.fd, token: d.token }, ms: performance.now() - d.begun });
   }
-  const err = sys.getIntOption(d.fd, sys.C.SOL_SOCKET, sys.C.SO_ERROR);
+  const err = d.connecting && res < 0
+    ? -res
+    : sys.getIntOption(d.fd, sys.C.SOL_SOCKET, sys.C.SO_ERROR);
   plane.loop.forget(d.token);
   sys.close(d.fd);
   done({ ok: false, ...dialFailure(err > 0 ? err : res < 0 ? -res : sys.E.ECONNRESET) });

@@ -35,6 +35,8 @@ export type { BufferRing };
 
 const SQE_WORDS = 16;
 const CQE_BYTES = 16;
+/** Room for one socket address per submission entry (sockaddr_in6 is 28 bytes). */
+const ADDRESS_BYTES = 32;
 
 /** io_uring_setup flags (include/uapi/linux/io_uring.h). */
 const SETUP = {
@@ -52,6 +54,7 @@ export const OP = {
   POLL_ADD: 6,
   ACCEPT: 13,
   ASYNC_CANCEL: 14,
+  CONNECT: 16,
   CLOSE: 19,
   SHUTDOWN: 34,
   SEND: 26,
@@ -103,6 +106,11 @@ export interface Ring {
   wake: (() => void) | null;
   sqTail: number;
   readonly buffers: BufferRing;
+  /**
+   * A connect's socket address, one slot per submission entry: the kernel
+   * copies it when it takes the entry, and the slot is not reused before.
+   */
+  readonly addresses: Region;
   /** Memory the kernel holds addresses of, kept alive with the ring. */
   readonly keep: Region[];
 }
@@ -163,6 +171,7 @@ export function createRing(size: RingSize): Ring | string {
     sys.close(fd);
     return missing;
   }
+  const addresses = region(size.entries * ADDRESS_BYTES);
   const buffers = bufferRing(fd, size.buffers, size.bufferSize);
   if (typeof buffers === "string") {
     sys.close(fd);
@@ -186,7 +195,8 @@ export function createRing(size: RingSize): Ring | string {
     wake: null,
     sqTail: words[at.sqTail],
     buffers,
-    keep: [rings, sqeMem, buffers.ring, buffers.pool],
+    addresses,
+    keep: [rings, sqeMem, addresses, buffers.ring, buffers.pool],
   };
 }
 
@@ -253,6 +263,21 @@ export function prepAccept(ring: Ring, fd: number, userData: number): void {
   const w = prep(ring, OP.ACCEPT, fd, userData);
   ring.sqes[w] |= ACCEPT_MULTISHOT << 16;
   ring.sqes[w + 7] = 0o4000 | 0o2000000; // SOCK_NONBLOCK | SOCK_CLOEXEC
+}
+
+/** Connects socket `fd` to an encoded socket `address`; completes with 0 or -errno. */
+export function prepConnect(ring: Ring, fd: number, userData: number, address: Uint8Array): void {
+  if (address.byteLength === 0 || address.byteLength > ADDRESS_BYTES) {
+    throw new RangeError(
+      `a socket address of ${address.byteLength} bytes (at most ${ADDRESS_BYTES})`,
+    );
+  }
+  const w = prep(ring, OP.CONNECT, fd, userData);
+  const at = (w / SQE_WORDS) * ADDRESS_BYTES;
+  ring.addresses.bytes.set(address, at);
+  ring.sqes[w + 4] = (ring.addresses.address + at) % 0x100000000;
+  ring.sqes[w + 5] = Math.floor((ring.addresses.address + at) / 0x100000000);
+  ring.sqes[w + 2] = address.byteLength; // addr2: the address's length
 }
 
 /**
