@@ -275,9 +275,9 @@ export function prepConnect(ring: Ring, fd: number, userData: number, address: U
   const w = prep(ring, OP.CONNECT, fd, userData);
   const at = (w / SQE_WORDS) * ADDRESS_BYTES;
   ring.addresses.bytes.set(address, at);
-  ring.sqes[w + 4] = (ring.addresses.address + at) % 0x100000000;
-  ring.sqes[w + 5] = Math.floor((ring.addresses.address + at) / 0x100000000);
-  ring.sqes[w + 2] = address.byteLength; // addr2: the address's length
+  // The kernel wants the length in addr2 and refuses a connect with len set.
+  setAddress(ring, w, ring.addresses.address + at, 0);
+  ring.sqes[w + 2] = address.byteLength;
 }
 
 /**
