@@ -258,9 +258,7 @@ function connected(plane: UringPlane, s: Session, d: Dialing, res: number, done:
   if (d.connecting ? res === 0 : res > 0 && !(res & (POLL.ERR | POLL.HUP))) {
     return done({ ok: true, conn: { fd: d.fd, token: d.token }, ms: performance.now() - d.begun });
   }
-  const err = d.connecting && res < 0
-    ? -res
-    : sys.getIntOption(d.fd, sys.C.SOL_SOCKET, sys.C.SO_ERROR);
+  const err = d.connecting ? -res : sys.getIntOption(d.fd, sys.C.SOL_SOCKET, sys.C.SO_ERROR);
   plane.loop.forget(d.token);
   sys.close(d.fd);
   done({ ok: false, ...dialFailure(err > 0 ? err : res < 0 ? -res : sys.E.ECONNRESET) });
