@@ -1,15 +1,19 @@
 /**
  * The io_uring engine's relay between a client (`a`) and a backend (`b`).
- * Each side has one receive in flight at most, into a provided buffer the
+ * Each side has one receive armed at most, into provided buffers the
  * kernel picks when data arrives, so an idle connection holds no buffer.
+ * It is multishot (one entry for every receive until it is cancelled or
+ * the stream ends) unless a bandwidth limit caps each read.
  * What one side receives is queued for the other and sent from that same
  * buffer, one send at a time per socket (two sends in flight on one socket
  * could interleave their bytes); the buffer goes back to the kernel once
  * sent.
  *
- * Backpressure: while a side has QUEUE_MAX buffers waiting for its peer,
- * its peer's receive is not re-armed, so a client that stops reading holds
- * at most that many buffers of the shared pool, never the pool.
+ * Backpressure: once a side has QUEUE_MAX buffers waiting for its peer,
+ * its peer's receive is cancelled and not armed again until the queue is
+ * shorter, so a client that stops reading holds that many buffers of the
+ * shared pool (and what the kernel received before the cancel), never the
+ * pool.
  *
  * An end of stream is passed on as `shutdown(SHUT_WR)` once everything
  * received before it is sent (half-close), through the ring like the
@@ -23,8 +27,10 @@ import { moved, type Relayed } from "../plane.ts";
 import { relayFailed } from "../relayed.ts";
 import {
   CQE_F_BUFFER,
+  CQE_F_MORE,
   prepCancel,
   prepRecvBuffered,
+  prepRecvMultishot,
   prepSend,
   prepSendBuffer,
   prepShutdownWrite,
@@ -51,8 +57,10 @@ interface Chunk {
 export interface Side {
   readonly fd: number;
   readonly token: number;
-  /** A receive is in flight. */
+  /** A receive is armed (until its last completion, the one without CQE_F_MORE). */
   receiving: boolean;
+  /** Its armed receive is being cancelled: its peer's queue is full. */
+  cancelling: boolean;
   /** A send is in flight (the queue's first chunk). */
   sending: boolean;
   /** Its end of stream has been read. */
@@ -86,6 +94,7 @@ export function side(fd: number, token: number, gate: Gate | null = null): Side 
     fd,
     token,
     receiving: false,
+    cancelling: false,
     sending: false,
     ended: false,
     queue: [],
@@ -120,10 +129,21 @@ function receive(r: Relay, x: Side): void {
   // Closed: its fd may be another socket's by now (a starved side is re-armed late).
   if (r.done || r.closed || x.receiving || x.ended) return;
   if (peerOf(r, x).queue.length >= QUEUE_MAX) return;
-  const max = room(x.gate, r.loop.ring.buffers.size);
-  if (max === 0) return pause(r, x);
+  const ud = userData(x.token, KIND.RECV);
+  // A limited side reads at most its budget at a time, so one receive per read.
+  const max = x.gate ? room(x.gate, r.loop.ring.buffers.size) : 0;
+  if (x.gate && max === 0) return pause(r, x);
   x.receiving = true;
-  prepRecvBuffered(r.loop.ring, x.fd, userData(x.token, KIND.RECV), max);
+  if (x.gate) prepRecvBuffered(r.loop.ring, x.fd, ud, max);
+  else prepRecvMultishot(r.loop.ring, x.fd, ud);
+}
+
+/** `x` keeps receiving while its peer takes what it sent; its receive is cancelled once the peer's queue is full. */
+function keepReceiving(r: Relay, x: Side): void {
+  if (!x.receiving) return receive(r, x);
+  if (x.cancelling || peerOf(r, x).queue.length < QUEUE_MAX) return;
+  x.cancelling = true;
+  prepCancel(r.loop.ring, userData(x.token, KIND.RECV), IGNORED);
 }
 
 /** `x`'s limit is spent: its receive is armed again when the budget is back. */
@@ -135,7 +155,10 @@ function pause(r: Relay, x: Side): void {
 }
 
 function onReceived(r: Relay, x: Side, res: number, flags: number): void {
-  x.receiving = false;
+  if (!(flags & CQE_F_MORE)) {
+    x.receiving = false;
+    x.cancelling = false;
+  }
   if (r.closed || r.done) {
     if (flags & CQE_F_BUFFER) r.loop.giveBack(flags >>> 16);
     return;
@@ -148,9 +171,11 @@ function onReceived(r: Relay, x: Side, res: number, flags: number): void {
     paid(x.gate, res);
     if (x === r.a) r.mirror?.copy(bytes.subarray(0, res));
     enqueue(r, y, { id, bytes, offset: 0, end: res });
-    return receive(r, x);
+    return keepReceiving(r, x);
   }
   if (res === 0) return streamEnded(r, x);
+  // Its own cancel (the peer's queue was full): armed again once the queue is shorter.
+  if (res === -sys.E.ECANCELED) return receive(r, x);
   if (res === -sys.E.ENOBUFS) {
     // The pool is empty: this side reads again once a buffer comes back.
     x.starved = true;

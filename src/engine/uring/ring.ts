@@ -64,6 +64,7 @@ export const OP = {
 const IOSQE_BUFFER_SELECT = 1 << 5;
 const IOSQE_CQE_SKIP_SUCCESS = 1 << 6;
 const ACCEPT_MULTISHOT = 1 << 0;
+const RECV_MULTISHOT = 1 << 1;
 const CANCEL_ALL = 1 << 0;
 const CANCEL_FD = 1 << 1;
 const ENTER_GETEVENTS = 1;
@@ -287,6 +288,18 @@ export function prepConnect(ring: Ring, fd: number, userData: number, address: U
 export function prepRecvBuffered(ring: Ring, fd: number, userData: number, max = 0): void {
   const w = prep(ring, OP.RECV, fd, userData, IOSQE_BUFFER_SELECT);
   if (max > 0 && max < ring.buffers.size) ring.sqes[w + 6] = max;
+  ring.sqes[w + 10] = ring.buffers.group;
+}
+
+/**
+ * Receives into provided buffers until cancelled, the stream ends or fails,
+ * or the pool is empty (ENOBUFS): a completion per receive, CQE_F_MORE on
+ * all but the last. The kernel keeps its wait on the socket armed between
+ * receives, where a single receive arms and disarms it each time.
+ */
+export function prepRecvMultishot(ring: Ring, fd: number, userData: number): void {
+  const w = prep(ring, OP.RECV, fd, userData, IOSQE_BUFFER_SELECT);
+  ring.sqes[w] |= RECV_MULTISHOT << 16;
   ring.sqes[w + 10] = ring.buffers.group;
 }
 
