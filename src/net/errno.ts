@@ -20,6 +20,7 @@ export const E = {
   EACCES: 13,
   ENOTDIR: 20,
   EISDIR: 21,
+  EINVAL: 22,
   ENFILE: 23,
   EMFILE: 24,
   ENOSPC: 28,

@@ -194,6 +194,30 @@ Deno.test("engine: with io_uring refused by seccomp, auto runs epoll and check, 
   }
 });
 
+Deno.test("engine: a kernel that refuses the ring's set-up flags (EINVAL, older than 6.6) is named as such", async () => {
+  const home = tempHome();
+  const config = writeConfig(home, { port: freePort(), backends: [9] });
+  const check = await runCommand("python3", [
+    `${ROOT}tests/fixtures/no_io_uring.py`,
+    Deno.execPath(),
+    "task",
+    "-q",
+    "bal",
+    "check",
+    "--verbose",
+    "-c",
+    config,
+  ], {
+    cwd: ROOT,
+    env: { BAL_HOME: home, NO_COLOR: "1", BAL_ENGINE: "", NO_IO_URING_ERRNO: "22" },
+  });
+  assert.equal(check.code, 0, check.stderr);
+  assert.match(
+    check.stdout,
+    /engine: auto: epoll on this machine \(io_uring cannot be used \(io_uring_setup: system error \(os error 22\): a kernel older than 6\.6/,
+  );
+});
+
 Deno.test("engine: a bad value is a config error at its line; a bad BAL_ENGINE one line", async () => {
   const home = tempHome();
   const config = writeConfig(home, { port: freePort(), backends: [9], extra: "engine: fast" });

@@ -1,9 +1,9 @@
 /**
  * The io_uring engine: the sessions of `../session.ts` on one io_uring per
- * data plane (Linux 6.1 and later, where the kernel allows it). Accepts,
- * receives and sends go through the ring, so a connection costs no
- * `epoll_ctl` and a busy round one system call; connects, half-closes and
- * socket options stay plain calls (`../linux/`).
+ * data plane (Linux 6.6 and later, where the kernel allows it). Accepts,
+ * connects, receives, sends, half-closes and closes go through the ring,
+ * so a connection costs no `epoll_ctl` and a busy round one system call;
+ * making a socket and its options stay plain calls (`../linux/`).
  *
  * Its part of a session ({@link mechanism}): reading the first bytes
  * (`preface_read.ts`), connecting with a timeout ({@link dial}), the relay

@@ -2,7 +2,7 @@
  * The io_uring engine's start-up check: before bal trusts the engine with
  * clients it sets up a ring with the flags and opcodes the engine uses,
  * then moves a few bytes through it on loopback (a multishot accept, a
- * receive into a provided buffer, a send). A kernel that refuses io_uring
+ * multishot receive into a provided buffer, a send). A kernel that refuses io_uring
  * (too old, `kernel.io_uring_disabled`, a container's seccomp profile)
  * shows here as a reason, and `engine: auto` takes epoll instead.
  *
@@ -12,7 +12,7 @@ import * as sys from "../linux/ffi.ts";
 import { E } from "../../net/errno.ts";
 import { decodeAddress, encodeAddress } from "../linux/sockaddr.ts";
 import { startConnect } from "../linux/sockets.ts";
-import { createRing, enter, prepAccept, prepRecvBuffered, type Ring } from "./ring.ts";
+import { createRing, enter, prepAccept, prepRecvMultishot, type Ring } from "./ring.ts";
 
 /** Null when the io_uring engine works on this machine, else why not. */
 export function uringSelfCheck(): string | null {
@@ -42,6 +42,9 @@ function refusal(reason: string): string {
   if (reason.includes(`(os error ${E.ENOSYS})`)) {
     return `io_uring is not available (${reason}: a kernel without it, or a seccomp profile?)`;
   }
+  if (reason.includes(`(os error ${E.EINVAL})`)) {
+    return `io_uring cannot be used (${reason}: a kernel older than 6.6, which lacks the ring set-up bal uses?)`;
+  }
   return `io_uring cannot be used (${reason})`;
 }
 
@@ -64,7 +67,7 @@ function roundTrip(ring: Ring, fds: number[]): void {
   for (let i = 0; i < 100 && sys.send(dial.fd, probe, probe.length) === -E.EAGAIN; i++) {
     enter(ring, 0);
   }
-  prepRecvBuffered(ring, accepted, 2);
+  prepRecvMultishot(ring, accepted, 2);
   const got = waitFor(ring, 2);
   const bytes = ring.buffers.buffers[got.flags >>> 16]?.subarray(0, got.res);
   if (got.res !== probe.length || new TextDecoder().decode(bytes) !== "bal!") {
