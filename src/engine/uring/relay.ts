@@ -130,15 +130,21 @@ function receive(r: Relay, x: Side): void {
   if (r.done || r.closed || x.receiving || x.ended) return;
   if (peerOf(r, x).queue.length >= QUEUE_MAX) return;
   const ud = userData(x.token, KIND.RECV);
-  // A limited side reads at most its budget at a time, so one receive per read.
-  const max = x.gate ? room(x.gate, r.loop.ring.buffers.size) : 0;
-  if (x.gate && max === 0) return pause(r, x);
+  if (!x.gate) {
+    x.receiving = true;
+    return prepRecvMultishot(r.loop.ring, x.fd, ud);
+  }
+  // A limited side reads at most its budget at a time: one receive per read.
+  const max = room(x.gate, r.loop.ring.buffers.size);
+  if (max === 0) return pause(r, x);
   x.receiving = true;
-  if (x.gate) prepRecvBuffered(r.loop.ring, x.fd, ud, max);
-  else prepRecvMultishot(r.loop.ring, x.fd, ud);
+  prepRecvBuffered(r.loop.ring, x.fd, ud, max);
 }
 
-/** `x` keeps receiving while its peer takes what it sent; its receive is cancelled once the peer's queue is full. */
+/**
+ * After a receive: `x`'s multishot receive stays armed while its peer keeps
+ * up, and is cancelled once the peer's queue is full; a single one is armed again.
+ */
 function keepReceiving(r: Relay, x: Side): void {
   if (!x.receiving) return receive(r, x);
   if (x.cancelling || peerOf(r, x).queue.length < QUEUE_MAX) return;

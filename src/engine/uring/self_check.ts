@@ -2,9 +2,10 @@
  * The io_uring engine's start-up check: before bal trusts the engine with
  * clients it sets up a ring with the flags and opcodes the engine uses,
  * then moves a few bytes through it on loopback (a multishot accept, a
- * multishot receive into a provided buffer, a send). A kernel that refuses io_uring
- * (too old, `kernel.io_uring_disabled`, a container's seccomp profile)
- * shows here as a reason, and `engine: auto` takes epoll instead.
+ * multishot receive into a provided buffer, a send). A kernel that
+ * refuses io_uring (too old, `kernel.io_uring_disabled`, a container's
+ * seccomp profile) shows here as a reason, and `engine: auto` takes epoll
+ * instead.
  *
  * @module
  */
