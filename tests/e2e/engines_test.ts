@@ -134,6 +134,18 @@ Deno.test("engine: auto runs uring here; epoll (or native), deno and BAL_ENGINE 
   }
 });
 
+/** Runs the CLI with io_uring_setup refused by a seccomp filter (tests/fixtures/no_io_uring.py). */
+function withUringRefused(home: string, env: Record<string, string>, ...args: string[]) {
+  return runCommand("python3", [
+    `${ROOT}tests/fixtures/no_io_uring.py`,
+    Deno.execPath(),
+    "task",
+    "-q",
+    "bal",
+    ...args,
+  ], { cwd: ROOT, env: { BAL_HOME: home, NO_COLOR: "1", ...env } });
+}
+
 Deno.test("engine: with io_uring refused by seccomp, auto runs epoll and check, status, doctor, metrics and the log say why", async () => {
   const echo = echoBackend();
   const home = tempHome();
@@ -146,14 +158,7 @@ Deno.test("engine: with io_uring refused by seccomp, auto runs epoll and check, 
   });
   // Docker's and containerd's default profiles answer io_uring_setup with EPERM; so does this one.
   const refusedWith = (engine: string, ...args: string[]) =>
-    runCommand("python3", [
-      `${ROOT}tests/fixtures/no_io_uring.py`,
-      Deno.execPath(),
-      "task",
-      "-q",
-      "bal",
-      ...args,
-    ], { cwd: ROOT, env: { BAL_HOME: home, NO_COLOR: "1", BAL_ENGINE: engine } });
+    withUringRefused(home, { BAL_ENGINE: engine }, ...args);
   const refused = (...args: string[]) => refusedWith("", ...args);
   const why = /io_uring refused by the kernel \(io_uring_setup: operation not permitted/;
   try {
@@ -197,20 +202,14 @@ Deno.test("engine: with io_uring refused by seccomp, auto runs epoll and check, 
 Deno.test("engine: a kernel that refuses the ring's set-up flags (EINVAL, older than 6.6) is named as such", async () => {
   const home = tempHome();
   const config = writeConfig(home, { port: freePort(), backends: [9] });
-  const check = await runCommand("python3", [
-    `${ROOT}tests/fixtures/no_io_uring.py`,
-    Deno.execPath(),
-    "task",
-    "-q",
-    "bal",
+  const check = await withUringRefused(
+    home,
+    { BAL_ENGINE: "", NO_IO_URING_ERRNO: "22" },
     "check",
     "--verbose",
     "-c",
     config,
-  ], {
-    cwd: ROOT,
-    env: { BAL_HOME: home, NO_COLOR: "1", BAL_ENGINE: "", NO_IO_URING_ERRNO: "22" },
-  });
+  );
   assert.equal(check.code, 0, check.stderr);
   assert.match(
     check.stdout,

@@ -10,7 +10,7 @@
  * @module
  */
 import * as sys from "../linux/ffi.ts";
-import { E } from "../../net/errno.ts";
+import { E, errnoOf } from "../../net/errno.ts";
 import { decodeAddress, encodeAddress } from "../linux/sockaddr.ts";
 import { startConnect } from "../linux/sockets.ts";
 import { createRing, enter, prepAccept, prepRecvMultishot, type Ring } from "./ring.ts";
@@ -35,18 +35,28 @@ export function uringSelfCheck(): string | null {
   }
 }
 
+/** What a refusal's errno says, and its likely cause. */
+const REFUSALS: Record<number, { what: string; cause: string }> = {
+  [E.EPERM]: {
+    what: "io_uring refused by the kernel",
+    cause: "kernel.io_uring_disabled, or a container's seccomp profile?",
+  },
+  [E.ENOSYS]: {
+    what: "io_uring is not available",
+    cause: "a kernel without it, or a seccomp profile?",
+  },
+  [E.EINVAL]: {
+    what: "io_uring cannot be used",
+    cause: "a kernel older than 6.6, which lacks the ring set-up bal uses?",
+  },
+};
+
 /** The kernel's refusal, in words an operator can act on. */
 function refusal(reason: string): string {
-  if (reason.includes(`(os error ${E.EPERM})`)) {
-    return `io_uring refused by the kernel (${reason}: kernel.io_uring_disabled, or a container's seccomp profile?)`;
-  }
-  if (reason.includes(`(os error ${E.ENOSYS})`)) {
-    return `io_uring is not available (${reason}: a kernel without it, or a seccomp profile?)`;
-  }
-  if (reason.includes(`(os error ${E.EINVAL})`)) {
-    return `io_uring cannot be used (${reason}: a kernel older than 6.6, which lacks the ring set-up bal uses?)`;
-  }
-  return `io_uring cannot be used (${reason})`;
+  const known = REFUSALS[errnoOf(reason) ?? -1];
+  return known
+    ? `${known.what} (${reason}: ${known.cause})`
+    : `io_uring cannot be used (${reason})`;
 }
 
 function roundTrip(ring: Ring, fds: number[]): void {
