@@ -4,7 +4,8 @@
  * changes too, labelled "here"), in interleaved pairs
  * (the order swapped every round, so a machine that speeds up or slows down
  * favours neither): CPU per short connection, per keep-alive request and
- * per MiB of one bulk stream, user + system time of the bal process from /proc. REV is checked out in a
+ * per MiB of one bulk stream, user + system time of the bal process from /proc, after 2 s of
+ * unmeasured short connections (V8's compile). REV is checked out in a
  * temporary worktree, removed afterwards. With `taskset`, the load and the
  * backends run on cpu0 and bal on cpu1, as in `deno task bench`.
  *
@@ -73,7 +74,9 @@ async function measure(checkout: string, backends: Backends): Promise<Record<str
   try {
     await waitPort(port);
     await waitPort(bulkPort);
-    await new Promise((r) => setTimeout(r, 1000));
+    // Unmeasured: V8 compiles bal's hot path in its first second under load.
+    const warm = loadArgv("short", port, ["--conns", "50", "--secs", "2"]);
+    await new Deno.Command(warm[0], { args: warm.slice(1), stdout: "null" }).output();
     const cost: Record<string, number> = {};
     for (const workload of ["short", "keepalive", "bulk"]) {
       const cpu = cpuMeter(child.pid);
