@@ -206,7 +206,7 @@ export interface TlsRow {
   key: "ecdsa" | "rsa";
   stack: string;
   handshakes_per_cpu_s: number;
-  /** The same in the proxy's first 2 s under the load (unmeasured above: bal's JIT compiles then). */
+  /** Handshakes per CPU-second in the warm-up, before those measured (bal's JIT compiles then). */
   warmup_per_cpu_s: number;
   /** Bulk, measured with the ECDSA key only; null for RSA. */
   cpu_s_per_gib: number | null;
@@ -289,7 +289,7 @@ async function measure(
 export function tlsTable(rows: TlsRow[]): string {
   const haproxy = (key: string) => rows.find((r) => r.key === key && r.stack === "haproxy");
   return [
-    "| key | stack | handshakes per CPU-second | vs HAProxy | first 2 s | CPU s per GiB (bulk) | bulk MB/s |",
+    `| key | stack | handshakes per CPU-second | vs HAProxy | first ${WARM_UP_SECS} s | CPU s per GiB (bulk) | bulk MB/s |`,
     "| --- | --- | --- | --- | --- | --- | --- |",
     ...rows.map((r) => {
       const h = haproxy(r.key);
