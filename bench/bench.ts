@@ -436,14 +436,35 @@ async function bulk(port: number, streams: number): Promise<number> {
   }
 }
 
-/** RSS idle, then with `count` idle proxied connections held: KiB per connection. */
+/**
+ * RSS idle, then with `count` idle proxied connections held: KiB per
+ * connection. With `again`, the same count is held a second time once the
+ * first have closed: what a connection costs a process that has served some
+ * already (the first hold also pays one-time steps: code paged in, the JIT
+ * compiler's scratch memory, the heap's first pages).
+ */
 async function memory(
   r: Running,
   count: number,
-): Promise<{ idle_mb: number; idle_anon_mb: number; per_conn_kib: number }> {
+  again: boolean,
+): Promise<{ idle_mb: number; idle_anon_mb: number; per_conn_kib: number; again_kib?: number }> {
   await sleep(300);
   const idle = rssKiB(r.pid!);
   const idleAnon = anonKiB(r.pid!);
+  const loaded = await rssHolding(r, count);
+  const m = {
+    idle_mb: idle / 1024,
+    idle_anon_mb: idleAnon / 1024,
+    per_conn_kib: (loaded - idle) / count,
+  };
+  if (!again) return m;
+  await sleep(1500);
+  const released = rssKiB(r.pid!);
+  return { ...m, again_kib: (await rssHolding(r, count) - released) / count };
+}
+
+/** The proxy's RSS (KiB) while `count` idle connections through it are held open. */
+async function rssHolding(r: Running, count: number): Promise<number> {
   const holder = spawn(loadArgv("hold", r.port, ["--count", String(count)]), { stdin: "piped" });
   const reader = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
   const { value } = await within(reader.read(), 60_000, `holding ${count} connections`);
@@ -454,11 +475,7 @@ async function memory(
   await reader.cancel();
   await holder.status;
   if (held.held < count) throw new Error(`held only ${held.held} of ${count} connections`);
-  return {
-    idle_mb: idle / 1024,
-    idle_anon_mb: idleAnon / 1024,
-    per_conn_kib: (loaded - idle) / count,
-  };
+  return loaded;
 }
 
 /** Resolves to `p`, or rejects after `ms` (the caller closes what it was waiting on). */
@@ -733,10 +750,11 @@ try {
         for (const count of holdCounts) {
           const fresh = await t.start([httpA, httpB]);
           try {
-            const m = await memory(fresh, count);
+            const m = await memory(fresh, count, count === holdCounts[0]);
             row.idle_rss_mb ??= m.idle_mb;
             row.idle_anon_mb ??= m.idle_anon_mb;
             row[`kib_per_conn_${count}`] = m.per_conn_kib;
+            if (m.again_kib !== undefined) row[`kib_per_conn_${count}_again`] = m.again_kib;
           } finally {
             await fresh.stop();
           }
@@ -833,6 +851,7 @@ try {
     ["idle_rss_mb", "idle RSS MB"],
     ["idle_anon_mb", "idle anon MB"],
     ...holdCounts.map((c) => [`kib_per_conn_${c}`, `KiB/conn @${c}`] as [string, string]),
+    [`kib_per_conn_${holdCounts[0]}_again`, `KiB/conn @${holdCounts[0]}, 2nd hold`],
     ["startup_ms", "startup ms"],
   ];
   const fmt = (v: number | undefined) =>
