@@ -647,6 +647,51 @@ async function checksCost(): Promise<Cost> {
 }
 
 type Row = Record<string, number>;
+
+/** CPU per unit of work in a row: user + system µs per short connection, or per keep-alive request. */
+const CPU_OF: Record<string, (r: Row) => number> = {
+  short: (r) => r.short_user_us + r.short_sys_us,
+  keepalive: (r) => r.keepalive_cpu_us,
+};
+
+/**
+ * Every proxy's work per CPU-second against HAProxy's (HAProxy's CPU per
+ * unit over the proxy's, each round's own pair, then the median of the
+ * rounds; beside it the ratio of the medians), its bulk rate, and its memory
+ * per idle connection, under issue 25's goals for the io_uring engine.
+ */
+function goalsTable(samples: Map<string, Row[]>): string {
+  const base = samples.get("haproxy")!;
+  const work = (rows: Row[], of: (r: Row) => number) => {
+    const perRound = rows.map((r, i) => of(base[i]) / of(r)).filter(Number.isFinite);
+    const ofMedians = median(base.map(of)) / median(rows.map(of));
+    return perRound.length
+      ? `${median(perRound).toFixed(2)} (${perRound.map((x) => x.toFixed(2)).join(", ")}; medians ${
+        ofMedians.toFixed(2)
+      })`
+      : "-";
+  };
+  const times = (rows: Row[], key: string) => {
+    const v = median(rows.map((r) => r[key])) / median(base.map((r) => r[key]));
+    return Number.isFinite(v) ? v.toFixed(2) : "-";
+  };
+  const lines = [
+    "\nWork per CPU-second against HAProxy 1 thread: the median of the rounds (each round; the ratio of the medians)",
+    "| target | short connections (goal >= 1.2) | keep-alive requests (goal >= 1.05) | bulk 1 stream, rate (goal >= 1.0) | KiB per idle connection, x HAProxy's (goal <= 1) |",
+    "| --- | --- | --- | --- | --- |",
+  ];
+  for (const [name, rows] of samples) {
+    if (name === "haproxy" || name === "direct") continue;
+    const memory = holdCounts.map((c) => `@${c} ${times(rows, `kib_per_conn_${c}`)}`).join(", ");
+    lines.push(
+      `| ${name} | ${work(rows, CPU_OF.short)} | ${work(rows, CPU_OF.keepalive)} | ${
+        times(rows, "bulk1_gbit_s")
+      } | ${memory} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
 const samples = new Map<string, Row[]>();
 const add = (target: string, row: Row) =>
   samples.set(target, [...(samples.get(target) ?? []), row]);
@@ -880,6 +925,7 @@ try {
     );
   }
   if (result.haproxy) table("Ratio to HAProxy 1-thread", ratio("haproxy"));
+  if (samples.has("haproxy")) console.log(goalsTable(samples));
   if (Object.keys(scaling).length) {
     console.log(
       `\nAll cores, unpinned, short connections through bal (conn/s; conn per CPU-second): ${
