@@ -649,9 +649,9 @@ async function checksCost(): Promise<Cost> {
 type Row = Record<string, number>;
 
 /** CPU per unit of work in a row: user + system µs per short connection, or per keep-alive request. */
-const CPU_OF: Record<string, (r: Row) => number> = {
-  short: (r) => r.short_user_us + r.short_sys_us,
-  keepalive: (r) => r.keepalive_cpu_us,
+const CPU_OF = {
+  short: (r: Row) => r.short_user_us + r.short_sys_us,
+  keepalive: (r: Row) => r.keepalive_cpu_us,
 };
 
 /**
