@@ -437,6 +437,14 @@ async function bulk(port: number, streams: number): Promise<number> {
 }
 
 /**
+ * How long RSS is left to settle before it is read (idle, held, released):
+ * bal gives freed memory back once its counts stood still for a second
+ * (src/instance/heap_trim.ts), which a read half a second after a burst
+ * would miss. The others' RSS does not move after a burst.
+ */
+const SETTLE_MS = 2500;
+
+/**
  * RSS idle, then with `count` idle proxied connections held: KiB per
  * connection. With `again`, the same count is held a second time once the
  * first have closed: what a connection costs a process that has served some
@@ -448,7 +456,7 @@ async function memory(
   count: number,
   again: boolean,
 ): Promise<{ idle_mb: number; idle_anon_mb: number; per_conn_kib: number; again_kib?: number }> {
-  await sleep(300);
+  await sleep(SETTLE_MS);
   const idle = rssKiB(r.pid!);
   const idleAnon = anonKiB(r.pid!);
   const loaded = await rssHolding(r, count);
@@ -458,7 +466,7 @@ async function memory(
     per_conn_kib: (loaded - idle) / count,
   };
   if (!again) return m;
-  await sleep(1500);
+  await sleep(SETTLE_MS);
   const released = rssKiB(r.pid!);
   return { ...m, again_kib: (await rssHolding(r, count) - released) / count };
 }
@@ -469,7 +477,7 @@ async function rssHolding(r: Running, count: number): Promise<number> {
   const reader = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
   const { value } = await within(reader.read(), 60_000, `holding ${count} connections`);
   const held = JSON.parse(value!.trim().split("\n")[0]);
-  await sleep(500);
+  await sleep(SETTLE_MS);
   const loaded = rssKiB(r.pid!);
   await holder.stdin.close();
   await reader.cancel();

@@ -34,6 +34,7 @@ import { listeningOf, startPlanes } from "./planes.ts";
 import { applyDiscovered, queueReload } from "./reload.ts";
 import type { Planes, Running, ServeOptions, Upgraded, UpgradeState } from "./running.ts";
 import { listenForSignals } from "./signals.ts";
+import { trimWatch, trimWhenQuiet } from "./heap_trim.ts";
 import { logger } from "../log.ts";
 
 const log = logger("server");
@@ -238,8 +239,10 @@ async function startRunning(
         error: describeError(err),
       })
     );
+  const trim = trimWatch();
   const statsTimer = setInterval(() => {
     const now = planes.stats();
+    trimWhenQuiet(trim, now);
     if (JSON.stringify(now) === JSON.stringify(state.data_planes)) return;
     state.data_planes = now;
     saveState();

@@ -72,6 +72,8 @@ const SYMBOLS = {
   // The length of a C string OpenSSL returns, before copying it (ffi_ssl.ts).
   strnlen: { parameters: ["usize", "usize"], result: "usize" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  // glibc's; musl has none, so it may be missing (instance/heap_trim.ts).
+  malloc_trim: { parameters: ["usize"], result: "i32", optional: true },
   read_async: {
     name: "read",
     parameters: ["i32", "buffer", "usize"],
@@ -447,4 +449,19 @@ export function uringEnterWait(
 /** io_uring_register with `arg` (`size` bytes of it are the kernel's to read); 0 or -errno. */
 export function uringRegister(ring: number, opcode: number, arg: Uint8Array, count: number) {
   return ret(libc().uring_register(URING.register, ring, opcode, arg, count));
+}
+
+/**
+ * Asks glibc to give the free memory in its arenas back to the system
+ * (`malloc_trim(0)`): whether it gave any, or null when this libc has no
+ * such call (musl) or cannot be loaded.
+ */
+export function trimHeap(): boolean | null {
+  try {
+    loadLibc();
+  } catch {
+    return null;
+  }
+  const trim = libc().malloc_trim;
+  return trim === null ? null : trim(0n) === 1;
 }
