@@ -57,11 +57,14 @@ export function trimDue(watch: TrimWatch, now: number): boolean {
 export function trimWhenQuiet(watch: TrimWatch, planes: readonly PlaneStats[]): void {
   if (!trimDue(watch, activity(planes))) return;
   const before = Deno.memoryUsage().rss;
+  const start = performance.now();
   if (trimHeap() === null) return;
+  const ms = performance.now() - start;
   const after = Deno.memoryUsage().rss;
-  log.debug("gave {kib} KiB of freed memory back to the system (RSS {rss_mib} MiB)", {
+  log.debug("gave {kib} KiB of freed memory back to the system in {ms} ms (RSS {rss_mib} MiB)", {
     event: "heap_trimmed",
     kib: Math.round((before - after) / 1024),
+    ms: Math.round(ms * 100) / 100,
     rss_mib: Math.round(after / 1048576 * 10) / 10,
   });
 }
