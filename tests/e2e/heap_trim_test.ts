@@ -5,7 +5,11 @@
 import assert from "node:assert/strict";
 import { closeQuietly, echoBackend, echoing, startBal, waitFor } from "../helpers.ts";
 
-const trims = (log: Record<string, unknown>[]) => log.filter((l) => l.event === "heap_trimmed");
+type Line = Record<string, unknown>;
+const trims = (log: Line[]) => log.filter((l) => l.event === "heap_trimmed");
+/** The trims logged at epoch ms `t` or later. */
+const trimsSince = (log: Line[], t: number) =>
+  trims(log).filter((l) => Date.parse(l.timestamp as string) >= t);
 
 Deno.test("heap trim: after start-up, and after a burst of connections ends", async () => {
   const echo = echoBackend();
@@ -18,13 +22,12 @@ Deno.test("heap trim: after start-up, and after a burst of connections ends", as
     const ended = Date.now();
     const after = await waitFor(
       "a trim after the burst",
-      () => trims(d.log()).find((l) => Date.parse(l.timestamp as string) >= ended),
+      () => trimsSince(d.log(), ended)[0],
     );
-    assert.equal(typeof (after.fields as Record<string, unknown>).kib, "number");
+    assert.equal(typeof (after.fields as Line).kib, "number");
     // Two more ticks with nothing coming or going: no second trim for the same quiet spell.
     await new Promise((r) => setTimeout(r, 2500));
-    const since = trims(d.log()).filter((l) => Date.parse(l.timestamp as string) >= ended);
-    assert.equal(since.length, 1, "one trim per quiet spell");
+    assert.equal(trimsSince(d.log(), ended).length, 1, "one trim per quiet spell");
   } finally {
     await d.stop();
     await echo.close();
